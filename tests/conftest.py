@@ -1,0 +1,37 @@
+"""Shared test fixtures. The Keras backend is chosen here, before Keras is imported."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared_data_dir() -> Path | None:
+    env = os.environ.get("SEGDOCTOR_SHARED_DATA")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO.parent / "shared" / "data")
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared real datasets (dsb2018-nuclei, isbi2012-membrane, camvid-val)."""
+    path = _shared_data_dir()
+    if path is None:
+        pytest.skip("shared datasets not found (set SEGDOCTOR_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
