@@ -1,0 +1,241 @@
+"""The ``segdoctor`` command: a thin layer over importable functions.
+
+Every command maps to one function (``cmd_train``, ``cmd_diagnose``, ...) that takes parsed
+arguments and returns an exit status, so scripts and tests can call them without a subprocess.
+Exit status: 0 success; 1 the diagnosis found an error; 2 the command could not run (bad arguments
+or unreadable input), always with a message saying what to do; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from segdoctor import __version__
+from segdoctor._backend import describe_backend
+from segdoctor.errors import SegdoctorError
+
+
+def _err(message: str) -> None:
+    print(f"segdoctor: error: {message}", file=sys.stderr)
+
+
+def _overrides(pairs: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in pairs:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SegdoctorError(
+                f"Cannot read the override {item!r}",
+                expected="section.key=value, e.g. train.epochs=30",
+                fix="write the key, an equals sign and the value without spaces.",
+            )
+        out[key.strip()] = value
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``segdoctor train DATA --out RUN``: the default recipe on a data folder."""
+    from segdoctor.train.config import resolve_config
+    from segdoctor.train.recipe import resume_run, train_run
+
+    if args.resume:
+        result = resume_run(Path(args.resume), extra_epochs=args.epochs)
+    else:
+        if args.data is None:
+            raise SegdoctorError(
+                "No data folder given",
+                expected="segdoctor train DATA --out RUN",
+                fix="name the folder that holds images/ and masks/, or use --resume RUN.",
+            )
+        overrides = _overrides(args.set or [])
+        overrides["data.path"] = str(args.data)
+        for key, value in (
+            ("train.epochs", args.epochs),
+            ("train.lr", args.lr),
+            ("data.batch_size", args.batch_size),
+            ("data.patch_size", args.patch_size),
+            ("train.max_minutes", args.max_minutes),
+            ("model.name", args.model),
+        ):
+            if value is not None:
+                overrides[key] = str(value)
+        if args.mixed_precision:
+            overrides["train.mixed_precision"] = "true"
+        config = resolve_config(args.config, overrides)
+        result = train_run(config, Path(args.out))
+    print(result.summary_text())
+    return 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    """``segdoctor diagnose DATA``: data checks, plus model/probe/history checks on request."""
+    from segdoctor.doctor import cli_diagnose
+
+    return cli_diagnose(
+        args.data,
+        history=args.history,
+        model=args.model,
+        probe=args.probe,
+        json_path=args.json,
+        html_path=args.html,
+        safe_mode=not args.unsafe,
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``segdoctor evaluate MODEL DATA``: per-image Dice and IoU at full size."""
+    from segdoctor.train.evaluate import evaluate_command
+
+    return evaluate_command(
+        args.model,
+        args.data,
+        json_path=args.json,
+        csv_path=args.csv,
+        hausdorff=args.hausdorff,
+        unsafe=args.unsafe,
+    )
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """``segdoctor predict MODEL IMAGES --out DIR``: masks at each input's own size."""
+    from segdoctor.train.evaluate import predict_command
+
+    return predict_command(args.model, args.images, args.out, unsafe=args.unsafe)
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    """``segdoctor lr-find DATA``: the loss-versus-LR curve and a suggested learning rate."""
+    from segdoctor.train.config import resolve_config
+    from segdoctor.train.recipe import lr_find_command
+
+    overrides = _overrides(args.set or [])
+    overrides["data.path"] = str(args.data)
+    config = resolve_config(args.config, overrides)
+    return lr_find_command(config, Path(args.out))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``segdoctor demo``: diagnose and train on the bundled nuclei sample."""
+    from segdoctor.train.demo import run_demo
+
+    return run_demo(Path(args.out), minutes=args.minutes, epochs=args.epochs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segdoctor",
+        description="Train segmentation models with Dice the right way, and find out why validation Dice is not improving.",
+    )
+    parser.add_argument("--version", action="version", version=f"segdoctor {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "demo", help="diagnose and train on the bundled nuclei sample (a few minutes)"
+    )
+    p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
+    p.add_argument(
+        "--minutes", type=float, default=3.0, help="training time budget in minutes (default: 3)"
+    )
+    p.add_argument("--epochs", type=int, default=40, help="maximum epochs (default: 40)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train the default recipe on DATA (images/ + masks/)")
+    p.add_argument("data", nargs="?", help="data folder")
+    p.add_argument("--out", default="runs/latest", help="run folder (default: runs/latest)")
+    p.add_argument("--config", help="YAML configuration file (sections data:, model:, train:)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=30 (repeatable)",
+    )
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float, help="learning rate (default: from an LR range test)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--patch-size", type=int)
+    p.add_argument("--model", help="model name (see segdoctor.models.list_models())")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        help="stop at the first epoch boundary after N minutes, keeping the best model",
+    )
+    p.add_argument("--mixed-precision", action="store_true", help="train in mixed bfloat16")
+    p.add_argument(
+        "--resume", metavar="RUN", help="continue an interrupted run from its last completed epoch"
+    )
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("diagnose", help="explain why validation Dice is not improving")
+    p.add_argument("data", help="data folder")
+    p.add_argument(
+        "--history", help="training log: Keras CSVLogger CSV or a JSON dump of History.history"
+    )
+    p.add_argument("--model", help="a .keras model file (or a run folder) to check")
+    p.add_argument(
+        "--probe", action="store_true", help="run short probes (seconds of real training)"
+    )
+    p.add_argument("--json", help="write the findings as JSON to this file")
+    p.add_argument("--html", help="write an HTML report to this file")
+    p.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="allow loading models with Lambda layers (runs their code)",
+    )
+    p.set_defaults(func=cmd_diagnose)
+
+    p = sub.add_parser("evaluate", help="per-image Dice/IoU of a model on DATA")
+    p.add_argument("model", help="a .keras file or a run folder (its best model)")
+    p.add_argument("data", help="data folder")
+    p.add_argument("--json", help="write summary and per-image scores as JSON")
+    p.add_argument("--csv", help="write per-image scores as CSV")
+    p.add_argument(
+        "--hausdorff",
+        action="store_true",
+        help="also compute the 95th-percentile Hausdorff distance",
+    )
+    p.add_argument("--unsafe", action="store_true", help="allow loading models with Lambda layers")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="write predicted masks for a folder of images")
+    p.add_argument("model", help="a .keras file or a run folder")
+    p.add_argument("images", help="an image file or a folder of images")
+    p.add_argument("--out", required=True, help="output folder for the masks")
+    p.add_argument("--unsafe", action="store_true", help="allow loading models with Lambda layers")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "lr-find", help="LR range test: loss-vs-LR plot and a suggested learning rate"
+    )
+    p.add_argument("data", help="data folder")
+    p.add_argument("--out", default="runs/lr-find", help="output folder")
+    p.add_argument("--config", help="YAML configuration file")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
+    p.set_defaults(func=cmd_lr_find)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``segdoctor`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    print(describe_backend(), file=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except SegdoctorError as exc:
+        _err(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        _err(
+            "interrupted. A training run keeps its last completed epoch: continue it with `segdoctor train --resume RUN`."
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

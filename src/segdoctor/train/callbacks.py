@@ -1,0 +1,173 @@
+"""Callbacks of the training recipe, each configured the right way round for a metric that goes up.
+
+- :class:`RunCheckpoint` writes ``best.keras`` (highest monitored value, ``mode="max"``),
+  ``last.keras`` (every epoch, with optimizer state) and ``state.json`` atomically, so a run killed at
+  any moment resumes from its last completed epoch.
+- :class:`HistoryWriter` rewrites ``history.csv`` atomically after every epoch (continuous across a
+  resume, unlike ``keras.callbacks.CSVLogger`` in append mode after a crash mid-line).
+- :class:`NanGuard` stops on a non-finite loss and records why.
+- :class:`TimeBudget` stops at the first epoch boundary after ``max_minutes``.
+- :class:`LearningRateLogger` adds the learning rate to the logs (and so to the history).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from segdoctor._io import atomic_save, atomic_write_text
+
+
+def current_lr(optimizer: Any) -> float:
+    """The optimizer's learning rate now, whether it is a constant or a schedule."""
+    lr = optimizer.learning_rate
+    return float(keras.ops.convert_to_numpy(lr))
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Put the learning rate of the epoch's last step into ``logs["lr"]``."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["lr"] = current_lr(self.model.optimizer)
+
+
+class RunState:
+    """The small JSON file that says how far a run got (``RUN/state.json``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.data: dict[str, Any] = {
+            "epoch": -1,
+            "best": None,
+            "best_epoch": None,
+            "status": "new",
+            "elapsed_s": 0.0,
+        }
+        if self.path.exists():
+            self.data.update(json.loads(self.path.read_text(encoding="utf-8")))
+
+    def update(self, **values: Any) -> None:
+        self.data.update(values)
+        atomic_write_text(self.path, json.dumps(self.data, indent=2))
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """Atomic best/last checkpoints plus ``state.json``.
+
+    Args:
+        run_dir: the run folder.
+        monitor: the quantity that decides "best" (``val_dice``).
+        mode: "max" for Dice/IoU. Never "auto": a custom metric has no direction Keras knows.
+        state: the run's :class:`RunState`.
+    """
+
+    def __init__(self, run_dir: Path, monitor: str, mode: str, state: RunState) -> None:
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        self.run_dir = Path(run_dir)
+        self.monitor = monitor
+        self.mode = mode
+        self.state = state
+        self._started = time.monotonic()
+        self._elapsed0 = float(state.data.get("elapsed_s", 0.0))
+        best = state.data.get("best")
+        self.best = (
+            -math.inf
+            if best is None and mode == "max"
+            else math.inf
+            if best is None
+            else float(best)
+        )
+
+    def _improved(self, value: float) -> bool:
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        loss = logs.get("loss")
+        if loss is not None and not np.isfinite(loss):
+            return  # never overwrite a good checkpoint with a diverged model
+        value = logs.get(self.monitor)
+        if value is not None and np.isfinite(value) and self._improved(float(value)):
+            self.best = float(value)
+            atomic_save(self.run_dir / "best.keras", self.model.save, suffix=".keras")
+            self.state.data.update(best=self.best, best_epoch=epoch)
+        atomic_save(self.run_dir / "last.keras", self.model.save, suffix=".keras")
+        elapsed = self._elapsed0 + time.monotonic() - self._started
+        self.state.update(epoch=epoch, status="running", elapsed_s=round(elapsed, 1))
+
+
+class HistoryWriter(keras.callbacks.Callback):
+    """Keep ``history.csv`` complete after every epoch; rows from an earlier run are kept."""
+
+    def __init__(self, path: Path, resume: bool = False) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.rows: list[dict[str, Any]] = []
+        if resume and self.path.exists():
+            with open(self.path, newline="", encoding="utf-8") as fh:
+                self.rows = [dict(row) for row in csv.DictReader(fh)]
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        row: dict[str, Any] = {"epoch": epoch}
+        row.update({k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0})
+        self.rows = [r for r in self.rows if int(float(r["epoch"])) < epoch] + [row]
+        keys: list[str] = []
+        for r in self.rows:
+            keys.extend(k for k in r if k not in keys)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.path, buffer.getvalue())
+
+
+class NanGuard(keras.callbacks.Callback):
+    """Stop training at the first non-finite batch loss and remember where it happened."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.event: dict[str, Any] | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            self.event = {
+                "epoch": self._epoch,
+                "batch": batch,
+                "loss": str(float(loss)),
+                "lr": current_lr(self.model.optimizer),
+            }
+            self.model.stop_training = True
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop at the first epoch boundary after ``max_minutes`` of training."""
+
+    def __init__(self, max_minutes: float) -> None:
+        super().__init__()
+        self.max_seconds = max_minutes * 60.0
+        self.triggered = False
+        self._start = time.monotonic()
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._start = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if time.monotonic() - self._start >= self.max_seconds:
+            self.triggered = True
+            self.model.stop_training = True

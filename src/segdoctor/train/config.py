@@ -1,0 +1,276 @@
+"""Training configuration: frozen dataclasses of plain types, YAML defaults, CLI overrides.
+
+Resolution order: dataclass defaults, then a YAML file, then ``key=value`` overrides such as
+``train.epochs=30``; the result is validated and written into the run folder as ``config.yaml``.
+No eval/exec: YAML is read with ``yaml.safe_load`` and override values are parsed as YAML scalars.
+
+Example:
+    >>> cfg = resolve_config(overrides={"train.epochs": "3", "data.path": "data"})
+    >>> cfg.train.epochs
+    3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from segdoctor.errors import ConfigError, check_choice, did_you_mean
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data is and how it becomes batches."""
+
+    path: str = ""
+    val_path: str | None = None  # a separate validation folder; else a split of `path`
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    group_by: str | None = None  # regex whose first match in a file name is the group key
+    mask_policy: str = "auto"  # auto | binary | scale255 | instance | multiclass | palette
+    num_classes: int | None = None  # inferred from the masks when None
+    ignore_index: int | None = None
+    channels: int | None = None  # 1 or 3; inferred from the images when None
+    patch_size: int = 256
+    batch_size: int = 8
+    foreground_oversample: float = 0.33
+    augment: str = "default"  # default | light | none
+    samples_per_epoch: int | None = None  # patches drawn per epoch; default: one per image
+    cache: bool = True
+    skip_bad_files: bool = False
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network."""
+
+    name: str = "unet"
+    depth: int = 4
+    base_filters: int = 32
+    norm: str = "batch"
+    dropout: float = 0.0
+    residual: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation recipe."""
+
+    epochs: int = 50
+    loss: str = "dice_ce"  # dice_ce | dice | tversky | focal_tversky | generalized_dice
+    lr: float | None = None  # None: run an LR range test and take its suggestion
+    optimizer: str = "adamw"  # adamw | adam | sgd
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # cosine | poly | plateau | constant
+    warmup_epochs: int = 1
+    early_stopping_patience: int | None = 15
+    mixed_precision: bool = False
+    seed: int = 0
+    max_minutes: float | None = None
+    tensorboard: bool = False
+    doctor: bool = True
+    verbose: int = 1
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; written to RUN/config.yaml."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+CHOICES = {
+    ("data", "mask_policy"): ("auto", "binary", "scale255", "instance", "multiclass", "palette"),
+    ("data", "augment"): ("default", "light", "none"),
+    ("model", "norm"): ("batch", "group", "instance", "none"),
+    ("train", "loss"): ("dice_ce", "dice", "tversky", "focal_tversky", "generalized_dice"),
+    ("train", "optimizer"): ("adamw", "adam", "sgd"),
+    ("train", "schedule"): ("cosine", "poly", "plateau", "constant"),
+}
+
+
+def _coerce(section: str, name: str, value: Any, annotation: str) -> Any:
+    """Convert a YAML/CLI value to the field's declared type, or raise ConfigError."""
+    key = f"{section}.{name}"
+    if value is None:
+        if "None" in annotation:
+            return None
+        raise ConfigError(f"{key} cannot be empty", expected=annotation, fix=f"give {key} a value.")
+    base = annotation.replace(" | None", "")
+    try:
+        if base == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("true", "yes", "1", "on"):
+                return True
+            if text in ("false", "no", "0", "off"):
+                return False
+            raise ValueError(value)
+        if base == "int":
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise ValueError(value)
+            return int(float(value))
+        if base == "float":
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"Invalid value for {key}",
+            expected=base,
+            received=repr(value),
+            fix=f"set {key} to a {base}.",
+        ) from None
+
+
+def _apply(config: RunConfig, section: str, name: str, value: Any) -> RunConfig:
+    if section not in SECTIONS:
+        raise ConfigError(
+            f"Unknown configuration section {section!r}",
+            expected="data, model or train",
+            fix=f"write keys as section.name, e.g. train.epochs.{did_you_mean(section, SECTIONS)}",
+        )
+    cls = SECTIONS[section]
+    known = {f.name: f for f in fields(cls)}
+    if name not in known:
+        raise ConfigError(
+            f"Unknown configuration key {section}.{name}",
+            expected=f"one of {', '.join(sorted(known))}",
+            fix=f"check the spelling.{did_you_mean(name, known)}",
+        )
+    coerced = _coerce(section, name, value, str(known[name].type))
+    sub = replace(getattr(config, section), **{name: coerced})
+    return replace(config, **{section: sub})
+
+
+def validate(config: RunConfig) -> RunConfig:
+    """Check ranges and choices; return the config unchanged or raise ConfigError."""
+    for (section, name), options in CHOICES.items():
+        check_choice(f"{section}.{name}", getattr(getattr(config, section), name), options)
+    d, t, m = config.data, config.train, config.model
+    checks = [
+        (0.0 <= d.val_fraction < 1.0, "data.val_fraction", "0 <= value < 1", d.val_fraction),
+        (d.batch_size >= 1, "data.batch_size", ">= 1", d.batch_size),
+        (d.patch_size >= 16, "data.patch_size", ">= 16", d.patch_size),
+        (
+            0.0 <= d.foreground_oversample <= 1.0,
+            "data.foreground_oversample",
+            "between 0 and 1",
+            d.foreground_oversample,
+        ),
+        (d.channels in (None, 1, 3), "data.channels", "1, 3 or empty (inferred)", d.channels),
+        (t.epochs >= 1, "train.epochs", ">= 1", t.epochs),
+        (
+            t.lr is None or 0 < t.lr < 10,
+            "train.lr",
+            "0 < lr < 10, or empty for an LR range test",
+            t.lr,
+        ),
+        (t.weight_decay >= 0, "train.weight_decay", ">= 0", t.weight_decay),
+        (t.warmup_epochs >= 0, "train.warmup_epochs", ">= 0", t.warmup_epochs),
+        (t.max_minutes is None or t.max_minutes > 0, "train.max_minutes", "> 0", t.max_minutes),
+        (1 <= m.depth <= 7, "model.depth", "1..7", m.depth),
+        (m.base_filters >= 1, "model.base_filters", ">= 1", m.base_filters),
+        (0 <= m.dropout < 1, "model.dropout", "0 <= dropout < 1", m.dropout),
+    ]
+    for ok, key, expected, received in checks:
+        if not ok:
+            raise ConfigError(
+                f"Invalid value for {key}",
+                expected=expected,
+                received=repr(received),
+                fix=f"change {key}.",
+            )
+    stride = 2**m.depth
+    if d.patch_size % stride:
+        raise ConfigError(
+            f"data.patch_size {d.patch_size} is not a multiple of the model stride {stride}",
+            expected=f"a multiple of 2**model.depth = {stride}",
+            received=str(d.patch_size),
+            fix=f"use data.patch_size={max(stride, d.patch_size // stride * stride)}.",
+        )
+    return config
+
+
+def resolve_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> RunConfig:
+    """Defaults, then the YAML file at ``path``, then ``overrides`` ({"train.epochs": "3"})."""
+    config = RunConfig()
+    if path is not None:
+        config = merge_mapping(config, load_yaml(path))
+    for key, value in (overrides or {}).items():
+        section, _, name = key.partition(".")
+        if not name:
+            raise ConfigError(
+                f"Override {key!r} has no section",
+                expected="section.name=value, e.g. train.epochs=30",
+                fix="prefix the key with data., model. or train.",
+            )
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip() else None
+        config = _apply(config, section, name, value)
+    return validate(config)
+
+
+def merge_mapping(config: RunConfig, mapping: dict[str, Any]) -> RunConfig:
+    """Apply a nested {section: {key: value}} mapping to ``config``."""
+    if not isinstance(mapping, dict):
+        raise ConfigError(
+            "A configuration file must hold a mapping",
+            expected="sections data:, model:, train:",
+            received=type(mapping).__name__,
+            fix="see `segdoctor train --help` for an example.",
+        )
+    for section, values in mapping.items():
+        if not isinstance(values, dict):
+            raise ConfigError(
+                f"Section {section!r} must be a mapping",
+                received=repr(values),
+                fix=f"write `{section}:` followed by indented key: value lines.",
+            )
+        for name, value in values.items():
+            config = _apply(config, str(section), str(name), value)
+    return config
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML configuration file safely."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot read the configuration file {path}",
+            received=exc.strerror,
+            fix="check the path.",
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"{path} is not valid YAML", received=str(exc).splitlines()[0], fix="fix the syntax."
+        ) from None
+    return data or {}
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    """Plain nested dict (YAML/JSON safe)."""
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(mapping: dict[str, Any]) -> RunConfig:
+    """Inverse of :func:`config_to_dict`, validated."""
+    return validate(merge_mapping(RunConfig(), mapping))
+
+
+def dump_yaml(config: RunConfig) -> str:
+    """The resolved configuration as YAML text."""
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)

@@ -1,0 +1,121 @@
+"""Loading trained models safely and predicting full-size masks.
+
+Models are loaded with Keras ``safe_mode=True``: a model that needs arbitrary code to deserialize (a
+``Lambda`` layer) is refused with an explanation, unless the user opts in with ``unsafe=True``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from segdoctor.errors import ModelLoadError
+
+DEFAULT_STRIDE = 32
+
+
+def resolve_model_path(model: str | Path) -> Path:
+    """A ``.keras`` file, or a run folder (its ``best.keras``, else ``last.keras``)."""
+    path = Path(model)
+    if path.is_dir():
+        for name in ("best.keras", "last.keras"):
+            if (path / name).is_file():
+                return path / name
+        raise ModelLoadError(
+            f"The run folder {path} holds no model",
+            expected="best.keras or last.keras inside it",
+            fix="pass the .keras file itself, or a folder written by `segdoctor train`.",
+        )
+    if not path.is_file():
+        raise ModelLoadError(f"Model file {path} does not exist", fix="check the path.")
+    if path.suffix != ".keras":
+        raise ModelLoadError(
+            f"{path.name} is not a Keras 3 model file",
+            expected="a .keras file (model.save('model.keras'))",
+            received=path.suffix or "no extension",
+            fix="save the model with model.save('name.keras'); legacy .h5 files are not supported.",
+        )
+    return path
+
+
+def load_model(model: str | Path, unsafe: bool = False, compile: bool = False) -> keras.Model:
+    """Load a model with safe deserialization; explain a refusal instead of raising a traceback."""
+    import segdoctor.losses
+    import segdoctor.metrics  # noqa: F401
+
+    path = resolve_model_path(model)
+    try:
+        return keras.saving.load_model(path, compile=compile, safe_mode=not unsafe)
+    except ValueError as exc:
+        text = str(exc)
+        if "safe_mode" in text or "Lambda" in text or "unsafe" in text.lower():
+            raise ModelLoadError(
+                f"{path.name} contains code (a Lambda layer or a custom function) that Keras only runs with safe_mode off",
+                expected="a model made of registered layers",
+                fix="if you trust the file, pass --unsafe (unsafe=True); better, replace the Lambda layer with a registered custom layer.",
+            ) from None
+        raise ModelLoadError(
+            f"Cannot load {path}",
+            received=text.splitlines()[0][:300],
+            fix="check that the file is a complete model saved by Keras 3.",
+        ) from None
+    except (OSError, EOFError, KeyError) as exc:
+        raise ModelLoadError(
+            f"Cannot read {path} ({type(exc).__name__})",
+            expected="a complete .keras zip file",
+            fix="the file may be truncated: use another checkpoint (last.keras or best.keras).",
+        ) from None
+    except Exception as exc:  # zipfile.BadZipFile and backend-specific errors
+        raise ModelLoadError(
+            f"Cannot load {path}",
+            received=f"{type(exc).__name__}: {str(exc)[:300]}",
+            fix="check that the file is a complete model saved by Keras 3.",
+        ) from None
+
+
+def model_stride(model: keras.Model) -> int:
+    """The factor the input size must be divisible by: 2 ** (number of 2x poolings/stride-2 convs)."""
+    downsamples = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        pool = getattr(layer, "pool_size", None)
+        strides = getattr(layer, "strides", None)
+        if isinstance(layer, keras.layers.MaxPooling2D | keras.layers.AveragePooling2D) and pool:
+            downsamples += int(np.log2(pool[0]))
+        elif isinstance(layer, keras.layers.Conv2D) and strides and strides[0] > 1:
+            downsamples += int(np.log2(strides[0]))
+    return 2**downsamples if downsamples else DEFAULT_STRIDE
+
+
+def predict_full(model: keras.Model, image: np.ndarray, stride: int | None = None) -> np.ndarray:
+    """Predict one normalized image (H, W, C) at its own size: pad to the stride, predict, crop.
+
+    Padding is reflective so the border context looks like image, not a black frame.
+
+    Returns:
+        (H, W, K) float32 probabilities (or logits, as the model outputs them).
+    """
+    stride = stride or model_stride(model)
+    h, w = image.shape[:2]
+    ph, pw = (-h) % stride, (-w) % stride
+    padded = np.pad(
+        image,
+        ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)),
+        mode="reflect" if min(h, w) > 1 else "edge",
+    )
+    out = model.predict(padded[None].astype("float32"), verbose=0)
+    if isinstance(out, list | tuple):
+        out = out[0]
+    out = np.asarray(out)[0]
+    return out[ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w]
+
+
+def to_labels(
+    probabilities: np.ndarray, threshold: float = 0.5, from_logits: bool = False
+) -> np.ndarray:
+    """(H, W, K) scores -> (H, W) labels: threshold for one channel, argmax otherwise."""
+    if probabilities.shape[-1] == 1:
+        cut = 0.0 if from_logits else threshold
+        return (probabilities[..., 0] > cut).astype(np.int32)
+    return np.argmax(probabilities, axis=-1).astype(np.int32)

@@ -1,0 +1,120 @@
+"""Learning-rate range test (Smith 2017; the fastai "lr_find" procedure).
+
+The learning rate grows exponentially from ``start_lr`` to ``end_lr`` over ``steps`` batches while the
+training loss is recorded; the test stops early once the smoothed loss exceeds ``divergence`` times its
+minimum. The suggestion is the learning rate at the minimum of the smoothed loss divided by 10
+(fastai's ``lr_min``): a rate that still makes fast progress but sits an order of magnitude below the
+point where training starts to diverge. The model passed in is trained, so give it a throwaway copy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+
+@dataclass
+class LRFindResult:
+    """Learning rates tried, raw and smoothed losses, and the suggestion."""
+
+    lrs: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    smoothed: list[float] = field(default_factory=list)
+    suggestion: float | None = None
+    min_loss_lr: float | None = None
+    steepest_lr: float | None = None
+    diverged: bool = False
+
+    def to_dict(self) -> dict:
+        return {
+            "suggestion": self.suggestion,
+            "min_loss_lr": self.min_loss_lr,
+            "steepest_lr": self.steepest_lr,
+            "diverged": self.diverged,
+            "lrs": self.lrs,
+            "losses": self.losses,
+        }
+
+
+class _RangeTest(keras.callbacks.Callback):
+    def __init__(self, start_lr: float, end_lr: float, steps: int, beta: float, divergence: float):
+        super().__init__()
+        self.factor = (end_lr / start_lr) ** (1.0 / max(steps - 1, 1))
+        self.start_lr = start_lr
+        self.beta = beta
+        self.divergence = divergence
+        self.result = LRFindResult()
+        self._avg = 0.0
+        self._step = 0
+
+    def _lr(self) -> float:
+        return self.start_lr * self.factor**self._step
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self.model.optimizer.learning_rate = self._lr()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = float((logs or {}).get("loss", math.nan))
+        lr = self._lr()
+        self._step += 1
+        if not math.isfinite(loss):
+            self.result.diverged = True
+            self.model.stop_training = True
+            return
+        self._avg = self.beta * self._avg + (1 - self.beta) * loss
+        smooth = self._avg / (1 - self.beta**self._step)
+        self.result.lrs.append(lr)
+        self.result.losses.append(loss)
+        self.result.smoothed.append(smooth)
+        if self._step > 5 and smooth > self.divergence * min(self.result.smoothed):
+            self.result.diverged = True
+            self.model.stop_training = True
+
+
+def suggest(result: LRFindResult) -> LRFindResult:
+    """Fill in the suggestion fields of ``result`` from its recorded curve."""
+    if len(result.smoothed) < 5:
+        return result
+    lrs = np.asarray(result.lrs)
+    smooth = np.asarray(result.smoothed)
+    i_min = int(np.argmin(smooth))
+    result.min_loss_lr = float(lrs[i_min])
+    result.suggestion = float(lrs[i_min] / 10.0)
+    if i_min >= 2:
+        slope = np.gradient(smooth[: i_min + 1], np.log(lrs[: i_min + 1]))
+        result.steepest_lr = float(lrs[int(np.argmin(slope))])
+    return result
+
+
+def lr_range_test(
+    model: keras.Model,
+    data,
+    start_lr: float = 1e-6,
+    end_lr: float = 1.0,
+    steps: int = 60,
+    beta: float = 0.9,
+    divergence: float = 4.0,
+) -> LRFindResult:
+    """Run the range test on a compiled ``model`` with batches from ``data``.
+
+    Args:
+        model: a compiled model (it is trained: pass a fresh copy, not the one you keep).
+        data: anything ``model.fit`` accepts that yields at least ``steps`` batches
+            (a ``keras.utils.PyDataset`` is repeated as needed).
+        start_lr, end_lr: the range, exponentially spaced.
+        steps: number of batches.
+        beta: smoothing of the loss curve.
+        divergence: stop when the smoothed loss exceeds this multiple of its minimum.
+
+    Returns:
+        An :class:`LRFindResult` with ``suggestion`` set when enough steps ran.
+    """
+    callback = _RangeTest(start_lr, end_lr, steps, beta, divergence)
+    per_epoch = len(data) if hasattr(data, "__len__") else steps
+    per_epoch = max(1, min(per_epoch, steps))
+    epochs = math.ceil(steps / per_epoch)
+    model.fit(data, epochs=epochs, steps_per_epoch=per_epoch, callbacks=[callback], verbose=0)
+    return suggest(callback.result)

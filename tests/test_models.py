@@ -1,0 +1,158 @@
+"""Contract tests for the model registry and the U-Net family (run on every backend)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from segdoctor.errors import ConfigError
+from segdoctor.models import create_model, list_models, register_model
+from segdoctor.train.inference import model_stride, predict_full, to_labels
+
+TINY = {"depth": 2, "base_filters": 4}
+
+
+def test_registry_lists_builtin_models():
+    assert {"unet", "resunet"} <= set(list_models())
+
+
+def test_unknown_model_suggests_the_closest_name():
+    with pytest.raises(ConfigError, match='Did you mean "unet"'):
+        create_model("unte")
+
+
+def test_registering_a_name_twice_is_refused():
+    with pytest.raises(ConfigError, match="already registered"):
+        register_model("unet")(lambda: None)
+
+
+@pytest.mark.parametrize(
+    ("mode", "num_classes", "channels", "activation"),
+    [("binary", 1, 1, "sigmoid"), ("multiclass", 4, 4, "softmax"), ("multilabel", 3, 3, "sigmoid")],
+)
+def test_output_head_follows_mode(mode, num_classes, channels, activation):
+    model = create_model(
+        "unet", input_shape=(32, 32, 3), mode=mode, num_classes=num_classes, **TINY
+    )
+    assert model.output_shape == (None, 32, 32, channels)
+    head = model.get_layer("mask")
+    assert head.activation.__name__ == activation
+    y = keras.ops.convert_to_numpy(
+        model(np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32"))
+    )
+    if activation == "softmax":
+        np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-5)
+    assert np.all((y >= 0) & (y <= 1))
+
+
+def test_logits_output_is_unbounded_and_float32():
+    model = create_model("unet", input_shape=(32, 32, 1), output="logits", **TINY)
+    assert model.get_layer("mask").activation.__name__ == "linear"
+    assert model.get_layer("mask").dtype_policy.compute_dtype == "float32"
+
+
+def test_multiclass_with_one_class_is_refused():
+    with pytest.raises(ConfigError, match='mode="binary"'):
+        create_model("unet", input_shape=(32, 32, 1), mode="multiclass", num_classes=1, **TINY)
+
+
+def test_input_size_must_be_a_multiple_of_the_stride():
+    with pytest.raises(ConfigError, match="multiple of the U-Net stride 16"):
+        create_model("unet", input_shape=(40, 40, 1), depth=4, base_filters=2)
+
+
+@pytest.mark.parametrize(
+    "bad", [{"norm": "layer"}, {"depth": 0}, {"dropout": 1.5}, {"base_filters": 0}]
+)
+def test_bad_arguments_get_a_clear_error(bad):
+    kwargs = {**TINY, **bad}
+    with pytest.raises(ConfigError):
+        create_model("unet", input_shape=(32, 32, 1), **kwargs)
+
+
+@pytest.mark.parametrize("norm", ["batch", "group", "instance", "none"])
+def test_every_normalization_builds_and_runs_on_dynamic_sizes(norm):
+    model = create_model("unet", input_shape=(None, None, 1), norm=norm, depth=2, base_filters=8)
+    for h, w in [(32, 32), (16, 48)]:
+        assert tuple(model(np.zeros((1, h, w, 1), "float32")).shape) == (1, h, w, 1)
+    kinds = {type(layer).__name__ for layer in model.layers}
+    expected = {
+        "batch": "BatchNormalization",
+        "group": "GroupNormalization",
+        "instance": "GroupNormalization",
+    }
+    if norm == "none":
+        assert not kinds & {"BatchNormalization", "GroupNormalization"}
+    else:
+        assert expected[norm] in kinds
+
+
+def test_residual_blocks_add_a_skip_path():
+    plain = create_model("unet", input_shape=(32, 32, 1), **TINY)
+    res = create_model("resunet", input_shape=(32, 32, 1), **TINY)
+    assert any(isinstance(layer, keras.layers.Add) for layer in res.layers)
+    assert not any(isinstance(layer, keras.layers.Add) for layer in plain.layers)
+    assert res.count_params() > plain.count_params()
+
+
+def test_deep_supervision_returns_full_size_auxiliary_outputs():
+    model = create_model(
+        "unet", input_shape=(32, 32, 1), depth=3, base_filters=4, deep_supervision=True
+    )
+    shapes = [tuple(o.shape) for o in model.outputs]
+    assert len(shapes) == 2
+    assert all(s == (None, 32, 32, 1) for s in shapes)
+
+
+def test_he_initialization_on_convolutions():
+    model = create_model("unet", input_shape=(32, 32, 1), **TINY)
+    conv = model.get_layer("enc0_conv1")
+    assert type(conv.kernel_initializer).__name__ == "HeNormal"
+
+
+def test_dropout_layer_only_when_requested():
+    assert "bottleneck_dropout" not in [
+        layer.name for layer in create_model("unet", input_shape=(32, 32, 1), **TINY).layers
+    ]
+    model = create_model("unet", input_shape=(32, 32, 1), dropout=0.2, **TINY)
+    assert model.get_layer("bottleneck_dropout").rate == pytest.approx(0.2)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = create_model("unet", input_shape=(None, None, 1), **TINY)
+    x = np.random.default_rng(1).normal(size=(1, 32, 32, 1)).astype("float32")
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(model(x)), atol=1e-6
+    )
+
+
+def test_a_training_step_reduces_the_loss_on_one_batch():
+    keras.utils.set_random_seed(0)
+    model = create_model("unet", input_shape=(32, 32, 1), **TINY)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
+    x = np.random.default_rng(0).normal(size=(4, 32, 32, 1)).astype("float32")
+    y = (x > 0.5).astype("float32")
+    first = model.train_on_batch(x, y)
+    for _ in range(15):
+        last = model.train_on_batch(x, y)
+    assert float(last) < float(first)
+
+
+def test_stride_is_derived_from_the_pooling_layers():
+    assert (
+        model_stride(create_model("unet", input_shape=(None, None, 1), depth=3, base_filters=2))
+        == 8
+    )
+
+
+def test_predict_full_keeps_any_input_size():
+    model = create_model("unet", input_shape=(None, None, 1), depth=3, base_filters=2)
+    out = predict_full(model, np.zeros((37, 53, 1), "float32"))
+    assert out.shape == (37, 53, 1)
+    labels = to_labels(np.array([[[0.2], [0.7]]]))
+    np.testing.assert_array_equal(labels, [[0, 1]])
+    np.testing.assert_array_equal(to_labels(np.array([[[0.1, 0.9, 0.0]]])), [[1]])
