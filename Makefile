@@ -5,7 +5,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.segdoctor-installed
-EXTRAS ?= torch,jax,tensorflow,nifti,dev
+EXTRAS ?= torch,jax,nifti,dev
+# TensorFlow lives in its own environment: when it is installed, Keras imports it on every model
+# save even on the torch backend (seconds of start-up and log noise), so the main one stays without.
+TF_VENV  := .venv-tf
+TF_STAMP := $(TF_VENV)/.segdoctor-installed
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 # Tests whose subject depends on the Keras backend run once per backend, each in its own process.
 BACKEND_TESTS := tests/test_losses.py tests/test_metrics.py tests/test_models.py tests/test_data_augment.py
@@ -25,6 +29,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
+$(TF_STAMP): pyproject.toml
+	@test -x $(TF_VENV)/bin/python || $(PYTHON) -m venv $(TF_VENV)
+	$(TF_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TF_VENV)/bin/python -m pip install --quiet -e ".[tensorflow,nifti,dev]"
+	@touch $(TF_STAMP)
+
 install: $(STAMP)
 
 demo: $(STAMP)
@@ -41,9 +51,9 @@ format: $(STAMP)
 test-fast: $(STAMP)
 	KERAS_BACKEND=torch $(PYTEST) -q -m "not slow and not browser"
 
-test-backends: $(STAMP)
+test-backends: $(STAMP) $(TF_STAMP)
 	KERAS_BACKEND=jax $(PYTEST) -q -m "not slow and not browser" $(wildcard $(BACKEND_TESTS))
-	KERAS_BACKEND=tensorflow $(PYTEST) -q -m "not slow and not browser" $(wildcard $(BACKEND_TESTS))
+	KERAS_BACKEND=tensorflow $(TF_VENV)/bin/python -m pytest -p no:cacheprovider -q -m "not slow and not browser" $(wildcard $(BACKEND_TESTS))
 
 test: lint test-fast test-backends
 
@@ -58,4 +68,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TF_VENV) runs .pytest_cache .ruff_cache

@@ -42,7 +42,7 @@ def ensure_backend() -> str:
         return keras.backend.backend()
     chosen = os.environ.get("KERAS_BACKEND")
     if chosen:
-        _SOURCE["backend"] = "KERAS_BACKEND"
+        _SOURCE.setdefault("backend", "KERAS_BACKEND")  # keep "auto" when we set it ourselves
         return chosen
     available = installed_backends()
     if not available:

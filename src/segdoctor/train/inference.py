@@ -42,8 +42,6 @@ def resolve_model_path(model: str | Path) -> Path:
 
 def load_model(model: str | Path, unsafe: bool = False, compile: bool = False) -> keras.Model:
     """Load a model with safe deserialization; explain a refusal instead of raising a traceback."""
-    import segdoctor.losses
-    import segdoctor.metrics  # noqa: F401
 
     path = resolve_model_path(model)
     try:

@@ -1,0 +1,141 @@
+"""From a data folder to training and validation batches, with every decision stated.
+
+``prepare_data`` discovers the pairs, splits them, inspects every mask and states the mask decision
+("masks are 16-bit instance labels ...: converted to a binary foreground"), chooses the channel count
+and the image normalization, and builds the loaders. The decisions are written to the run folder
+(``mask_policy.json``, ``run.json``) so that evaluation and prediction apply exactly the same ones.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segdoctor import data as sd
+from segdoctor.errors import DataError
+from segdoctor.train.config import RunConfig
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class PreparedData:
+    """Loaders plus the decisions that produced them."""
+
+    train: Any  # keras.utils.PyDataset yielding (B, h, w, C) float32, (B, h, w, 1) int32
+    val: Any
+    train_pairs: list
+    val_pairs: list
+    policy: Any  # segdoctor.data.MaskPolicy
+    normalizer: Any  # segdoctor.data.ImageNormalizer
+    channels: int
+    mode: str  # "binary" | "multiclass"
+    num_classes: int
+    ignore_index: int | None
+
+    @property
+    def policy_json(self) -> dict:
+        return json.loads(self.policy.to_json())
+
+    @property
+    def normalizer_dict(self) -> dict:
+        return self.normalizer.to_dict()
+
+    def load(self, pair) -> tuple[np.ndarray, np.ndarray]:
+        """One full-size pair: normalized image (H, W, C) float32 and mask (H, W) int32."""
+        return load_pair(pair, self.policy, self.normalizer, self.channels)
+
+
+def load_pair(pair, policy, normalizer, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read, convert channels, normalize; mask normalized with ``policy``."""
+    image = sd.to_channels(
+        sd.read_image(pair.image, slice_index=pair.slice_index), channels, name=pair.name
+    )
+    mask = sd.normalize_mask(
+        sd.read_mask(pair.mask, slice_index=pair.slice_index), policy, name=pair.name
+    )
+    return normalizer(image), mask.astype(np.int32)
+
+
+def prepare_data(config: RunConfig, log: Log = print, run_dir: Path | None = None) -> PreparedData:
+    """Discover, split, inspect and normalize; build the training and validation loaders."""
+    d = config.data
+    if not d.path:
+        raise DataError(
+            "No data folder configured",
+            expected="data.path set to a folder with images/ and masks/",
+            fix="pass DATA on the command line.",
+        )
+    on_unpaired = "skip" if d.skip_bad_files else "error"
+    index = sd.discover_pairs(d.path, on_unpaired=on_unpaired)
+    log(f"Data: {index.describe()}")
+    if d.val_path:
+        train_pairs = index.pairs
+        val_pairs = sd.discover_pairs(d.val_path, on_unpaired=on_unpaired).pairs
+    else:
+        train_pairs, val_pairs = sd.split_pairs(
+            index.pairs, d.val_fraction, seed=d.split_seed, group_by=d.group_by
+        )
+    log(
+        f"Split: {len(train_pairs)} training and {len(val_pairs)} validation pairs (seed {d.split_seed})."
+    )
+
+    all_pairs = [*train_pairs, *val_pairs]
+    report = sd.inspect_masks(sd.read_mask(p.mask, slice_index=p.slice_index) for p in all_pairs)
+    kind = None if d.mask_policy == "auto" else d.mask_policy
+    policy = sd.decide_mask_policy(
+        report, kind=kind, num_classes=d.num_classes, ignore_index=d.ignore_index
+    )
+    log(f"Masks: {policy.describe()}")
+    if run_dir is not None:
+        policy.save(Path(run_dir) / "mask_policy.json")
+
+    normalizer = sd.ImageNormalizer(mode="image")
+    stride = 2**config.model.depth
+    common = {
+        "mask_policy": policy,
+        "normalizer": normalizer,
+        "batch_size": d.batch_size,
+        "patch_size": d.patch_size,
+        "stride": stride,
+        "cache": "auto" if d.cache else False,
+        "seed": config.train.seed,
+        "on_error": "skip" if d.skip_bad_files else "raise",
+    }
+    augment = {"default": None, "light": sd.AugmentConfig.light(), "none": False}[d.augment]
+    train = sd.SegmentationDataset(
+        train_pairs,
+        training=True,
+        augment=augment,
+        foreground_fraction=d.foreground_oversample,
+        samples_per_epoch=d.samples_per_epoch,
+        channels=d.channels,
+        **common,
+    )
+    channels = train.channels
+    val = sd.SegmentationDataset(
+        val_pairs, training=False, channels=channels, validation="whole", **common
+    )
+    for dataset in (train, val):
+        for name, why in dataset.skipped:
+            log(f"Skipped {name}: {why}")
+    log(f"Images: {channels} channel(s); {normalizer.describe()}")
+    mode = "binary" if policy.is_binary else "multiclass"
+    num_classes = 2 if mode == "binary" else policy.num_classes
+    return PreparedData(
+        train=train,
+        val=val,
+        train_pairs=list(train_pairs),
+        val_pairs=list(val_pairs),
+        policy=policy,
+        normalizer=normalizer,
+        channels=channels,
+        mode=mode,
+        num_classes=num_classes,
+        ignore_index=policy.ignore_index,
+    )

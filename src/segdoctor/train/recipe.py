@@ -1,0 +1,376 @@
+"""The default training recipe: data -> model -> fit -> best model -> evaluation -> report.
+
+The choices, and why:
+- Loss: Dice + cross-entropy (nnU-Net's default): Dice targets the overlap directly, cross-entropy
+  gives well-behaved gradients early and on empty images.
+- Optimizer: AdamW, learning rate from an LR range test when none is given; linear warmup then
+  cosine decay (or poly decay as nnU-Net; or a constant rate with ReduceLROnPlateau on val_dice).
+- Every callback that watches Dice is told ``mode="max"``: ``mode="auto"`` fails (Keras 3) or
+  silently minimizes (Keras 2) a custom metric.
+- Checkpoints and history are written atomically every epoch, so a killed run resumes from its last
+  completed epoch (``segdoctor train --resume RUN``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from segdoctor._io import atomic_write_text, check_writable
+from segdoctor.errors import ConfigError, SegdoctorError
+from segdoctor.train import callbacks as cb
+from segdoctor.train.config import RunConfig, config_from_dict, dump_yaml, load_yaml
+from segdoctor.train.data import PreparedData, prepare_data
+
+MONITOR = "val_dice"
+
+Log = Callable[[str], None]
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+@dataclass
+class RunResult:
+    """What a training run produced and where it is."""
+
+    run_dir: Path
+    status: str
+    epochs_run: int
+    best_val_dice: float | None
+    best_epoch: int | None
+    lr: float
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def summary_text(self) -> str:
+        lines = [f"Run folder: {self.run_dir}"]
+        if self.best_val_dice is not None:
+            lines.append(
+                f"Best validation Dice (per-image mean on validation patches): {self.best_val_dice:.4f} at epoch {self.best_epoch + 1}"
+            )
+        ev = self.evaluation.get("summary", {})
+        if ev:
+            lines.append(
+                f"Full-size evaluation on {ev.get('n_images')} validation images: "
+                f"Dice {ev.get('dice_mean', float('nan')):.4f}, IoU {ev.get('iou_mean', float('nan')):.4f} "
+                f"(empty policy: {ev.get('empty_policy')})"
+            )
+        lines.append(
+            f"Stopped: {self.status} after {self.epochs_run} epochs; learning rate {self.lr:.3g}"
+        )
+        lines.extend(f"Note: {n}" for n in self.notes)
+        width = max(len(k) for k in self.files) if self.files else 0
+        lines.append("Files:")
+        lines.extend(f"  {k.ljust(width)}  {p}" for k, p in self.files.items() if Path(p).exists())
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def make_loss(config: RunConfig, prepared: PreparedData) -> keras.losses.Loss:
+    """The configured Dice-family loss for the prepared data's mode."""
+    from segdoctor import losses
+
+    kwargs: dict[str, Any] = {"mode": prepared.mode, "ignore_index": prepared.ignore_index}
+    name = config.train.loss
+    if name == "dice_ce":
+        return losses.DiceCELoss(**kwargs)
+    if name == "dice":
+        return losses.DiceLoss(**kwargs)
+    if name == "tversky":
+        return losses.TverskyLoss(**kwargs)
+    if name == "focal_tversky":
+        return losses.FocalTverskyLoss(**kwargs)
+    if name == "generalized_dice":
+        return losses.GeneralizedDiceLoss(**kwargs)
+    raise ConfigError(f"Unknown loss {name!r}", fix="see train.loss in the configuration.")
+
+
+def make_metrics(prepared: PreparedData) -> list[keras.metrics.Metric]:
+    """Dice and IoU (per-image mean, empty pairs skipped), higher is better."""
+    from segdoctor.metrics import DiceScore, IoUScore
+
+    kwargs: dict[str, Any] = {"mode": prepared.mode, "ignore_index": prepared.ignore_index}
+    if prepared.mode != "binary":
+        kwargs["num_classes"] = prepared.num_classes
+    return [DiceScore(name="dice", **kwargs), IoUScore(name="iou", **kwargs)]
+
+
+def make_model(config: RunConfig, prepared: PreparedData) -> keras.Model:
+    from segdoctor.models import create_model
+
+    m = config.model
+    return create_model(
+        m.name,
+        input_shape=(None, None, prepared.channels),
+        num_classes=prepared.num_classes if prepared.mode != "binary" else 1,
+        mode=prepared.mode,
+        depth=m.depth,
+        base_filters=m.base_filters,
+        norm=m.norm,
+        dropout=m.dropout,
+        **({"residual": m.residual} if m.name == "unet" else {}),
+    )
+
+
+def make_optimizer(
+    config: RunConfig, lr: float, steps_per_epoch: int
+) -> keras.optimizers.Optimizer:
+    """AdamW/Adam/SGD with the configured schedule; the schedule is saved with the optimizer."""
+    t = config.train
+    total = max(1, t.epochs * steps_per_epoch)
+    warmup = min(t.warmup_epochs * steps_per_epoch, total // 2)
+    schedule: Any = lr
+    if t.schedule == "cosine":
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=lr / 10 if warmup else lr,
+            decay_steps=max(1, total - warmup),
+            alpha=0.01,
+            warmup_target=lr if warmup else None,
+            warmup_steps=warmup,
+        )
+    elif t.schedule == "poly":
+        schedule = keras.optimizers.schedules.PolynomialDecay(
+            lr, decay_steps=total, end_learning_rate=lr * 1e-3, power=0.9
+        )
+    if t.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay)
+    if t.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=schedule)
+    return keras.optimizers.SGD(learning_rate=schedule, momentum=0.99, nesterov=True)
+
+
+def compile_model(
+    model: keras.Model, config: RunConfig, prepared: PreparedData, lr: float, steps_per_epoch: int
+) -> keras.Model:
+    model.compile(
+        optimizer=make_optimizer(config, lr, steps_per_epoch),
+        loss=make_loss(config, prepared),
+        metrics=make_metrics(prepared),
+    )
+    return model
+
+
+def find_lr(config: RunConfig, prepared: PreparedData, steps: int = 50, log: Log = _print):
+    """LR range test on a throwaway model; returns the :class:`LRFindResult`."""
+    from segdoctor.train.lr_find import lr_range_test
+
+    keras.utils.set_random_seed(config.train.seed)
+    model = make_model(config, prepared)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(1e-6, weight_decay=config.train.weight_decay),
+        loss=make_loss(config, prepared),
+    )
+    result = lr_range_test(model, prepared.train, steps=steps)
+    keras.backend.clear_session()
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+
+
+def _callbacks(
+    config: RunConfig, run_dir: Path, state: cb.RunState, resume: bool, prepared: PreparedData
+):
+    t = config.train
+    nan_guard = cb.NanGuard()
+    checkpoint = cb.RunCheckpoint(run_dir, MONITOR, "max", state)
+    items: list[keras.callbacks.Callback] = [
+        cb.LearningRateLogger(),
+        nan_guard,
+        checkpoint,
+        cb.HistoryWriter(run_dir / "history.csv", resume=resume),
+    ]
+    early = None
+    if t.early_stopping_patience:
+        early = keras.callbacks.EarlyStopping(
+            monitor=MONITOR, mode="max", patience=t.early_stopping_patience, verbose=1
+        )
+        items.append(early)
+    if t.schedule == "plateau":
+        items.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=MONITOR, mode="max", factor=0.5, patience=5, min_lr=1e-6, verbose=1
+            )
+        )
+    budget = None
+    if t.max_minutes:
+        budget = cb.TimeBudget(t.max_minutes)
+        items.append(budget)
+    if t.tensorboard:
+        items.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+    if t.doctor:
+        from segdoctor.doctor import DoctorCallback
+
+        sample = prepared.val[0] if len(prepared.val) else None
+        items.append(
+            DoctorCallback(report=run_dir / "doctor.json", validation_data=sample, verbose=False)
+        )
+    return items, nan_guard, early, budget
+
+
+def _write_run_files(
+    run_dir: Path, config: RunConfig, prepared: PreparedData, lr: float, lr_result=None
+) -> None:
+    atomic_write_text(run_dir / "config.yaml", dump_yaml(config))
+    meta = {
+        "backend": keras.backend.backend(),
+        "keras": keras.__version__,
+        "lr": lr,
+        "mode": prepared.mode,
+        "num_classes": prepared.num_classes,
+        "channels": prepared.channels,
+        "ignore_index": prepared.ignore_index,
+        "mask_policy": prepared.policy_json,
+        "normalizer": prepared.normalizer_dict,
+        "train_names": [p.name for p in prepared.train_pairs],
+        "val_names": [p.name for p in prepared.val_pairs],
+    }
+    atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2))
+    if lr_result is not None and lr_result.lrs:
+        from segdoctor.train.report import plot_lr_find
+
+        atomic_write_text(run_dir / "lr_find.json", json.dumps(lr_result.to_dict(), indent=2))
+        plot_lr_find(
+            lr_result.lrs, lr_result.smoothed, lr_result.suggestion, run_dir / "lr_find.png"
+        )
+
+
+def train_run(
+    config: RunConfig, run_dir: Path, log: Log = _print, resume: bool = False
+) -> RunResult:
+    """Train ``config`` into ``run_dir`` (or continue it with ``resume=True``)."""
+    run_dir = check_writable(run_dir)
+    state = cb.RunState(run_dir / "state.json")
+    if not resume and state.data.get("epoch", -1) >= 0:
+        raise SegdoctorError(
+            f"{run_dir} already holds a training run (last completed epoch {state.data['epoch'] + 1})",
+            expected="an empty or new run folder",
+            fix=f"continue it with `segdoctor train --resume {run_dir}`, or choose another --out folder.",
+        )
+    keras.utils.set_random_seed(config.train.seed)
+    if config.train.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    prepared = prepare_data(config, log=log, run_dir=run_dir)
+    steps = len(prepared.train)
+    notes: list[str] = []
+    lr_result = None
+    if resume:
+        lr = float(json.loads((run_dir / "run.json").read_text())["lr"])
+        model = keras.saving.load_model(run_dir / "last.keras", compile=True, safe_mode=True)
+        initial_epoch = int(state.data["epoch"]) + 1
+        log(
+            f"Resuming from epoch {initial_epoch + 1} (last completed: {initial_epoch}), learning rate {lr:.3g}."
+        )
+    else:
+        lr = config.train.lr
+        if lr is None:
+            log("No learning rate given: running an LR range test (loss vs. learning rate)...")
+            lr_result = find_lr(config, prepared, log=log)
+            if lr_result.suggestion is None:
+                lr = 1e-3
+                notes.append("The LR range test was inconclusive; used 1e-3.")
+            else:
+                lr = float(np.clip(lr_result.suggestion, 1e-5, 1e-1))
+            log(
+                f"LR range test suggests {lr:.3g} (the loss was lowest at {lr_result.min_loss_lr or float('nan'):.3g}; we take a tenth of it)."
+            )
+            keras.utils.set_random_seed(config.train.seed)
+        model = compile_model(make_model(config, prepared), config, prepared, lr, steps)
+        initial_epoch = 0
+        _write_run_files(run_dir, config, prepared, lr, lr_result)
+    if initial_epoch >= config.train.epochs:
+        log(
+            f"The run already completed {initial_epoch} of {config.train.epochs} epochs; nothing to do."
+        )
+    log(
+        f"Model: {config.model.name}, {model.count_params():,} parameters; {steps} steps per epoch of {config.data.batch_size} patches {config.data.patch_size}x{config.data.patch_size}."
+    )
+    items, nan_guard, early, budget = _callbacks(config, run_dir, state, resume, prepared)
+    state.update(status="running")
+    started = time.monotonic()
+    history = model.fit(
+        prepared.train,
+        validation_data=prepared.val,
+        epochs=config.train.epochs,
+        initial_epoch=initial_epoch,
+        callbacks=items,
+        verbose=config.train.verbose,
+    )
+    status = "completed"
+    if nan_guard.event is not None:
+        status = "nan-loss"
+        notes.append(
+            f"Training stopped at epoch {nan_guard.event['epoch'] + 1}, batch {nan_guard.event['batch']}: the loss became {nan_guard.event['loss']} "
+            f"(learning rate {nan_guard.event['lr']:.3g}). The last good checkpoint is kept. Lower the learning rate or check the inputs for NaN/Inf."
+        )
+        atomic_write_text(run_dir / "nan_event.json", json.dumps(nan_guard.event, indent=2))
+    elif budget is not None and budget.triggered:
+        status = f"time budget ({config.train.max_minutes:g} min)"
+    elif early is not None and early.stopped_epoch > 0:
+        status = "early stopping"
+    epochs_run = len(history.history.get("loss", []))
+    state.update(status=status)
+    log(f"Training took {time.monotonic() - started:.0f} s.")
+    result = RunResult(
+        run_dir=run_dir,
+        status=status,
+        epochs_run=initial_epoch + epochs_run,
+        best_val_dice=state.data.get("best"),
+        best_epoch=state.data.get("best_epoch"),
+        lr=lr,
+        notes=notes,
+    )
+    from segdoctor.train.evaluate import finish_run
+
+    finish_run(result, prepared, log=log)
+    return result
+
+
+def resume_run(run_dir: Path, extra_epochs: int | None = None, log: Log = _print) -> RunResult:
+    """Continue an interrupted run with its saved configuration."""
+    run_dir = Path(run_dir)
+    needed = ["config.yaml", "state.json", "last.keras", "run.json"]
+    missing = [n for n in needed if not (run_dir / n).exists()]
+    if missing:
+        raise SegdoctorError(
+            f"Cannot resume {run_dir}: {', '.join(missing)} missing",
+            expected="a run folder written by `segdoctor train` that completed at least one epoch",
+            fix="start a new run with `segdoctor train DATA --out RUN`.",
+        )
+    config = config_from_dict(load_yaml(run_dir / "config.yaml"))
+    if extra_epochs is not None:
+        config = replace(config, train=replace(config.train, epochs=extra_epochs))
+    return train_run(config, run_dir, log=log, resume=True)
+
+
+def lr_find_command(config: RunConfig, out: Path, log: Log = _print) -> int:
+    """``segdoctor lr-find``: write lr_find.png/json into ``out`` and print the suggestion."""
+    from segdoctor.train.report import plot_lr_find
+
+    out = check_writable(out)
+    prepared = prepare_data(config, log=log, run_dir=None)
+    result = find_lr(config, prepared, steps=80, log=log)
+    atomic_write_text(out / "lr_find.json", json.dumps(result.to_dict(), indent=2))
+    plot_lr_find(result.lrs, result.smoothed, result.suggestion, out / "lr_find.png")
+    if result.suggestion is None:
+        log("The LR range test was inconclusive (too few steps ran before the loss diverged).")
+    else:
+        log(
+            f"Suggested learning rate: {result.suggestion:.3g} (loss lowest at {result.min_loss_lr:.3g})"
+        )
+    log(f"Plot: {out / 'lr_find.png'}")
+    return 0
