@@ -6,6 +6,7 @@ Models are loaded with Keras ``safe_mode=True``: a model that needs arbitrary co
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import keras
@@ -42,7 +43,8 @@ def resolve_model_path(model: str | Path) -> Path:
 
 def load_model(model: str | Path, unsafe: bool = False, compile: bool = False) -> keras.Model:
     """Load a model with safe deserialization; explain a refusal instead of raising a traceback."""
-
+    for module in ("segdoctor.losses", "segdoctor.metrics"):  # register segdoctor's objects
+        importlib.import_module(module)
     path = resolve_model_path(model)
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=not unsafe)

@@ -178,6 +178,33 @@ def find_lr(config: RunConfig, prepared: PreparedData, steps: int = 50, log: Log
     return result
 
 
+# Adam-family optimizers train normalized U-Nets reliably between these rates. A range test on a
+# batch-normalized network often never diverges (BN makes the loss invariant to the scale of the
+# weights, so it keeps falling at rates of 1 and more), and "a tenth of the minimum" then lands
+# far too high: the suggestion is never taken outside this band.
+LR_BAND = {"adamw": (1e-4, 3e-3), "adam": (1e-4, 3e-3), "sgd": (1e-3, 1e-1)}
+
+
+def choose_lr(result, optimizer: str) -> tuple[float, str]:
+    """The learning rate to train with, from an LR range test, and a sentence saying why."""
+    low, high = LR_BAND[optimizer]
+    candidates = [v for v in (result.suggestion, result.steepest_lr) if v]
+    if not candidates:
+        lr = float(np.sqrt(low * high))
+        return lr, f"The LR range test was inconclusive (too few finite steps); using {lr:.2g}."
+    raw = min(candidates)
+    lr = float(np.clip(raw, low, high))
+    why = (
+        f"LR range test: loss lowest at {result.min_loss_lr:.3g}, steepest descent at "
+        f"{result.steepest_lr or float('nan'):.3g}"
+        + ("" if result.diverged else ", no divergence seen")
+        + f"; raw suggestion {raw:.3g}"
+    )
+    if lr != raw:
+        return lr, f"{why}, kept within {low:g}..{high:g} for {optimizer}: using {lr:.3g}."
+    return lr, f"{why}: using {lr:.3g}."
+
+
 # ----------------------------------------------------------------------------------------------
 # The run
 
@@ -270,7 +297,9 @@ def train_run(
     lr_result = None
     if resume:
         lr = float(json.loads((run_dir / "run.json").read_text())["lr"])
-        model = keras.saving.load_model(run_dir / "last.keras", compile=True, safe_mode=True)
+        from segdoctor.train.inference import load_model
+
+        model = load_model(run_dir / "last.keras", compile=True)
         initial_epoch = int(state.data["epoch"]) + 1
         log(
             f"Resuming from epoch {initial_epoch + 1} (last completed: {initial_epoch}), learning rate {lr:.3g}."
@@ -280,14 +309,9 @@ def train_run(
         if lr is None:
             log("No learning rate given: running an LR range test (loss vs. learning rate)...")
             lr_result = find_lr(config, prepared, log=log)
-            if lr_result.suggestion is None:
-                lr = 1e-3
-                notes.append("The LR range test was inconclusive; used 1e-3.")
-            else:
-                lr = float(np.clip(lr_result.suggestion, 1e-5, 1e-1))
-            log(
-                f"LR range test suggests {lr:.3g} (the loss was lowest at {lr_result.min_loss_lr or float('nan'):.3g}; we take a tenth of it)."
-            )
+            lr, message = choose_lr(lr_result, config.train.optimizer)
+            log(message)
+            notes.append(message)
             keras.utils.set_random_seed(config.train.seed)
         model = compile_model(make_model(config, prepared), config, prepared, lr, steps)
         initial_epoch = 0

@@ -1,0 +1,205 @@
+"""Forward + backward time of segdoctor's DiceLoss and DiceCELoss against keras.losses.Dice.
+
+Measures, on the current Keras backend and in the same run:
+
+* ``DiceLoss`` and ``DiceCELoss`` (segdoctor) with the labels users pass: int32 masks
+  ``(8, 256, 256, 1)`` for a sigmoid output (binary) and sparse int32 class indices for a 4-class
+  softmax output (multiclass), probabilities as predictions (``from_logits=False``);
+* ``keras.losses.Dice`` on the same predictions with labels of the prediction's shape (the int
+  mask for one channel, float32 one-hot labels for the 4-class case: the only layout it accepts),
+  and segdoctor's DiceLoss given the same one-hot labels.
+
+Each timed call is the loss value plus its gradient with respect to the predictions, executed the
+way ``model.fit`` executes it on that backend: eagerly on torch (so segdoctor's eager value checks
+are included), ``jax.jit`` on JAX, ``tf.function`` on TensorFlow. Candidates are timed in
+interleaved rounds (rotating order) so that machine load affects all of them alike; the table gives
+the median over rounds and the ratio of medians to ``keras.losses.Dice`` on the same shape. With
+``--unet`` it also times one training step of the default U-Net (depth 4, 32 base filters,
+batch 8, 256x256, binary) and reports each loss as a percentage of that step.
+
+Usage:
+    KERAS_BACKEND=torch python benchmarks/bench_losses.py [--rounds 30] [--unet]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import keras
+import numpy as np
+
+from segdoctor.losses import DiceCELoss, DiceLoss
+
+BATCH, SIZE, CLASSES = 8, 256, 4
+
+
+def _inputs(channels: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Labels in both layouts and softmax/sigmoid probabilities for a (B, H, W, channels) output."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0.0, 2.0, (BATCH, SIZE, SIZE, channels)).astype(np.float32)
+    if channels == 1:
+        sparse = (rng.random((BATCH, SIZE, SIZE, 1)) > 0.8).astype(np.int32)
+        probs = 1.0 / (1.0 + np.exp(-logits))
+        dense = sparse.astype(np.float32)
+    else:
+        sparse = rng.integers(0, channels, (BATCH, SIZE, SIZE, 1)).astype(np.int32)
+        e = np.exp(logits - logits.max(-1, keepdims=True))
+        probs = e / e.sum(-1, keepdims=True)
+        dense = np.eye(channels, dtype=np.float32)[sparse[..., 0]]
+    return {"sparse": sparse, "dense": dense, "probs": probs.astype(np.float32)}
+
+
+def _fwd_bwd(loss: Callable, y_true: np.ndarray, y_pred: np.ndarray) -> Callable[[], float]:
+    """A zero-argument callable computing loss and d(loss)/d(y_pred), as model.fit would."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        labels = torch.as_tensor(y_true)
+        preds = torch.tensor(y_pred, requires_grad=True)
+
+        def step() -> float:
+            preds.grad = None
+            value = loss(labels, preds)
+            value.backward()
+            return float(value.detach())
+
+        return step
+    if backend == "jax":
+        import jax
+
+        labels, preds = jax.numpy.asarray(y_true), jax.numpy.asarray(y_pred)
+        value_and_grad = jax.jit(jax.value_and_grad(lambda p: loss(labels, p)))
+
+        def step() -> float:
+            value, grad = value_and_grad(preds)
+            grad.block_until_ready()
+            return float(value)
+
+        return step
+    import tensorflow as tf
+
+    labels, preds = tf.constant(y_true), tf.constant(y_pred)
+
+    @tf.function
+    def value_and_grad(p):
+        with tf.GradientTape() as tape:
+            tape.watch(p)
+            value = loss(labels, p)
+        return value, tape.gradient(value, p)
+
+    def step() -> float:
+        value, grad = value_and_grad(preds)
+        _ = grad.shape
+        return float(value)
+
+    return step
+
+
+def _unet_step_seconds(steps: int) -> float:
+    """Median seconds of one training step of the default U-Net at 256x256, batch 8."""
+    from segdoctor.models import create_model
+
+    model = create_model("unet", input_shape=(SIZE, SIZE, 1), depth=4, base_filters=32)
+    model.compile(optimizer="adam", loss=DiceCELoss(mode="binary"))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(BATCH, SIZE, SIZE, 1)).astype(np.float32)
+    y = (rng.random((BATCH, SIZE, SIZE, 1)) > 0.7).astype(np.int32)
+    model.train_on_batch(x, y)  # build + warm up
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run(rounds: int, warmup: int) -> list[dict]:
+    cases = []
+    for channels, mode in ((1, "binary"), (CLASSES, "multiclass")):
+        data = _inputs(channels)
+        shape = f"({BATCH},{SIZE},{SIZE},{channels})"
+        # keras.losses.Dice takes labels of the prediction's shape: the int mask itself for one
+        # channel, one-hot labels for several (the user's pipeline pays for the conversion).
+        keras_labels = data["sparse"] if channels == 1 else data["dense"]
+        candidates = [
+            ("keras.losses.Dice", keras.losses.Dice(), keras_labels),
+            ("segdoctor DiceLoss", DiceLoss(mode=mode), data["sparse"]),
+            ("segdoctor DiceCELoss", DiceCELoss(mode=mode), data["sparse"]),
+        ]
+        if channels > 1:
+            candidates.append(
+                ("segdoctor DiceLoss, one-hot labels", DiceLoss(mode=mode), data["dense"])
+            )
+        cases += [(shape, name, _fwd_bwd(loss, y, data["probs"])) for name, loss, y in candidates]
+    for _, _, step in cases:
+        for _ in range(warmup):
+            step()
+    times: list[list[float]] = [[] for _ in cases]
+    for r in range(rounds):
+        order = list(range(len(cases)))
+        order = order[r % len(order) :] + order[: r % len(order)]  # rotate the order each round
+        for i in order:
+            start = time.perf_counter()
+            cases[i][2]()
+            times[i].append(time.perf_counter() - start)
+    rows = []
+    for (shape, name, _), samples in zip(cases, times, strict=True):
+        rows.append({"shape": shape, "loss": name, "median_s": statistics.median(samples)})
+    for row in rows:
+        base = next(
+            r for r in rows if r["shape"] == row["shape"] and r["loss"] == "keras.losses.Dice"
+        )
+        row["ratio"] = row["median_s"] / base["median_s"]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=30, help="timed interleaved rounds")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls per candidate")
+    parser.add_argument("--unet", action="store_true", help="also time one U-Net training step")
+    parser.add_argument("--unet-steps", type=int, default=3, help="timed U-Net steps")
+    args = parser.parse_args(argv)
+
+    rows = run(args.rounds, args.warmup)
+    step = _unet_step_seconds(args.unet_steps) if args.unet else None
+    backend = keras.backend.backend()
+    print(f"Date: {datetime.date.today().isoformat()}")
+    print(f"Command: KERAS_BACKEND={backend} python {' '.join(sys.argv)}")
+    print(
+        f"Backend: {backend}; Keras {keras.__version__}; Python {platform.python_version()}; "
+        f"{os.cpu_count()} CPUs; rounds={args.rounds}"
+    )
+    if step is not None:
+        print(f"U-Net training step (depth 4, 32 filters, 8x256x256x1): {step * 1000:.0f} ms")
+    print()
+    header = "| backend | shape | loss | forward+backward (median ms) | vs keras.losses.Dice |"
+    divider = "|---|---|---|---:|---:|"
+    if step is not None:
+        header += " % of a U-Net step |"
+        divider += "---:|"
+    print(header)
+    print(divider)
+    for row in rows:
+        line = (
+            f"| {backend} | {row['shape']} | {row['loss']} | {row['median_s'] * 1000:.2f} | "
+            f"{row['ratio']:.2f}x |"
+        )
+        if step is not None:
+            line += f" {100 * row['median_s'] / step:.1f}% |"
+        print(line)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

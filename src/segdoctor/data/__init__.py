@@ -1,0 +1,106 @@
+"""segdoctor.data: find pairs, read files, decide how masks are read, split, augment, load.
+
+Files -> pairs -> arrays -> batches::
+
+    from segdoctor.data import discover_pairs, train_val_datasets
+
+    index = discover_pairs("DATA")             # matched by file stem, never by order
+    train, val = train_val_datasets(index, val_fraction=0.2, seed=0, patch_size=256)
+    print(train.describe())                    # every decision: masks, channels, normalization
+    model.fit(train, validation_data=val, epochs=50)
+
+Only :class:`SegmentationDataset` / :func:`train_val_datasets` import Keras, lazily on first use,
+so the rest of this package (used by the CLI and the doctor) stays fast to import.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from segdoctor.data.augment import AugmentConfig, Augmenter, extract_patch, photometric
+from segdoctor.data.discover import Pair, PairIndex, discover_pairs
+from segdoctor.data.io import (
+    MAX_PIXELS,
+    SUPPORTED_EXTENSIONS,
+    is_supported,
+    read_image,
+    read_mask,
+    read_pair,
+)
+from segdoctor.data.masks import (
+    MaskPolicy,
+    MaskReport,
+    decide_mask_policy,
+    inspect_masks,
+    normalize_mask,
+)
+from segdoctor.data.normalize import ImageNormalizer, to_channels
+from segdoctor.data.sizing import (
+    Padding,
+    pad_to_multiple,
+    resize_back,
+    resize_to_multiple,
+    sliding_window_predict,
+    unpad,
+)
+from segdoctor.data.split import (
+    content_hash,
+    cross_split_duplicates,
+    find_duplicates,
+    group_key,
+    split_pairs,
+)
+from segdoctor.data.stats import DatasetStats, ImageStats, dataset_stats
+
+if TYPE_CHECKING:
+    from segdoctor.data.loader import SegmentationDataset, train_val_datasets
+
+_LAZY = {"SegmentationDataset", "train_val_datasets"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from segdoctor.data import loader
+
+        return getattr(loader, name)
+    raise AttributeError(f"module 'segdoctor.data' has no attribute {name!r}")
+
+
+__all__ = [
+    "MAX_PIXELS",
+    "SUPPORTED_EXTENSIONS",
+    "AugmentConfig",
+    "Augmenter",
+    "DatasetStats",
+    "ImageNormalizer",
+    "ImageStats",
+    "MaskPolicy",
+    "MaskReport",
+    "Padding",
+    "Pair",
+    "PairIndex",
+    "SegmentationDataset",
+    "content_hash",
+    "cross_split_duplicates",
+    "dataset_stats",
+    "decide_mask_policy",
+    "discover_pairs",
+    "extract_patch",
+    "find_duplicates",
+    "group_key",
+    "inspect_masks",
+    "is_supported",
+    "normalize_mask",
+    "pad_to_multiple",
+    "photometric",
+    "read_image",
+    "read_mask",
+    "read_pair",
+    "resize_back",
+    "resize_to_multiple",
+    "sliding_window_predict",
+    "split_pairs",
+    "to_channels",
+    "train_val_datasets",
+    "unpad",
+]

@@ -1,0 +1,502 @@
+"""Find image/mask pairs on disk. Pairs are matched by file stem, never by sort order.
+
+Layouts (detected in this order):
+
+* ``"csv"``: ``root`` is a ``.csv`` file with columns ``image`` and ``mask`` (optional
+  ``split`` and ``group``); relative paths are relative to the CSV's folder.
+* ``"nnunet"``: nnU-Net v2 raw layout, ``imagesTr/<case>_<XXXX>.<ext>`` (one file per channel,
+  ``_0000``, ``_0001``, ... stacked in that order) and ``labelsTr/<case>.<ext>``, with an optional
+  ``dataset.json`` (its ``labels`` and ``channel_names`` are kept in ``PairIndex.metadata``).
+  ``imagesTs`` (unlabelled test cases) is not paired.
+* ``"train-val"``: ``train/{images,masks}`` and ``val/{images,masks}`` (also ``valid``,
+  ``validation``, ``test``); ``Pair.split`` is set from the folder.
+* ``"folder-pairs"``: ``images/`` with ``masks/`` (or ``labels/``, ``mask/``, ``label/``,
+  ``annotations/``).
+
+A mask matches an image when their stems are equal, or when the mask stem is the image stem plus
+one of :data:`MASK_SUFFIXES` (``cell_01.png`` <-> ``cell_01_mask.png``). 3D NIfTI volumes become
+one pair per slice (``Pair.slice_index``). Hidden files and files with other extensions are
+ignored and listed in ``PairIndex.ignored``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from segdoctor.data.io import (
+    NIFTI_EXTENSIONS,
+    file_extension,
+    file_stem,
+    is_supported,
+    nifti_shape,
+)
+from segdoctor.errors import ConfigError, DataError, check_choice
+
+MASK_DIR_NAMES: tuple[str, ...] = ("masks", "labels", "mask", "label", "annotations")
+IMAGE_DIR_NAMES: tuple[str, ...] = ("images", "image", "imgs")
+SPLIT_DIR_NAMES: dict[str, str] = {
+    "train": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+}
+MASK_SUFFIXES: tuple[str, ...] = ("_mask", "_masks", "_label", "_labels", "_seg", "_gt", "-mask")
+LAYOUTS: tuple[str, ...] = ("auto", "folder-pairs", "train-val", "nnunet", "csv")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One training example: an image file and its mask file.
+
+    Attributes:
+        name: Unique name (the image stem; ``<stem>_z012`` for a NIfTI slice).
+        image: The image file (for nnU-Net multi-channel cases: channel ``_0000``).
+        mask: The mask file, or ``None`` for an unlabelled image.
+        split: ``"train"``, ``"val"``, ``"test"`` or ``None`` (not assigned yet).
+        channels: Further image files stacked as extra channels (nnU-Net ``_0001``, ...).
+        slice_index: Slice along the third axis of a 3D NIfTI volume, else ``None``.
+        group: A group key (patient, slide) from a CSV ``group`` column, used by split_pairs.
+
+    Example:
+        >>> Pair("a", Path("images/a.png"), Path("masks/a.png"), None).image_files
+        (PosixPath('images/a.png'),)
+    """
+
+    name: str
+    image: Path
+    mask: Path | None
+    split: str | None = None
+    channels: tuple[Path, ...] = ()
+    slice_index: int | None = None
+    group: str | None = None
+
+    @property
+    def image_files(self) -> tuple[Path, ...]:
+        """All image files of this pair, in channel order."""
+        return (self.image, *self.channels)
+
+
+@dataclass
+class PairIndex:
+    """The result of :func:`discover_pairs`.
+
+    Attributes:
+        pairs: Matched pairs, sorted by name.
+        unpaired_images: Names of images without a mask.
+        unpaired_masks: Names of masks without an image.
+        layout: ``"folder-pairs"``, ``"train-val"``, ``"nnunet"`` or ``"csv"``.
+        root: The folder (or CSV file) that was scanned.
+        ignored: Files that were skipped because their type is not readable.
+        metadata: Layout metadata (nnU-Net ``dataset.json`` content), else empty.
+    """
+
+    pairs: list[Pair]
+    unpaired_images: list[str]
+    unpaired_masks: list[str]
+    layout: str
+    root: Path
+    ignored: list[str] = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        """True when every image has a mask and every mask an image."""
+        return not self.unpaired_images and not self.unpaired_masks
+
+    def describe(self) -> str:
+        """One paragraph: layout, counts, and every unpaired file by name."""
+        splits = sorted({p.split for p in self.pairs if p.split})
+        text = f"{len(self.pairs)} image/mask pairs ({self.layout} layout"
+        text += f", splits: {', '.join(splits)})" if splits else ")"
+        if self.unpaired_images:
+            text += f"; images without a mask: {_names(self.unpaired_images)}"
+        if self.unpaired_masks:
+            text += f"; masks without an image: {_names(self.unpaired_masks)}"
+        if self.ignored:
+            text += f"; ignored (unsupported type): {_names(self.ignored)}"
+        return text
+
+    @property
+    def label_hints(self) -> dict:
+        """Keywords for :func:`segdoctor.data.decide_mask_policy` from nnU-Net ``dataset.json``.
+
+        ``{"num_classes": ..., "class_names": (...), "ignore_index": ...}`` from its ``labels``
+        (an ``"ignore"`` label becomes ``ignore_index``); empty without integer labels.
+
+        Example:
+            >>> idx = PairIndex([], [], [], "nnunet", Path("."),
+            ...                 metadata={"labels": {"background": 0, "cell": 1, "ignore": 2}})
+            >>> idx.label_hints
+            {'num_classes': 2, 'class_names': ('background', 'cell'), 'ignore_index': 2}
+        """
+        labels = self.metadata.get("labels")
+        if not isinstance(labels, dict) or not all(isinstance(v, int) for v in labels.values()):
+            return {}
+        classes = sorted((v, k) for k, v in labels.items() if k != "ignore")
+        hints: dict = {
+            "num_classes": len(classes),
+            "class_names": tuple(k for _, k in classes),
+        }
+        if "ignore" in labels:
+            hints["ignore_index"] = labels["ignore"]
+        return hints
+
+    def raise_if_incomplete(self) -> None:
+        """Raise :class:`DataError` naming every image without a mask and mask without an image."""
+        if self.complete:
+            return
+        parts = []
+        if self.unpaired_images:
+            parts.append(f"images without a mask: {_names(self.unpaired_images, 50)}")
+        if self.unpaired_masks:
+            parts.append(f"masks without an image: {_names(self.unpaired_masks, 50)}")
+        raise DataError(
+            f"Some files in {self.root} have no counterpart",
+            expected="every image to have a mask with the same file stem (and vice versa)",
+            received="; ".join(parts),
+            fix="add or rename the missing files, or pass on_unpaired='skip' to train on the "
+            "complete pairs only (the unpaired files stay listed in the PairIndex).",
+        )
+
+
+def _names(names: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" ... and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _files(folder: Path) -> tuple[list[Path], list[str]]:
+    files, ignored = [], []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if is_supported(path):
+            files.append(path)
+        else:
+            ignored.append(f"{folder.name}/{path.name}")
+    return files, ignored
+
+
+def _by_stem(paths: list[Path], folder: Path) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for path in paths:
+        stem = file_stem(path)
+        if stem in out:
+            raise DataError(
+                f"Two files in {folder} have the same stem {stem!r}",
+                expected="one file per name",
+                received=f"{out[stem].name} and {path.name}",
+                fix="remove or rename one of them.",
+            )
+        out[stem] = path
+    return out
+
+
+def _mask_key(stem: str, image_stems: set[str]) -> str:
+    if stem in image_stems:
+        return stem
+    for suffix in MASK_SUFFIXES:
+        if stem.endswith(suffix) and stem[: -len(suffix)] in image_stems:
+            return stem[: -len(suffix)]
+    return stem
+
+
+def _match(
+    images: dict[str, Path], masks: dict[str, Path], split: str | None
+) -> tuple[list[Pair], list[str], list[str]]:
+    stems = set(images)
+    keyed: dict[str, Path] = {}
+    for stem, path in masks.items():
+        key = _mask_key(stem, stems)
+        if key in keyed:
+            raise DataError(
+                f"Two masks match the image {key!r}",
+                expected="one mask per image",
+                received=f"{keyed[key].name} and {path.name}",
+                fix="remove or rename one of them.",
+            )
+        keyed[key] = path
+    pairs = [Pair(s, images[s], keyed[s], split) for s in sorted(stems & set(keyed))]
+    unpaired_images = sorted(images[s].name for s in stems - set(keyed))
+    unpaired_masks = sorted(keyed[s].name for s in set(keyed) - stems)
+    return pairs, unpaired_images, unpaired_masks
+
+
+def _find_dir(root: Path, names: Sequence[str]) -> Path | None:
+    found = [root / n for n in names if (root / n).is_dir()]
+    if len(found) > 1:
+        raise DataError(
+            f"Ambiguous folders in {root}",
+            expected=f"exactly one of {', '.join(names)}",
+            received=", ".join(p.name for p in found),
+            fix="keep one folder, or pass mask_dir=/image_dir= explicitly.",
+        )
+    return found[0] if found else None
+
+
+def _expand_slices(pairs: list[Pair]) -> list[Pair]:
+    out: list[Pair] = []
+    for pair in pairs:
+        if file_extension(pair.image) not in NIFTI_EXTENSIONS:
+            out.append(pair)
+            continue
+        shape = nifti_shape(pair.image)
+        depth = shape[2] if len(shape) >= 3 else 1
+        if depth == 1:
+            out.append(pair)
+            continue
+        for z in range(depth):
+            out.append(replace(pair, name=f"{pair.name}_z{z:03d}", slice_index=z))
+    return out
+
+
+def _folder_pairs(
+    root: Path, split: str | None, image_dir: Path | None = None, mask_dir: Path | None = None
+) -> tuple[list[Pair], list[str], list[str], list[str]]:
+    image_dir = image_dir or _find_dir(root, IMAGE_DIR_NAMES)
+    mask_dir = mask_dir or _find_dir(root, MASK_DIR_NAMES)
+    if image_dir is None or mask_dir is None:
+        missing = "images/" if image_dir is None else "masks/ (or labels/)"
+        raise DataError(
+            f"No {missing} folder in {root}",
+            expected="DATA/images + DATA/masks (or labels/), DATA/train + DATA/val, "
+            "an nnU-Net raw folder (imagesTr + labelsTr), or a CSV of pairs",
+            received="folders: "
+            + (", ".join(sorted(p.name for p in root.iterdir() if p.is_dir())) or "(none)"),
+            fix="arrange the data in one of the expected layouts (see docs/data.md).",
+        )
+    image_files, ignored_i = _files(image_dir)
+    mask_files, ignored_m = _files(mask_dir)
+    if not image_files:
+        raise DataError(
+            f"The image folder {image_dir} is empty",
+            expected="image files (PNG, JPEG, BMP, TIFF, NPY, NIfTI)",
+            received=f"{len(ignored_i)} files of other types",
+            fix="put the images into this folder.",
+        )
+    pairs, ui, um = _match(_by_stem(image_files, image_dir), _by_stem(mask_files, mask_dir), split)
+    prefix = f"{split}/" if split else ""
+    return (
+        pairs,
+        [prefix + n for n in ui],
+        [prefix + n for n in um],
+        [prefix + n for n in ignored_i + ignored_m],
+    )
+
+
+def _nnunet(root: Path) -> tuple[list[Pair], list[str], list[str], list[str], dict]:
+    metadata: dict = {}
+    meta_path = root / "dataset.json"
+    if meta_path.is_file():
+        try:
+            metadata = json.loads(meta_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise DataError(
+                f"Cannot parse {meta_path.name}",
+                expected="a JSON object (nnU-Net v2 dataset.json)",
+                received=str(err),
+                fix="fix the JSON syntax.",
+            ) from err
+    images, ignored = _files(root / "imagesTr")
+    labels, ignored_l = _files(root / "labelsTr")
+    cases: dict[str, dict[int, Path]] = {}
+    for path in images:
+        stem = file_stem(path)
+        case, _, channel = stem.rpartition("_")
+        if not case or len(channel) != 4 or not channel.isdigit():
+            raise DataError(
+                f"imagesTr/{path.name} does not follow the nnU-Net naming",
+                expected="<case>_<XXXX>.<ext> with a 4-digit channel index, e.g. case_001_0000.png",
+                received=path.name,
+                fix="rename the file (channel 0 is _0000).",
+            )
+        cases.setdefault(case, {})[int(channel)] = path
+    channel_names = metadata.get("channel_names") or metadata.get("modality") or {}
+    expected_channels = len(channel_names) if channel_names else None
+    for case, files in cases.items():
+        indices = sorted(files)
+        if indices != list(range(len(indices))) or (
+            expected_channels is not None and len(indices) != expected_channels
+        ):
+            raise DataError(
+                f"Case {case!r} in imagesTr has channels {indices}",
+                expected=f"channels 0..{(expected_channels or len(indices)) - 1} (_0000, _0001, ...)",
+                received=", ".join(files[i].name for i in indices),
+                fix="add the missing channel files or fix dataset.json channel_names.",
+            )
+    masks = _by_stem(labels, root / "labelsTr")
+    pairs = [
+        Pair(case, files[0], masks[case], None, tuple(files[i] for i in sorted(files)[1:]))
+        for case, files in sorted(cases.items())
+        if case in masks
+    ]
+    unpaired_images = sorted(f"{c}_0000" for c in cases if c not in masks)
+    unpaired_masks = sorted(masks[s].name for s in masks if s not in cases)
+    ignored = [f"imagesTr/{n}" for n in ignored] + [f"labelsTr/{n}" for n in ignored_l]
+    return pairs, unpaired_images, unpaired_masks, ignored, metadata
+
+
+def _csv(path: Path) -> tuple[list[Pair], list[str], list[str]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(
+            f"Cannot read the CSV {path.name}",
+            expected="a UTF-8 CSV with columns image,mask[,split][,group]",
+            received=str(err),
+            fix="fix the file.",
+        ) from err
+    if not rows or not {"image", "mask"} <= set(rows[0]):
+        raise DataError(
+            f"The CSV {path.name} has no image/mask columns",
+            expected="a header row with columns image,mask (optional split, group)",
+            received=f"columns {list(rows[0]) if rows else '(no rows)'}",
+            fix="add a header row: image,mask",
+        )
+    base = path.parent
+    pairs, missing_images, missing_masks, seen = [], [], [], {}
+    for line, row in enumerate(rows, start=2):
+        image = base / row["image"].strip()
+        mask_text = (row.get("mask") or "").strip()
+        mask = base / mask_text if mask_text else None
+        if not image.is_file():
+            missing_images.append(f"{row['image']} (line {line})")
+            continue
+        if mask is None or not mask.is_file():
+            missing_masks.append(f"{mask_text or '(empty)'} for {image.name} (line {line})")
+            continue
+        name = file_stem(image)
+        if name in seen:
+            name = f"{name}_{line}"  # same stem in two folders: keep both, uniquely named
+        seen[name] = line
+        split = (row.get("split") or "").strip() or None
+        if split is not None:
+            split = SPLIT_DIR_NAMES.get(split.lower(), split.lower())
+        group = (row.get("group") or "").strip() or None
+        pairs.append(Pair(name, image, mask, split, group=group))
+    return pairs, missing_images, missing_masks
+
+
+def discover_pairs(
+    root: str | Path,
+    *,
+    layout: str = "auto",
+    on_unpaired: str = "error",
+    image_dir: str | Path | None = None,
+    mask_dir: str | Path | None = None,
+) -> PairIndex:
+    """Find image/mask pairs under ``root``, matched by file stem.
+
+    Args:
+        root: A data folder, or a ``.csv`` file of pairs.
+        layout: ``"auto"`` (detect), ``"folder-pairs"``, ``"train-val"``, ``"nnunet"`` or ``"csv"``.
+        on_unpaired: ``"error"`` (default) raises :class:`DataError` naming every file without a
+            counterpart; ``"skip"`` keeps the complete pairs and lists the others in the index.
+        image_dir: Explicit image folder (folder-pairs layout only).
+        mask_dir: Explicit mask folder (folder-pairs layout only).
+
+    Returns:
+        A :class:`PairIndex`.
+
+    Raises:
+        DataError: missing or empty folder, no recognizable layout, duplicate stems, or (with
+            ``on_unpaired="error"``) unpaired files.
+
+    Example:
+        >>> from segdoctor.sample_data import sample_path
+        >>> index = discover_pairs(sample_path())
+        >>> index.layout, len(index.pairs) > 0
+        ('folder-pairs', True)
+    """
+    check_choice("layout", layout, LAYOUTS)
+    check_choice("on_unpaired", on_unpaired, ("error", "skip"))
+    root = Path(root)
+    if not root.exists():
+        raise DataError(
+            f"The data path {root} does not exist",
+            expected="a folder with images/ and masks/, or a CSV file of pairs",
+            received=str(root),
+            fix="check the path.",
+        )
+    if layout == "auto":
+        layout = _detect_layout(root)
+    metadata: dict = {}
+    ignored: list[str] = []
+    if layout == "csv":
+        pairs, ui, um = _csv(root)
+    elif layout == "nnunet":
+        pairs, ui, um, ignored, metadata = _nnunet(root)
+    elif layout == "train-val":
+        pairs, ui, um = [], [], []
+        for name in sorted(p.name for p in root.iterdir() if p.is_dir()):
+            split = SPLIT_DIR_NAMES.get(name.lower())
+            if split is None:
+                continue
+            p, a, b, ig = _folder_pairs(root / name, split)
+            pairs += p
+            ui += a
+            um += b
+            ignored += ig
+    else:
+        if (image_dir is None) != (mask_dir is None):
+            raise ConfigError(
+                "image_dir and mask_dir must be given together",
+                expected="both or neither",
+                received=f"image_dir={image_dir!r}, mask_dir={mask_dir!r}",
+            )
+        pairs, ui, um, ignored = _folder_pairs(
+            root,
+            None,
+            Path(image_dir) if image_dir else None,
+            Path(mask_dir) if mask_dir else None,
+        )
+    pairs = _expand_slices(pairs)
+    names = [p.name for p in pairs]
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise DataError(
+            "Two pairs have the same name",
+            expected="unique image stems across splits",
+            received=", ".join(dupes[:10]),
+            fix="rename the files so each image stem is unique.",
+        )
+    if not pairs and not ui:
+        raise DataError(
+            f"No image/mask pairs found in {root}",
+            expected="image files with matching mask files",
+            received="nothing readable",
+            fix="check the folder layout (see docs/data.md).",
+        )
+    index = PairIndex(sorted(pairs, key=lambda p: p.name), ui, um, layout, root, ignored, metadata)
+    if on_unpaired == "error":
+        index.raise_if_incomplete()
+    if not index.pairs:
+        raise DataError(
+            f"No image in {root} has a mask",
+            expected="masks with the same file stem as the images",
+            received=f"images: {_names(ui)}; masks: {_names(um)}",
+            fix="rename the masks to match the image names.",
+        )
+    return index
+
+
+def _detect_layout(root: Path) -> str:
+    if root.is_file():
+        if root.suffix.lower() == ".csv":
+            return "csv"
+        raise DataError(
+            f"{root.name} is a file",
+            expected="a data folder, or a .csv file of image,mask pairs",
+            received=root.name,
+            fix="pass the folder that contains images/ and masks/.",
+        )
+    if (root / "imagesTr").is_dir() and (root / "labelsTr").is_dir():
+        return "nnunet"
+    if any((root / n).is_dir() for n in SPLIT_DIR_NAMES) and not (root / "images").is_dir():
+        return "train-val"
+    return "folder-pairs"

@@ -1,0 +1,230 @@
+"""Deterministic train/validation splits, group-aware splits, and duplicate detection.
+
+:func:`split_pairs` sorts the pairs by name before shuffling with the seed, so the split depends
+only on the names and the seed, never on the order the files were listed in. With ``group_by``,
+whole groups (a patient, a slide, a file-name prefix) go to one side, so that near-identical
+images of one group cannot leak from training into validation.
+
+:func:`find_duplicates` hashes decoded pixels (SHA-1 of dtype, shape and bytes): the same image
+saved twice, even as PNG and TIFF, is found; a re-encoded JPEG is not (pixels differ).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from segdoctor.data.discover import Pair
+from segdoctor.data.io import read_image
+from segdoctor.errors import ConfigError
+
+GroupBy = str | Callable[[Pair], str] | None
+
+
+def group_key(pair: Pair, group_by: GroupBy) -> str:
+    """The group of ``pair`` under ``group_by``.
+
+    ``group_by`` may be ``None`` (each pair its own group), ``"group"`` (the ``Pair.group`` field,
+    from a CSV ``group`` column), ``"prefix"`` (the name up to its first ``_`` or ``-``), a regular
+    expression (its first capture group, or the whole match, in the name), or a callable.
+
+    Example:
+        >>> from pathlib import Path
+        >>> p = Pair("patient7_slice03", Path("a.png"), Path("b.png"))
+        >>> group_key(p, "prefix"), group_key(p, r"patient(\\d+)")
+        ('patient7', '7')
+    """
+    if group_by is None:
+        return pair.name
+    if callable(group_by):
+        return str(group_by(pair))
+    if group_by == "group":
+        if pair.group is None:
+            raise ConfigError(
+                f"Pair {pair.name!r} has no group",
+                expected="a group for every pair (CSV column 'group')",
+                received="None",
+                fix="add a group column, or use group_by='prefix' or a regex.",
+            )
+        return pair.group
+    if group_by == "prefix":
+        return re.split(r"[_\-]", pair.name, maxsplit=1)[0]
+    try:
+        match = re.search(group_by, pair.name)
+    except re.error as err:
+        raise ConfigError(
+            "Invalid group_by regular expression",
+            expected="'group', 'prefix', a valid regex, or a callable",
+            received=repr(group_by),
+            fix=str(err),
+        ) from err
+    if match is None:
+        raise ConfigError(
+            f"group_by pattern does not match the pair name {pair.name!r}",
+            expected=f"every name to match {group_by!r}",
+            received=pair.name,
+            fix="adjust the pattern.",
+        )
+    return match.group(1) if match.groups() else match.group(0)
+
+
+def split_pairs(
+    pairs: Sequence[Pair],
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    group_by: GroupBy = None,
+    *,
+    respect_existing: bool = True,
+    keep_duplicates_together: bool = False,
+) -> tuple[list[Pair], list[Pair]]:
+    """Split pairs into training and validation, deterministically for a seed.
+
+    Args:
+        pairs: The pairs.
+        val_fraction: Fraction of pairs for validation, in (0, 1). The validation side gets
+            ``round(n * val_fraction)`` pairs (at least one), or, with groups, whole groups until
+            it reaches that count.
+        seed: Seed of the shuffle.
+        group_by: Keep groups together (see :func:`group_key`).
+        respect_existing: When every pair already has ``split`` "train" or "val" (train-val
+            layout, CSV split column), keep it and ignore ``val_fraction``.
+        keep_duplicates_together: Read every image and merge the groups of pixel-identical
+            images (:func:`content_hash`), so that copies never end up on both sides.
+
+    Returns:
+        ``(train, val)``, each sorted by name, with ``Pair.split`` set.
+
+    Raises:
+        ConfigError: ``val_fraction`` out of range, fewer than two pairs or groups.
+
+    Example:
+        >>> from pathlib import Path
+        >>> ps = [Pair(f"p{i}", Path(f"{i}.png"), Path(f"{i}m.png")) for i in range(10)]
+        >>> train, val = split_pairs(ps, 0.2, seed=1)
+        >>> len(train), len(val), val[0].split
+        (8, 2, 'val')
+    """
+    pairs = sorted(pairs, key=lambda p: p.name)
+    if respect_existing and pairs and all(p.split in ("train", "val") for p in pairs):
+        train = [p for p in pairs if p.split == "train"]
+        val = [p for p in pairs if p.split == "val"]
+        if train and val:
+            return train, val
+    if not 0 < val_fraction < 1:
+        raise ConfigError(
+            "val_fraction must be between 0 and 1",
+            expected="0 < val_fraction < 1",
+            received=repr(val_fraction),
+        )
+    keys_of = {pair.name: group_key(pair, group_by) for pair in pairs}
+    if keep_duplicates_together:
+        keys_of = _merge_duplicate_groups(pairs, keys_of)
+    groups: dict[str, list[Pair]] = {}
+    for pair in pairs:
+        groups.setdefault(keys_of[pair.name], []).append(pair)
+    if len(groups) < 2:
+        raise ConfigError(
+            "Cannot split fewer than two pairs (or groups) into train and validation",
+            expected="at least two pairs or groups",
+            received=f"{len(pairs)} pairs in {len(groups)} group(s)",
+            fix="add data, or pass a separate validation folder.",
+        )
+    keys = sorted(groups)
+    order = np.random.default_rng(seed).permutation(len(keys))
+    target = max(1, round(len(pairs) * val_fraction))
+    val_keys: set[str] = set()
+    count = 0
+    for i in order:
+        if count >= target or len(val_keys) == len(keys) - 1:
+            break
+        val_keys.add(keys[i])
+        count += len(groups[keys[i]])
+    train = [replace(p, split="train") for k in keys if k not in val_keys for p in groups[k]]
+    val = [replace(p, split="val") for k in keys if k in val_keys for p in groups[k]]
+    return sorted(train, key=lambda p: p.name), sorted(val, key=lambda p: p.name)
+
+
+def _merge_duplicate_groups(pairs: Sequence[Pair], keys_of: dict[str, str]) -> dict[str, str]:
+    """Union-find over group keys: groups that share a pixel-identical image become one."""
+    parent: dict[str, str] = {k: k for k in keys_of.values()}
+
+    def root(k: str) -> str:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    first_key: dict[str, str] = {}
+    for pair in pairs:
+        digest = content_hash(read_image(pair.image, slice_index=pair.slice_index))
+        key = keys_of[pair.name]
+        if digest in first_key:
+            a, b = root(first_key[digest]), root(key)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+        else:
+            first_key[digest] = key
+    return {name: root(key) for name, key in keys_of.items()}
+
+
+def content_hash(array: np.ndarray) -> str:
+    """SHA-1 of an array's dtype, shape and bytes.
+
+    Example:
+        >>> import numpy as np
+        >>> content_hash(np.zeros((2, 2), np.uint8)) == content_hash(np.zeros((2, 2), np.uint8))
+        True
+    """
+    h = hashlib.sha1(usedforsecurity=False)
+    h.update(f"{array.dtype.str}{array.shape}".encode())
+    h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
+
+
+def find_duplicates(
+    *splits: Iterable[Pair], max_pixels: int | None = None
+) -> list[tuple[str, str]]:
+    """Find images with identical pixels, within and across the given splits.
+
+    Args:
+        *splits: One or more collections of pairs (e.g. ``train, val``).
+        max_pixels: Passed to :func:`read_image`.
+
+    Returns:
+        ``(first_name, duplicate_name)`` tuples; names are prefixed ``split:`` when several
+        splits are given, so train/val leaks read as ``("train:a", "val:b")``.
+    """
+    seen: dict[str, str] = {}
+    dupes: list[tuple[str, str]] = []
+    for k, split in enumerate(splits):
+        for pair in split:
+            label = f"{pair.split or f'set{k}'}:{pair.name}" if len(splits) > 1 else pair.name
+            digest = content_hash(
+                read_image(pair.image, max_pixels=max_pixels, slice_index=pair.slice_index)
+            )
+            if digest in seen:
+                dupes.append((seen[digest], label))
+            else:
+                seen[digest] = label
+    return dupes
+
+
+def cross_split_duplicates(
+    train: Iterable[Pair], val: Iterable[Pair], max_pixels: int | None = None
+) -> list[tuple[str, str]]:
+    """Images that occur (pixel-identical) in both ``train`` and ``val``: ``(train, val)`` names."""
+    train_hashes: dict[str, str] = {}
+    for pair in train:
+        img = read_image(pair.image, max_pixels=max_pixels, slice_index=pair.slice_index)
+        train_hashes.setdefault(content_hash(img), pair.name)
+    out = []
+    for pair in val:
+        img = read_image(pair.image, max_pixels=max_pixels, slice_index=pair.slice_index)
+        digest = content_hash(img)
+        if digest in train_hashes:
+            out.append((train_hashes[digest], pair.name))
+    return out

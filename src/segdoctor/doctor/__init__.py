@@ -1,0 +1,43 @@
+"""The doctor: explain why validation Dice is not improving, with the evidence and the fix.
+
+Three ways in, one set of findings:
+
+- ``segdoctor diagnose DATA [--history F] [--model M] [--probe]`` (:func:`cli_diagnose`),
+- ``model.fit(..., callbacks=[DoctorCallback(report="doctor.json")])`` on any Keras model,
+- :func:`diagnose` in Python, which returns a :class:`Report`.
+
+Example:
+    >>> from segdoctor.doctor import diagnose
+    >>> diagnose(history={"loss": [0.7] * 6}).ids
+    ['metric-constant']
+"""
+
+from segdoctor.doctor.api import cli_diagnose, diagnose, load_model
+from segdoctor.doctor.catalog import CATALOG, CatalogEntry, implemented_ids, make_finding
+from segdoctor.doctor.findings import SEVERITIES, Finding
+from segdoctor.doctor.history import analyze_history, load_history
+from segdoctor.doctor.report import Report
+
+__all__ = [
+    "CATALOG",
+    "SEVERITIES",
+    "CatalogEntry",
+    "DoctorCallback",
+    "Finding",
+    "Report",
+    "analyze_history",
+    "cli_diagnose",
+    "diagnose",
+    "implemented_ids",
+    "load_history",
+    "load_model",
+    "make_finding",
+]
+
+
+def __getattr__(name: str):
+    if name == "DoctorCallback":  # imports Keras: only when asked for
+        from segdoctor.doctor.callback import DoctorCallback
+
+        return DoctorCallback
+    raise AttributeError(name)

@@ -1,0 +1,71 @@
+"""Image/mask alignment from edges: object boundaries should sit on image edges.
+
+For an aligned pair the image gradient is stronger on the mask boundary than on the boundary of
+the same mask moved elsewhere. When the mask is shifted, flipped or rotated relative to the image
+(augmentation applied to the image only, pairs matched by sort order) the true placement is no
+better than a random one.
+
+``alignment score = mean |grad I| on the mask boundary / the same, averaged over 4 shifted copies of
+the mask`` (shifts of a quarter of the image size). Aligned pairs score clearly above 1 (real data:
+1.29 on ISBI membranes, 2.4 on CamVid, 5.5 on DSB nuclei, median of 24 pairs; the lowest single
+ISBI pair 1.21); pairs misaligned by a random shift of 3-30 pixels score 1.01 (ISBI), 1.27 (DSB)
+and 1.48 (CamVid, whose large smooth regions keep edges nearby). The threshold, 1.15, therefore
+misses small shifts on scenes with large regions; it does not fire on any of the three aligned sets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+MIN_BOUNDARY_PIXELS = 16
+MISALIGNED_BELOW = 1.15
+"""Median score under which the pairs count as misaligned."""
+
+
+def _boundary_energy(grad: np.ndarray, mask: np.ndarray) -> float | None:
+    boundary = ndimage.maximum_filter(mask, 3) != ndimage.minimum_filter(mask, 3)  # (H, W)
+    if int(boundary.sum()) < MIN_BOUNDARY_PIXELS or boundary.mean() > 0.5:
+        return None
+    return float(grad[boundary].mean())
+
+
+def alignment_score(image: np.ndarray, mask: np.ndarray) -> float | None:
+    """Edge-alignment score of one pair, or None when the mask has no usable boundary.
+
+    Args:
+        image: (H, W) or (H, W, C), any numeric dtype.
+        mask: (H, W) or (H, W, 1) labels; boundaries between any two different labels count.
+
+    Example:
+        >>> img = np.zeros((32, 32)); img[8:20, 10:22] = 1.0
+        >>> alignment_score(img, img > 0) > 2
+        True
+    """
+    gray = np.asarray(image, dtype="float32")
+    if gray.ndim == 3:
+        gray = gray.mean(axis=-1)  # (H, W)
+    mask = np.asarray(mask)
+    if mask.ndim == 3:
+        mask = mask[..., 0]
+    if gray.shape != mask.shape or min(gray.shape) < 8:
+        return None
+    grad = np.hypot(ndimage.sobel(gray, 0), ndimage.sobel(gray, 1))  # (H, W)
+    actual = _boundary_energy(grad, mask)
+    if actual is None or not np.isfinite(actual):
+        return None
+    h, w = mask.shape
+    shifted = [
+        _boundary_energy(grad, np.roll(mask, (dy, dx), (0, 1)))
+        for dy, dx in ((h // 4, 0), (0, w // 4), (-h // 4, w // 4), (h // 4, -w // 4))
+    ]
+    shifted = [s for s in shifted if s is not None]
+    if not shifted or float(np.mean(shifted)) <= 0:
+        return None
+    return actual / float(np.mean(shifted))
+
+
+def median_alignment(pairs) -> tuple[float | None, int]:
+    """Median score over (image, mask) pairs and how many pairs had a usable boundary."""
+    scores = [s for img, m in pairs if (s := alignment_score(img, m)) is not None]
+    return (float(np.median(scores)) if scores else None), len(scores)

@@ -1,0 +1,196 @@
+"""The doctor's entry points: :func:`diagnose` (Python) and :func:`cli_diagnose` (the command).
+
+All three ways in (command, callback, function) produce the same :class:`Report` and JSON.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from segdoctor.doctor.findings import Finding
+from segdoctor.doctor.report import Report
+from segdoctor.errors import ModelLoadError, SegdoctorError
+
+
+def load_model(path: str | Path, *, safe_mode: bool = True):
+    """Load a ``.keras``/``.h5`` model without its optimizer state being required.
+
+    Loads with ``safe_mode=True`` by default: a model that needs unsafe deserialization (a Lambda
+    layer) is refused with a :class:`ModelLoadError` that names the opt-in.
+
+    Raises:
+        ModelLoadError: missing, corrupt, or unsafe model file.
+    """
+    import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(
+            f"Model file not found: {path}", fix="pass a .keras file saved with model.save()."
+        )
+    try:
+        return keras.saving.load_model(path, safe_mode=safe_mode, compile=True)
+    except Exception as err:  # Keras raises ValueError/TypeError/OSError variously
+        text = str(err)
+        if "safe_mode" in text or "unsafe" in text.lower() or "lambda" in text.lower():
+            raise ModelLoadError(
+                f"The model {path.name} needs unsafe deserialization (it contains code, e.g. a Lambda layer)",
+                expected="a model that loads with safe_mode=True",
+                received=text.splitlines()[0][:200],
+                fix="only if you trust the file, opt in: `segdoctor diagnose ... --unsafe` "
+                "(Python: safe_mode=False). Otherwise replace the Lambda layer by a registered layer.",
+            ) from None
+        raise ModelLoadError(
+            f"Cannot load the model {path.name}",
+            received=f"{type(err).__name__}: {text.splitlines()[0][:200] if text else ''}",
+            fix="check that the file is a Keras 3 .keras file and that custom objects are importable "
+            "(registered with keras.saving.register_keras_serializable).",
+        ) from None
+
+
+def diagnose(
+    data: str | Path | None = None,
+    model: Any = None,
+    history: str | Path | Mapping[str, Sequence[float]] | None = None,
+    probe: bool = False,
+    *,
+    callbacks: Sequence[Any] = (),
+    batch_size: int | None = None,
+    probe_size: int = 64,
+    plots: bool = True,
+    safe_mode: bool = True,
+) -> Report:
+    """Run every check that the given inputs allow and return one ranked report.
+
+    Args:
+        data: a data folder (data checks; streaming).
+        model: a Keras model (compiled for loss checks) or a path to a ``.keras`` file.
+        history: a CSVLogger file, a JSON dump of ``History.history``, or the dict.
+        probe: run the probes (needs ``model`` and ``data``; a few seconds each at ``probe_size``).
+        callbacks: the callbacks given to ``fit`` (``monitor-mode``).
+        batch_size: the training batch size (``batchnorm-small-batch``, ``batch-size-noisy``).
+        probe_size: side of the square crops the probes train on.
+        plots: attach plots (HTML report).
+        safe_mode: load model files with Keras' safe mode.
+
+    Returns:
+        A :class:`Report`.
+
+    Raises:
+        DataError, ModelLoadError: an input cannot be used.
+
+    Example:
+        >>> r = diagnose(history={"loss": [0.5] * 5, "val_loss": [0.5] * 5})
+        >>> r.ids
+        ['metric-constant']
+    """
+    findings: list[Finding] = []
+    summary: dict[str, Any] = {"checked": []}
+    report = Report()
+    num_classes = None
+    if data is not None:
+        from segdoctor.doctor.data_checks import check_data
+
+        data_findings, data_summary, data_plots = check_data(data, plots=plots)
+        findings += data_findings
+        summary.update(data_summary.to_dict())
+        summary["checked"].append("data")
+        num_classes = data_summary.num_classes
+        for key, items in data_plots.items():
+            for caption, png in items:
+                report.add_plot(key, caption, png)
+    if model is not None:
+        from segdoctor.doctor.model_checks import check_model
+
+        if isinstance(model, (str, Path)):
+            model = load_model(model, safe_mode=safe_mode)
+        findings += check_model(model, callbacks, num_classes=num_classes, batch_size=batch_size)
+        summary["checked"].append("model")
+    if history is not None:
+        from segdoctor.doctor.history import analyze_history, load_history
+
+        h = load_history(history)
+        history_findings = analyze_history(h)
+        findings += history_findings
+        summary["checked"].append("history")
+        summary["epochs"] = max((len(v) for v in h.values()), default=0)
+        if plots:
+            _history_plots(report, h, history_findings)
+    if probe:
+        if model is None or data is None:
+            raise SegdoctorError(
+                "Probes need a model and data",
+                expected="diagnose(data=FOLDER, model=MODEL, probe=True)",
+                fix="pass both (CLI: segdoctor diagnose DATA --model MODEL --probe).",
+            )
+        from segdoctor.doctor.probes import load_probe_batch, run_probes
+
+        x, y = load_probe_batch(data, model, size=probe_size)
+        findings += run_probes(model, x, y, batch_size=batch_size)
+        summary["checked"].append("probes")
+    return Report(findings, summary, report.plots)
+
+
+def _history_plots(report: Report, h: Mapping[str, Sequence[float]], found: list[Finding]) -> None:
+    from segdoctor.doctor.history import LR_KEYS, is_dice_like
+    from segdoctor.doctor.plots import curves_png
+
+    dice = [k for k in h if is_dice_like(k)]
+    losses = [k for k in h if k in ("loss", "val_loss")]
+    for f in found:
+        keys = [k for k in h if k in LR_KEYS] if f.id == "lr-reduced-while-improving" else []
+        png = curves_png(h, (dice or losses) if not keys else dice, f.title)
+        report.add_plot(f.id, "training curves", png)
+        if keys:
+            report.add_plot(f.id, "learning rate", curves_png(h, keys, "learning rate"))
+    if not found:
+        report.add_plot("history", "training curves", curves_png(h, dice + losses, "history"))
+
+
+def cli_diagnose(
+    data: str | Path,
+    history: str | Path | None = None,
+    model: str | Path | None = None,
+    probe: bool = False,
+    json_path: str | Path | None = None,
+    html_path: str | Path | None = None,
+    safe_mode: bool = True,
+    *,
+    console: Any = None,
+    probe_size: int = 256,
+) -> int:
+    """``segdoctor diagnose``: print the report, write JSON/HTML, return the exit status.
+
+    Returns:
+        0 when no finding is an error, 1 when at least one is, 2 when the diagnosis could not run
+        (the reason is printed on stderr).
+    """
+    try:
+        report = diagnose(
+            data=data,
+            model=model,
+            history=history,
+            probe=probe,
+            plots=html_path is not None,
+            safe_mode=safe_mode,
+            probe_size=probe_size,
+        )
+    except SegdoctorError as err:
+        print(f"segdoctor: error: {err}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as err:
+        print(f"segdoctor: error: could not run the diagnosis: {err}", file=sys.stderr)
+        return 2
+    if console is None:
+        from rich.console import Console
+
+        console = Console()
+    report.to_terminal(console)
+    if json_path is not None:
+        report.to_json(json_path)
+    if html_path is not None:
+        report.to_html(html_path)
+    return 1 if report.has_errors else 0

@@ -1,0 +1,150 @@
+"""Checks on the first training batches as the model sees them (after the user's pipeline).
+
+These catch what a data folder cannot show: masks or images changed by the user's own loading and
+augmentation code (0/255 masks, unscaled inputs, image-only augmentation).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segdoctor.doctor.alignment import MISALIGNED_BELOW, alignment_score
+from segdoctor.doctor.catalog import make_finding
+from segdoctor.doctor.findings import Finding
+
+_SCALING_LAYERS = ("Rescaling", "Normalization")
+
+
+def _has_scaling(model) -> bool:
+    from segdoctor.doctor.model_checks import _layers
+
+    return any(type(layer).__name__ in _SCALING_LAYERS for layer in _layers(model))
+
+
+def alignment_finding(scores: list[float], where: str = "training batches") -> list[Finding]:
+    """``pair-misaligned`` when the median edge-alignment score of at least 4 samples is low."""
+    if len(scores) < 4 or float(np.median(scores)) >= MISALIGNED_BELOW:
+        return []
+    return [
+        make_finding(
+            "pair-misaligned",
+            {
+                "median_alignment_score": float(np.median(scores)),
+                "threshold": MISALIGNED_BELOW,
+                "samples": len(scores),
+                "where": where,
+            },
+            "Mask boundaries in the training batches do not follow image edges: augmentation is "
+            "applied to the images but not to the masks (or with different random parameters). "
+            "Augment both in one call:\naug = keras.layers.RandomFlip()\n"
+            "out = aug({'images': x, 'segmentation_masks': y}); x, y = out['images'], out['segmentation_masks']",
+            confidence=0.8,
+        )
+    ]
+
+
+def check_batch(
+    x: np.ndarray, y: np.ndarray, model=None, *, scores_out: list[float] | None = None
+) -> list[Finding]:
+    """Findings from one batch ``x (B, H, W, C)``, ``y (B, H, W, 1)`` or one-hot ``(B, H, W, K)``.
+
+    Args:
+        x: inputs as the model receives them.
+        y: targets as the loss receives them.
+        model: the model (output channels, scaling layers, BatchNorm).
+        scores_out: when a list, the per-sample alignment scores are appended to it and
+            ``pair-misaligned`` is left to the caller (:func:`alignment_finding` over several
+            batches); otherwise this batch alone decides.
+
+    Example:
+        >>> x = np.random.default_rng(0).random((2, 16, 16, 1)).astype("float32")
+        >>> y = np.zeros((2, 16, 16, 1)); y[:, 4:8, 4:8] = 255
+        >>> [f.id for f in check_batch(x, y)]
+        ['mask-scale-255']
+    """
+    x, y = np.asarray(x, dtype="float32"), np.asarray(y, dtype="float32")
+    found: list[Finding] = []
+    channels = None
+    if model is not None:
+        from segdoctor.doctor.model_checks import check_layers, output_channels
+
+        channels = output_channels(model)
+        found += [
+            f for f in check_layers(model, batch_size=len(x)) if f.id == "batchnorm-small-batch"
+        ]
+    sparse = y.shape[-1] == 1 or (channels is not None and y.shape[-1] != channels)
+    if sparse:
+        values = np.unique(y)
+        if np.any(values != np.round(values)):
+            frac = float(np.mean(y != np.round(y)))
+            found.append(
+                make_finding(
+                    "mask-fractional",
+                    {
+                        "fraction_of_pixels": frac,
+                        "example_values": values[:8].tolist(),
+                        "where": "training batch",
+                    },
+                    "Masks in the training batches have in-between values: the pipeline resizes or "
+                    "augments masks with bilinear interpolation. Use nearest-neighbour for masks "
+                    "(keras augmentation layers do it when given {'images': x, 'segmentation_masks': y}).",
+                )
+            )
+        elif set(values.tolist()) == {0.0, 255.0}:
+            found.append(
+                make_finding(
+                    "mask-scale-255",
+                    {"values": values.tolist(), "where": "training batch"},
+                    "Divide the masks by 255 in the pipeline: y = y / 255 (or (y > 127)).",
+                )
+            )
+        elif channels is not None and values.max() >= max(channels, 2) and len(values) > 2:
+            found.append(
+                make_finding(
+                    "mask-instance-labels" if len(values) > 16 else "output-classes-mismatch",
+                    {
+                        "distinct_values": len(values),
+                        "max_value": float(values.max()),
+                        "output_channels": channels,
+                        "where": "training batch",
+                    },
+                    "The masks hold labels the model cannot output. For instance labels use the "
+                    "foreground (y > 0); for K classes use a K-channel softmax output.",
+                )
+            )
+        fg = (y[..., 0] > 0) if y.shape[-1] == 1 else y.argmax(-1) > 0
+    else:
+        fg = y.argmax(-1) > 0
+    if float(np.max(x)) > 2.0 and (model is None or not _has_scaling(model)):
+        found.append(
+            make_finding(
+                "input-not-normalized",
+                {
+                    "input_min": float(np.min(x)),
+                    "input_max": float(np.max(x)),
+                    "where": "training batch",
+                },
+                "Inputs reach the network unscaled. Scale them in the pipeline (x = x / 255.0) or add "
+                "keras.layers.Rescaling(1 / 255) as the first layer.",
+            )
+        )
+    flat = x.reshape(len(x), -1)
+    constant = int(np.sum(np.ptp(flat, axis=1) == 0))
+    if constant:
+        found.append(
+            make_finding(
+                "input-constant",
+                {"constant_images": constant, "batch": len(x), "where": "training batch"},
+                "Some inputs are constant: check the pipeline (a normalization dividing by zero, "
+                "a wrong channel, blank crops).",
+                severity="error" if constant > len(x) // 2 else "warning",
+            )
+        )
+    scores = [
+        s for i in range(len(x)) if (s := alignment_score(x[i], fg[i].astype("int32"))) is not None
+    ]
+    if scores_out is not None:
+        scores_out.extend(scores)  # the caller pools several batches and decides
+    else:
+        found += alignment_finding(scores)
+    return found

@@ -1,0 +1,238 @@
+"""``DoctorCallback``: the doctor inside any ``model.fit``.
+
+At train begin it checks the compiled model (output, loss behaviour, layers) and the other
+callbacks of the same fit; on the first batches it checks mask values, input range and image/mask
+alignment; after each epoch it analyses the curves (with the learning rate and, when a validation
+sample is given, the predicted foreground fraction) and prints each finding once, as soon as it is
+sure; at the end it writes the report (the same JSON as ``segdoctor diagnose``).
+
+A Keras callback has no public handle on the other callbacks. The doctor finds the ``CallbackList``
+that calls it (the caller's frame, on Keras 3); when that fails it still catches a misdirected
+ReduceLROnPlateau or EarlyStopping from its behaviour: the LR is cut, or training stops, while the
+validation Dice is still rising.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from segdoctor.doctor.catalog import make_finding
+from segdoctor.doctor.findings import Finding
+from segdoctor.doctor.history import PRED_FG, TRUE_FG, analyze_history, is_dice_like
+from segdoctor.doctor.report import Report
+
+PEEK_BATCHES = 3
+
+
+def _as_numpy(value: Any) -> np.ndarray | None:
+    try:
+        return np.asarray(keras.ops.convert_to_numpy(value))
+    except Exception:
+        return None
+
+
+def _find_xy(args: tuple) -> tuple[np.ndarray, np.ndarray] | None:
+    """Find an ``(x, y)`` batch among a train function's arguments (torch: data; jax: [data])."""
+    for arg in args:
+        candidates = [arg]
+        if isinstance(arg, list) and arg:
+            candidates.append(arg[0])
+        for cand in candidates:
+            if isinstance(cand, (tuple, list)) and len(cand) in (2, 3):
+                x, y = _as_numpy(cand[0]), _as_numpy(cand[1])
+                if x is not None and y is not None and x.ndim == 4 and y.ndim >= 3:
+                    return x, y if y.ndim == 4 else y[..., None]
+    return None
+
+
+class DoctorCallback(keras.callbacks.Callback):
+    """Diagnose a training run from inside ``model.fit``.
+
+    Args:
+        report: path of the JSON report written at the end of training (None: no file).
+        validation_data: optional ``(x, y)`` sample (a few images) to watch predictions on.
+        verbose: print each finding once when it is found.
+        probe_loss: probe the compiled loss on synthetic cases at train begin (< 1 s).
+
+    Attributes:
+        findings: what was found so far (list of Finding).
+        overhead_s: seconds spent in the callback.
+
+    Example:
+        >>> cb = DoctorCallback(report="doctor.json")  # doctest: +SKIP
+        >>> model.fit(x, y, validation_split=0.2, callbacks=[cb])  # doctest: +SKIP
+        >>> cb.report().ids  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        report: str | Path | None = None,
+        validation_data: tuple[Any, Any] | None = None,
+        verbose: bool = True,
+        probe_loss: bool = True,
+    ) -> None:
+        super().__init__()
+        self.report_path = None if report is None else Path(report)
+        self.validation_data = validation_data
+        self.verbose = verbose
+        self.probe_loss = probe_loss
+        self.findings: list[Finding] = []
+        self.history: dict[str, list[float]] = {}
+        self.overhead_s = 0.0
+        self._seen: set[str] = set()
+        self._peeked = 0
+        self._original_train_function = None
+        self._siblings: list[Any] | None = None
+        self._alignment: list[float] = []
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _emit(self, found: list[Finding]) -> None:
+        for f in found:
+            if f.id in self._seen:
+                continue
+            self._seen.add(f.id)
+            self.findings.append(f)
+            if self.verbose:
+                first = f.fix.splitlines()[0] if f.fix else ""
+                print(f"[segdoctor] {f.severity.upper()} {f.id}: {f.title}. Fix: {first}")
+
+    def _sibling_callbacks(self) -> list[Any] | None:
+        frame = inspect.currentframe()
+        try:
+            for _ in range(6):
+                frame = frame.f_back if frame is not None else None
+                if frame is None:
+                    return None
+                owner = frame.f_locals.get("self")
+                if isinstance(owner, keras.callbacks.CallbackList):
+                    return [c for c in owner.callbacks if c is not self]
+            return None
+        finally:
+            del frame
+
+    def report(self) -> Report:
+        """The findings so far as a :class:`Report`."""
+        checked = ["model", "callbacks", "history"] + (["batches"] if self._peeked else [])
+        return Report(
+            list(self.findings), {"checked": checked, "epochs": len(self.history.get("loss", []))}
+        )
+
+    # -- Keras hooks -----------------------------------------------------------------------------
+    def on_train_begin(self, logs=None) -> None:
+        start = time.perf_counter()
+        from segdoctor.doctor.model_checks import check_model
+
+        self._siblings = self._sibling_callbacks()
+        self._emit(check_model(self.model, self._siblings or (), probe_loss_fn=self.probe_loss))
+        original = getattr(self.model, "train_function", None)
+        if callable(original):
+            self._original_train_function = original
+
+            def peek(*args, **kwargs):
+                if self._peeked < PEEK_BATCHES:
+                    t0 = time.perf_counter()
+                    self._peek(args)
+                    self.overhead_s += time.perf_counter() - t0
+                return original(*args, **kwargs)
+
+            self.model.train_function = peek
+        self.overhead_s += time.perf_counter() - start
+
+    def _peek(self, args: tuple) -> None:
+        from segdoctor.doctor.batch_checks import alignment_finding, check_batch
+
+        batch = _find_xy(args)
+        if batch is None:
+            self._peeked = PEEK_BATCHES  # not visible on this backend: stop trying
+            return
+        self._peeked += 1
+        self._emit(check_batch(batch[0], batch[1], self.model, scores_out=self._alignment))
+        if self._peeked == PEEK_BATCHES:
+            self._emit(alignment_finding(self._alignment))
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        start = time.perf_counter()
+        logs = logs if logs is not None else {}
+        lr = (
+            _as_numpy(self.model.optimizer.learning_rate)
+            if self.model.optimizer is not None
+            else None
+        )
+        if lr is not None and "learning_rate" not in logs:
+            logs["learning_rate"] = float(lr)
+        if self.validation_data is not None:
+            x, y = self.validation_data
+            p = _as_numpy(self.model(np.asarray(x[:16]), training=False))
+            y = np.asarray(y[:16])
+            pred_fg = (
+                float(np.mean(p[..., 0] > 0.5))
+                if p.shape[-1] == 1
+                else float(np.mean(p.argmax(-1) > 0))
+            )
+            true_fg = (
+                float(np.mean(y[..., 0] > 0))
+                if y.shape[-1] == 1
+                else float(np.mean(y.argmax(-1) > 0))
+            )
+            logs[PRED_FG], logs[TRUE_FG] = pred_fg, true_fg
+        for key, value in logs.items():
+            v = _as_numpy(value)
+            if v is not None and v.size == 1:
+                self.history.setdefault(key, []).append(float(v))
+        sure = [
+            f for f in analyze_history(self.history) if f.severity == "error" or f.confidence >= 0.8
+        ]
+        self._emit(sure)
+        self.overhead_s += time.perf_counter() - start
+
+    def on_train_end(self, logs=None) -> None:
+        start = time.perf_counter()
+        if self._original_train_function is not None:
+            self.model.train_function = self._original_train_function
+        if 0 < self._peeked < PEEK_BATCHES:
+            from segdoctor.doctor.batch_checks import alignment_finding
+
+            self._emit(alignment_finding(self._alignment))
+        self._emit(self._stopped_while_improving())
+        if self.history:
+            self._emit(analyze_history(self.history))
+        if self.report_path is not None:
+            rep = self.report()
+            rep.summary["overhead_s"] = round(self.overhead_s, 3)
+            rep.to_json(self.report_path)
+        self.overhead_s += time.perf_counter() - start
+
+    def _stopped_while_improving(self) -> list[Finding]:
+        """EarlyStopping (any callback) ended training while the validation Dice was rising."""
+        epochs = self.params.get("epochs") if self.params else None
+        keys = [k for k in self.history if k.startswith("val_") and is_dice_like(k)]
+        if not keys or not self.model.stop_training or epochs is None:
+            return []
+        values = self.history[keys[0]]
+        if len(values) >= epochs or len(values) < 4:
+            return []
+        recent, before = values[-3:], values[:-3]
+        if before and max(recent) > max(before) + 1e-3:
+            return [
+                make_finding(
+                    "monitor-mode",
+                    {
+                        "stopped_at_epoch": len(values),
+                        "of_epochs": epochs,
+                        f"{keys[0]}_last": recent,
+                        "best_before": max(before),
+                    },
+                    "Training was stopped while the Dice was still rising: EarlyStopping watches a "
+                    "Dice-like metric in 'min' mode. Use\nkeras.callbacks.EarlyStopping("
+                    f"monitor='{keys[0]}', mode='max', patience=10, restore_best_weights=True)",
+                    title="Training stopped while validation Dice was still improving",
+                    confidence=0.9,
+                )
+            ]
+        return []

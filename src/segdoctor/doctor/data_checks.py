@@ -1,0 +1,375 @@
+"""Data checks on a folder of images and masks, in one streaming pass.
+
+Memory does not depend on the number of pairs: each pair is read, summarized into a few numbers
+and dropped. Mask kinds are decided by :func:`segdoctor.data.masks.inspect_masks` (the same rules
+the loader uses), so the doctor and training never disagree about what a mask means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segdoctor.doctor.alignment import MISALIGNED_BELOW, alignment_score
+from segdoctor.doctor.catalog import make_finding
+from segdoctor.doctor.findings import Finding
+
+ALIGNMENT_SAMPLE = 32
+"""Pairs whose edge alignment is measured (evenly spread over the dataset)."""
+EMPTY_WARN = 0.3
+"""Fraction of empty masks from which ``empty-masks`` fires."""
+IMBALANCE_BELOW = 0.02
+"""Foreground pixel fraction under which ``class-imbalance`` fires."""
+
+
+@dataclass
+class DataSummary:
+    """Numbers gathered in the pass (also reported in ``Report.summary``)."""
+
+    root: str
+    layout: str
+    n_pairs: int = 0
+    mask_kind: str = ""
+    mask_description: str = ""
+    num_classes: int | None = None
+    foreground_fractions: list[float] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    shape_mismatch: list[tuple[str, Any, Any]] = field(default_factory=list)
+    constant: list[str] = field(default_factory=list)
+    alignment: list[tuple[str, float]] = field(default_factory=list)
+    hashes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        fg = np.asarray(self.foreground_fractions) if self.foreground_fractions else np.zeros(1)
+        return {
+            "data": self.root,
+            "layout": self.layout,
+            "pairs": self.n_pairs,
+            "masks": self.mask_description,
+            "num_classes": self.num_classes,
+            "foreground_fraction_median": float(np.median(fg)),
+        }
+
+
+def _foreground(mask: np.ndarray) -> np.ndarray:
+    if mask.ndim == 3:
+        return np.any(mask != 0, axis=-1)  # (H, W): non-black is foreground
+    return mask != 0
+
+
+def _stream(index, summary: DataSummary, sample: set[int]) -> Iterator[np.ndarray]:
+    from segdoctor.data.io import read_image, read_mask
+    from segdoctor.data.split import content_hash
+    from segdoctor.errors import SegdoctorError
+
+    for i, pair in enumerate(index.pairs):
+        try:
+            image = read_image(pair.image, slice_index=pair.slice_index)  # (H, W, C)
+        except (SegdoctorError, OSError, ValueError) as err:
+            summary.unreadable.append((str(pair.image), str(err)[:160]))
+            image = None
+        try:
+            mask = read_mask(pair.mask, slice_index=pair.slice_index)  # (H, W) or (H, W, 3)
+        except (SegdoctorError, OSError, ValueError) as err:
+            summary.unreadable.append((str(pair.mask), str(err)[:160]))
+            continue
+        summary.n_pairs += 1
+        fg = _foreground(mask)
+        summary.foreground_fractions.append(float(fg.mean()))
+        if not fg.any():
+            summary.empty.append(pair.name)
+        if image is not None:
+            if image.shape[:2] != mask.shape[:2]:
+                summary.shape_mismatch.append((pair.name, image.shape[:2], mask.shape[:2]))
+            elif i in sample and fg.any():
+                score = alignment_score(image, mask)
+                if score is not None:
+                    summary.alignment.append((pair.name, score))
+            if float(np.ptp(image)) == 0.0:
+                summary.constant.append(pair.name)
+            summary.hashes.setdefault(content_hash(image), []).append((pair.split or "", pair.name))
+        yield mask
+
+
+def check_data(root: str | Path, *, plots: bool = True) -> tuple[list[Finding], DataSummary, dict]:
+    """Run every data check on a data folder (any layout :func:`discover_pairs` knows).
+
+    Returns:
+        ``(findings, summary, plots)`` where plots maps finding ids to ``[(caption, png)]``.
+
+    Raises:
+        DataError: the folder is missing, empty or has no recognizable layout.
+
+    Example:
+        >>> from segdoctor.sample_data import sample_path  # doctest: +SKIP
+        >>> findings, summary, _ = check_data(sample_path())  # doctest: +SKIP
+    """
+    from segdoctor.data.discover import discover_pairs
+    from segdoctor.data.masks import inspect_masks
+
+    index = discover_pairs(root, on_unpaired="skip")
+    summary = DataSummary(root=str(root), layout=index.layout)
+    n = len(index.pairs)
+    sample = (
+        set(np.linspace(0, n - 1, min(n, ALIGNMENT_SAMPLE)).astype(int).tolist()) if n else set()
+    )
+    found: list[Finding] = []
+    report = None
+    if n:
+        masks = _stream(index, summary, sample)
+        try:
+            report = inspect_masks(masks)
+        except Exception:  # every mask unreadable: reported below as unreadable-file
+            report = None
+        for _ in masks:  # drain (inspect_masks may stop early)
+            pass
+    if report is not None:
+        summary.mask_kind = report.kind
+        summary.mask_description = report.describe()
+        found += _mask_findings(report, summary)
+    found += _pair_findings(index, summary)
+    found += _content_findings(summary)
+    return found, summary, (_plots(report, summary) if plots and report is not None else {})
+
+
+def _mask_findings(report, summary: DataSummary) -> list[Finding]:
+    found = []
+    desc = report.describe()
+    values = list(report.values[:12])
+    if report.kind in ("scale-255", "two-value"):
+        top = int(report.max_value)
+        found.append(
+            make_finding(
+                "mask-scale-255",
+                {"values": values, "masks": report.n_masks, "dtypes": list(report.dtypes)},
+                f"Convert to 0/1 when loading: mask = (mask == {top}).astype('uint8'). With "
+                f"segdoctor this is automatic (the loader maps {top} -> 1 and says so); a Dice on "
+                f"raw 0/{top} masks is not a Dice and sigmoid outputs can never reach {top}.",
+                title=f"Masks are stored as 0/{top}, not 0/1",
+            )
+        )
+    elif report.kind == "instance":
+        found.append(
+            make_finding(
+                "mask-instance-labels",
+                {
+                    "description": desc,
+                    "median_labels_per_mask": report.labels_per_mask,
+                    "max_label": report.max_value,
+                    "single_blob_fraction": report.single_blob_fraction,
+                    "dtypes": list(report.dtypes),
+                },
+                "Each object has its own label (1..N): used as class indices they ask the model to "
+                "predict hundreds of classes. For semantic segmentation use the foreground:\n"
+                "mask = (mask > 0).astype('uint8')\n"
+                "(segdoctor's loader does this by default and says so).",
+            )
+        )
+    elif report.kind == "fractional":
+        found.append(
+            make_finding(
+                "mask-fractional",
+                {
+                    "description": desc,
+                    "fraction_of_pixels": report.fractional_fraction,
+                    "dtypes": list(report.dtypes),
+                },
+                "Masks were resized with bilinear interpolation or saved as JPEG. Re-export them as "
+                "PNG and resize with nearest neighbour:\n"
+                "Image.fromarray(mask).resize(size, Image.NEAREST)",
+            )
+        )
+    elif report.kind == "palette":
+        found.append(
+            make_finding(
+                "mask-rgb-palette",
+                {"colors": [list(c) for c in report.colors[:12]], "n_colors": len(report.colors)},
+                "Masks are colour images: map each colour to a class index before training "
+                "(segdoctor does it with an explicit palette: MaskPolicy(kind='palette', palette=[...])).",
+            )
+        )
+    fg = np.asarray(summary.foreground_fractions)
+    binary_like = report.kind in ("binary", "scale-255", "two-value", "instance")
+    if binary_like:
+        summary.num_classes = 2
+    elif report.kind == "multiclass" and report.values:
+        summary.num_classes = int(report.max_value) + 1
+        absent = sorted(set(range(int(report.max_value) + 1)) - {int(v) for v in report.values})
+        if absent:
+            found.append(
+                make_finding(
+                    "class-absent",
+                    {"absent_classes": absent, "present": values},
+                    "These class indices never appear: either the class map has gaps (remap to "
+                    "0..K-1) or the class is missing from this data (collect examples, or drop the "
+                    "class). Its Dice is undefined and drags the mean.",
+                )
+            )
+    if len(fg) and binary_like:
+        nonempty = fg[fg > 0]
+        overall = float(fg.mean())
+        if len(nonempty) and float(np.median(nonempty)) > 0.5:
+            found.append(
+                make_finding(
+                    "mask-foreground-majority",
+                    {"median_foreground_fraction": float(np.median(nonempty)), "masks": len(fg)},
+                    "Foreground covers most pixels: check the labels are not inverted (membrane vs "
+                    "cell interior). If the thin structure is the target: mask = 1 - mask.",
+                    confidence=0.6,
+                )
+            )
+        elif overall < IMBALANCE_BELOW:
+            found.append(
+                make_finding(
+                    "class-imbalance",
+                    {"foreground_fraction": overall, "masks": len(fg)},
+                    "Foreground is rare: pixel losses (cross-entropy) are dominated by background. "
+                    "Use a per-image Dice term: segdoctor.losses.DiceCELoss(per_image=True), and "
+                    "sample crops that contain foreground.",
+                )
+            )
+    return found
+
+
+def _pair_findings(index, summary: DataSummary) -> list[Finding]:
+    found = []
+    if index.unpaired_images or index.unpaired_masks:
+        found.append(
+            make_finding(
+                "pair-missing",
+                {
+                    "images_without_mask": list(index.unpaired_images[:10]),
+                    "masks_without_image": list(index.unpaired_masks[:10]),
+                    "counts": [len(index.unpaired_images), len(index.unpaired_masks)],
+                },
+                "Give each image a mask with the same file stem (images/a.png <-> masks/a.png); "
+                "unpaired files are skipped. Never pair by sort order.",
+            )
+        )
+    if summary.shape_mismatch:
+        found.append(
+            make_finding(
+                "pair-shape-mismatch",
+                {
+                    "pairs": [
+                        f"{n}: image {a} vs mask {b}" for n, a, b in summary.shape_mismatch[:10]
+                    ],
+                    "count": len(summary.shape_mismatch),
+                },
+                "Image and mask must have the same height and width. Re-export the masks at the "
+                "image size (nearest-neighbour resize), or check that the pairing is right.",
+            )
+        )
+    if len(summary.alignment) >= 4:
+        scores = np.array([s for _, s in summary.alignment])
+        median = float(np.median(scores))
+        if median < MISALIGNED_BELOW:
+            worst = sorted(summary.alignment, key=lambda t: t[1])[:5]
+            found.append(
+                make_finding(
+                    "pair-misaligned",
+                    {
+                        "median_alignment_score": median,
+                        "threshold": MISALIGNED_BELOW,
+                        "pairs_measured": len(scores),
+                        "lowest": [f"{n}: {s:.2f}" for n, s in worst],
+                    },
+                    "Mask boundaries do not follow image edges: the masks are shifted, flipped or "
+                    "rotated relative to the images (or paired wrongly). Check an overlay of a few "
+                    "pairs; re-export, or pair by name.",
+                    confidence=0.8,
+                )
+            )
+    return found
+
+
+def _content_findings(summary: DataSummary) -> list[Finding]:
+    found = []
+    n = summary.n_pairs
+    if summary.unreadable:
+        found.append(
+            make_finding(
+                "unreadable-file",
+                {
+                    "files": [f"{p}: {e}" for p, e in summary.unreadable[:5]],
+                    "count": len(summary.unreadable),
+                },
+                "Re-export or remove these files; the loader skips or refuses them.",
+            )
+        )
+    if summary.constant:
+        found.append(
+            make_finding(
+                "input-constant",
+                {"images": summary.constant[:10], "count": len(summary.constant)},
+                "These images have a single value everywhere (blank export, wrong bit depth or "
+                "channel). Remove or re-export them.",
+                severity="error" if len(summary.constant) > 0.1 * max(n, 1) else "warning",
+            )
+        )
+    if n and summary.empty and len(summary.empty) / n >= EMPTY_WARN:
+        found.append(
+            make_finding(
+                "empty-masks",
+                {
+                    "empty": len(summary.empty),
+                    "of": n,
+                    "fraction": len(summary.empty) / n,
+                    "examples": summary.empty[:5],
+                },
+                "Many images have no foreground: a pooled Dice rewards predicting nothing. Use a "
+                "per-image Dice with smoothing (segdoctor.losses.DiceLoss(per_image=True, "
+                "smooth=1e-5)) and oversample images with foreground.",
+            )
+        )
+    dupes = [names for names in summary.hashes.values() if len(names) > 1]
+    across = [names for names in dupes if len({s for s, _ in names}) > 1]
+    if across or dupes:
+        chosen = across or dupes
+        found.append(
+            make_finding(
+                "duplicate-across-splits",
+                {
+                    "groups": [[f"{s}:{n}" if s else n for s, n in names] for names in chosen[:5]],
+                    "count": len(chosen),
+                    "across_existing_splits": bool(across),
+                },
+                "Identical images in training and validation inflate validation Dice. Remove the "
+                "copies, or split with segdoctor.data.split_pairs, which keeps duplicates together.",
+                severity="error" if across else "warning",
+                title=None
+                if across
+                else "Identical images: any random split puts copies on both sides",
+            )
+        )
+    return found
+
+
+def _plots(report, summary: DataSummary) -> dict[str, list[tuple[str, bytes]]]:
+    from segdoctor.doctor.plots import histogram_png
+
+    out: dict[str, list[tuple[str, bytes]]] = {}
+    if report.value_counts and report.kind in (
+        "scale-255",
+        "two-value",
+        "instance",
+        "fractional",
+        "multiclass",
+    ):
+        items = list(report.value_counts.items())[:40]
+        png = histogram_png([v for v, _ in items], [c for _, c in items], "mask values (pixels)")
+        for key in ("mask-scale-255", "mask-instance-labels", "mask-fractional", "class-absent"):
+            out[key] = [("Pixel count per mask value", png)]
+    if summary.foreground_fractions:
+        counts, edges = np.histogram(summary.foreground_fractions, bins=10, range=(0, 1))
+        png = histogram_png(
+            [f"{e:.1f}" for e in edges[:-1]], counts + 0.5, "foreground fraction per mask"
+        )
+        for key in ("empty-masks", "class-imbalance", "mask-foreground-majority"):
+            out[key] = [("Masks per foreground fraction", png)]
+    return out

@@ -1,0 +1,414 @@
+"""History analysis: read a Keras training log and explain the curves.
+
+Input: a Keras ``CSVLogger`` file, a JSON dump of ``History.history`` (``{"loss": [...], ...}``), or
+the dict itself. Keys are Keras' own: ``loss``, ``val_loss``, ``<metric>``, ``val_<metric>`` and
+``learning_rate`` (or ``lr``). A Dice-like metric is any key containing ``dice``, ``iou``,
+``jaccard``, ``f1`` or ``fscore``. When :class:`~segdoctor.doctor.DoctorCallback` ran, the history also
+has ``doctor_pred_fg`` / ``doctor_true_fg``: the predicted and true foreground fraction on a
+validation sample, which make ``prediction-collapse`` certain rather than inferred.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from segdoctor.doctor.catalog import make_finding
+from segdoctor.doctor.findings import Finding
+from segdoctor.errors import DataError
+
+History = dict[str, list[float]]
+_DICE_WORDS = ("dice", "iou", "io_u", "jaccard", "f1", "fscore", "f_score")
+LR_KEYS = ("learning_rate", "lr")
+PRED_FG, TRUE_FG = "doctor_pred_fg", "doctor_true_fg"
+
+
+def is_dice_like(name: str) -> bool:
+    """True for metric names that go *up* when segmentation improves (Dice, IoU, F1, Jaccard).
+
+    Example:
+        >>> is_dice_like("val_dice_coef"), is_dice_like("val_loss"), is_dice_like("dice_loss")
+        (True, False, False)
+    """
+    low = name.lower().replace("-", "_")
+    return any(w in low for w in _DICE_WORDS) and "loss" not in low
+
+
+def load_history(source: str | Path | Mapping[str, Sequence[float]]) -> History:
+    """Read a history from a CSVLogger file, a JSON file, or a mapping.
+
+    Raises:
+        DataError: the file is missing, empty, or neither CSV with an ``epoch`` column nor JSON
+            mapping names to lists of numbers.
+
+    Example:
+        >>> load_history({"loss": [1, 0.5]})
+        {'loss': [1.0, 0.5]}
+    """
+    if isinstance(source, Mapping):
+        return _clean(source, "the given mapping")
+    path = Path(source)
+    if not path.is_file():
+        raise DataError(f"History file not found: {path}", fix="pass the CSVLogger or JSON file.")
+    text = path.read_text(encoding="utf-8", errors="replace").strip()
+    if not text:
+        raise DataError(f"History file is empty: {path}", fix="pass a non-empty log.")
+    if text[0] == "{":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataError(f"History file {path} is not valid JSON ({err})") from None
+        if isinstance(data, Mapping) and isinstance(data.get("history"), Mapping):
+            data = data["history"]
+        return _clean(data, str(path))
+    rows = list(csv.reader(text.splitlines()))
+    header = [h.strip() for h in rows[0]]
+    if "epoch" not in header and "loss" not in header:
+        raise DataError(
+            f"Unknown history format in {path}",
+            expected="a Keras CSVLogger file (header with 'epoch') or a JSON dump of History.history",
+            received=f"first line {text.splitlines()[0][:80]!r}",
+            fix="log with keras.callbacks.CSVLogger(path) or json.dump(history.history, f).",
+        )
+    columns: dict[str, list[float]] = {h: [] for h in header if h != "epoch"}
+    for row in rows[1:]:
+        for name, cell in zip(header, row, strict=False):
+            if name != "epoch":
+                columns[name].append(_to_float(cell))
+    return _clean(columns, str(path))
+
+
+def _to_float(cell: str) -> float:
+    try:
+        return float(cell)
+    except ValueError:
+        return math.nan
+
+
+def _clean(data: object, where: str) -> History:
+    if not isinstance(data, Mapping) or not data:
+        raise DataError(
+            f"Unknown history format in {where}",
+            expected="a mapping of metric names to lists of numbers",
+            received=type(data).__name__,
+        )
+    out: History = {}
+    for key, values in data.items():
+        if isinstance(values, (list, tuple)) and all(
+            isinstance(v, (int, float)) or v is None for v in values
+        ):
+            out[str(key)] = [math.nan if v is None else float(v) for v in values]
+    if not out:
+        raise DataError(f"No numeric curves in history {where}", expected="lists of numbers")
+    return out
+
+
+def _pairs(history: History) -> list[tuple[str, str]]:
+    """(train_key, val_key) for each Dice-like metric present with its validation twin."""
+    return [
+        (k, f"val_{k}")
+        for k in history
+        if not k.startswith("val_") and is_dice_like(k) and f"val_{k}" in history
+    ]
+
+
+def _val_dice_key(history: History) -> str | None:
+    keys = [k for k in history if k.startswith("val_") and is_dice_like(k)]
+    return keys[0] if keys else None
+
+
+def _lr_key(history: History) -> str | None:
+    return next((k for k in LR_KEYS if k in history), None)
+
+
+def analyze_history(
+    history: str | Path | Mapping[str, Sequence[float]], *, patience: int | None = None
+) -> list[Finding]:
+    """Run every history check and return the findings.
+
+    Args:
+        history: a path or mapping (see :func:`load_history`).
+        patience: epochs without validation gain that count as a plateau (default:
+            ``max(5, epochs // 4)``).
+
+    Example:
+        >>> h = {"loss": [0.9] * 8, "val_loss": [0.9] * 8}
+        >>> [f.id for f in analyze_history(h)]
+        ['metric-constant']
+    """
+    h = load_history(history)
+    findings: list[Finding] = []
+    for check in (
+        _metric_constant,
+        _prediction_collapse,
+        _lr_reduced_while_improving,
+        _overfitting,
+        _underfitting,
+        _plateau,
+        _loss_oscillation,
+        _val_better_than_train,
+    ):
+        findings.extend(check(h, patience))
+    ids = {f.id for f in findings}
+    # One explanation per symptom: a collapse or a constant metric explains a plateau.
+    if ids & {"prediction-collapse", "metric-constant", "overfitting", "underfitting"}:
+        findings = [f for f in findings if f.id != "plateau"]
+    return findings
+
+
+def _finite(values: Sequence[float]) -> np.ndarray:
+    arr = np.asarray(values, dtype=float)
+    return arr[np.isfinite(arr)]
+
+
+def _metric_constant(h: History, patience: int | None) -> list[Finding]:
+    out = []
+    for key, values in h.items():
+        if key in LR_KEYS or key in (PRED_FG, TRUE_FG):
+            continue
+        arr = _finite(values)
+        if len(arr) >= 3 and float(np.ptp(arr)) <= 1e-7 * max(1.0, abs(float(arr[0]))):
+            out.append((key, float(arr[0]), len(arr)))
+    if not out:
+        return []
+    keys = [k for k, _, _ in out]
+    return [
+        make_finding(
+            "metric-constant",
+            {"metrics": keys, "values": {k: v for k, v, _ in out}, "epochs": out[0][2]},
+            "A metric that never moves means no gradient reaches the weights or the metric cannot "
+            "see the predictions. Check that the loss is differentiable (no round/threshold), that "
+            "masks hold 0/1 (not 0/255), that the output activation matches the loss, and run "
+            "`segdoctor diagnose DATA --model MODEL --probe`.",
+        )
+    ]
+
+
+def _prediction_collapse(h: History, patience: int | None) -> list[Finding]:
+    if PRED_FG in h and TRUE_FG in h:
+        pred, true = _finite(h[PRED_FG]), _finite(h[TRUE_FG])
+        n = min(len(pred), len(true), 3)
+        if n and float(np.mean(true[-n:])) > 0:
+            p, t = float(np.mean(pred[-n:])), float(np.mean(true[-n:]))
+            if p < 0.1 * t or p > max(0.9, 5 * t):
+                kind = "background" if p < t else "foreground"
+                return [_collapse(kind, {"pred_foreground": p, "true_foreground": t})]
+        return []
+    key = _val_dice_key(h)
+    if key is None:
+        return []
+    vals = _finite(h[key])
+    if len(vals) >= 3 and float(np.max(vals[-3:])) <= 0.01:
+        return [
+            _collapse(
+                "background",
+                {key: float(vals[-1]), "best": float(np.max(vals)), "epochs": len(vals)},
+                confidence=0.7,
+            )
+        ]
+    return []
+
+
+def _collapse(kind: str, evidence: dict, confidence: float = 1.0) -> Finding:
+    return make_finding(
+        "prediction-collapse",
+        {"predicted_as": kind, **evidence},
+        "The model found the trivial answer. Use a loss that rewards the rare class: "
+        "`segdoctor.losses.DiceCELoss(per_image=True)` (or Dice + focal), check masks are 0/1, "
+        "and that the output activation matches the loss (sigmoid + from_logits=False).",
+        title=f"The model predicts everything as {kind}",
+        confidence=confidence,
+    )
+
+
+def _lr_reduced_while_improving(h: History, patience: int | None) -> list[Finding]:
+    lr_key, dice_key = _lr_key(h), _val_dice_key(h)
+    if lr_key is None or dice_key is None:
+        return []
+    lr, dice = np.asarray(h[lr_key], float), np.asarray(h[dice_key], float)
+    n = min(len(lr), len(dice))
+    for i in range(3, n):
+        if lr[i] < lr[i - 1] * 0.999:
+            recent, before = dice[max(0, i - 2) : i + 1], dice[: max(0, i - 2)]
+            if len(before) and np.nanmax(recent) > np.nanmax(before) + 1e-3:
+                return [
+                    make_finding(
+                        "lr-reduced-while-improving",
+                        {
+                            "epoch": i + 1,
+                            "lr_before": float(lr[i - 1]),
+                            "lr_after": float(lr[i]),
+                            f"{dice_key}_recent": [float(v) for v in recent],
+                            f"{dice_key}_best_before": float(np.nanmax(before)),
+                        },
+                        "A scheduler cut the learning rate while the Dice was still rising: it "
+                        "watches a Dice/IoU metric in 'min' mode. Use\n"
+                        f"keras.callbacks.ReduceLROnPlateau(monitor='{dice_key}', mode='max', "
+                        "factor=0.5, patience=5)",
+                    )
+                ]
+    return []
+
+
+def _overfitting(h: History, patience: int | None) -> list[Finding]:
+    for train_key, val_key in _pairs(h):
+        tr, va = np.asarray(h[train_key], float), np.asarray(h[val_key], float)
+        n = min(len(tr), len(va))
+        if n < 6:
+            continue
+        best = int(np.nanargmax(va[:n]))
+        after = n - 1 - best
+        drop = float(va[best] - np.nanmean(va[n - min(3, after) :])) if after else 0.0
+        train_gain = float(tr[n - 1] - tr[best])
+        if after >= 3 and drop > 0.02 and train_gain > 0.02:
+            return [_overfit_finding(val_key, best, va, tr, train_gain, drop)]
+    if "val_loss" in h and "loss" in h:
+        tr, va = _finite(h["loss"]), _finite(h["val_loss"])
+        n = min(len(tr), len(va))
+        if n >= 6:
+            best = int(np.argmin(va[:n]))
+            rise = (
+                float(np.mean(va[max(best + 1, n - 3) : n])) - float(va[best])
+                if best < n - 3
+                else 0
+            )
+            span = float(va[0] - va[best]) or 1e-9
+            if rise > 0.2 * abs(span) and tr[n - 1] < tr[best] - 1e-4:
+                return [
+                    _overfit_finding("val_loss", best, va, tr, float(tr[best] - tr[n - 1]), rise)
+                ]
+    return []
+
+
+def _overfit_finding(key, best, va, tr, train_gain, drop) -> Finding:
+    return make_finding(
+        "overfitting",
+        {
+            "monitored": key,
+            "best_epoch": best + 1,
+            "best": float(va[best]),
+            "last": float(va[-1]),
+            "validation_worse_by": drop,
+            "training_better_by": train_gain,
+        },
+        "Keep the best epoch (ModelCheckpoint(monitor=..., mode='max', save_best_only=True) on "
+        "the Dice), then regularize: joint image+mask augmentation "
+        "(segdoctor.data augmentation), weight decay ~1e-4, fewer filters, or more data.",
+    )
+
+
+def _underfitting(h: History, patience: int | None) -> list[Finding]:
+    for train_key in [k for k in h if not k.startswith("val_") and is_dice_like(k)]:
+        tr = _finite(h[train_key])
+        if len(tr) < 8:
+            continue
+        window = max(3, len(tr) // 4)
+        gain = float(np.max(tr[-window:]) - np.max(tr[:-window]))
+        if float(tr[-1]) < 0.5 and gain < 0.01:
+            return [
+                make_finding(
+                    "underfitting",
+                    {
+                        train_key: float(tr[-1]),
+                        "best": float(np.max(tr)),
+                        f"gain_last_{window}_epochs": gain,
+                    },
+                    "The model does not even fit the training set. Check the data first "
+                    "(`segdoctor diagnose DATA`: mask values, pairing, alignment), then the loss "
+                    "(`--probe`), then raise capacity or the learning rate (LR range test).",
+                    confidence=0.8,
+                )
+            ]
+    return []
+
+
+def _plateau(h: History, patience: int | None) -> list[Finding]:
+    key = _val_dice_key(h)
+    if key is None:
+        return []
+    va = np.asarray(h[key], float)
+    n = len(va)
+    wait = patience or max(5, n // 4)
+    if n < wait + 3:
+        return []
+    best = int(np.nanargmax(va))
+    since = n - 1 - best
+    if since >= wait:
+        return [
+            make_finding(
+                "plateau",
+                {
+                    key: float(va[-1]),
+                    "best": float(va[best]),
+                    "best_epoch": best + 1,
+                    "epochs_since_best": since,
+                },
+                "Validation Dice stopped improving. Lower the learning rate on plateau with the right "
+                f"direction: ReduceLROnPlateau(monitor='{key}', mode='max', factor=0.5, patience=5); "
+                "if it persists, look at the worst validation images (`segdoctor evaluate`) and the "
+                "data findings.",
+                confidence=0.7,
+            )
+        ]
+    return []
+
+
+def _loss_oscillation(h: History, patience: int | None) -> list[Finding]:
+    loss = _finite(h.get("loss", []))
+    if len(loss) < 6:
+        return []
+    diffs = np.diff(loss)
+    signs = np.sign(diffs[diffs != 0])
+    flips = int(np.sum(signs[1:] != signs[:-1])) if len(signs) > 1 else 0
+    path = float(np.sum(np.abs(diffs)))
+    net = abs(float(loss[-1] - loss[0])) + 1e-12
+    if (
+        flips >= 0.5 * (len(diffs) - 1)
+        and path > 4 * net
+        and path > 0.05 * float(np.mean(np.abs(loss)))
+    ):
+        return [
+            make_finding(
+                "loss-oscillation",
+                {
+                    "sign_flips": flips,
+                    "epochs": len(loss),
+                    "total_variation": path,
+                    "net_change": net,
+                },
+                "The training loss jumps up and down: the learning rate is likely too high. Divide it "
+                "by 3-10 or run an LR range test (`segdoctor diagnose DATA --model M --probe`).",
+                confidence=0.8,
+            )
+        ]
+    return []
+
+
+def _val_better_than_train(h: History, patience: int | None) -> list[Finding]:
+    for train_key, val_key in _pairs(h):
+        tr, va = np.asarray(h[train_key], float), np.asarray(h[val_key], float)
+        n = min(len(tr), len(va))
+        if n < 4:
+            continue
+        gap = va[:n] - tr[:n]
+        if float(np.mean(gap > 0.05)) >= 0.7:
+            return [
+                make_finding(
+                    "val-better-than-train",
+                    {
+                        "metric": train_key,
+                        "mean_gap": float(np.mean(gap)),
+                        "epochs_val_better": int(np.sum(gap > 0.05)),
+                    },
+                    "Often harmless (dropout and augmentation are active only in training), but check "
+                    "that no validation image is also in training (`duplicate-across-splits`) and that "
+                    "validation is not easier (fewer empty masks, larger objects).",
+                    confidence=0.6,
+                )
+            ]
+    return []

@@ -1,0 +1,334 @@
+"""Black-box probing of a loss function on synthetic segmentation cases.
+
+The user's loss is called, never read: whatever it is (a Keras loss, a hand-written Dice, a metric
+passed by mistake), its values and gradient on a few canonical cases reveal its behaviour.
+
+Cases, at 32x32 (channels-last, ``C`` output channels; class 0 is background when ``C > 1``):
+
+- ``small``: one 3x3 object (9 pixels) per foreground class; ``large``: one 16x16 object.
+- predictions: ``perfect`` (the truth), ``empty`` (all background), ``full`` (all foreground),
+  ``inverted`` (1 - truth), ``soft`` (0.5 everywhere).
+
+Predictions are exact probabilities (0 and 1 included); when the loss takes logits
+(``from_logits=True``) they are clipped to [1e-3, 1 - 1e-3] and passed as logits. A loss is *Dice-like* when it scores the perfect
+prediction near 0 and the inverted one near 1; the ratio checks below apply to Dice-like losses only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from segdoctor.doctor.catalog import make_finding
+from segdoctor.doctor.findings import Finding
+
+SIZE = 32
+EPS = 1e-3
+
+
+@dataclass(frozen=True)
+class LossProbe:
+    """Measured behaviour of a loss (all values are the mean of what the loss returns)."""
+
+    perfect: float
+    empty_small: float  # small object missed entirely
+    empty_large: float
+    inverted_large: float
+    full_small: float
+    empty_truth_empty_pred: float
+    pooled_batch: float  # batch [small missed, large perfect]
+    per_image_mean: float  # mean of the two losses computed one image at a time
+    grad_abs_max: float  # at the soft prediction
+    sparse_labels: bool
+
+    @property
+    def dice_like(self) -> bool:
+        return (
+            math.isfinite(self.perfect) and self.perfect < 0.1 and 0.8 <= self.inverted_large <= 1.2
+        )
+
+
+def _truth(kind: str, channels: int) -> np.ndarray:
+    """(H, W) class map: object of every foreground class."""
+    t = np.zeros((SIZE, SIZE), np.int32)
+    classes = max(1, channels - 1)
+    if kind == "small":
+        for c in range(classes):
+            y, x = 4 + 8 * (c % 3), 4 + 8 * (c // 3 % 3)
+            t[y : y + 3, x : x + 3] = c + 1
+    elif kind == "large":
+        t[8:24, 8:24] = 1
+    return t
+
+
+def _onehot(classmap: np.ndarray, channels: int) -> np.ndarray:
+    if channels == 1:
+        return (classmap > 0).astype("float32")[..., None]  # (H, W, 1)
+    return np.eye(channels, dtype="float32")[classmap]  # (H, W, C)
+
+
+def _pred(kind: str, truth: np.ndarray, channels: int) -> np.ndarray:
+    onehot = _onehot(truth, channels)
+    if kind == "perfect":
+        p = onehot
+    elif kind == "empty":
+        p = _onehot(np.zeros_like(truth), channels)
+    elif kind == "full":
+        p = _onehot(np.ones_like(truth), channels)
+    elif kind == "inverted":
+        p = 1.0 - onehot
+        if channels > 1:
+            p = p / p.sum(-1, keepdims=True)
+    else:  # soft
+        p = np.full_like(onehot, 0.5 if channels == 1 else 1.0 / channels)
+    return p.astype("float32")
+
+
+def _to_logits(p: np.ndarray, channels: int) -> np.ndarray:
+    p = np.clip(p, EPS, 1 - EPS)
+    if channels > 1:
+        p = p / p.sum(-1, keepdims=True)
+    return (np.log(p / (1 - p)) if channels == 1 else np.log(p)).astype("float32")
+
+
+class _Caller:
+    """Calls the loss with the label format it accepts (dense one-hot, or sparse (B, H, W, 1))."""
+
+    def __init__(self, loss: Callable, channels: int, from_logits: bool) -> None:
+        self.loss, self.channels, self.from_logits = loss, channels, from_logits
+        self.sparse = False
+        try:
+            self.value(
+                [_truth("large", channels)], [_pred("soft", _truth("large", channels), channels)]
+            )
+        except Exception:
+            if channels == 1:
+                raise
+            self.sparse = True
+            self.value(
+                [_truth("large", channels)], [_pred("soft", _truth("large", channels), channels)]
+            )
+
+    def _y(self, truths: list[np.ndarray]) -> np.ndarray:
+        if self.sparse:
+            return np.stack(truths)[..., None].astype("float32")  # (B, H, W, 1)
+        return np.stack([_onehot(t, self.channels) for t in truths])  # (B, H, W, C)
+
+    def _p(self, preds: list[np.ndarray]) -> np.ndarray:
+        p = np.stack(preds)  # (B, H, W, C)
+        return _to_logits(p, self.channels) if self.from_logits else p
+
+    def value(self, truths: list[np.ndarray], preds: list[np.ndarray]) -> float:
+        from keras import ops
+
+        y = ops.convert_to_tensor(self._y(truths))
+        out = self.loss(y, ops.convert_to_tensor(self._p(preds)))
+        return float(ops.convert_to_numpy(ops.mean(ops.cast(out, "float32"))))
+
+    def grad(self, truths: list[np.ndarray], preds: list[np.ndarray]) -> np.ndarray:
+        from keras import ops
+
+        from segdoctor.doctor._grad import value_and_grad
+
+        y = ops.convert_to_tensor(self._y(truths))
+        _, g = value_and_grad(lambda p: self.loss(y, p), self._p(preds))
+        return g
+
+
+def measure_loss(
+    loss: Callable, *, channels: int = 1, from_logits: bool | None = None
+) -> LossProbe:
+    """Evaluate ``loss(y_true, y_pred)`` on the synthetic cases and take its gradient.
+
+    Args:
+        loss: a Keras loss object or a function ``(y_true, y_pred) -> tensor``.
+        channels: output channels of the model (1 = sigmoid binary).
+        from_logits: whether the loss takes logits; default: the loss' own ``from_logits``.
+
+    Example:
+        >>> import keras
+        >>> keras.backend.backend() in ("torch", "jax", "tensorflow") and \\
+        ...     measure_loss(keras.losses.Dice()).dice_like
+        True
+    """
+    if from_logits is None:
+        from_logits = loss_from_logits(loss) or False
+    call = _Caller(loss, channels, from_logits)
+    small, large, empty = (_truth(k, channels) for k in ("small", "large", "empty"))
+    v = call.value
+    pooled = v([small, large], [_pred("empty", small, channels), _pred("perfect", large, channels)])
+    per_image = 0.5 * (
+        v([small], [_pred("empty", small, channels)])
+        + v([large], [_pred("perfect", large, channels)])
+    )
+    try:
+        grad = call.grad(
+            [small, large], [_pred("soft", small, channels), _pred("soft", large, channels)]
+        )
+        grad_max = float(np.max(np.abs(grad))) if np.all(np.isfinite(grad)) else math.inf
+    except Exception:  # a backend limitation (e.g. torch + sparse CE on probabilities): unknown
+        grad_max = math.nan
+    return LossProbe(
+        perfect=v([small, large], [_pred("perfect", t, channels) for t in (small, large)]),
+        empty_small=v([small], [_pred("empty", small, channels)]),
+        empty_large=v([large], [_pred("empty", large, channels)]),
+        inverted_large=v([large], [_pred("inverted", large, channels)]),
+        full_small=v([small], [_pred("full", small, channels)]),
+        empty_truth_empty_pred=v([empty], [_pred("empty", empty, channels)]),
+        pooled_batch=pooled,
+        per_image_mean=per_image,
+        grad_abs_max=grad_max,
+        sparse_labels=call.sparse,
+    )
+
+
+def loss_from_logits(loss: object) -> bool | None:
+    """The loss' ``from_logits`` setting when it declares one (Keras and segdoctor losses)."""
+    for holder in (loss, getattr(loss, "_fn_kwargs", None)):
+        if isinstance(holder, dict) and "from_logits" in holder:
+            return bool(holder["from_logits"])
+        value = getattr(holder, "from_logits", None)
+        if isinstance(value, bool):
+            return value
+    return None
+
+
+def loss_name(loss: object) -> str:
+    """A readable name: the class, function or string the user passed."""
+    if isinstance(loss, str):
+        return loss
+    if hasattr(loss, "__name__"):
+        return str(loss.__name__)
+    return type(loss).__name__
+
+
+def probe_loss(
+    loss: Callable, *, channels: int = 1, from_logits: bool | None = None
+) -> list[Finding]:
+    """Findings about a loss from its black-box behaviour (see the module docstring).
+
+    Emits: ``loss-not-differentiable``, ``loss-wrong-direction``, ``dice-smooth-large``,
+    ``loss-background-dominated``, ``dice-includes-background``, ``dice-batch-pooled``,
+    ``dice-empty-penalized``.
+
+    Example:
+        >>> from keras import ops
+        >>> def hard_dice(y, p):
+        ...     p = ops.round(p)
+        ...     return 1 - 2 * ops.sum(y * p) / (ops.sum(y) + ops.sum(p) + 1e-6)
+        >>> [f.id for f in probe_loss(hard_dice)][:1]
+        ['loss-not-differentiable']
+    """
+    m = measure_loss(loss, channels=channels, from_logits=from_logits)
+    name = loss_name(loss)
+    found: list[Finding] = []
+    base = {"loss": name, "channels": channels}
+    if m.grad_abs_max == 0.0:
+        found.append(
+            make_finding(
+                "loss-not-differentiable",
+                {**base, "max_abs_gradient_at_p=0.5": 0.0, "loss_at_p=0.5": None},
+                "The loss thresholds or rounds the prediction (round, >, argmax, cast), so its "
+                "gradient is zero and nothing trains. Use soft probabilities in the loss:\n"
+                "segdoctor.losses.DiceLoss(from_logits=False)  # no round() inside",
+            )
+        )
+    wrong = max(m.empty_large, m.inverted_large)
+    if math.isfinite(m.perfect) and m.perfect > wrong + 1e-3:
+        found.append(
+            make_finding(
+                "loss-wrong-direction",
+                {
+                    **base,
+                    "loss_perfect": m.perfect,
+                    "loss_all_wrong": m.inverted_large,
+                    "loss_empty": m.empty_large,
+                },
+                "The function passed as the loss is higher for a perfect prediction than for a wrong "
+                "one: it is a score (e.g. dice_coef) used as a loss. Minimize 1 - dice instead:\n"
+                "model.compile(loss=segdoctor.losses.DiceLoss(), metrics=[segdoctor.metrics.DiceScore()])",
+            )
+        )
+        return found
+    if m.dice_like:
+        ref = m.inverted_large
+        ratio = m.empty_small / ref
+        if channels == 1 and ratio < 0.5 and m.empty_large / ref > 0.6:
+            smooth = 9 * (1 / max(ratio, 1e-6) - 1)
+            found.append(
+                make_finding(
+                    "dice-smooth-large",
+                    {
+                        **base,
+                        "loss_missed_9px_object": m.empty_small,
+                        "loss_missed_256px_object": m.empty_large,
+                        "estimated_smooth": smooth,
+                    },
+                    "The smoothing term dominates small objects: predicting nothing costs "
+                    f"{m.empty_small:.2f} of a maximum {ref:.2f}. Use smooth=1e-5 (or 1), computed "
+                    "per image:\nsegdoctor.losses.DiceLoss(smooth=1e-5, per_image=True)",
+                )
+            )
+        if channels > 1 and ratio < 0.2:
+            found.append(
+                make_finding(
+                    "loss-background-dominated",
+                    {
+                        **base,
+                        "loss_missed_all_objects": m.empty_small,
+                        "loss_all_wrong": ref,
+                        "ratio": ratio,
+                    },
+                    "Missing every object costs almost nothing: classes (background included) are "
+                    "pooled into one Dice, so class weights and small objects do not count. Compute "
+                    "Dice per class, then average (with weights if you want them):\n"
+                    "segdoctor.losses.DiceLoss(mode='multiclass', include_background=False, "
+                    "class_weights=[...])",
+                )
+            )
+        elif channels > 1 and abs(ratio - (channels - 1) / channels) < 0.08 and ratio < 0.9:
+            found.append(
+                make_finding(
+                    "dice-includes-background",
+                    {
+                        **base,
+                        "loss_missed_all_objects": m.empty_small,
+                        "expected_without_background": ref,
+                    },
+                    "The background class is averaged into the Dice: it is near 1 almost always, "
+                    "which dilutes the signal of the foreground classes. Exclude it:\n"
+                    "segdoctor.losses.DiceLoss(mode='multiclass', include_background=False)",
+                )
+            )
+        if not math.isfinite(m.empty_truth_empty_pred) or m.empty_truth_empty_pred > 0.5 * ref:
+            found.append(
+                make_finding(
+                    "dice-empty-penalized",
+                    {**base, "loss_empty_truth_empty_prediction": m.empty_truth_empty_pred},
+                    "A correct empty prediction on an empty mask should cost 0 (keras.losses.Dice "
+                    "scores it 1.0; without smoothing it is 0/0). Use a Dice with a small smooth "
+                    "term or an explicit empty policy:\nsegdoctor.losses.DiceLoss(smooth=1e-5)",
+                )
+            )
+    if (
+        math.isfinite(m.per_image_mean)
+        and m.per_image_mean > 0
+        and m.pooled_batch < 0.5 * m.per_image_mean
+    ):
+        found.append(
+            make_finding(
+                "dice-batch-pooled",
+                {
+                    **base,
+                    "loss_batch": m.pooled_batch,
+                    "mean_of_per_image_losses": m.per_image_mean,
+                },
+                "The loss sums over the whole batch before dividing, so a missed small object next to "
+                "a large one barely counts. Reduce per image (sum over H, W only), then average:\n"
+                "segdoctor.losses.DiceLoss(per_image=True)",
+            )
+        )
+    return found

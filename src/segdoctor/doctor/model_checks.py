@@ -1,0 +1,387 @@
+"""Static checks of a compiled Keras model, its loss, optimizer and callbacks.
+
+Everything here reads the model's configuration and weights; nothing trains. The loss is judged by
+its behaviour (:mod:`segdoctor.doctor.loss_probe`), the rest from layer and callback attributes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from segdoctor.doctor.catalog import make_finding
+from segdoctor.doctor.findings import Finding
+from segdoctor.doctor.history import is_dice_like
+from segdoctor.doctor.loss_probe import loss_from_logits, loss_name, probe_loss
+
+_CE_BINARY = (
+    "binary_crossentropy",
+    "binarycrossentropy",
+    "binary_focal_crossentropy",
+    "binaryfocalcrossentropy",
+)
+_CE_CATEGORICAL = (
+    "categorical_crossentropy",
+    "categoricalcrossentropy",
+    "sparse_categorical_crossentropy",
+    "sparsecategoricalcrossentropy",
+    "categorical_focal_crossentropy",
+    "categoricalfocalcrossentropy",
+)
+_KERAS_PROB_ONLY = ("dice", "tversky")  # Keras losses without a from_logits option
+
+
+def output_activation(model) -> str:
+    """Name of the activation applied last (``"linear"`` when the output is raw logits).
+
+    Example:
+        >>> import keras
+        >>> m = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(1, 1, activation="sigmoid")])
+        >>> output_activation(m)
+        'sigmoid'
+    """
+    layer = model.layers[-1]
+    cls = type(layer).__name__.lower()
+    if cls in ("softmax", "relu", "sigmoid"):
+        return cls
+    act = getattr(layer, "activation", None)
+    if act is None:
+        return "linear"
+    if isinstance(act, str):
+        return act
+    return getattr(act, "__name__", "linear")
+
+
+def output_channels(model) -> int:
+    """Channels of the (first) model output, channels-last."""
+    shape = model.outputs[0].shape if getattr(model, "outputs", None) else model.output_shape
+    return int(shape[-1])
+
+
+def _loss_key(loss: object) -> str:
+    return loss_name(loss).lower().replace(" ", "")
+
+
+def _callback_metric_direction(model, name: str) -> str | None:
+    """'up'/'down' when the compiled metric of that name declares ``_direction``."""
+    metric_name = name.removeprefix("val_")
+    candidates: list[Any] = []
+    compiled = getattr(model, "_compile_metrics", None)
+    if compiled is not None:
+        for group in (
+            getattr(compiled, "_user_metrics", None),
+            getattr(compiled, "_user_weighted_metrics", None),
+        ):
+            if isinstance(group, dict):
+                group = [
+                    m for v in group.values() for m in (v if isinstance(v, (list, tuple)) else [v])
+                ]
+            candidates.extend(group or [])
+    for metric in list(getattr(model, "metrics", [])) + candidates:
+        for m in getattr(metric, "metrics", [metric]):
+            if getattr(m, "name", None) == metric_name and hasattr(m, "_direction"):
+                return m._direction
+    return None
+
+
+def check_callbacks(model, callbacks: Iterable[Any]) -> list[Finding]:
+    """``monitor-mode``: a callback watching a Dice/IoU-like quantity must use ``mode="max"``.
+
+    ``mode="min"`` is always wrong for such a metric; ``mode="auto"`` is wrong unless the metric
+    declares ``_direction = "up"`` (Keras 3 then raises ``ValueError``; Keras 2 silently chose min).
+    The opposite case, a loss watched with ``mode="max"``, is reported too.
+    """
+    found = []
+    for cb in callbacks:
+        monitor, mode = getattr(cb, "monitor", None), getattr(cb, "mode", None)
+        if not isinstance(monitor, str) or mode not in ("auto", "min", "max"):
+            continue
+        direction = _callback_metric_direction(model, monitor) if model is not None else None
+        wrong = None
+        if is_dice_like(monitor):
+            if mode == "min" or (mode == "auto" and direction != "up"):
+                wrong = "max"
+        elif "loss" in monitor.lower() and mode == "max":
+            wrong = "min"
+        if wrong:
+            name = type(cb).__name__
+            found.append(
+                make_finding(
+                    "monitor-mode",
+                    {
+                        "callback": name,
+                        "monitor": monitor,
+                        "mode": mode,
+                        "metric_direction": direction or "unknown",
+                    },
+                    f"{name} watches {monitor!r}, which must go {'up' if wrong == 'max' else 'down'}. "
+                    f"Pass the direction explicitly:\nkeras.callbacks.{name}(monitor={monitor!r}, "
+                    f"mode={wrong!r}, ...)",
+                    title=f"{name} watches {monitor} in the wrong direction (mode={mode!r})",
+                )
+            )
+    return found
+
+
+def check_output(model, num_classes: int | None = None) -> list[Finding]:
+    """Output activation, channels and their match with the loss and the masks."""
+    found = []
+    act, channels = output_activation(model), output_channels(model)
+    loss = getattr(model, "loss", None)
+    key = _loss_key(loss) if loss is not None else ""
+    from_logits = loss_from_logits(loss) if loss is not None else None
+    if isinstance(loss, str):
+        from_logits = False
+    base = {
+        "output_activation": act,
+        "output_channels": channels,
+        "loss": loss_name(loss) if loss is not None else None,
+    }
+    if act == "softmax" and channels == 1:
+        found.append(
+            make_finding(
+                "softmax-single-channel",
+                base,
+                "Softmax over one channel is always 1.0, so the prediction cannot change. For binary "
+                "segmentation use one channel with sigmoid:\nkeras.layers.Conv2D(1, 1, activation='sigmoid')",
+            )
+        )
+    if act == "linear" and loss is not None:
+        prob_only = any(k == key or key.startswith(k) for k in _KERAS_PROB_ONLY)
+        if from_logits is False or prob_only:
+            found.append(
+                make_finding(
+                    "output-activation-missing",
+                    base | {"from_logits": from_logits},
+                    "The last layer has no activation (it outputs logits) but the loss expects "
+                    "probabilities. Either add the activation:\n"
+                    f"keras.layers.Conv2D({channels}, 1, activation='{'sigmoid' if channels == 1 else 'softmax'}')\n"
+                    "or keep logits and tell the loss: from_logits=True.",
+                )
+            )
+    if act in ("sigmoid", "softmax") and from_logits is True:
+        found.append(
+            make_finding(
+                "from-logits-mismatch",
+                base | {"from_logits": True},
+                f"The model already applies {act}, and the loss applies it again (from_logits=True): "
+                "gradients shrink and probabilities are squashed. Use from_logits=False, or remove "
+                "the activation from the last layer.",
+            )
+        )
+    mismatch = None
+    if channels == 1 and any(key.startswith(k) for k in _CE_CATEGORICAL):
+        mismatch = (
+            "categorical cross-entropy over a single channel is constant (always 0): nothing trains"
+        )
+    elif channels > 1 and act == "sigmoid" and any(key.startswith(k) for k in _CE_CATEGORICAL):
+        mismatch = "categorical cross-entropy on independent sigmoid channels"
+    elif channels > 1 and act == "softmax" and any(key.startswith(k) for k in _CE_BINARY):
+        mismatch = "binary cross-entropy on softmax channels that compete"
+    if mismatch:
+        found.append(
+            make_finding(
+                "activation-loss-mismatch",
+                base | {"problem": mismatch},
+                "Match them: binary -> Conv2D(1, 1, activation='sigmoid') + BinaryCrossentropy / "
+                "DiceLoss(mode='binary'); K classes -> Conv2D(K, 1, activation='softmax') + "
+                "SparseCategoricalCrossentropy / DiceLoss(mode='multiclass').",
+                severity="error" if channels == 1 else "warning",
+            )
+        )
+    if num_classes is not None and num_classes >= 2:
+        ok = (num_classes == 2 and channels in (1, 2)) or channels == num_classes
+        if not ok:
+            found.append(
+                make_finding(
+                    "output-classes-mismatch",
+                    base | {"classes_in_masks": num_classes},
+                    f"The masks hold {num_classes} classes but the model outputs {channels} channel(s). "
+                    f"Use Conv2D({1 if num_classes == 2 else num_classes}, 1, activation="
+                    f"'{'sigmoid' if num_classes == 2 else 'softmax'}') as the last layer "
+                    "(or fix the masks if the class count is wrong).",
+                )
+            )
+    return found
+
+
+def check_loss(model) -> list[Finding]:
+    """Black-box probe of the compiled loss (see :mod:`segdoctor.doctor.loss_probe`)."""
+    loss = getattr(model, "loss", None)
+    if loss is None:
+        return []
+    if isinstance(loss, str):
+        import keras
+
+        loss = keras.losses.get(loss)
+    if isinstance(loss, (list, tuple, dict)):
+        return []  # multi-output models: not probed
+    act, channels = output_activation(model), output_channels(model)
+    from_logits = loss_from_logits(loss)
+    try:
+        if from_logits is None and act == "linear":
+            # The loss receives logits. A loss written for probabilities misbehaves on them.
+            from segdoctor.doctor.loss_probe import measure_loss
+
+            m = measure_loss(loss, channels=channels, from_logits=True)
+            values = [m.perfect, m.empty_small, m.empty_large, m.inverted_large, m.full_small]
+            as_probabilities = measure_loss(loss, channels=channels, from_logits=False)
+            if (
+                min(values) < -1e-3
+                or m.perfect > m.inverted_large
+                or (as_probabilities.dice_like and not m.dice_like)
+            ):
+                return [
+                    make_finding(
+                        "output-activation-missing",
+                        {
+                            "output_activation": act,
+                            "loss": loss_name(loss),
+                            "loss_on_perfect_logits": m.perfect,
+                            "loss_on_wrong_logits": m.inverted_large,
+                        },
+                        "The model outputs logits and the loss treats them as probabilities (it "
+                        "goes negative or prefers wrong logits). Add the activation:\n"
+                        f"keras.layers.Conv2D({channels}, 1, activation='"
+                        f"{'sigmoid' if channels == 1 else 'softmax'}')",
+                        confidence=0.9,
+                    )
+                ]
+            from_logits = True
+        return probe_loss(loss, channels=channels, from_logits=bool(from_logits))
+    except (
+        Exception
+    ):  # a loss that cannot run on the synthetic cases: say nothing rather than guess
+        return []
+
+
+def _layers(model) -> list[Any]:
+    out = []
+    for layer in model.layers:
+        out.append(layer)
+        if hasattr(layer, "layers"):
+            out.extend(_layers(layer))
+    return out
+
+
+def check_layers(model, batch_size: int | None = None) -> list[Finding]:
+    """Dropout, BatchNorm with small batches, weight decay / L2 and weight initialisation scale."""
+    import keras
+
+    found = []
+    layers = _layers(model)
+    high = [
+        (layer.name, float(layer.rate))
+        for layer in layers
+        if isinstance(layer, keras.layers.Dropout | keras.layers.SpatialDropout2D)
+        and float(layer.rate) >= 0.5
+    ]
+    if high:
+        found.append(
+            make_finding(
+                "dropout-high",
+                {"layers": [n for n, _ in high], "rates": [r for _, r in high]},
+                "Dropout >= 0.5 in a segmentation network slows learning and makes the training Dice "
+                "lag the validation Dice. Use rate 0.1-0.3 (SpatialDropout2D) or none with BatchNorm.",
+            )
+        )
+    bns = [
+        layer.name
+        for layer in layers
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+    ]
+    if bns and batch_size is not None and batch_size < 4:
+        found.append(
+            make_finding(
+                "batchnorm-small-batch",
+                {"batch_size": batch_size, "batchnorm_layers": len(bns)},
+                "BatchNorm statistics from fewer than 4 images are noisy and differ from the moving "
+                "averages used at validation. Use GroupNormalization(groups=8) instead, or a larger "
+                "batch (smaller crops), or freeze BatchNorm (layer.trainable = False).",
+            )
+        )
+    wd = getattr(getattr(model, "optimizer", None), "weight_decay", None)
+    l2 = []
+    for layer in layers:
+        reg = getattr(layer, "kernel_regularizer", None)
+        factor = getattr(reg, "l2", None)
+        if factor is not None and float(factor) > 1e-3:
+            l2.append((layer.name, float(factor)))
+    if (wd is not None and float(wd) >= 0.05) or l2:
+        found.append(
+            make_finding(
+                "weight-decay-high",
+                {
+                    "optimizer_weight_decay": None if wd is None else float(wd),
+                    "l2_layers": [n for n, _ in l2][:10],
+                    "l2": sorted({f for _, f in l2}),
+                },
+                "Strong weight decay pulls the weights to zero faster than the loss can move them. "
+                "Use AdamW(weight_decay=1e-4) or L2 of 1e-5..1e-4 (keras.regularizers.l2(1e-4); "
+                "its default, 0.01, is far too strong for conv nets).",
+            )
+        )
+    bad = []
+    for layer in layers:
+        kernel = getattr(layer, "kernel", None)
+        if (
+            kernel is None
+            or len(kernel.shape) < 2
+            or isinstance(layer, keras.layers.Conv2DTranspose)
+        ):
+            continue
+        w = np.asarray(keras.ops.convert_to_numpy(kernel), dtype="float64")
+        fan_in = int(np.prod(w.shape[:-1]))
+        if fan_in < 2 or w.shape[-1] < 2:
+            continue
+        scale = float(w.std()) * math.sqrt(fan_in)  # He init gives ~1.41, Glorot ~1
+        if scale < 0.05 or scale > 6:
+            bad.append((layer.name, scale))
+    if bad:
+        found.append(
+            make_finding(
+                "bad-init",
+                {
+                    "layers": [n for n, _ in bad][:10],
+                    "std_times_sqrt_fan_in": [s for _, s in bad][:10],
+                    "expected": "about 1 (Glorot) to 1.4 (He)",
+                },
+                "Weights start far from a variance-preserving scale, so activations vanish or explode "
+                "through the depth. Use kernel_initializer='he_normal' for ReLU convolutions "
+                "(or Keras' default 'glorot_uniform').",
+            )
+        )
+    return found
+
+
+def check_model(
+    model,
+    callbacks: Sequence[Any] = (),
+    *,
+    num_classes: int | None = None,
+    batch_size: int | None = None,
+    probe_loss_fn: bool = True,
+) -> list[Finding]:
+    """All static model checks.
+
+    Args:
+        model: a Keras model, compiled (the loss and optimizer are checked) or not.
+        callbacks: the callbacks passed to ``fit`` (for ``monitor-mode``).
+        num_classes: classes found in the masks (for ``output-classes-mismatch``).
+        batch_size: training batch size when known (for ``batchnorm-small-batch``).
+        probe_loss_fn: run the black-box loss probe.
+
+    Example:
+        >>> import keras
+        >>> m = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(1, 1, activation="softmax")])
+        >>> [f.id for f in check_model(m)]
+        ['softmax-single-channel']
+    """
+    found = check_output(model, num_classes) + check_layers(model, batch_size)
+    found += check_callbacks(model, callbacks)
+    if probe_loss_fn and getattr(model, "loss", None) is not None:
+        found += check_loss(model)
+    return found

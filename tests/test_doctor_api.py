@@ -1,0 +1,96 @@
+"""diagnose() and cli_diagnose(): one report from data, model and history; exit statuses 0/1/2."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+from PIL import Image
+
+from segdoctor.doctor import cli_diagnose, diagnose
+
+
+def folder(root, rng, value=1, n=6):
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir(parents=True)
+    yy, xx = np.mgrid[:32, :32]
+    for i in range(n):
+        cy, cx = rng.integers(8, 24, 2)
+        m = (((yy - cy) ** 2 + (xx - cx) ** 2) <= 25).astype(np.uint8)
+        img = (50 + 150 * m + rng.normal(0, 5, (32, 32))).clip(0, 255).astype(np.uint8)
+        Image.fromarray(img).save(root / "images" / f"{i}.png")
+        Image.fromarray(m * value).save(root / "masks" / f"{i}.png")
+    return root
+
+
+def model_file(path, lam=False):
+    inputs = keras.Input((32, 32, 1))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    if lam:
+        h = keras.layers.Lambda(lambda t: t * 2.0)(h)
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="softmax")(h))
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    model.save(path)
+    return path
+
+
+def test_exit_status_0_and_json_html(tmp_path, rng, capsys):
+    data = folder(tmp_path / "d", rng)
+    code = cli_diagnose(data, json_path=tmp_path / "r.json", html_path=tmp_path / "r.html")
+    assert code == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["findings"] == [] and report["summary"]["pairs"] == 6
+    assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_exit_status_1_with_model_and_history(tmp_path, rng, capsys):
+    data = folder(tmp_path / "d", rng, value=255)
+    hist = tmp_path / "h.json"
+    hist.write_text(json.dumps({"loss": [0.5] * 6, "val_dice_coef": [0.0] * 6}))
+    code = cli_diagnose(
+        data, history=hist, model=model_file(tmp_path / "m.keras"), json_path=tmp_path / "r.json"
+    )
+    assert code == 1
+    found = [f["id"] for f in json.loads((tmp_path / "r.json").read_text())["findings"]]
+    assert {
+        "mask-scale-255",
+        "softmax-single-channel",
+        "metric-constant",
+        "prediction-collapse",
+    } <= set(found)
+    assert "mask-scale-255" in capsys.readouterr().out
+
+
+def test_exit_status_2_for_bad_inputs(tmp_path, rng, capsys):
+    assert cli_diagnose(tmp_path / "missing") == 2
+    (tmp_path / "empty").mkdir()
+    assert cli_diagnose(tmp_path / "empty") == 2
+    data = folder(tmp_path / "d", rng)
+    bad = tmp_path / "h.txt"
+    bad.write_text("no idea\n1 2")
+    assert cli_diagnose(data, history=bad) == 2
+    assert "Unknown history format" in capsys.readouterr().err
+    corrupt = tmp_path / "m.keras"
+    corrupt.write_bytes(b"nope")
+    assert cli_diagnose(data, model=corrupt) == 2
+
+
+def test_unsafe_model_is_refused_and_names_the_opt_in(tmp_path, rng, capsys):
+    data = folder(tmp_path / "d", rng)
+    path = model_file(tmp_path / "lam.keras", lam=True)
+    assert cli_diagnose(data, model=path) == 2
+    err = capsys.readouterr().err
+    assert "unsafe" in err and "--unsafe" in err
+    assert cli_diagnose(data, model=path, safe_mode=False) == 1  # loads; softmax-single-channel
+
+
+def test_diagnose_with_probe_runs_on_data_folder(tmp_path, rng):
+    data = folder(tmp_path / "d", rng)
+    inputs = keras.Input((32, 32, 1))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(h))
+    model.compile(optimizer=keras.optimizers.Adam(1e-9), loss="binary_crossentropy")
+    report = diagnose(data=data, model=model, probe=True)
+    assert "probes" in report.summary["checked"]
+    assert "lr-too-low" in report.ids

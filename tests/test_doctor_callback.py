@@ -1,0 +1,80 @@
+"""DoctorCallback on real fits: the three classic recipes fire, their corrected versions are silent."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import keras
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from examples import classic_1_monitor_mode, classic_2_class_weights, classic_3_augmentation
+
+from segdoctor.doctor.batch_checks import check_batch
+
+
+def ids(doctor):
+    return {f.id for f in doctor.findings}
+
+
+def test_classic_1_monitor_mode(tmp_path):
+    path = tmp_path / "doctor.json"
+    doctor = classic_1_monitor_mode.main(corrected=False, epochs=2, report=str(path))
+    assert "monitor-mode" in ids(doctor)
+    data = json.loads(path.read_text())
+    assert data["findings"][0]["id"] == "monitor-mode"
+    assert ids(classic_1_monitor_mode.main(corrected=True, epochs=2)) == set()
+
+
+def test_classic_2_class_weights():
+    assert "loss-background-dominated" in ids(
+        classic_2_class_weights.main(corrected=False, epochs=1)
+    )
+    assert ids(classic_2_class_weights.main(corrected=True, epochs=1)) == set()
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch", reason="batches are visible to the callback on torch only"
+)
+def test_classic_3_augmentation():
+    found = ids(classic_3_augmentation.main(corrected=False))
+    assert {"pair-misaligned", "dropout-high"} <= found
+    assert ids(classic_3_augmentation.main(corrected=True)) == set()
+
+
+def test_behaviour_lr_cut_while_dice_rises_without_callback_handle():
+    """Even when the CallbackList is not found, the LR cut during a rise is caught."""
+    from segdoctor.doctor.callback import DoctorCallback
+
+    model, callbacks, (x, y) = classic_1_monitor_mode.build(corrected=False)
+    doctor = DoctorCallback(verbose=False)
+    doctor._sibling_callbacks = lambda: None  # simulate a Keras without a reachable CallbackList
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=4,
+        validation_split=0.25,
+        verbose=0,
+        callbacks=[doctor, *callbacks],
+    )
+    assert "lr-reduced-while-improving" in ids(doctor)
+    assert "monitor-mode" not in ids(doctor)
+
+
+def test_batch_checks_fire_and_silent(rng):
+    from examples._synthetic import disks
+
+    x, y = disks(8)
+    assert check_batch(x, y) == []
+    assert [f.id for f in check_batch(x, y * 255)] == ["mask-scale-255"]
+    assert "input-not-normalized" in {f.id for f in check_batch(x * 255, y)}
+    assert "mask-fractional" in {f.id for f in check_batch(x, y * 0.7)}
+    x2 = x.copy()
+    x2[:5] = 0.3
+    assert "input-constant" in {f.id for f in check_batch(x2, y)}
+    flipped = x[:, ::-1, ::-1]
+    assert "pair-misaligned" in {f.id for f in check_batch(flipped, y)}

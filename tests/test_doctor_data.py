@@ -1,0 +1,145 @@
+"""Data checks on folders: real datasets, and one synthetic folder per finding (fire and silent)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segdoctor.doctor import diagnose
+from segdoctor.doctor.data_checks import check_data
+from segdoctor.errors import DataError
+
+
+def disk_pair(rng, size=48, value=1, shift=(0, 0)):
+    yy, xx = np.mgrid[:size, :size]
+    cy, cx = rng.integers(12, size - 12, 2)
+    mask = (((yy - cy) ** 2 + (xx - cx) ** 2) <= 64).astype(np.uint8)
+    image = (60 + 120 * mask + rng.normal(0, 8, (size, size))).clip(0, 255).astype(np.uint8)
+    image = np.roll(image, shift, (0, 1))
+    return image, mask * value
+
+
+def write_folder(root, pairs, split=None):
+    base = root / split if split else root
+    (base / "images").mkdir(parents=True, exist_ok=True)
+    (base / "masks").mkdir(parents=True, exist_ok=True)
+    for name, (image, mask) in pairs.items():
+        if image is not None:
+            Image.fromarray(image).save(base / "images" / f"{name}.png")
+        if mask is not None:
+            Image.fromarray(mask).save(base / "masks" / f"{name}.png")
+    return root
+
+
+def clean(rng, n=8, **kw):
+    return {f"im{i:02d}": disk_pair(rng, **kw) for i in range(n)}
+
+
+def ids(root):
+    findings, _, _ = check_data(root, plots=False)
+    return [f.id for f in findings]
+
+
+def test_clean_folder_is_silent(tmp_path, rng):
+    assert ids(write_folder(tmp_path, clean(rng))) == []
+
+
+def test_dsb_instance_labels_ranked_first(shared_data):
+    report = diagnose(data=shared_data / "dsb2018-nuclei")
+    assert report.ids[0] == "mask-instance-labels"
+    assert report.get("mask-instance-labels").evidence["max_label"] > 255
+    assert report.summary["pairs"] == 167
+
+
+def test_isbi_scale_255(shared_data):
+    report = diagnose(data=shared_data / "isbi2012-membrane", plots=True)
+    assert report.ids[0] == "mask-scale-255"
+    assert report.plots["mask-scale-255"]
+
+
+def test_scale_255_synthetic(tmp_path, rng):
+    assert ids(write_folder(tmp_path, clean(rng, value=255)))[0] == "mask-scale-255"
+
+
+def test_fractional_masks(tmp_path, rng):
+    pairs = clean(rng)
+    for name, (img, m) in pairs.items():
+        big = Image.fromarray(m * 255).resize((96, 96), Image.NEAREST)
+        soft = big.resize((48, 48), Image.BILINEAR)  # a mask resized like an image
+        pairs[name] = (img, np.asarray(soft))
+    assert "mask-fractional" in ids(write_folder(tmp_path, pairs))
+
+
+def test_rgb_palette(tmp_path, rng):
+    pairs = clean(rng)
+    for name, (img, m) in pairs.items():
+        pairs[name] = (img, np.stack([m * 200, m * 30, m * 90], -1).astype(np.uint8))
+    assert "mask-rgb-palette" in ids(write_folder(tmp_path, pairs))
+
+
+def test_foreground_majority(tmp_path, rng):
+    pairs = {k: (img, 1 - m) for k, (img, m) in clean(rng).items()}
+    assert "mask-foreground-majority" in ids(write_folder(tmp_path, pairs))
+
+
+def test_pair_missing_and_shape_mismatch(tmp_path, rng):
+    pairs = clean(rng)
+    img, m = pairs["im00"]
+    pairs["im00"] = (img, m[:40, :40])
+    pairs["lonely"] = (img, None)
+    found = ids(write_folder(tmp_path, pairs))
+    assert "pair-missing" in found and "pair-shape-mismatch" in found
+
+
+def test_pair_misaligned(tmp_path, rng):
+    pairs = {k: disk_pair(rng, shift=(17, 19)) for k in range(8)}
+    assert "pair-misaligned" in ids(write_folder(tmp_path, {f"p{k}": v for k, v in pairs.items()}))
+
+
+def test_empty_masks_and_imbalance(tmp_path, rng):
+    pairs = clean(rng)
+    for k in list(pairs)[:4]:
+        pairs[k] = (pairs[k][0], np.zeros((48, 48), np.uint8))
+    found = ids(write_folder(tmp_path, pairs))
+    assert "empty-masks" in found
+    tiny = {}
+    for k, (img, _) in clean(rng).items():
+        m = np.zeros((48, 48), np.uint8)
+        m[20:22, 20:22] = 1
+        tiny[k] = (img, m)
+    assert "class-imbalance" in ids(write_folder(tmp_path / "t", tiny))
+
+
+def test_class_absent(tmp_path, rng):
+    pairs = {}
+    for k, (img, m) in clean(rng).items():
+        m = m.copy()
+        m[:5, :5] = 3  # classes 0, 1, 3: class 2 never appears
+        pairs[k] = (img, m)
+    assert "class-absent" in ids(write_folder(tmp_path, pairs))
+
+
+def test_input_constant_and_unreadable(tmp_path, rng):
+    pairs = clean(rng)
+    pairs["im00"] = (np.full((48, 48), 7, np.uint8), pairs["im00"][1])
+    root = write_folder(tmp_path, pairs)
+    (root / "images" / "im01.png").write_bytes(b"not a png")
+    found = ids(root)
+    assert "input-constant" in found and "unreadable-file" in found
+
+
+def test_duplicate_across_splits(tmp_path, rng):
+    train = clean(rng, 4)
+    val = clean(rng, 4)
+    val["im03"] = train["im01"]
+    write_folder(tmp_path, train, "train")
+    write_folder(tmp_path, {f"v{k}": v for k, v in val.items()}, "val")
+    findings, _, _ = check_data(tmp_path, plots=False)
+    dup = next(f for f in findings if f.id == "duplicate-across-splits")
+    assert dup.severity == "error" and dup.evidence["across_existing_splits"]
+
+
+def test_empty_folder_is_a_data_error(tmp_path):
+    with pytest.raises(DataError):
+        check_data(tmp_path)

@@ -1,0 +1,129 @@
+"""History analysis: each check fires on a realistic history and stays silent on a healthy one."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from segdoctor.doctor import analyze_history, load_history
+from segdoctor.errors import DataError
+
+
+def healthy(n=30, seed=0):
+    """A run that learns: loss falls, Dice rises and saturates, validation a bit below training."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    dice = 0.85 - 0.6 * np.exp(-t / 6) + rng.normal(0, 0.003, n)
+    return {
+        "loss": list(1 - dice + 0.02),
+        "dice_coef": list(dice),
+        "val_loss": list(1 - dice + 0.05),
+        "val_dice_coef": list(dice - 0.03 + 0.0005 * t),
+        "learning_rate": [1e-3] * n,
+    }
+
+
+def ids(h):
+    return {f.id for f in analyze_history(h)}
+
+
+def test_healthy_history_is_silent():
+    assert ids(healthy()) == set()
+
+
+def test_overfitting_fires():
+    h = healthy()
+    va = np.array(h["val_dice_coef"])
+    va[12:] = va[12] - 0.01 * np.arange(18)  # validation falls after epoch 13
+    h["val_dice_coef"] = list(va)
+    h["dice_coef"] = list(np.array(h["dice_coef"]) + 0.004 * np.arange(30))
+    assert "overfitting" in ids(h)
+
+
+def test_underfitting_fires_and_plateau_is_not_doubled():
+    n = 20
+    h = {
+        "loss": list(np.linspace(0.8, 0.72, n)),
+        "dice_coef": list(0.3 + 0.002 * np.sin(np.arange(n))),
+        "val_dice_coef": list(0.28 + 0.002 * np.cos(np.arange(n))),
+    }
+    found = ids(h)
+    assert "underfitting" in found and "plateau" not in found
+
+
+def test_plateau_fires():
+    h = healthy(40)
+    va = np.array(h["val_dice_coef"])
+    va[15:] = va[15] - 0.002 * (np.arange(25) % 3)  # flat after epoch 16
+    h["val_dice_coef"] = list(va)
+    assert "plateau" in ids(h)
+
+
+def test_loss_oscillation_fires():
+    h = healthy()
+    h["loss"] = list(0.5 + 0.2 * (-1) ** np.arange(30) + 0.001 * np.arange(30))
+    assert "loss-oscillation" in ids(h)
+
+
+def test_prediction_collapse_from_dice_and_from_doctor_stats():
+    h = healthy(10)
+    h["val_dice_coef"] = [0.0] * 7 + [0.001, 0.0, 0.002]
+    assert "prediction-collapse" in ids(h)
+    h = healthy(10)
+    h["doctor_pred_fg"] = [0.02] * 10
+    h["doctor_true_fg"] = [0.1] * 10
+    assert "prediction-collapse" not in ids(h)
+    h["doctor_pred_fg"] = [0.001] * 10
+    found = analyze_history(h)
+    collapse = next(f for f in found if f.id == "prediction-collapse")
+    assert collapse.evidence["predicted_as"] == "background"
+
+
+def test_lr_reduced_while_improving_fires_and_silent_on_real_plateau():
+    h = healthy(20)
+    lr = [1e-3] * 8 + [5e-4] * 12  # cut at epoch 9 while Dice still rises
+    h["learning_rate"] = lr
+    assert "lr-reduced-while-improving" in ids(h)
+    h = healthy(20)
+    va = np.array(h["val_dice_coef"])
+    va[6:] = va[6]  # plateau from epoch 7; the cut at 12 is legitimate
+    h["val_dice_coef"] = list(va)
+    h["learning_rate"] = [1e-3] * 12 + [5e-4] * 8
+    assert "lr-reduced-while-improving" not in ids(h)
+
+
+def test_metric_constant_fires():
+    h = healthy(8)
+    h["dice_coef"] = [0.0731] * 8
+    f = next(f for f in analyze_history(h) if f.id == "metric-constant")
+    assert f.evidence["metrics"] == ["dice_coef"]
+
+
+def test_val_better_than_train_fires():
+    h = healthy()
+    h["val_dice_coef"] = list(np.array(h["dice_coef"]) + 0.1)
+    assert "val-better-than-train" in ids(h)
+
+
+def test_load_csvlogger_and_json(tmp_path):
+    h = healthy(5)
+    csv = tmp_path / "log.csv"
+    keys = list(h)
+    rows = ["epoch," + ",".join(keys)] + [
+        f"{i}," + ",".join(str(h[k][i]) for k in keys) for i in range(5)
+    ]
+    csv.write_text("\n".join(rows) + "\n")
+    assert load_history(csv)["val_dice_coef"] == pytest.approx(h["val_dice_coef"])
+    js = tmp_path / "h.json"
+    js.write_text(json.dumps(h))
+    assert load_history(js).keys() == h.keys()
+
+
+@pytest.mark.parametrize("text", ["", "hello world\n1 2 3", "{not json", "[1, 2]"])
+def test_unknown_history_format_is_a_data_error(tmp_path, text):
+    p = tmp_path / "h.txt"
+    p.write_text(text)
+    with pytest.raises(DataError):
+        load_history(p)

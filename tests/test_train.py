@@ -1,0 +1,272 @@
+"""Training recipe: configuration, atomic writes, callbacks, LR range test, interruption."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from segdoctor._io import atomic_path, atomic_write_text, check_writable
+from segdoctor.errors import ConfigError, SegdoctorError
+from segdoctor.models import create_model
+from segdoctor.train.callbacks import HistoryWriter, NanGuard, RunCheckpoint, RunState, TimeBudget
+from segdoctor.train.config import config_from_dict, config_to_dict, dump_yaml, resolve_config
+from segdoctor.train.lr_find import LRFindResult, lr_range_test, suggest
+from tests.helpers import write_disc_dataset
+
+# -------------------------------------------------------------------------------- configuration
+
+
+def test_yaml_then_overrides_then_validation(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 7\n  lr: 3e-4\nmodel:\n  base_filters: 8\n")
+    cfg = resolve_config(path, {"train.epochs": "9", "data.path": "d"})
+    assert cfg.train.epochs == 9  # the override wins over the file
+    assert cfg.train.lr == pytest.approx(
+        3e-4
+    )  # YAML 1.1 reads 3e-4 as a string: still a float here
+    assert cfg.model.base_filters == 8
+
+
+def test_config_round_trips_through_yaml():
+    cfg = resolve_config(
+        overrides={"data.path": "d", "train.max_minutes": "2.5", "data.ignore_index": "11"}
+    )
+    import yaml
+
+    again = config_from_dict(yaml.safe_load(dump_yaml(cfg)))
+    assert again == cfg
+    assert config_to_dict(again)["data"]["ignore_index"] == 11
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"train.epocs": "3"}, 'Did you mean "epochs"'),
+        ({"trian.epochs": "3"}, 'Did you mean "train"'),
+        ({"train.epochs": "three"}, "Expected: int"),
+        ({"train.epochs": "2.5"}, "Expected: int"),
+        ({"model.norm": "layer"}, "Unknown model.norm"),
+        ({"data.patch_size": "100"}, "multiple of the model stride 16"),
+        ({"data.val_fraction": "1.5"}, "data.val_fraction"),
+        ({"train.lr": "-1"}, "train.lr"),
+        ({"epochs": "3"}, "has no section"),
+    ],
+)
+def test_bad_configuration_gets_a_clear_error(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace('"', '"')):
+        resolve_config(overrides=overrides)
+
+
+def test_yaml_is_read_safely(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("train: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        resolve_config(path)
+
+
+# -------------------------------------------------------------------------------- atomic writes
+
+
+def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    target = tmp_path / "history.csv"
+    atomic_write_text(target, "old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("partial")
+        raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]  # no temporary file left behind
+
+
+def test_unwritable_output_folder_is_reported_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SegdoctorError, match="not writable"):
+        check_writable(blocker / "run")
+
+
+# -------------------------------------------------------------------------------- callbacks
+
+
+def _tiny_model(loss="binary_crossentropy", lr=1e-2):
+    model = create_model("unet", input_shape=(16, 16, 1), depth=1, base_filters=2, norm="none")
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss)
+    return model
+
+
+def _xy(n=4, nan=False):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 16, 16, 1)).astype("float32")
+    y = (x > 0).astype("float32")
+    if nan:
+        x[1, 3, 3, 0] = np.nan
+    return x, y
+
+
+def test_history_writer_keeps_earlier_rows_on_resume_and_drops_stale_ones(tmp_path):
+    path = tmp_path / "history.csv"
+    first = HistoryWriter(path)
+    for epoch in range(3):
+        first.on_epoch_end(epoch, {"loss": 1.0 / (epoch + 1), "val_dice": 0.1 * epoch})
+    resumed = HistoryWriter(path, resume=True)
+    resumed.on_epoch_end(2, {"loss": 0.2, "val_dice": 0.5, "lr": 1e-3})  # epoch 2 is redone
+    with open(path) as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert float(rows[2]["val_dice"]) == pytest.approx(0.5)
+    assert "lr" in rows[0]
+
+
+def test_nan_guard_stops_training_and_keeps_the_good_checkpoint(tmp_path):
+    model = _tiny_model(loss="mse")  # torch's BCE raises on NaN input instead of returning NaN
+    state = RunState(tmp_path / "state.json")
+    checkpoint = RunCheckpoint(tmp_path, "val_score", "max", state)
+    x, y = _xy()
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[checkpoint])
+    checkpoint.on_epoch_end(0, {"loss": 0.5, "val_score": 0.3})
+    saved = (tmp_path / "best.keras").read_bytes()
+    guard = NanGuard()
+    xn, yn = _xy(nan=True)
+    history = model.fit(xn, yn, epochs=5, batch_size=4, verbose=0, callbacks=[guard])
+    assert guard.event is not None and guard.event["epoch"] == 0
+    assert len(history.history["loss"]) == 1  # stopped after the first epoch
+    checkpoint.on_epoch_end(1, {"loss": float("nan"), "val_score": 0.9})
+    assert (tmp_path / "best.keras").read_bytes() == saved  # a diverged model never replaces it
+    assert state.data["best"] == pytest.approx(0.3)
+
+
+def test_checkpoint_refuses_auto_mode(tmp_path):
+    with pytest.raises(ValueError, match="max"):
+        RunCheckpoint(tmp_path, "val_dice", "auto", RunState(tmp_path / "s.json"))
+
+
+def test_time_budget_stops_at_an_epoch_boundary():
+    model = _tiny_model()
+    budget = TimeBudget(max_minutes=1e-6)
+    x, y = _xy()
+    history = model.fit(x, y, epochs=5, verbose=0, callbacks=[budget])
+    assert budget.triggered
+    assert len(history.history["loss"]) == 1
+
+
+# -------------------------------------------------------------------------------- LR range test
+
+
+def test_lr_range_test_finds_a_finite_rate_below_divergence():
+    keras.utils.set_random_seed(0)
+    model = create_model(
+        "unet", input_shape=(16, 16, 1), depth=1, base_filters=2, norm="none", output="logits"
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(1e-6), loss="mse"
+    )  # unbounded: SGD surely diverges
+    x, y = _xy(n=8)
+
+    class Repeat(keras.utils.PyDataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return x[2 * i : 2 * i + 2], y[2 * i : 2 * i + 2]
+
+    result = lr_range_test(model, Repeat(), start_lr=1e-4, end_lr=1e4, steps=30)
+    assert result.suggestion is not None
+    assert result.diverged
+    assert 1e-5 <= result.suggestion < result.min_loss_lr < 1e4
+    assert result.suggestion == pytest.approx(result.min_loss_lr / 10)
+
+
+def test_choose_lr_keeps_adam_within_its_band_and_says_so():
+    from segdoctor.train.recipe import choose_lr
+
+    no_divergence = LRFindResult(suggestion=0.54, min_loss_lr=5.4, steepest_lr=0.08, diverged=False)
+    lr, message = choose_lr(no_divergence, "adamw")
+    assert lr == pytest.approx(3e-3)
+    assert "no divergence" in message and "within" in message
+    lr, message = choose_lr(
+        LRFindResult(suggestion=4e-4, min_loss_lr=4e-3, steepest_lr=1e-3, diverged=True), "adam"
+    )
+    assert lr == pytest.approx(4e-4)
+    assert "within" not in message
+    lr, message = choose_lr(LRFindResult(), "sgd")
+    assert 1e-3 <= lr <= 1e-1 and "inconclusive" in message
+
+
+def test_lr_suggestion_is_a_tenth_of_the_minimum_of_the_smoothed_loss():
+    lrs = list(np.logspace(-5, 0, 30))
+    smoothed = [1.0 - 0.02 * i for i in range(20)] + [0.64 + 0.2 * i for i in range(10)]
+    result = suggest(LRFindResult(lrs=lrs, losses=smoothed, smoothed=smoothed))
+    assert result.min_loss_lr == pytest.approx(lrs[19])
+    assert result.suggestion == pytest.approx(lrs[19] / 10)
+    assert (
+        suggest(LRFindResult(lrs=lrs[:3], losses=[1, 1, 1], smoothed=[1, 1, 1])).suggestion is None
+    )
+
+
+# -------------------------------------------------------------------------------- interruption
+
+
+def test_a_run_killed_mid_epoch_resumes_from_its_last_completed_epoch(tmp_path):
+    data = write_disc_dataset(tmp_path / "data", n=8)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "segdoctor.cli", "train", str(data), "--out", str(run),
+           "--epochs", "40", "--lr", "0.01", "--patch-size", "32", "--batch-size", "2",
+           "--set", "model.depth=2", "--set", "model.base_filters=4", "--set", "train.verbose=0",
+           "--set", "data.samples_per_epoch=64", "--set", "train.doctor=false"]  # fmt: skip
+    env = {**os.environ, "KERAS_BACKEND": keras.backend.backend()}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state_file = run / "state.json"
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            if state_file.exists() and json.loads(state_file.read_text()).get("epoch", -1) >= 1:
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"training exited early: {proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.05)
+        else:
+            pytest.fail("training made no progress in 240 s")
+        time.sleep(0.3)  # land somewhere inside the next epoch
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+        proc.stderr.close()
+    completed = json.loads(state_file.read_text())["epoch"]
+    assert completed >= 1
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp") or ".tmp." in p.name]
+    target = completed + 2
+    resume = [
+        sys.executable,
+        "-m",
+        "segdoctor.cli",
+        "train",
+        "--resume",
+        str(run),
+        "--epochs",
+        str(target),
+    ]
+    done = subprocess.run(resume, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"Resuming from epoch {completed + 2}" in done.stdout
+    with open(run / "history.csv") as fh:
+        epochs = [int(r["epoch"]) for r in csv.DictReader(fh)]
+    assert epochs == list(range(target))
+    from segdoctor.train.inference import load_model
+
+    assert load_model(run / "last.keras", compile=True).optimizer.iterations.numpy() > 0  # intact
+
+
+def test_resume_without_a_run_folder_is_explained(tmp_path):
+    from segdoctor.train.recipe import resume_run
+
+    with pytest.raises(SegdoctorError, match="Cannot resume"):
+        resume_run(Path(tmp_path))
