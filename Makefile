@@ -62,6 +62,7 @@ test-slow: $(STAMP)
 
 test-browser: $(STAMP)
 	bash scripts/install-chromium.sh
+	$(BIN)/python -m pip install --quiet "playwright>=1.40"
 	KERAS_BACKEND=torch $(PYTEST) -q -m browser
 
 bench: $(STAMP)

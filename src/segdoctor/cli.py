@@ -9,6 +9,7 @@ or unreadable input), always with a message saying what to do; 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,6 +65,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 overrides[key] = str(value)
         if args.mixed_precision:
             overrides["train.mixed_precision"] = "true"
+        if args.devices:
+            overrides["train.devices"] = str(args.devices)
         config = resolve_config(args.config, overrides)
         result = train_run(config, Path(args.out))
     print(result.summary_text())
@@ -166,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume", metavar="RUN", help="continue an interrupted run from its last completed epoch"
     )
+    p.add_argument(
+        "--devices", type=int, help="data-parallel training over N local devices (JAX backend)"
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("diagnose", help="explain why validation Dice is not improving")
@@ -224,6 +230,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    devices = getattr(args, "devices", None)
+    if (
+        devices
+        and devices > 1
+        and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
+    ):
+        # Must happen before JAX starts; it only affects the CPU platform (harmless on GPU hosts).
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}"
+        ).strip()
     print(describe_backend(), file=sys.stderr)
     try:
         return int(args.func(args) or 0)

@@ -73,6 +73,7 @@ class TrainConfig:
     max_minutes: float | None = None
     tensorboard: bool = False
     doctor: bool = True
+    devices: int = 1  # > 1: data-parallel over local devices (JAX backend, keras.distribution)
     verbose: int = 1
 
 
@@ -176,6 +177,7 @@ def validate(config: RunConfig) -> RunConfig:
         (t.weight_decay >= 0, "train.weight_decay", ">= 0", t.weight_decay),
         (t.warmup_epochs >= 0, "train.warmup_epochs", ">= 0", t.warmup_epochs),
         (t.max_minutes is None or t.max_minutes > 0, "train.max_minutes", "> 0", t.max_minutes),
+        (t.devices >= 1, "train.devices", ">= 1", t.devices),
         (1 <= m.depth <= 7, "model.depth", "1..7", m.depth),
         (m.base_filters >= 1, "model.base_filters", ">= 1", m.base_filters),
         (0 <= m.dropout < 1, "model.dropout", "0 <= dropout < 1", m.dropout),
@@ -188,6 +190,12 @@ def validate(config: RunConfig) -> RunConfig:
                 received=repr(received),
                 fix=f"change {key}.",
             )
+    if d.batch_size % t.devices:
+        raise ConfigError(
+            f"data.batch_size {d.batch_size} cannot be split evenly over {t.devices} devices",
+            expected=f"a multiple of train.devices ({t.devices})",
+            fix=f"use data.batch_size={max(t.devices, d.batch_size // t.devices * t.devices)}.",
+        )
     stride = 2**m.depth
     if d.patch_size % stride:
         raise ConfigError(

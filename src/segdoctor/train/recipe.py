@@ -205,6 +205,33 @@ def choose_lr(result, optimizer: str) -> tuple[float, str]:
     return lr, f"{why}: using {lr:.3g}."
 
 
+def setup_data_parallel(devices: int, log: Log = _print) -> None:
+    """Data-parallel training over ``devices`` local devices with Keras' distribution API (JAX).
+
+    Each batch is split over the devices and the gradients are averaged; the model is replicated.
+    Multi-host: call ``keras.distribution.initialize()`` (``jax.distributed``) on every host first;
+    ``list_devices()`` then returns the devices of all hosts.
+    """
+    backend = keras.backend.backend()
+    if backend != "jax":
+        raise ConfigError(
+            f"Multi-device training needs the JAX backend (Keras' distribution API); this run uses {backend}",
+            expected="KERAS_BACKEND=jax with train.devices > 1",
+            fix="run with KERAS_BACKEND=jax, or train on one device (train.devices=1).",
+        )
+    available = keras.distribution.list_devices()
+    if len(available) < devices:
+        raise ConfigError(
+            f"{devices} devices requested but only {len(available)} found ({', '.join(map(str, available))})",
+            fix="on a CPU, set XLA_FLAGS=--xla_force_host_platform_device_count=N before starting "
+            "(`segdoctor train --devices N` does this for you), or request fewer devices.",
+        )
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=available[:devices])
+    )
+    log(f"Data-parallel training on {devices} devices: {', '.join(map(str, available[:devices]))}.")
+
+
 # ----------------------------------------------------------------------------------------------
 # The run
 
@@ -289,6 +316,8 @@ def train_run(
             fix=f"continue it with `segdoctor train --resume {run_dir}`, or choose another --out folder.",
         )
     keras.utils.set_random_seed(config.train.seed)
+    if config.train.devices > 1:
+        setup_data_parallel(config.train.devices, log)
     if config.train.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     prepared = prepare_data(config, log=log, run_dir=run_dir)
@@ -358,6 +387,8 @@ def train_run(
         lr=lr,
         notes=notes,
     )
+    if config.train.devices > 1:
+        keras.distribution.set_distribution(None)  # evaluate image by image on one device
     from segdoctor.train.evaluate import finish_run
 
     finish_run(result, prepared, log=log)

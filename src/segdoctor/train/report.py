@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from segdoctor._io import atomic_write_bytes, atomic_write_text
 
@@ -54,6 +55,7 @@ def plot_learning_curves(rows: Sequence[dict[str, Any]], path: Path) -> Path:
             ax.set_ylim(0, 1)
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
