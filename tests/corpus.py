@@ -124,8 +124,9 @@ class Case:
         usable: Whether segdoctor should accept the data (unusual but valid: RGBA, 16-bit, 1x1).
         skippable: Whether ``data.skip_bad_files=true`` lets training go on without the culprit.
         make: ``make(root)`` damages a freshly written valid folder ``root``.
-        n_pairs: Pairs of the valid folder before damage.
-        size: Side of its images.
+        diagnose: What ``segdoctor diagnose`` must answer: ``(exit status, finding id or None)``;
+            2 means "could not run" (a message on stderr), 1 an error finding, 0 no error.
+        train_args: Extra ``segdoctor train`` arguments (e.g. the declared number of classes).
     """
 
     id: str
@@ -134,12 +135,12 @@ class Case:
     usable: bool
     skippable: bool
     make: Callable[[Path], object]
-    n_pairs: int = N_PAIRS
-    size: int = SIZE
+    diagnose: tuple[int, str | None] = (1, "unreadable-file")
+    train_args: tuple[str, ...] = ()
 
     def build(self, root: Path) -> Path:
         """Write the valid folder into ``root``, damage it, and return ``root``."""
-        write_disc_dataset(root, n=self.n_pairs, size=self.size)
+        write_disc_dataset(root, n=N_PAIRS, size=SIZE)
         self.make(root)
         return root
 
@@ -357,16 +358,13 @@ def _case(
 
 
 V = VICTIM
+SHAPE = (1, "pair-shape-mismatch")
+STOP = (2, None)  # diagnose cannot run: a message on stderr
 CASE_LIST: list[Case] = [
     # truncated files
     _case("truncated-png-image", "truncated file", f"{V}.png", lambda r: truncate(_img(r))),
     _case("truncated-png-mask", "truncated file", f"{V}.png", lambda r: truncate(_msk(r))),
-    _case(
-        "truncated-png-header",
-        "truncated file",
-        f"{V}.png",
-        lambda r: truncate(_img(r), keep=0.1),
-    ),
+    _case("truncated-png-header", "truncated file", f"{V}.png", lambda r: truncate(_img(r), 0.1)),
     _case(
         "truncated-tiff-image",
         "truncated file",
@@ -395,28 +393,28 @@ CASE_LIST: list[Case] = [
         lambda r: _replace(_msk(r), f"{V}.npy", lambda p: p.write_bytes(b"")),
     ),
     # text under an image extension
-    _case("text-as-png", "text file with an image extension", f"{V}.png", lambda r: text_as(_img(r))),
+    _case("text-as-png", "text with an image extension", f"{V}.png", lambda r: text_as(_img(r))),
     _case(
         "text-as-tiff",
-        "text file with an image extension",
+        "text with an image extension",
         f"{V}.tif",
         lambda r: _replace(_img(r), f"{V}.tif", text_as),
     ),
     _case(
         "text-as-npy",
-        "text file with an image extension",
+        "text with an image extension",
         f"{V}.npy",
         lambda r: _replace(_msk(r), f"{V}.npy", text_as),
     ),
     _case(
         "text-as-jpeg",
-        "text file with an image extension",
+        "text with an image extension",
         f"{V}.jpg",
         lambda r: _replace(_img(r), f"{V}.jpg", text_as),
     ),
-    # image and mask of different sizes
-    _case("size-mismatch-png", "image and mask of different sizes", f"{V}.png", _mask_resized),
-    _case("size-mismatch-npy", "image and mask of different sizes", f"{V}.npy", _npy_mask_resized),
+    # image and mask of different sizes (diagnose names the pair, training the files)
+    _case("size-mismatch-png", "image and mask sizes differ", V, _mask_resized, diagnose=SHAPE),
+    _case("size-mismatch-npy", "image and mask sizes differ", V, _npy_mask_resized, diagnose=SHAPE),
     # NaN / Inf
     _case("nan-npy-image", "NaN or Inf values", f"{V}.npy", _nan_image(np.nan, ".npy")),
     _case("inf-npy-image", "NaN or Inf values", f"{V}.npy", _nan_image(np.inf, ".npy")),
@@ -424,9 +422,23 @@ CASE_LIST: list[Case] = [
     _case("neginf-tiff-image", "NaN or Inf values", f"{V}.tif", _nan_image(-np.inf, ".tif")),
     _case("nan-npy-mask", "NaN or Inf values", f"{V}.npy", _nan_mask(np.nan, ".npy")),
     _case("inf-tiff-mask", "NaN or Inf values", f"{V}.tif", _nan_mask(np.inf, ".tif")),
-    # 1x1 images
-    _case("one-pixel-pair", "1x1 images", None, _one_by_one, usable=True),
-    _case("all-one-pixel", "1x1 images", None, _all_one_by_one, usable=True),
+    # 1x1 images: usable (padded to the patch), the doctor flags them as constant
+    _case(
+        "one-pixel-pair",
+        "1x1 images",
+        V,
+        _one_by_one,
+        usable=True,
+        diagnose=(1, "input-constant"),
+    ),
+    _case(
+        "all-one-pixel",
+        "1x1 images",
+        None,
+        _all_one_by_one,
+        usable=True,
+        diagnose=(1, "input-constant"),
+    ),
     # decompression bombs (headers declaring an enormous size)
     _case(
         "bomb-png-144mp",
@@ -452,14 +464,34 @@ CASE_LIST: list[Case] = [
         f"{V}.npy",
         lambda r: _replace(_img(r), f"{V}.npy", lambda p: npy_declaring(p, (80_000, 80_000))),
     ),
-    # non-UTF-8 file names
-    _case("non-utf8-pair", "non-UTF-8 file name", None, _non_utf8_names, usable=True),
-    _case("non-utf8-unpaired", "non-UTF-8 file name", "case_", _non_utf8_unpaired),
+    # non-UTF-8 file names (shown as \\xNN)
+    _case(
+        "non-utf8-pair",
+        "non-UTF-8 file name",
+        None,
+        _non_utf8_names,
+        usable=True,
+        diagnose=(0, None),
+    ),
+    _case(
+        "non-utf8-unpaired",
+        "non-UTF-8 file name",
+        "case_\\xff\\xfe.png",
+        _non_utf8_unpaired,
+        diagnose=(0, "pair-missing"),
+    ),
     # symbolic links
-    _case("symlink-loop", "symlink loop", f"{V}.png", _symlink_loop),
-    _case("symlink-self", "symlink loop", f"{V}.png", _self_link),
-    _case("symlink-dangling", "symlink loop", f"{V}.png", _dangling_link),
-    _case("symlink-dir-loop", "symlink loop", None, _dir_loop, usable=True),
+    _case("symlink-loop", "symlink loop or broken link", f"{V}.png", _symlink_loop),
+    _case("symlink-self", "symlink loop or broken link", f"{V}.png", _self_link),
+    _case("symlink-dangling", "symlink loop or broken link", f"{V}.png", _dangling_link),
+    _case(
+        "symlink-dir-loop",
+        "symlink loop or broken link",
+        None,
+        _dir_loop,
+        usable=True,
+        diagnose=(0, None),
+    ),
     # same stem, different extensions
     _case(
         "same-stem-images",
@@ -467,6 +499,7 @@ CASE_LIST: list[Case] = [
         f"{V}.tif",
         _same_stem_images,
         skippable=False,
+        diagnose=STOP,
     ),
     _case(
         "same-stem-masks",
@@ -474,6 +507,7 @@ CASE_LIST: list[Case] = [
         f"{V}.npy",
         _same_stem_masks,
         skippable=False,
+        diagnose=STOP,
     ),
     _case(
         "mask-suffix-twin",
@@ -481,21 +515,73 @@ CASE_LIST: list[Case] = [
         f"{V}_mask.png",
         _mask_suffix_twin,
         skippable=False,
+        diagnose=STOP,
     ),
-    # mask values outside the classes
-    _case("mask-value-7", "mask values outside the classes", f"{V}.png", _mask_value(7)),
-    _case("mask-negative", "mask values outside the classes", f"{V}.npy", _negative_npy_mask),
+    # mask values outside the classes (declared with data.num_classes, or never valid)
+    _case(
+        "mask-value-7",
+        "mask values outside the classes",
+        f"{V}.png",
+        _mask_value(7),
+        skippable=False,
+        diagnose=(0, "class-absent"),
+        train_args=("--set", "data.num_classes=2"),
+    ),
+    _case(
+        "mask-negative",
+        "mask values outside the classes",
+        f"{V}.npy",
+        _negative_npy_mask,
+        skippable=False,
+        diagnose=(1, None),
+    ),
     # RGBA and 16-bit
-    _case("rgba-images", "RGBA and 16-bit images", None, _rgba_images, usable=True),
-    _case("uint16-images", "RGBA and 16-bit images", None, _sixteen_bit_images, usable=True),
-    _case("uint16-masks", "RGBA and 16-bit images", None, _sixteen_bit_masks, usable=True),
-    _case("rgba-mask", "RGBA and 16-bit images", None, _rgba_mask, usable=True),
+    _case("rgba-images", "RGBA and 16-bit", None, _rgba_images, usable=True, diagnose=(0, None)),
+    _case(
+        "uint16-images",
+        "RGBA and 16-bit",
+        None,
+        _sixteen_bit_images,
+        usable=True,
+        diagnose=(0, None),
+    ),
+    _case(
+        "uint16-masks",
+        "RGBA and 16-bit",
+        None,
+        _sixteen_bit_masks,
+        usable=True,
+        diagnose=(1, "mask-scale-255"),
+    ),
+    _case("rgba-mask", "RGBA and 16-bit", None, _rgba_mask, usable=True, diagnose=(0, None)),
     # empty and missing folders
-    _case("empty-subfolders", "empty folder", "images", _empty_folders, skippable=False),
-    _case("empty-root", "empty folder", None, _empty_root, skippable=False),
-    _case("only-foreign-files", "empty folder", "notes.txt", _only_foreign_files, skippable=False),
-    _case("no-masks-folder", "missing masks folder", "masks", _no_masks_folder, skippable=False),
-    _case("mask-without-image", "missing masks folder", f"{V}.png", _mask_without_image),
+    _case(
+        "empty-subfolders", "empty folder", "images", _empty_folders, skippable=False, diagnose=STOP
+    ),
+    _case("empty-root", "empty folder", "images/", _empty_root, skippable=False, diagnose=STOP),
+    _case(
+        "only-foreign-files",
+        "empty folder",
+        "notes.txt",
+        _only_foreign_files,
+        skippable=False,
+        diagnose=STOP,
+    ),
+    _case(
+        "no-masks-folder",
+        "missing masks folder",
+        "masks/",
+        _no_masks_folder,
+        skippable=False,
+        diagnose=STOP,
+    ),
+    _case(
+        "mask-without-image",
+        "missing masks folder",
+        f"{V}.png",
+        _mask_without_image,
+        diagnose=(0, "pair-missing"),
+    ),
 ]
 CASES: dict[str, Case] = {case.id: case for case in CASE_LIST}
 REFUSED: list[Case] = [c for c in CASE_LIST if not c.usable]

@@ -683,7 +683,8 @@ def soft_dice_loss(y_true: Tensor, y_pred: Tensor, **options: Any) -> Tensor:
             0), ``class_weights`` (one per channel, normalized over the scored classes),
             ``ignore_index`` (label whose pixels count nowhere), ``smooth`` (> 0, added to
             numerator and denominator), ``squared_denominator`` (V-Net: ``sum(p**2) +
-            sum(t**2)``), ``num_classes`` (checked against the channels of ``y_pred``).
+            sum(t**2)``), ``num_classes`` (checked against the channels of ``y_pred``),
+            ``validate`` (run the eager value checks, default True).
 
     Returns:
         ``(B,)`` per-image losses when ``per_image=True``, else a scalar.

@@ -16,7 +16,13 @@ Layouts (detected in this order):
 A mask matches an image when their stems are equal, or when the mask stem is the image stem plus
 one of :data:`MASK_SUFFIXES` (``cell_01.png`` <-> ``cell_01_mask.png``). 3D NIfTI volumes become
 one pair per slice (``Pair.slice_index``). Hidden files and files with other extensions are
-ignored and listed in ``PairIndex.ignored``.
+ignored and listed in ``PairIndex.ignored``; sub-folders are not searched. A symbolic link with a
+supported extension is kept even when its target is missing (or the links form a loop), so that
+reading it reports the broken link by name instead of the file vanishing.
+
+Names (``Pair.name``, the unpaired and ignored lists) are always printable: bytes of a file name
+that are not valid UTF-8 are shown as ``\\xNN`` (:func:`segdoctor.data.io.printable`); the paths
+in ``Pair.image`` / ``Pair.mask`` keep the exact bytes.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from segdoctor.data.io import (
     file_stem,
     is_supported,
     nifti_shape,
+    printable,
 )
 from segdoctor.errors import ConfigError, DataError, check_choice
 
@@ -172,12 +179,15 @@ def _names(names: Sequence[str], limit: int = 10) -> str:
 def _files(folder: Path) -> tuple[list[Path], list[str]]:
     files, ignored = [], []
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
+        if path.name.startswith("."):
             continue
+        broken_link = path.is_symlink() and not path.exists()  # read_image names it
+        if not (path.is_file() or broken_link):
+            continue  # sub-folders (and links to folders) are not searched
         if is_supported(path):
             files.append(path)
         else:
-            ignored.append(f"{folder.name}/{path.name}")
+            ignored.append(printable(f"{folder.name}/{path.name}"))
     return files, ignored
 
 
@@ -187,9 +197,9 @@ def _by_stem(paths: list[Path], folder: Path) -> dict[str, Path]:
         stem = file_stem(path)
         if stem in out:
             raise DataError(
-                f"Two files in {folder} have the same stem {stem!r}",
+                f"Two files in {printable(str(folder))} have the same stem {printable(stem)!r}",
                 expected="one file per name",
-                received=f"{out[stem].name} and {path.name}",
+                received=f"{printable(out[stem].name)} and {printable(path.name)}",
                 fix="remove or rename one of them.",
             )
         out[stem] = path
@@ -214,15 +224,15 @@ def _match(
         key = _mask_key(stem, stems)
         if key in keyed:
             raise DataError(
-                f"Two masks match the image {key!r}",
+                f"Two masks match the image {printable(key)!r}",
                 expected="one mask per image",
-                received=f"{keyed[key].name} and {path.name}",
+                received=f"{printable(keyed[key].name)} and {printable(path.name)}",
                 fix="remove or rename one of them.",
             )
         keyed[key] = path
-    pairs = [Pair(s, images[s], keyed[s], split) for s in sorted(stems & set(keyed))]
-    unpaired_images = sorted(images[s].name for s in stems - set(keyed))
-    unpaired_masks = sorted(keyed[s].name for s in set(keyed) - stems)
+    pairs = [Pair(printable(s), images[s], keyed[s], split) for s in sorted(stems & set(keyed))]
+    unpaired_images = sorted(printable(images[s].name) for s in stems - set(keyed))
+    unpaired_masks = sorted(printable(keyed[s].name) for s in set(keyed) - stems)
     return pairs, unpaired_images, unpaired_masks
 
 
@@ -272,11 +282,12 @@ def _folder_pairs(
     image_files, ignored_i = _files(image_dir)
     mask_files, ignored_m = _files(mask_dir)
     if not image_files:
+        others = f": {_names(ignored_i)}" if ignored_i else ""
         raise DataError(
-            f"The image folder {image_dir} is empty",
+            f"The image folder {printable(str(image_dir))} has no image files",
             expected="image files (PNG, JPEG, BMP, TIFF, NPY, NIfTI)",
-            received=f"{len(ignored_i)} files of other types",
-            fix="put the images into this folder.",
+            received=f"{len(ignored_i)} files of other types{others}",
+            fix="put the images into this folder (or convert them to a supported format).",
         )
     pairs, ui, um = _match(_by_stem(image_files, image_dir), _by_stem(mask_files, mask_dir), split)
     prefix = f"{split}/" if split else ""
@@ -330,13 +341,15 @@ def _nnunet(root: Path) -> tuple[list[Pair], list[str], list[str], list[str], di
             )
     masks = _by_stem(labels, root / "labelsTr")
     pairs = [
-        Pair(case, files[0], masks[case], None, tuple(files[i] for i in sorted(files)[1:]))
+        Pair(
+            printable(case), files[0], masks[case], None, tuple(files[i] for i in sorted(files)[1:])
+        )
         for case, files in sorted(cases.items())
         if case in masks
     ]
-    unpaired_images = sorted(f"{c}_0000" for c in cases if c not in masks)
-    unpaired_masks = sorted(masks[s].name for s in masks if s not in cases)
-    ignored = [f"imagesTr/{n}" for n in ignored] + [f"labelsTr/{n}" for n in ignored_l]
+    unpaired_images = sorted(printable(f"{c}_0000") for c in cases if c not in masks)
+    unpaired_masks = sorted(printable(masks[s].name) for s in masks if s not in cases)
+    ignored = ignored + ignored_l  # already "imagesTr/<name>", "labelsTr/<name>"
     return pairs, unpaired_images, unpaired_masks, ignored, metadata
 
 
@@ -370,7 +383,7 @@ def _csv(path: Path) -> tuple[list[Pair], list[str], list[str]]:
         if mask is None or not mask.is_file():
             missing_masks.append(f"{mask_text or '(empty)'} for {image.name} (line {line})")
             continue
-        name = file_stem(image)
+        name = printable(file_stem(image))
         if name in seen:
             name = f"{name}_{line}"  # same stem in two folders: keep both, uniquely named
         seen[name] = line

@@ -38,6 +38,8 @@ SUPPORTED_EXTENSIONS: tuple[str, ...] = (
     PIL_EXTENSIONS + TIFF_EXTENSIONS + NPY_EXTENSIONS + NIFTI_EXTENSIONS
 )
 _FORMATS_TEXT = "a PNG, JPEG, BMP, TIFF, NPY or NIfTI file"
+SKIP_HINT = "skip it with on_error='skip' (command line: --set data.skip_bad_files=true)"
+"""How every refusal of a single file says that the file can be left out instead."""
 
 
 def file_extension(path: str | Path) -> str:
@@ -70,10 +72,25 @@ def is_supported(path: str | Path) -> bool:
     return file_extension(path) in SUPPORTED_EXTENSIONS
 
 
+def printable(text: str) -> str:
+    """``text`` with bytes that are not valid UTF-8 shown as ``\\xNN`` (always encodable).
+
+    On Linux a file name is bytes; Python keeps undecodable bytes as lone surrogates, which
+    cannot be printed, written to a UTF-8 report or put into JSON as themselves.
+
+    Example:
+        >>> import os
+        >>> printable(os.fsdecode(b"caf\\xe9.png"))
+        'caf\\\\xe9.png'
+    """
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def display_name(path: str | Path) -> str:
-    """Short name used in messages: ``parent/file``."""
+    """Short, printable name used in messages: ``parent/file``."""
     path = Path(path)
-    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+    name = f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+    return printable(name)
 
 
 def _fail(path: Path, what: str, expected: str, received: str, fix: str) -> DataError:
@@ -83,6 +100,14 @@ def _fail(path: Path, what: str, expected: str, received: str, fix: str) -> Data
 
 
 def _check_file(path: Path) -> None:
+    if path.is_symlink() and not path.exists():
+        raise _fail(
+            path,
+            "the file is a broken symbolic link (its target is missing, or links form a loop)",
+            "a link to an existing file",
+            f"a link to {printable(_link_target(path))}",
+            f"fix or remove the link, or {SKIP_HINT}.",
+        )
     if not path.is_file():
         raise _fail(
             path,
@@ -97,7 +122,7 @@ def _check_file(path: Path) -> None:
             "the file is empty (zero bytes)",
             _FORMATS_TEXT,
             "a zero-byte file",
-            "re-export or re-download this file, or remove it (skip it with on_error='skip').",
+            f"re-export or re-download this file, remove it, or {SKIP_HINT}.",
         )
     if not is_supported(path):
         raise _fail(
@@ -109,16 +134,27 @@ def _check_file(path: Path) -> None:
         )
 
 
+def _link_target(path: Path) -> str:
+    try:
+        return str(path.readlink())
+    except OSError:
+        return "(unreadable link)"
+
+
+def _too_large(path: Path, limit: int, received: str) -> DataError:
+    return _fail(
+        path,
+        "the image is larger than the pixel limit (possible decompression bomb)",
+        f"at most {limit:,} pixels (segdoctor.data.MAX_PIXELS)",
+        received,
+        "pass a larger max_pixels if the file is genuine, or tile it into smaller images.",
+    )
+
+
 def _check_pixels(path: Path, height: int, width: int, max_pixels: int | None) -> None:
     limit = MAX_PIXELS if max_pixels is None else max_pixels
     if height * width > limit:
-        raise _fail(
-            path,
-            "the image is larger than the pixel limit (possible decompression bomb)",
-            f"at most {limit:,} pixels",
-            f"{width} x {height} = {height * width:,} pixels",
-            "pass a larger max_pixels if the file is genuine, or tile it into smaller images.",
-        )
+        raise _too_large(path, limit, f"{width} x {height} = {height * width:,} pixels")
 
 
 def _undecodable(path: Path, err: Exception) -> DataError:
@@ -128,7 +164,7 @@ def _undecodable(path: Path, err: Exception) -> DataError:
         "the file cannot be decoded (corrupt, truncated, or not what its extension says)",
         f"a valid {file_extension(path).lstrip('.').upper()} file",
         f"{type(err).__name__}: {err} (file starts with {head!r})",
-        "re-export this file, or skip it with on_error='skip'.",
+        f"re-export this file, or {SKIP_HINT}.",
     )
 
 
@@ -149,14 +185,10 @@ def _read_pil(path: Path, max_pixels: int | None, *, as_mask: bool) -> np.ndarra
                 return _pil_to_array(im, as_mask=as_mask)
     except DataError:
         raise
-    except Image.DecompressionBombError as err:
-        raise _fail(
-            path,
-            "the image is larger than the pixel limit (possible decompression bomb)",
-            f"at most {MAX_PIXELS if max_pixels is None else max_pixels:,} pixels",
-            str(err),
-            "pass a larger max_pixels if the file is genuine, or tile it into smaller images.",
-        ) from err
+    except Image.DecompressionBombError as err:  # refused by PIL while reading the header
+        limit = MAX_PIXELS if max_pixels is None else max_pixels
+        declared = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        raise _too_large(path, limit, f"a header declaring more than {declared:,} pixels") from err
     except (OSError, ValueError, SyntaxError) as err:
         raise _undecodable(path, err) from err
 
@@ -209,7 +241,31 @@ def _read_tiff(path: Path, max_pixels: int | None) -> np.ndarray:
     return arr
 
 
+def _npy_header_shape(path: Path) -> tuple[int, ...] | None:
+    """The shape declared in an NPY header, read without touching the data (None if unreadable)."""
+    try:
+        with path.open("rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, _ = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, _, _ = np.lib.format.read_array_header_2_0(fh)
+            else:
+                return None
+    except Exception:  # a broken header is reported by np.load below
+        return None
+    return tuple(int(s) for s in shape)
+
+
 def _read_npy(path: Path, max_pixels: int | None) -> np.ndarray:
+    with path.open("rb") as fh:
+        magic = fh.read(6)
+    if magic != b"\x93NUMPY":  # np.load would try to unpickle anything else
+        raise _undecodable(path, ValueError("no NPY magic number"))
+    shape = _npy_header_shape(path)
+    if shape is not None and len(shape) >= 2:
+        spatial = shape[1:] if len(shape) == 3 and shape[0] <= 4 < min(shape[1:]) else shape[:2]
+        _check_pixels(path, spatial[0], spatial[1], max_pixels)
     try:
         arr = np.load(path, allow_pickle=False, mmap_mode="r")
     except ValueError as err:
@@ -369,7 +425,7 @@ def _image_dtype(arr: np.ndarray, path: Path) -> np.ndarray:
             "the image contains NaN or Inf pixels",
             "finite pixel values",
             f"{bad:,} non-finite pixels",
-            "fix the export (e.g. np.nan_to_num) or skip this file with on_error='skip'.",
+            f"fix the export (e.g. np.nan_to_num), or {SKIP_HINT}.",
         )
     return arr
 
@@ -465,7 +521,7 @@ def read_mask(
                 "the mask contains NaN or Inf values",
                 "finite class indices",
                 f"{int((~np.isfinite(arr)).sum()):,} non-finite values",
-                "fix the export, or skip this file with on_error='skip'.",
+                f"fix the export, or {SKIP_HINT}.",
             )
         if np.array_equal(arr, np.round(arr)):
             return arr.astype(np.int32)
@@ -522,6 +578,7 @@ def read_pair(pair, *, max_pixels: int | None = None) -> tuple[np.ndarray, np.nd
             "like the image",
             received=f"{mask.shape[1]} x {mask.shape[0]}",
             fix="re-export the mask at the image size (nearest-neighbour, never bilinear), or "
-            "skip this pair with on_error='skip'.",
+            + SKIP_HINT
+            + ".",
         )
     return image, mask

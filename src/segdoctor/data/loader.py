@@ -219,7 +219,7 @@ class SegmentationDataset(keras.utils.PyDataset):
         shapes: list[tuple[int, int]] = []
         channel_counts: set[int] = set()
 
-        def masks() -> Iterator[np.ndarray]:
+        def masks() -> Iterator[tuple[str, np.ndarray]]:
             nonlocal budget
             for pair in self.pairs:
                 try:
@@ -237,7 +237,7 @@ class SegmentationDataset(keras.utils.PyDataset):
                     raw[len(good)] = (image, mask)
                     budget -= cost
                 good.append(pair)
-                yield mask
+                yield display_name(pair.mask), mask
 
         if self.mask_policy is None:
             report = inspect_masks(masks())

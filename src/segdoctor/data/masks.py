@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from segdoctor.data.io import SKIP_HINT
 from segdoctor.errors import ConfigError, DataError, check_choice
 
 KINDS: tuple[str, ...] = (
@@ -82,6 +83,8 @@ class MaskReport:
         color_counts: Pixel count per color.
         rgb_masks: Number of masks stored as RGB.
         gray_masks: Number of masks stored as one channel.
+        first_seen: For each value (gray masks), the name of the first mask that holds it, when
+            the masks were given as ``(name, mask)`` pairs; used to name files in errors.
     """
 
     kind: str
@@ -98,6 +101,19 @@ class MaskReport:
     color_counts: dict[tuple[int, int, int], int] = field(default_factory=dict)
     rgb_masks: int = 0
     gray_masks: int = 0
+    first_seen: dict[int, str] = field(default_factory=dict)
+
+    def where(self, values: Iterable[float]) -> str:
+        """`` (value 7 first in masks/a.png, ...)`` for the named values; ``""`` without names.
+
+        Example:
+            >>> r = inspect_masks([("masks/a.png", np.array([[0, 7]], np.uint8))])
+            >>> r.where([7])
+            ' (value 7 first in masks/a.png)'
+        """
+        named = [v for v in values if v in self.first_seen][:3]
+        parts = [f"value {_fmt_value(v)} first in {self.first_seen[v]}" for v in named]
+        return f" ({'; '.join(parts)})" if parts else ""
 
     def describe(self) -> str:
         """What the masks look like, in one sentence.
@@ -127,11 +143,15 @@ class MaskReport:
         return decide_mask_policy(self, **overrides)
 
 
+def _fmt_value(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def _fmt_values(values: Iterable[int], limit: int = 12) -> str:
-    vals = [int(v) for v in values]
+    vals = [_fmt_value(v) for v in values]
     if len(vals) <= limit:
-        return "{" + ", ".join(map(str, vals)) + "}"
-    return "{" + ", ".join(map(str, vals[:limit])) + f", ... ({len(vals)} values)" + "}"
+        return "{" + ", ".join(vals) + "}"
+    return "{" + ", ".join(vals[:limit]) + f", ... ({len(vals)} values)" + "}"
 
 
 def _pack_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -167,7 +187,8 @@ def inspect_masks(
     """Gather evidence about a set of masks, one at a time (memory independent of their count).
 
     Args:
-        masks: Arrays from :func:`read_mask`: ``(H, W)`` integer/float or ``(H, W, 3)`` RGB.
+        masks: Arrays from :func:`read_mask`: ``(H, W)`` integer/float or ``(H, W, 3)`` RGB; or
+            ``(name, array)`` pairs, so that errors can name the file that holds a bad value.
         max_classes: Integer masks with a larger label are instance labels.
         max_colors: RGB masks with more colors than this are fractional, not palettes.
 
@@ -188,7 +209,9 @@ def inspect_masks(
     fractional_px = all_px = 0
     float_fractional = False
     too_many = False
-    for mask in masks:
+    first_seen: dict[float, str] = {}
+    for item in masks:
+        name, mask = item if isinstance(item, tuple) else (None, item)
         mask = np.asarray(mask)
         n += 1
         dtypes.add(str(mask.dtype))
@@ -211,6 +234,8 @@ def inspect_masks(
         if len(counts) < _MAX_TRACKED_VALUES:
             for v, k in zip(vals.tolist(), cnt.tolist(), strict=True):
                 counts[v] = counts.get(v, 0) + k
+                if name is not None and v not in first_seen:
+                    first_seen[v] = name
         nonzero = int((vals != 0).sum())
         labels_per_mask.append(nonzero)
         if (
@@ -244,6 +269,7 @@ def inspect_masks(
         single_blob_fraction=single / total if total else None,
         rgb_masks=rgb,
         gray_masks=gray,
+        first_seen=first_seen,
     )
     if rgb:
         ordered = sorted(colors, key=lambda c: (c != 0, c))
@@ -528,12 +554,16 @@ def decide_mask_policy(
         n = int(report.max_value) + 1 if keep_instances else 2
         return MaskPolicy("instance", num_classes or n, keep_instances=keep_instances, **common)
     # multiclass
-    _require(
-        all(float(v).is_integer() and (v >= 0 or v == ignore_index) for v in values),
-        kind,
-        "indices >= 0",
-        report,
-    )
+    bad = sorted(v for v in values if not float(v).is_integer() or (v < 0 and v != ignore_index))
+    if bad:
+        raise DataError(
+            "The masks hold values that are not class indices",
+            expected="integer class indices >= 0"
+            + (f" (or ignore_index {ignore_index})" if ignore_index is not None else ""),
+            received=f"values {_fmt_values(bad)}{report.where(bad)}",
+            fix="fix these masks, or set ignore_index to the void value (e.g. "
+            "--set data.ignore_index=255).",
+        )
     labels = [int(v) for v in values if v != ignore_index]
     n = num_classes or max(max(labels, default=0) + 1, 2)  # ignore_index is never a class
     too_big = sorted(v for v in values if v >= n and v != ignore_index)
@@ -541,8 +571,9 @@ def decide_mask_policy(
         raise DataError(
             "Mask values exceed the number of classes",
             expected=f"values 0..{n - 1}" + (f" or {ignore_index}" if ignore_index else ""),
-            received=f"values {_fmt_values(too_big)}",
-            fix="pass the right num_classes, or set ignore_index for a void label.",
+            received=f"values {_fmt_values(too_big)}{report.where(too_big)}",
+            fix="pass the right num_classes (--set data.num_classes=N), set ignore_index for a "
+            "void label (--set data.ignore_index=V), or fix these masks.",
         )
     return MaskPolicy("multiclass", n, **common)
 
@@ -645,7 +676,7 @@ def _bad(where: str, expected: str, received: str) -> DataError:
         f"Mask {where} does not match the mask decision",
         expected=expected,
         received=received,
-        fix="fix this mask, skip it with on_error='skip', or inspect all masks again.",
+        fix=f"fix this mask, {SKIP_HINT}, or inspect all masks again.",
     )
 
 
