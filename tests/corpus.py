@@ -145,6 +145,11 @@ class Case:
         return root
 
 
+def _load(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.array(im)
+
+
 def _img(root: Path, name: str = f"{VICTIM}.png") -> Path:
     return root / "images" / name
 
@@ -178,7 +183,7 @@ def _tiff_truncated(p: Path) -> None:
 
 def _nan_image(value: float, ext: str) -> Callable[[Path], None]:
     def make(root: Path) -> None:
-        image = np.asarray(Image.open(_img(root)), np.float32)
+        image = _load(_img(root)).astype(np.float32)
         image[5, 7] = value
         save = _save_npy(image) if ext == ".npy" else _save_tiff(image)
         _replace(_img(root), f"{VICTIM}{ext}", save)
@@ -188,7 +193,7 @@ def _nan_image(value: float, ext: str) -> Callable[[Path], None]:
 
 def _nan_mask(value: float, ext: str) -> Callable[[Path], None]:
     def make(root: Path) -> None:
-        mask = np.asarray(Image.open(_msk(root)), np.float32)
+        mask = _load(_msk(root)).astype(np.float32)
         mask[3, 3] = value
         save = _save_npy(mask) if ext == ".npy" else _save_tiff(mask)
         _replace(_msk(root), f"{VICTIM}{ext}", save)
@@ -270,7 +275,7 @@ def _mask_suffix_twin(root: Path) -> None:
 
 def _mask_value(value: int) -> Callable[[Path], None]:
     def make(root: Path) -> None:
-        mask = np.asarray(Image.open(_msk(root))).copy()
+        mask = _load(_msk(root))
         mask[0:4, 0:4] = value
         Image.fromarray(mask).save(_msk(root))
 
@@ -285,7 +290,7 @@ def _negative_npy_mask(root: Path) -> None:
 
 def _rgba_images(root: Path) -> None:
     for path in (root / "images").iterdir():
-        gray = np.asarray(Image.open(path))
+        gray = _load(path)
         alpha = np.full_like(gray, 255)
         alpha[:2] = 0  # a transparent border row must not change the training
         Image.fromarray(np.stack([gray, gray // 2, 255 - gray, alpha], -1), "RGBA").save(path)
@@ -293,18 +298,18 @@ def _rgba_images(root: Path) -> None:
 
 def _sixteen_bit_images(root: Path) -> None:
     for path in (root / "images").iterdir():
-        gray = np.asarray(Image.open(path)).astype(np.uint16) * 257 + 3
+        gray = _load(path).astype(np.uint16) * 257 + 3
         Image.fromarray(gray).save(path)  # mode I;16
 
 
 def _sixteen_bit_masks(root: Path) -> None:
     for path in (root / "masks").iterdir():
-        mask = np.asarray(Image.open(path)).astype(np.uint16) * 1000  # {0, 1000}
+        mask = _load(path).astype(np.uint16) * 1000  # {0, 1000}
         Image.fromarray(mask).save(path)
 
 
 def _rgba_mask(root: Path) -> None:
-    mask = np.asarray(Image.open(_msk(root)))
+    mask = _load(_msk(root))
     rgba = np.stack([mask, mask, mask, np.full_like(mask, 255)], -1)
     Image.fromarray(rgba, "RGBA").save(_msk(root))
 

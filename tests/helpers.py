@@ -35,3 +35,35 @@ def write_disc_dataset(
         Image.fromarray(image).save(root / "images" / f"case_{i:03d}.png")
         Image.fromarray((mask * scale).astype(np.uint8)).save(root / "masks" / f"case_{i:03d}.png")
     return root
+
+
+def write_multiclass_dataset(
+    root: Path, n: int = 8, size: int = 32, seed: int = 0, void: int | None = None
+) -> Path:
+    """Gray images with a bright disc (class 1) and a dark square (class 2); optional void border.
+
+    Args:
+        root: the folder to create.
+        n: number of pairs.
+        size: image side in pixels.
+        seed: randomness.
+        void: when set, a one-pixel border of this label value (an "ignore" class, as CamVid's 11).
+    """
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        mask = np.zeros((size, size), np.uint8)
+        cy, cx = rng.integers(size // 4, size // 2, size=2)
+        mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= (size // 8) ** 2] = 1
+        sy, sx = rng.integers(size // 2, 3 * size // 4, size=2)
+        mask[sy : sy + size // 5, sx : sx + size // 5] = 2
+        image = np.choose(mask, [120, 220, 30]).astype(np.float64) + rng.normal(0, 10, mask.shape)
+        if void is not None:
+            mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = void
+        Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(
+            root / "images" / f"m_{i:03d}.png"
+        )
+        Image.fromarray(mask).save(root / "masks" / f"m_{i:03d}.png")
+    return root

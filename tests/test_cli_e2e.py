@@ -121,3 +121,20 @@ def test_user_errors_exit_two_with_a_sentence(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+def test_multiclass_training_with_ignore_index_on_softmax(tmp_path):
+    """Softmax (B, H, W, C) + sparse labels + ignore_index: the path that breaks sparse CE on torch."""
+    from tests.helpers import write_multiclass_dataset
+
+    data = write_multiclass_dataset(tmp_path / "mc", n=8, void=9)
+    run = tmp_path / "run"
+    argv = ["train", str(data), "--out", str(run), *TINY, "--set", "data.ignore_index=9"]
+    assert main(argv) == 0
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["mode"] == "multiclass" and meta["num_classes"] == 3 and meta["ignore_index"] == 9
+    summary = json.loads((run / "evaluation.json").read_text())["summary"]
+    assert {"dice_class1_mean", "dice_class2_mean"} <= set(summary)
+    with open(run / "history.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert all(np.isfinite(float(r["loss"])) for r in rows)

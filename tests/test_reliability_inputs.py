@@ -139,17 +139,19 @@ def test_unusual_but_valid_data_is_read_into_valid_arrays(case, tmp_path, capsys
 @pytest.mark.timeout(120)
 def test_train_runs_on_a_folder_of_unusual_but_valid_files(tmp_path, capsys):
     """RGBA and 16-bit images, an RGBA mask, a 1x1 pair, non-UTF-8 names and a folder link loop."""
-    data = tmp_path / "data"
-    CASES["non-utf8-pair"].build(data)
-    for make in ("rgba-images", "rgba-mask", "symlink-dir-loop"):
+    data = CASES["one-pixel-pair"].build(tmp_path / "data")  # case_002 is 1x1
+    for make in ("rgba-images", "rgba-mask", "symlink-dir-loop", "non-utf8-pair"):
         CASES[make].make(data)
-    CASES["one-pixel-pair"].make(data)  # case_002 is renamed by non-utf8-pair: a 7th pair
+    (data / "images" / "case_004.png").unlink()  # and one 16-bit gray image
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32), 40_000, np.uint16)).save(data / "images" / "case_004.png")
     code, out, err = cli(capsys, "train", data, "--out", tmp_path / "run", *TINY)
     assert code == 0, err
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
     names = meta["train_names"] + meta["val_names"]
-    assert len(names) == 7 and "case_002_\\xe9t\\xe9" in names
-    assert meta["channels"] == 3  # RGBA -> RGB, the 1x1 gray pair -> 3 channels
+    assert len(names) == 6 and "case_002_\\xe9t\\xe9" in names
+    assert meta["channels"] == 3  # RGBA -> RGB; the gray 16-bit image is repeated to 3
 
 
 @pytest.mark.timeout(120)
@@ -166,9 +168,8 @@ def test_train_runs_on_a_folder_of_1x1_images(tmp_path, capsys):
 @pytest.mark.timeout(120)
 def test_skip_bad_files_trains_on_the_rest_and_lists_what_it_skipped(tmp_path, capsys):
     data = CASES["truncated-png-image"].build(tmp_path / "data")
-    CASES["nan-npy-image"].make(data)  # a second broken image, on another pair
-    (data / "images" / "case_002.npy").rename(data / "images" / "case_004.npy")
-    (data / "images" / "case_004.png").unlink()
+    (data / "images" / "case_004.png").unlink()  # a second broken image, on another pair
+    np.save(data / "images" / "case_004.npy", np.full((32, 32), np.nan, np.float32))
     (data / "images" / "stray.png").write_bytes(b"")  # no mask: listed as unpaired
     code, out, err = cli(
         capsys, "train", data, "--out", tmp_path / "run", *TINY,
@@ -202,14 +203,15 @@ def test_skip_bad_files_also_skips_a_broken_mask(tmp_path, capsys):
 def test_each_skippable_file_is_skipped_by_the_loader_with_its_name(tmp_path):
     from segdoctor.data import SegmentationDataset
 
-    for case in [c for c in REFUSED if c.skippable and c.category != "missing masks folder"]:
-        if "mask" in case.id or case.id in ("symlink-loop", "symlink-self"):
-            continue  # damaged masks: see test_skip_bad_files_also_skips_a_broken_mask
+    file_level = [c for c in REFUSED if c.diagnose[1] in ("unreadable-file", "pair-shape-mismatch")]
+    assert len(file_level) >= 25
+    for case in file_level:
         data = case.build(tmp_path / case.id)
-        index = discover_pairs(data, on_unpaired="skip")
+        index = discover_pairs(data)
         dataset = SegmentationDataset(index.pairs, patch_size=32, batch_size=2, on_error="skip")
-        assert len(dataset.pairs) == 5, case.id
-        assert [name for name, _ in dataset.skipped] == ["case_002"], case.id
+        skipped = ["case_002", "loop_b"] if case.id == "symlink-loop" else ["case_002"]
+        assert [name for name, _ in dataset.skipped] == skipped, case.id
+        assert len(dataset.pairs) == len(index.pairs) - len(skipped), case.id
         assert case.culprit in dataset.describe(), case.id
 
 
