@@ -123,7 +123,7 @@ def _unet_step_seconds(steps: int) -> float:
     return statistics.median(times)
 
 
-def run(rounds: int, warmup: int) -> list[dict]:
+def run(rounds: int, warmup: int, clock: Callable[[], float] = time.perf_counter) -> list[dict]:
     cases = []
     for channels, mode in ((1, "binary"), (CLASSES, "multiclass")):
         data = _inputs(channels)
@@ -149,9 +149,9 @@ def run(rounds: int, warmup: int) -> list[dict]:
         order = list(range(len(cases)))
         order = order[r % len(order) :] + order[: r % len(order)]  # rotate the order each round
         for i in order:
-            start = time.perf_counter()
+            start = clock()
             cases[i][2]()
-            times[i].append(time.perf_counter() - start)
+            times[i].append(clock() - start)
     rows = []
     for (shape, name, _), samples in zip(cases, times, strict=True):
         rows.append({"shape": shape, "loss": name, "median_s": statistics.median(samples)})
@@ -169,21 +169,38 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls per candidate")
     parser.add_argument("--unet", action="store_true", help="also time one U-Net training step")
     parser.add_argument("--unet-steps", type=int, default=3, help="timed U-Net steps")
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall: elapsed time; cpu: process CPU time, steadier on a shared machine (use it "
+        "with --threads 1, or spinning worker threads count too)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = parser.parse_args(argv)
 
-    rows = run(args.rounds, args.warmup)
+    if args.threads is not None and keras.backend.backend() == "torch":
+        import torch
+
+        torch.set_num_threads(args.threads)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    rows = run(args.rounds, args.warmup, clock)
     step = _unet_step_seconds(args.unet_steps) if args.unet else None
     backend = keras.backend.backend()
     print(f"Date: {datetime.date.today().isoformat()}")
     print(f"Command: KERAS_BACKEND={backend} python {' '.join(sys.argv)}")
     print(
         f"Backend: {backend}; Keras {keras.__version__}; Python {platform.python_version()}; "
-        f"{os.cpu_count()} CPUs; rounds={args.rounds}"
+        f"{os.cpu_count()} CPUs; rounds={args.rounds}; clock={args.clock}; "
+        f"threads={args.threads or 'default'}"
     )
     if step is not None:
         print(f"U-Net training step (depth 4, 32 filters, 8x256x256x1): {step * 1000:.0f} ms")
     print()
-    header = "| backend | shape | loss | forward+backward (median ms) | vs keras.losses.Dice |"
+    header = (
+        f"| backend | shape | loss | forward+backward (median {args.clock} ms) "
+        "| vs keras.losses.Dice |"
+    )
     divider = "|---|---|---|---:|---:|"
     if step is not None:
         header += " % of a U-Net step |"

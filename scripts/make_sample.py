@@ -35,9 +35,9 @@ def best_window(mask: np.ndarray, size: int) -> tuple[int, int]:
     integral = np.pad(fg.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
     h, w = fg.shape
     sums = (
-        integral[size:h + 1, size:w + 1]
-        - integral[: h + 1 - size, size:w + 1]
-        - integral[size:h + 1, : w + 1 - size]
+        integral[size : h + 1, size : w + 1]
+        - integral[: h + 1 - size, size : w + 1]
+        - integral[size : h + 1, : w + 1 - size]
         + integral[: h + 1 - size, : w + 1 - size]
     )
     y, x = np.unravel_index(int(np.argmax(sums)), sums.shape)

@@ -21,6 +21,7 @@ from segdoctor.losses import (
     GeneralizedDiceLoss,
     LogCoshDiceLoss,
     TverskyLoss,
+    check_probabilities,
     dice_ce_loss,
     dice_coef,
     dice_loss,
@@ -543,6 +544,10 @@ def test_clear_errors_for_wrong_data():
         DataError, "incompatible shapes", DiceLoss(mode="multilabel"), np.zeros((1, 4, 4, 2)), p3
     )
     _raises(ConfigError, "look like logits", DiceLoss(), np.zeros((1, 4, 4, 1)), p1 * 8 - 2)
+    _raises(
+        ConfigError, "softmax activation", check_probabilities, np.array([-1.0, 2.0]), "multiclass"
+    )
+    check_probabilities(np.array([0.0, 1.0]), "binary")  # probabilities pass
     # An ignore label inside the data is fine once declared.
     labels = np.zeros((1, 4, 4), "int32")
     labels[0, 0, 0] = 255

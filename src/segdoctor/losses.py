@@ -223,6 +223,7 @@ def _is_eager(x: Tensor) -> bool:
 
 def _minmax(x: Tensor) -> tuple[Tensor, Tensor]:
     """Minimum and maximum of ``x`` (one pass over memory on torch)."""
+    x = ops.convert_to_tensor(x)
     if keras.backend.backend() == "torch":
         import torch
 
@@ -822,8 +823,13 @@ def _cross_entropy_per_row(prep: _Prepared, opts: _Options) -> Tensor:
         total = -ops.sum(target * log_probs, axis=axes)  # (B,)
         count = ops.sum(target, axis=axes)  # (B,) pixels with a class
     else:
-        output = prep.logits if opts.from_logits else prep.probs
-        entry = ops.binary_crossentropy(target, output, from_logits=opts.from_logits)
+        if opts.from_logits:  # stable: max(x, 0) - x t + log(1 + exp(-|x|))
+            x = prep.logits
+            entry = ops.relu(x) - x * target + ops.softplus(-ops.abs(x))
+        else:  # -(t log q + (1 - t) log(1 - q)), arranged to cost one multiply
+            q = ops.clip(prep.probs, _EPS, 1.0 - _EPS)
+            log_not_q = ops.log(1.0 - q)
+            entry = -(log_not_q + target * (ops.log(q) - log_not_q))
         if valid is None:  # every image has the same number of entries: a mean of means
             per_image = ops.mean(entry, axis=axes)  # (B,)
             return per_image if opts.per_image else ops.mean(per_image, keepdims=True)

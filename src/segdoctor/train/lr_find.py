@@ -42,6 +42,7 @@ class LRFindResult:
 class _RangeTest(keras.callbacks.Callback):
     def __init__(self, start_lr: float, end_lr: float, steps: int, beta: float, divergence: float):
         super().__init__()
+        self.steps = steps
         self.factor = (end_lr / start_lr) ** (1.0 / max(steps - 1, 1))
         self.start_lr = start_lr
         self.beta = beta
@@ -71,6 +72,8 @@ class _RangeTest(keras.callbacks.Callback):
         self.result.smoothed.append(smooth)
         if self._step > 5 and smooth > self.divergence * min(self.result.smoothed):
             self.result.diverged = True
+            self.model.stop_training = True
+        if self._step >= self.steps:
             self.model.stop_training = True
 
 
