@@ -156,3 +156,19 @@ def test_predict_full_keeps_any_input_size():
     labels = to_labels(np.array([[[0.2], [0.7]]]))
     np.testing.assert_array_equal(labels, [[0, 1]])
     np.testing.assert_array_equal(to_labels(np.array([[[0.1, 0.9, 0.0]]])), [[1]])
+
+
+def test_batchnorm_inference_agrees_with_training_after_a_short_run():
+    """With Keras' default momentum 0.99 the moving statistics still hold most of their initial
+    values after 40 steps and inference-mode predictions differ from training-mode ones."""
+    keras.utils.set_random_seed(0)
+    model = create_model("unet", input_shape=(16, 16, 1), depth=1, base_filters=4)
+    model.compile(optimizer=keras.optimizers.SGD(1e-4), loss="binary_crossentropy")
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(8, 16, 16, 1)) * 5 + 3).astype("float32")  # far from mean 0, var 1
+    y = (x > 3).astype("float32")
+    for _ in range(40):
+        model.train_on_batch(x, y)
+    infer = keras.ops.convert_to_numpy(model(x, training=False))
+    train = keras.ops.convert_to_numpy(model(x, training=True))
+    assert np.abs(infer - train).mean() < 0.02

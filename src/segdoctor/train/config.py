@@ -63,6 +63,7 @@ class TrainConfig:
     epochs: int = 50
     loss: str = "dice_ce"  # dice_ce | dice | tversky | focal_tversky | generalized_dice
     lr: float | None = None  # None: run an LR range test and take its suggestion
+    lr_find_steps: int = 50  # batches of the LR range test
     optimizer: str = "adamw"  # adamw | adam | sgd
     weight_decay: float = 1e-4
     schedule: str = "cosine"  # cosine | poly | plateau | constant
@@ -175,6 +176,7 @@ def validate(config: RunConfig) -> RunConfig:
             t.lr,
         ),
         (t.weight_decay >= 0, "train.weight_decay", ">= 0", t.weight_decay),
+        (t.lr_find_steps >= 10, "train.lr_find_steps", ">= 10", t.lr_find_steps),
         (t.warmup_epochs >= 0, "train.warmup_epochs", ">= 0", t.warmup_epochs),
         (t.max_minutes is None or t.max_minutes > 0, "train.max_minutes", "> 0", t.max_minutes),
         (t.devices >= 1, "train.devices", ">= 1", t.devices),

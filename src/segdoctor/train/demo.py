@@ -29,6 +29,7 @@ def demo_config(data: Path, minutes: float, epochs: int):
             "train.epochs": str(epochs),
             "train.max_minutes": str(minutes),
             "train.warmup_epochs": "1",
+            "train.lr_find_steps": "30",
             "train.early_stopping_patience": "12",
             "train.verbose": "2",
         }

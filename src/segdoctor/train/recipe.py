@@ -337,7 +337,7 @@ def train_run(
         lr = config.train.lr
         if lr is None:
             log("No learning rate given: running an LR range test (loss vs. learning rate)...")
-            lr_result = find_lr(config, prepared, log=log)
+            lr_result = find_lr(config, prepared, steps=config.train.lr_find_steps, log=log)
             lr, message = choose_lr(lr_result, config.train.optimizer)
             log(message)
             notes.append(message)
