@@ -28,43 +28,75 @@ def bench_data(path: Path) -> None:
     )
 
 
-def bench_callback(epochs: int = 3) -> None:
-    from examples import classic_1_monitor_mode as ex
+def _nuclei_fit(doctor, epochs: int, patch: int, depth: int) -> float:
+    """Seconds of one ``model.fit`` of a fresh U-Net on the bundled nuclei sample."""
+    import keras
+
+    from segdoctor.data import SegmentationDataset, discover_pairs
+    from segdoctor.losses import DiceCELoss
+    from segdoctor.metrics import DiceScore
+    from segdoctor.models import create_model
+    from segdoctor.sample_data import sample_path
+
+    keras.utils.set_random_seed(0)
+    data = SegmentationDataset(
+        discover_pairs(sample_path()), batch_size=8, patch_size=patch, channels=1
+    )
+    model = create_model("unet", input_shape=(patch, patch, 1), depth=depth, base_filters=16)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=DiceCELoss(mode="binary"),
+        metrics=[DiceScore(mode="binary", name="dice")],
+    )
+    callbacks = [doctor] if doctor is not None else []
+    t0 = time.perf_counter()
+    model.fit(data, epochs=epochs, verbose=0, callbacks=callbacks)
+    return time.perf_counter() - t0
+
+
+def bench_callback(epochs: int = 3, repeats: int = 3, patch: int = 96, depth: int = 3) -> None:
+    """DoctorCallback overhead: interleaved fits with and without it, ratio of the medians."""
+    import statistics
 
     from segdoctor.doctor import DoctorCallback
 
-    model, _, (x, y) = ex.build(corrected=True)
-    model.fit(x, y, batch_size=8, epochs=1, verbose=0)  # warm up
-    t0 = time.perf_counter()
-    model.fit(x, y, batch_size=8, epochs=epochs, validation_split=0.25, verbose=0)
-    plain = time.perf_counter() - t0
-    doctor = DoctorCallback(verbose=False)
-    t0 = time.perf_counter()
-    model.fit(
-        x, y, batch_size=8, epochs=epochs, validation_split=0.25, verbose=0, callbacks=[doctor]
-    )
-    with_doctor = time.perf_counter() - t0
+    _nuclei_fit(None, 1, patch, depth)  # warm up imports, kernels and the file cache
+    plain, doctored, inside = [], [], []
+    for _ in range(repeats):
+        plain.append(_nuclei_fit(None, epochs, patch, depth))
+        doctor = DoctorCallback(verbose=False)
+        doctored.append(_nuclei_fit(doctor, epochs, patch, depth))
+        inside.append(doctor.overhead_s)
+    ratio = statistics.median(doctored) / statistics.median(plain)
     print(
-        f"callback: fit {plain:.2f} s plain, {with_doctor:.2f} s with DoctorCallback; "
-        f"time inside the callback {doctor.overhead_s:.2f} s "
-        f"({100 * doctor.overhead_s / with_doctor:.1f}% of the run; mostly the one-off loss probe)"
+        f"callback: U-Net depth {depth}, {patch}x{patch}, batch 8, {epochs} epochs on the nuclei "
+        f"sample, {repeats} interleaved pairs; fit median {statistics.median(plain):.2f} s plain, "
+        f"{statistics.median(doctored):.2f} s with DoctorCallback: overhead {100 * (ratio - 1):+.1f}% "
+        f"(time inside the callback, median {statistics.median(inside):.2f} s = "
+        f"{100 * statistics.median(inside) / statistics.median(doctored):.1f}%)"
     )
+    print(f"  plain {[round(t, 2) for t in plain]}  doctor {[round(t, 2) for t in doctored]}")
 
 
 def bench_probe(path: Path, size: int = 256) -> None:
+    """``diagnose(..., probe=True)`` on images resized to ``size`` with a U-Net (depth 4, 16 filters)."""
     import keras
 
     from segdoctor.doctor import diagnose
+    from segdoctor.losses import DiceCELoss
+    from segdoctor.models import create_model
 
-    inputs = keras.Input((size, size, 1))
-    h = inputs
-    for filters in (16, 32):
-        h = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(h)
-    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(h))
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
-    t0 = time.perf_counter()
-    report = diagnose(data=path, model=model, probe=True, probe_size=size, plots=False)
-    print(f"probes at {size}x{size}: {time.perf_counter() - t0:.1f} s; findings {report.ids}")
+    for shape in ((None, None, 1), (size, size, 1)):
+        keras.utils.set_random_seed(0)
+        model = create_model("unet", input_shape=shape, depth=4, base_filters=16)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=DiceCELoss(mode="binary"))
+        t0 = time.perf_counter()
+        report = diagnose(data=path, model=model, probe=True, probe_size=size, plots=False)
+        print(
+            f"probes, images at {size}x{size}, U-Net input {shape}: "
+            f"{time.perf_counter() - t0:.1f} s; findings {report.ids}; "
+            f"skipped for time {report.summary.get('probes_skipped', [])}"
+        )
 
 
 def main() -> None:
@@ -73,10 +105,13 @@ def main() -> None:
         "--data", type=Path, default=REPO.parent / "shared" / "data" / "dsb2018-nuclei"
     )
     parser.add_argument("--probe", action="store_true")
+    parser.add_argument("--only", choices=("data", "callback", "probe"), default=None)
     args = parser.parse_args()
-    bench_data(args.data)
-    bench_callback()
-    if args.probe:
+    if args.only in (None, "data"):
+        bench_data(args.data)
+    if args.only in (None, "callback"):
+        bench_callback()
+    if args.probe or args.only == "probe":
         bench_probe(args.data)
 
 

@@ -94,3 +94,23 @@ def test_diagnose_with_probe_runs_on_data_folder(tmp_path, rng):
     report = diagnose(data=data, model=model, probe=True)
     assert "probes" in report.summary["checked"]
     assert "lr-too-low" in report.ids
+
+
+def test_cli_probe_end_to_end_with_a_saved_unet(tmp_path, rng, capsys):
+    """``segdoctor diagnose DATA --model M --probe`` through cli_diagnose, on a U-Net file."""
+    from segdoctor.losses import DiceCELoss
+    from segdoctor.models import create_model
+
+    data = folder(tmp_path / "d", rng, n=8)
+    keras.utils.set_random_seed(0)
+    model = create_model("unet", input_shape=(None, None, 1), depth=2, base_filters=8)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=DiceCELoss(mode="binary"))
+    model.save(tmp_path / "unet.keras")
+    code = cli_diagnose(
+        data, model=tmp_path / "unet.keras", probe=True, json_path=tmp_path / "r.json"
+    )
+    report = json.loads((tmp_path / "r.json").read_text())
+    found = {f["id"] for f in report["findings"]}
+    assert "probes" in report["summary"]["checked"]
+    assert code == (1 if report["summary"]["errors"] else 0)
+    assert not found & {"cannot-overfit", "nan-loss", "exploding-gradients", "lr-too-high"}

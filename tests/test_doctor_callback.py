@@ -6,9 +6,6 @@ import json
 import sys
 from pathlib import Path
 
-import keras
-import pytest
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from examples import classic_1_monitor_mode, classic_2_class_weights, classic_3_augmentation
@@ -36,9 +33,6 @@ def test_classic_2_class_weights():
     assert ids(classic_2_class_weights.main(corrected=True, epochs=1)) == set()
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "torch", reason="batches are visible to the callback on torch only"
-)
 def test_classic_3_augmentation():
     found = ids(classic_3_augmentation.main(corrected=False))
     assert {"pair-misaligned", "dropout-high"} <= found

@@ -32,13 +32,16 @@ def net(
     out_bias=0.0,
     out="sigmoid",
     loss="binary_crossentropy",
+    filters=8,
 ):
     keras.utils.set_random_seed(0)
+    if isinstance(init, float):  # a RandomNormal stddev, drawn after the seed is set
+        init = keras.initializers.RandomNormal(stddev=init)
     inputs = keras.Input((32, 32, 1))
     h = inputs
     for _ in range(depth):
         h = keras.layers.Conv2D(
-            8,
+            filters,
             3,
             padding="same",
             activation=act,
@@ -109,3 +112,89 @@ def test_nan_loss(batch):
     model = net(out="relu", out_bias=-5.0, loss=dice_no_smooth)
     found, losses = probes.probe_overfit(model, x, np.zeros_like(x))
     assert ids(found) == {"nan-loss"} and not np.isfinite(losses[-1])
+
+
+# -- probes on the bundled nuclei sample, with segdoctor's U-Net ----------------------------------
+
+
+def nuclei_unet(momentum=0.99):
+    """U-Net depth 2, 8 filters, BatchNorm, Dice+CE, Adam 1e-3: a small but realistic setup."""
+    from segdoctor.losses import DiceCELoss
+    from segdoctor.models import create_model
+
+    keras.utils.set_random_seed(0)
+    model = create_model("unet", input_shape=(None, None, 1), depth=2, base_filters=8)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=DiceCELoss(mode="binary"))
+    return model
+
+
+@pytest.fixture(scope="module")
+def nuclei():
+    """8 real nuclei images (256x256, masks binarized as the loader does), cropped to 64x64."""
+    from segdoctor.sample_data import sample_path
+
+    x, y = probes.load_probe_batch(sample_path(), nuclei_unet(), size=256, n=8)
+    return probes.crop_batch(x, y, 64)
+
+
+def test_crop_batch_keeps_the_foreground(nuclei):
+    x, y = nuclei
+    assert x.shape == (8, 64, 64, 1) and y.shape == (8, 64, 64, 1)
+    assert (y.reshape(8, -1).sum(1) > 0).all()  # every crop holds nuclei
+    small = np.zeros((2, 32, 32, 1), "float32")
+    assert probes.crop_batch(small, small, 64)[0] is small
+
+
+def test_cannot_overfit_fires_on_mispaired_masks_and_not_on_correct_pairs(nuclei):
+    x, y = nuclei
+    x4, y4 = x[:4], y[:4]
+    found, losses = probes.probe_overfit(nuclei_unet(), x4, y4)
+    assert found == [] and len(losses) == probes.OVERFIT_STEPS
+    # images and masks sorted differently: every image gets the next image's mask
+    found, _ = probes.probe_overfit(nuclei_unet(), x4, np.roll(y4, 1, axis=0))
+    assert ids(found) == {"cannot-overfit"}
+    ev = found[0].evidence
+    assert ev["fitted_foreground_dice"] < 0.5 and "pairing" in found[0].fix
+
+
+def test_exploding_gradients_fire_on_oversized_init_and_not_on_he_init(batch):
+    x, y = batch
+    logits = keras.losses.BinaryCrossentropy(from_logits=True)  # no saturation hides the growth
+    # 12 plain convolutions initialised with RandomNormal(stddev=0.3), 2.5x the He scale
+    # (|g|/|w| measured 900-12000 over 5 seeds; he_normal: at most 1.0)
+    big = net(depth=12, init=0.3, filters=16, out=None, loss=logits)
+    found = probes.probe_gradients(big, x, y)
+    assert ids(found) == {"exploding-gradients"}
+    assert found[0].evidence["max_rel_grad"] > probes.EXPLODE_REL
+    assert probes.probe_gradients(net(depth=12, filters=16, out=None, loss=logits), x, y) == []
+
+
+def _train_then_decay(model, x, y):
+    """A short run: 30 steps at 1e-2, then 20 at 1e-4 (weights settle, statistics may not)."""
+    for step in range(50):
+        if step == 30:
+            model.optimizer.learning_rate.assign(1e-4)
+        model.train_on_batch(x, y)
+    return model
+
+
+def test_bn_train_infer_gap_fires_with_default_momentum_on_a_short_run(nuclei):
+    x, y = nuclei
+    model = nuclei_unet(momentum=0.99)
+    model.optimizer.learning_rate.assign(1e-2)
+    before = [w.copy() for w in _train_then_decay(model, x, y).get_weights()]
+    found = probes.probe_bn_gap(model, x, batch_size=8)
+    assert ids(found) == {"bn-train-infer-gap"}
+    assert found[0].evidence["agreement"] < 0.7 and "momentum=0.9" in found[0].fix
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+
+
+def test_bn_train_infer_gap_silent_with_momentum_09_and_on_untrained_models(nuclei):
+    x, y = nuclei
+    model = nuclei_unet(momentum=0.9)
+    model.optimizer.learning_rate.assign(1e-2)
+    assert probes.probe_bn_gap(_train_then_decay(model, x, y), x, batch_size=8) == []
+    assert probes.probe_bn_gap(nuclei_unet(), x, batch_size=1) == []  # statistics not estimated

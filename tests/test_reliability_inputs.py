@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from segdoctor.cli import main
 from segdoctor.data import (
@@ -37,11 +38,6 @@ TINY = [
     "--set", "train.doctor=false", "--set", "data.samples_per_epoch=4",
 ]  # fmt: skip
 
-NEEDS_NAMED_MASK_VALUES = pytest.mark.xfail(
-    strict=True,
-    reason="train/data.py prepare_data calls inspect_masks without file names, so the "
-    "out-of-range mask value is reported without the file that holds it",
-)
 DOCTOR_SILENT_ON_NEGATIVE_MASKS = pytest.mark.xfail(
     strict=True,
     reason="doctor/data_checks.py _mask_findings has no finding for mask values that are not "
@@ -52,7 +48,7 @@ DOCTOR_DOES_NOT_NAME_STRAY_VALUES = pytest.mark.xfail(
     reason="doctor/data_checks.py _stream yields masks without names, so class-absent cannot say "
     "which file holds the stray value 7 (MaskReport.first_seen)",
 )
-TRAIN_XFAIL = {"mask-value-7": NEEDS_NAMED_MASK_VALUES, "mask-negative": NEEDS_NAMED_MASK_VALUES}
+TRAIN_XFAIL: dict = {}
 DIAGNOSE_XFAIL = {
     "mask-negative": DOCTOR_SILENT_ON_NEGATIVE_MASKS,
     "mask-value-7": DOCTOR_DOES_NOT_NAME_STRAY_VALUES,
@@ -87,7 +83,7 @@ def _strings(node) -> list[str]:
 @pytest.mark.parametrize("case", _params(REFUSED, TRAIN_XFAIL))
 def test_train_refuses_each_broken_input_with_a_sentence(case, tmp_path, capsys):
     data = case.build(tmp_path / "data")
-    code, out, err = cli(capsys, "train", data, "--out", tmp_path / "run", *TINY, *case.train_args)
+    code, _out, err = cli(capsys, "train", data, "--out", tmp_path / "run", *TINY, *case.train_args)
     assert code == 2
     assert "segdoctor: error:" in err
     assert case.culprit is None or case.culprit in err, err
@@ -100,7 +96,7 @@ def test_train_refuses_each_broken_input_with_a_sentence(case, tmp_path, capsys)
 def test_diagnose_reports_each_broken_input(case, tmp_path, capsys):
     data = case.build(tmp_path / "data")
     report = tmp_path / "report.json"
-    code, out, err = cli(capsys, "diagnose", data, "--json", report)
+    code, _out, err = cli(capsys, "diagnose", data, "--json", report)
     expected_code, finding = case.diagnose
     assert code == expected_code, err
     if code == 2:  # could not run: the reason and the file on stderr
@@ -143,10 +139,8 @@ def test_train_runs_on_a_folder_of_unusual_but_valid_files(tmp_path, capsys):
     for make in ("rgba-images", "rgba-mask", "symlink-dir-loop", "non-utf8-pair"):
         CASES[make].make(data)
     (data / "images" / "case_004.png").unlink()  # and one 16-bit gray image
-    from PIL import Image
-
     Image.fromarray(np.full((32, 32), 40_000, np.uint16)).save(data / "images" / "case_004.png")
-    code, out, err = cli(capsys, "train", data, "--out", tmp_path / "run", *TINY)
+    code, _out, err = cli(capsys, "train", data, "--out", tmp_path / "run", *TINY)
     assert code == 0, err
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
     names = meta["train_names"] + meta["val_names"]
@@ -184,11 +178,6 @@ def test_skip_bad_files_trains_on_the_rest_and_lists_what_it_skipped(tmp_path, c
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="train/data.py prepare_data reads every mask for inspect_masks before the loader can "
-    "skip it: a broken mask stops the run even with data.skip_bad_files=true",
-)
 def test_skip_bad_files_also_skips_a_broken_mask(tmp_path, capsys):
     data = CASES["truncated-png-mask"].build(tmp_path / "data")
     code, out, err = cli(

@@ -48,7 +48,8 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
 def atomic_write_text(target: str | Path, text: str) -> Path:
     """Write ``text`` to ``target`` atomically (UTF-8)."""
     with atomic_path(target) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        # backslashreplace: a file name with undecodable bytes must not lose the whole file
+        tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
     return Path(target)
 
 

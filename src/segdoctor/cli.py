@@ -246,6 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SegdoctorError as exc:
         _err(str(exc))
         return 2
+    except OSError as exc:  # a file system problem no specific check anticipated
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        _err(
+            f"{exc.strerror or exc}{where}. Check that the path exists, is readable or writable as needed, and that the disk is not full."
+        )
+        return 2
     except KeyboardInterrupt:
         _err(
             "interrupted. A training run keeps its last completed epoch: continue it with `segdoctor train --resume RUN`."

@@ -241,20 +241,30 @@ def _read_tiff(path: Path, max_pixels: int | None) -> np.ndarray:
     return arr
 
 
-def _npy_header_shape(path: Path) -> tuple[int, ...] | None:
-    """The shape declared in an NPY header, read without touching the data (None if unreadable)."""
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype] | None:
+    """Shape and dtype declared in an NPY header, read without the data (None if unreadable)."""
     try:
         with path.open("rb") as fh:
             version = np.lib.format.read_magic(fh)
             if version == (1, 0):
-                shape, _, _ = np.lib.format.read_array_header_1_0(fh)
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
             elif version == (2, 0):
-                shape, _, _ = np.lib.format.read_array_header_2_0(fh)
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
             else:
                 return None
     except Exception:  # a broken header is reported by np.load below
         return None
-    return tuple(int(s) for s in shape)
+    return tuple(int(s) for s in shape), np.dtype(dtype)
+
+
+def _pickled(path: Path) -> DataError:
+    return _fail(
+        path,
+        "the NPY file holds Python objects (loading it would need pickle, which can run code)",
+        "a numeric array saved with np.save",
+        "an object array",
+        "save a numeric array (np.save(path, np.asarray(x, dtype=np.uint8))).",
+    )
 
 
 def _read_npy(path: Path, max_pixels: int | None) -> np.ndarray:
@@ -262,21 +272,18 @@ def _read_npy(path: Path, max_pixels: int | None) -> np.ndarray:
         magic = fh.read(6)
     if magic != b"\x93NUMPY":  # np.load would try to unpickle anything else
         raise _undecodable(path, ValueError("no NPY magic number"))
-    shape = _npy_header_shape(path)
-    if shape is not None and len(shape) >= 2:
+    header = _npy_header(path)
+    if header is not None and header[1].hasobject:
+        raise _pickled(path)
+    shape = header[0] if header is not None else ()
+    if len(shape) >= 2:
         spatial = shape[1:] if len(shape) == 3 and shape[0] <= 4 < min(shape[1:]) else shape[:2]
         _check_pixels(path, spatial[0], spatial[1], max_pixels)
     try:
         arr = np.load(path, allow_pickle=False, mmap_mode="r")
     except ValueError as err:
-        if "pickle" in str(err).lower():
-            raise _fail(
-                path,
-                "the NPY file holds Python objects (loading it would need pickle)",
-                "a numeric array saved with np.save",
-                "an object array",
-                "save a numeric array (np.save(path, np.asarray(x, dtype=np.uint8))).",
-            ) from err
+        if "pickle" in str(err).lower() or "python objects" in str(err).lower():
+            raise _pickled(path) from err
         raise _undecodable(path, err) from err
     except Exception as err:
         raise _undecodable(path, err) from err

@@ -165,15 +165,18 @@ def _unpack_rgb(code: int) -> tuple[int, int, int]:
 
 def _single_blob_stats(mask: np.ndarray) -> tuple[int, int]:
     """Count labels of ``mask`` (H, W) and how many are one 8-connected component."""
-    labels = mask.astype(np.int64, copy=False)
-    objects = ndimage.find_objects(labels.clip(0, None))
+    # Compact the labels to 1..K first: find_objects allocates one slot per label value up to the
+    # largest, which for arbitrary 32/64-bit ids (e.g. hashes) would exhaust memory.
+    values, compact = np.unique(mask.clip(0, None), return_inverse=True)
+    compact = compact.reshape(mask.shape) + (0 if values[0] == 0 else 1)  # (H, W), 0 = background
+    objects = ndimage.find_objects(compact)
     total = single = 0
     structure = np.ones((3, 3), bool)
     for value, box in enumerate(objects, start=1):
         if box is None:
             continue
         total += 1
-        _, n = ndimage.label(labels[box] == value, structure=structure)
+        _, n = ndimage.label(compact[box] == value, structure=structure)
         single += n == 1
     return single, total
 
@@ -614,6 +617,12 @@ def normalize_mask(mask: np.ndarray, policy: MaskPolicy, *, name: str | None = N
     """
     mask = np.asarray(mask)
     where = name or "a mask"
+    out = _apply(mask, policy, where)  # (H, W) int32
+    _check_range(out, policy.num_classes, policy.ignore_index, where)  # the documented promise
+    return out
+
+
+def _apply(mask: np.ndarray, policy: MaskPolicy, where: str) -> np.ndarray:
     if policy.kind == "palette":
         if mask.ndim != 3:
             raise _bad(where, "an RGB palette mask (H, W, 3)", f"shape {mask.shape}")
@@ -631,16 +640,13 @@ def normalize_mask(mask: np.ndarray, policy: MaskPolicy, *, name: str | None = N
     ignore = policy.ignore_index
     if policy.kind == "fractional":
         if policy.threshold is not None:
-            out = (mask >= policy.threshold).astype(np.int32)
-        else:
-            out = np.rint(mask).astype(np.int32)
-        return out
+            return (mask >= policy.threshold).astype(np.int32)
+        rounded = np.rint(mask.astype(np.float64))
+        if rounded.size and not (np.abs(rounded) < 2**31).all():
+            raise _bad(where, "values that fit a 32-bit label", f"values up to {mask.max()}")
+        return rounded.astype(np.int32)
     if mask.dtype.kind == "f":
         raise _bad(where, "integer values", "fractional values (resized bilinearly or JPEG?)")
-    if policy.kind == "binary":
-        out = mask.astype(np.int32)
-        _check_range(out, 2, ignore, where)
-        return out
     if policy.kind in ("scale-255", "two-value"):
         fg = policy.foreground_value
         out = (mask == fg).astype(np.int32)
@@ -650,13 +656,11 @@ def normalize_mask(mask: np.ndarray, policy: MaskPolicy, *, name: str | None = N
         if stray.any():
             raise _bad(where, f"values {{0, {fg}}}", f"value {int(mask[stray][0])}")
         return out
-    if policy.kind == "instance":
-        if policy.keep_instances:
-            return mask.astype(np.int32)
+    if policy.kind == "instance" and not policy.keep_instances:
         return (mask > 0).astype(np.int32)
-    out = mask.astype(np.int32)
-    _check_range(out, policy.num_classes, ignore, where)
-    return out
+    if mask.size and (int(mask.min()) < np.iinfo(np.int32).min or int(mask.max()) > 2**31 - 1):
+        raise _bad(where, "values that fit a 32-bit label", f"values {mask.min()}..{mask.max()}")
+    return mask.astype(np.int32)  # binary, multiclass, kept instance labels: checked by caller
 
 
 def _check_range(out: np.ndarray, n: int, ignore: int | None, where: str) -> None:

@@ -72,7 +72,8 @@ def diagnose(
         probe: run the probes (needs ``model`` and ``data``; a few seconds each at ``probe_size``).
         callbacks: the callbacks given to ``fit`` (``monitor-mode``).
         batch_size: the training batch size (``batchnorm-small-batch``, ``batch-size-noisy``).
-        probe_size: side of the square crops the probes train on.
+        probe_size: side the probe images are resized to (models with a fixed input size use
+            theirs); fully convolutional models are then probed on 64x64 crops of them.
         plots: attach plots (HTML report).
         safe_mode: load model files with Keras' safe mode.
 
@@ -129,8 +130,11 @@ def diagnose(
         from segdoctor.doctor.probes import load_probe_batch, run_probes
 
         x, y = load_probe_batch(data, model, size=probe_size)
-        findings += run_probes(model, x, y, batch_size=batch_size)
+        skipped: list[str] = []
+        findings += run_probes(model, x, y, batch_size=batch_size, skipped=skipped)
         summary["checked"].append("probes")
+        if skipped:  # cut short by the time budget: no verdict, and the report says so
+            summary["probes_skipped"] = skipped
     return Report(findings, summary, report.plots)
 
 

@@ -1,8 +1,10 @@
 """``DoctorCallback``: the doctor inside any ``model.fit``.
 
 At train begin it checks the compiled model (output, loss behaviour, layers) and the other
-callbacks of the same fit; on the first batches it checks mask values, input range and image/mask
-alignment; after each epoch it analyses the curves (with the learning rate and, when a validation
+callbacks of the same fit; on the first ``PEEK_BATCHES`` batches it checks mask values, input range
+and image/mask alignment, on every backend: it wraps ``model.train_function`` for those steps only
+and reads the batch the step receives (torch) or the elements the step pulls from its iterator (JAX,
+TensorFlow), then hands the original step back to Keras; after each epoch it analyses the curves (with the learning rate and, when a validation
 sample is given, the predicted foreground fraction) and prints each finding once, as soon as it is
 sure; at the end it writes the report (the same JSON as ``segdoctor diagnose``).
 
@@ -49,6 +51,30 @@ def _find_xy(args: tuple) -> tuple[np.ndarray, np.ndarray] | None:
                 if x is not None and y is not None and x.ndim == 4 and y.ndim >= 3:
                     return x, y if y.ndim == 4 else y[..., None]
     return None
+
+
+def _is_iterator(value: Any) -> bool:
+    """A Python or tf.data iterator (what the JAX and TensorFlow train steps receive)."""
+    return hasattr(value, "__next__") and not isinstance(value, (np.ndarray, tuple, list, dict))
+
+
+class _PeekingIterator:
+    """Forwards ``next()`` to an iterator and shows each element to ``peek`` first.
+
+    The JAX train step calls ``next(iterator)``; the TensorFlow one iterates it in Python when it is
+    not a ``tf.data`` iterator (its graph loop resumes once the doctor stops peeking).
+    """
+
+    def __init__(self, iterator: Any, peek: Any) -> None:
+        self._iterator, self._peek = iterator, peek
+
+    def __iter__(self) -> _PeekingIterator:
+        return self
+
+    def __next__(self) -> Any:
+        data = next(self._iterator)
+        self._peek(data)
+        return data
 
 
 class DoctorCallback(keras.callbacks.Callback):
@@ -133,26 +159,48 @@ class DoctorCallback(keras.callbacks.Callback):
         original = getattr(self.model, "train_function", None)
         if callable(original):
             self._original_train_function = original
+            # Inside the step, never touch ``self.model``: on JAX that property syncs the model's
+            # variables with the state the step is about to donate, and the next step then
+            # reads deleted buffers. The raw model and weight-free checks are safe.
+            model = self._model
 
             def peek(*args, **kwargs):
-                if self._peeked < PEEK_BATCHES:
-                    t0 = time.perf_counter()
-                    self._peek(args)
-                    self.overhead_s += time.perf_counter() - t0
+                if self._peeked >= PEEK_BATCHES:  # done: hand the step back to Keras
+                    model.train_function = original
+                    return original(*args, **kwargs)
+                t0 = time.perf_counter()
+                batch = _find_xy(args)
+                if batch is not None:  # torch: the batch itself
+                    self._peek(batch)
+                elif any(_is_iterator(a) for a in args):  # jax, tensorflow: the step pulls it
+                    args = tuple(
+                        _PeekingIterator(a, self._peek_data) if _is_iterator(a) else a for a in args
+                    )
+                else:
+                    self._peeked = PEEK_BATCHES  # not visible: stop trying
+                self.overhead_s += time.perf_counter() - t0
                 return original(*args, **kwargs)
 
-            self.model.train_function = peek
+            model.train_function = peek
         self.overhead_s += time.perf_counter() - start
 
-    def _peek(self, args: tuple) -> None:
+    def _peek_data(self, data: Any) -> None:
+        if self._peeked >= PEEK_BATCHES:
+            return
+        t0 = time.perf_counter()
+        batch = _find_xy((data,))
+        if batch is None:
+            self._peeked = PEEK_BATCHES  # a format the doctor does not know: stop trying
+        else:
+            self._peek(batch)
+        self.overhead_s += time.perf_counter() - t0
+
+    def _peek(self, batch: tuple[np.ndarray, np.ndarray]) -> None:
         from segdoctor.doctor.batch_checks import alignment_finding, check_batch
 
-        batch = _find_xy(args)
-        if batch is None:
-            self._peeked = PEEK_BATCHES  # not visible on this backend: stop trying
-            return
         self._peeked += 1
-        self._emit(check_batch(batch[0], batch[1], self.model, scores_out=self._alignment))
+        model = self._model  # not self.model: see on_train_begin
+        self._emit(check_batch(batch[0], batch[1], model, scores_out=self._alignment))
         if self._peeked == PEEK_BATCHES:
             self._emit(alignment_finding(self._alignment))
 

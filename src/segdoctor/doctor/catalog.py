@@ -175,7 +175,6 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         "probe",
         "error",
         "A handful of samples cannot be fitted",
-        implemented=False,
     ),
     CatalogEntry(
         "lr-too-high", "probe", "error", "The learning rate is above the divergence point"
@@ -199,7 +198,11 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         "BatchNorm behaves very differently in training and inference",
     ),
     CatalogEntry(
-        "batch-size-noisy", "probe", "info", "The gradient noise scale is far above the batch size"
+        "batch-size-noisy",
+        "probe",
+        "info",
+        "The gradient noise scale is far above the batch size",
+        implemented=False,
     ),
     # History ------------------------------------------------------------------------------------
     CatalogEntry(

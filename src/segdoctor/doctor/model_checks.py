@@ -267,6 +267,28 @@ def _layers(model) -> list[Any]:
     return out
 
 
+def check_batchnorm_batch(model, batch_size: int | None) -> list[Finding]:
+    """``batchnorm-small-batch``: trainable BatchNorm with batches under 4 (reads no weights)."""
+    import keras
+
+    bns = [
+        layer.name
+        for layer in _layers(model)
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+    ]
+    if bns and batch_size is not None and batch_size < 4:
+        return [
+            make_finding(
+                "batchnorm-small-batch",
+                {"batch_size": batch_size, "batchnorm_layers": len(bns)},
+                "BatchNorm statistics from fewer than 4 images are noisy and differ from the moving "
+                "averages used at validation. Use GroupNormalization(groups=8) instead, or a larger "
+                "batch (smaller crops), or freeze BatchNorm (layer.trainable = False).",
+            )
+        ]
+    return []
+
+
 def check_layers(model, batch_size: int | None = None) -> list[Finding]:
     """Dropout, BatchNorm with small batches, weight decay / L2 and weight initialisation scale."""
     import keras
@@ -288,21 +310,7 @@ def check_layers(model, batch_size: int | None = None) -> list[Finding]:
                 "lag the validation Dice. Use rate 0.1-0.3 (SpatialDropout2D) or none with BatchNorm.",
             )
         )
-    bns = [
-        layer.name
-        for layer in layers
-        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
-    ]
-    if bns and batch_size is not None and batch_size < 4:
-        found.append(
-            make_finding(
-                "batchnorm-small-batch",
-                {"batch_size": batch_size, "batchnorm_layers": len(bns)},
-                "BatchNorm statistics from fewer than 4 images are noisy and differ from the moving "
-                "averages used at validation. Use GroupNormalization(groups=8) instead, or a larger "
-                "batch (smaller crops), or freeze BatchNorm (layer.trainable = False).",
-            )
-        )
+    found += check_batchnorm_batch(model, batch_size)
     wd = getattr(getattr(model, "optimizer", None), "weight_decay", None)
     l2 = []
     for layer in layers:

@@ -1,71 +1,70 @@
 """Probes: seconds of real computation on a copy of the user's model and a few of their samples.
 
 Every probe runs on a clone (the user's model is never trained or changed) and on one small batch
-``x (B, h, w, C) float32``, ``y`` in the format the compiled loss expects.
+``x (B, h, w, C) float32``, ``y`` in the format the compiled loss expects. A fully convolutional
+model (no fixed input size) is probed on crops of :data:`PROBE_CROP` pixels around the foreground,
+at the images' own scale, so that probes cost the same at any image size.
 
 =================== ===================================================================
 probe               measured
 =================== ===================================================================
 init-loss-anomaly   loss at the current weights vs the loss of a constant 0.5 prediction
-nan-loss            a non-finite loss during ``OVERFIT_STEPS`` steps on that batch alone
+nan-loss            a non-finite loss while fitting that batch alone (:mod:`.overfit`)
+cannot-overfit      foreground Dice after fitting that batch, with a wrong-pairing control
 lr-too-high/-low    LR range test: ``LR_STEPS`` steps with the LR growing 1e-6 -> 10
 dead-relu           fraction of ReLU channels that are zero on every pixel of the batch
 vanishing-gradients per-layer ``|grad| / |w|``, first vs last kernel
+exploding-gradients a non-finite gradient, or ``|grad| / |w|`` above ``EXPLODE_REL``
+bn-train-infer-gap  training- vs inference-mode predictions of the batch (:mod:`.bn_gap`)
 =================== ===================================================================
 
-Not implemented yet (in the catalog with ``implemented=False``): cannot-overfit, exploding-gradients,
-bn-train-infer-gap, batch-size-noisy (gradient noise scale, McCandlish et al. 2018).
+Not implemented (in the catalog with ``implemented=False``): batch-size-noisy. The gradient noise
+scale ``B_simple = tr(Sigma) / |G|^2`` (McCandlish et al. 2018) estimated from per-image and
+whole-batch gradients of 8-32 probe images came out below 2 on the nuclei sample at initialisation,
+and negative after 40 training steps (BatchNorm makes batch-of-1 gradients a different function),
+so no threshold against the batch size could be trusted.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import time
 from pathlib import Path
 
 import numpy as np
 
+from segdoctor.doctor._probe_model import clone as _clone
+from segdoctor.doctor._probe_model import loss_fn as _loss_fn
+from segdoctor.doctor._probe_model import probabilities
+from segdoctor.doctor.bn_gap import probe_bn_gap
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
+from segdoctor.doctor.overfit import OVERFIT_STEPS, probe_overfit
 
-OVERFIT_STEPS = 20
-OVERFIT_LR = 1e-2
-"""The overfit probe uses the model's optimizer class at this LR (the LR itself is probed apart)."""
 LR_STEPS = 30
 LR_LOW_FACTOR = 1000.0
 """``lr-too-low`` when the configured LR is this many times below the steepest-descent LR."""
-LR_LOW_FACTOR = 1000.0
-"""``lr-too-low`` when the configured LR is this many times below the steepest-descent LR."""
+EXPLODE_REL = 10.0
+"""``exploding-gradients`` when some kernel's gradient norm exceeds this many times its norm."""
+PROBE_CROP = 64
+"""Side of the crops that fully convolutional models are probed on."""
+PROBE_BUDGET_S = 90.0
+"""The training probes stop (and give no verdict) past this many seconds."""
 
-
-def _loss_fn(model) -> Callable:
-    import keras
-
-    loss = getattr(model, "loss", None)
-    if loss is None:
-        return keras.losses.BinaryCrossentropy()
-    return keras.losses.get(loss) if isinstance(loss, str) else loss
-
-
-def _clone(model, learning_rate: float | None = None):
-    """A copy with the same weights, compiled with the same loss and a fresh optimizer."""
-    import keras
-
-    try:  # from the layer config only: clone_model would also deserialize an unregistered loss
-        clone = type(model).from_config(model.get_config())
-    except Exception:
-        clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    opt = getattr(model, "optimizer", None)
-    if opt is not None:
-        config = opt.get_config()
-        if learning_rate is not None:
-            config["learning_rate"] = learning_rate
-        opt = type(opt).from_config(config)
-    else:
-        opt = keras.optimizers.Adam(learning_rate or 1e-3)
-    clone.compile(optimizer=opt, loss=_loss_fn(model))
-    return clone
+__all__ = [
+    "OVERFIT_STEPS",
+    "configured_lr",
+    "crop_batch",
+    "load_probe_batch",
+    "lr_range_test",
+    "probe_bn_gap",
+    "probe_dead_relu",
+    "probe_gradients",
+    "probe_init_loss",
+    "probe_lr",
+    "probe_overfit",
+    "run_probes",
+]
 
 
 def configured_lr(model) -> float | None:
@@ -84,26 +83,10 @@ def configured_lr(model) -> float | None:
         return None
 
 
-def _probabilities(model, x) -> np.ndarray:
-    import keras
-
-    from segdoctor.doctor.model_checks import output_activation
-
-    p = keras.ops.convert_to_numpy(model(x, training=False)).astype("float64")
-    if output_activation(model) == "linear":
-        p = (
-            1 / (1 + np.exp(-p))
-            if p.shape[-1] == 1
-            else np.exp(p) / np.exp(p).sum(-1, keepdims=True)
-        )
-    return p
-
-
-def _train(model, x, y, steps: int, lrs: list[float] | None = None) -> list[float]:
+def _train(model, x, y, steps: int, lrs: list[float]) -> list[float]:
     losses = []
     for step in range(steps):
-        if lrs is not None:
-            model.optimizer.learning_rate.assign(lrs[step])
+        model.optimizer.learning_rate.assign(lrs[step])
         logs = model.train_on_batch(x, y, return_dict=True)
         losses.append(float(logs["loss"]))
         if not math.isfinite(losses[-1]):
@@ -126,7 +109,7 @@ def probe_init_loss(model, x, y) -> list[Finding]:
     if output_activation(model) == "linear":
         half = np.zeros_like(half)  # logits of a uniform prediction
     baseline = float(keras.ops.convert_to_numpy(keras.ops.mean(loss(y, half))))
-    p = _probabilities(model, x)
+    p = probabilities(model, x)
     saturated = (
         float(np.mean(np.abs(p - 0.5) > 0.45))
         if p.shape[-1] == 1
@@ -148,29 +131,6 @@ def probe_init_loss(model, x, y) -> list[Finding]:
             )
         ]
     return []
-
-
-def probe_overfit(model, x, y) -> tuple[list[Finding], list[float]]:
-    """``nan-loss`` from a short run on one batch.
-
-    ``cannot-overfit`` is not emitted yet: on a tiny model trained with BCE on 10% foreground, 60
-    steps do not separate an aligned batch from a shuffled one reliably (the Dice of both is still
-    near 0); see the catalog's ``implemented`` flag.
-    """
-    clone = _clone(model, learning_rate=OVERFIT_LR)
-    losses = _train(clone, x, y, OVERFIT_STEPS)
-    if losses and not math.isfinite(losses[-1]):
-        return [
-            make_finding(
-                "nan-loss",
-                {"step": len(losses), "losses_before": [v for v in losses[-4:-1]]},
-                "The loss became NaN/inf: a division by zero (Dice without smoothing on empty "
-                "masks), log(0) (cross-entropy on probabilities of exactly 0/1: use "
-                "from_logits=True), or a learning rate that diverges. Add smooth=1e-5 to the Dice, "
-                "and lower the LR.",
-            )
-        ], losses
-    return [], losses
 
 
 def lr_range_test(model, x, y, lo: float = 1e-6, hi: float = 10.0, steps: int = LR_STEPS) -> dict:
@@ -281,29 +241,65 @@ def probe_dead_relu(model, x) -> list[Finding]:
     return []
 
 
-def probe_gradients(model, x, y) -> list[Finding]:
-    """``vanishing-gradients`` from one backward pass."""
+def gradient_stats(model, x, y, *, training: bool = True) -> dict:
+    """Per-kernel gradient statistics from one backward pass of the compiled loss.
+
+    Returns:
+        ``{"loss", "global_norm", "rel": [|g| / |w| per kernel, input to output], "names",
+        "finite"}``; ``finite`` is False when a gradient holds NaN or inf.
+    """
     from segdoctor.doctor._grad import model_value_and_grads
 
-    _, grads = model_value_and_grads(model, _loss_fn(model), x, y)
+    loss, grads = model_value_and_grads(model, _loss_fn(model), x, y, training=training)
     kernels = [
         (v.path, g, np.asarray(v.numpy() if hasattr(v, "numpy") else v))
         for v, g in zip(model.trainable_variables, grads, strict=True)
         if len(v.shape) >= 2
     ]
-    if not kernels:
-        return []
-    rel = [float(np.linalg.norm(g)) / (float(np.linalg.norm(w)) + 1e-12) for _, g, w in kernels]
-    first, last = rel[0], rel[-1]
-    if last > 0 and first < 1e-4 * last:
+    finite = all(np.all(np.isfinite(g)) for g in grads)
+    sq = sum(float(np.sum(np.square(g, dtype="float64"))) for g in grads) if finite else math.inf
+    return {
+        "loss": loss,
+        "global_norm": math.sqrt(sq),
+        "rel": [
+            float(np.linalg.norm(g)) / (float(np.linalg.norm(w)) + 1e-12) for _, g, w in kernels
+        ],
+        "names": [name for name, _, _ in kernels],
+        "finite": finite,
+    }
+
+
+def gradient_findings(stats: dict, where: str = "probe batch") -> list[Finding]:
+    """``exploding-gradients`` and ``vanishing-gradients`` from :func:`gradient_stats`."""
+    rel = stats["rel"]
+    if not stats["finite"] or (rel and max(rel) > EXPLODE_REL):
+        worst = int(np.argmax(rel)) if rel and stats["finite"] else 0
+        return [
+            make_finding(
+                "exploding-gradients",
+                {
+                    "finite": stats["finite"],
+                    "max_rel_grad": max(rel) if stats["finite"] and rel else "inf/nan",
+                    "layer": stats["names"][worst] if stats["names"] else "",
+                    "threshold": EXPLODE_REL,
+                    "global_grad_norm": stats["global_norm"],
+                    "where": where,
+                },
+                "One gradient step would move weights by more than their own size. Clip gradients "
+                "(keras.optimizers.Adam(1e-3, clipnorm=1.0)), use he_normal kernels "
+                "(variance-preserving init), add BatchNormalization, and lower the learning rate.",
+            )
+        ]
+    if len(rel) >= 2 and rel[-1] > 0 and rel[0] < 1e-4 * rel[-1]:
         return [
             make_finding(
                 "vanishing-gradients",
                 {
-                    "first_layer_rel_grad": first,
-                    "last_layer_rel_grad": last,
-                    "ratio": first / last,
+                    "first_layer_rel_grad": rel[0],
+                    "last_layer_rel_grad": rel[-1],
+                    "ratio": rel[0] / rel[-1],
                     "layers": len(rel),
+                    "where": where,
                 },
                 "The first layers receive almost no gradient: use ReLU (not sigmoid/tanh) inside the "
                 "network, BatchNormalization, skip connections (a U-Net), and he_normal init.",
@@ -312,20 +308,92 @@ def probe_gradients(model, x, y) -> list[Finding]:
     return []
 
 
-def run_probes(model, x, y, *, batch_size: int | None = None) -> list[Finding]:
+def probe_gradients(model, x, y) -> list[Finding]:
+    """``exploding-gradients`` / ``vanishing-gradients`` from one backward pass (training mode).
+
+    The model's weights are unchanged; on torch and tensorflow the BatchNorm moving statistics
+    take one update, as in a training step (run it on a clone to avoid even that).
+    """
+    return gradient_findings(gradient_stats(model, x, y))
+
+
+def crop_batch(x: np.ndarray, y: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Crop ``(B, H, W, C)`` inputs and their targets to ``size`` squares centred on the foreground.
+
+    Each crop is centred on the centroid of its sample's foreground (the image centre when there
+    is none), then moved inside the image. Images not larger than ``size`` are returned unchanged.
+
+    Example:
+        >>> x = np.zeros((2, 128, 128, 1), "float32"); y = np.zeros((2, 128, 128, 1), "float32")
+        >>> [a.shape for a in crop_batch(x, y, 64)]
+        [(2, 64, 64, 1), (2, 64, 64, 1)]
+    """
+    from segdoctor.doctor._probe_model import foreground
+
+    h, w = x.shape[1:3]
+    if h <= size and w <= size:
+        return x, y
+    ch, cw = min(size, h), min(size, w)
+    fg = foreground(y)  # (B, H, W)
+    xs, ys = [], []
+    for i in range(len(x)):
+        rows, cols = np.nonzero(fg[i])
+        cy, cx = (rows.mean(), cols.mean()) if len(rows) else (h / 2, w / 2)
+        top = int(np.clip(round(cy - ch / 2), 0, h - ch))
+        left = int(np.clip(round(cx - cw / 2), 0, w - cw))
+        xs.append(x[i, top : top + ch, left : left + cw])
+        ys.append(y[i, top : top + ch, left : left + cw])
+    return np.stack(xs), np.stack(ys)
+
+
+def _fully_convolutional(model) -> bool:
+    inputs = getattr(model, "inputs", None)
+    return bool(inputs) and len(inputs) == 1 and tuple(inputs[0].shape[1:3]) == (None, None)
+
+
+def run_probes(
+    model,
+    x,
+    y,
+    *,
+    batch_size: int | None = None,
+    budget_s: float = PROBE_BUDGET_S,
+    skipped: list[str] | None = None,
+) -> list[Finding]:
     """Run every probe on one batch; see the module docstring.
+
+    Args:
+        model: the user's compiled model (never changed).
+        x: ``(B, H, W, C)`` float32 inputs.
+        y: targets as the loss expects them.
+        batch_size: the training batch size (``bn-train-infer-gap``).
+        budget_s: seconds the training probes (overfit, LR range test) may take together; a probe
+            cut short gives no verdict and is named in ``skipped``.
+        skipped: when a list, the names of probes skipped for time are appended to it.
 
     Example:
         >>> findings = run_probes(model, x, y)  # doctest: +SKIP
     """
     x, y = np.asarray(x, "float32"), np.asarray(y)
+    if _fully_convolutional(model):
+        x, y = crop_batch(x, y, PROBE_CROP)
+    skipped = skipped if skipped is not None else []
+    start = time.monotonic()
     found = probe_init_loss(model, x, y)
-    overfit, _ = probe_overfit(model, x, y)
+    overfit, losses = probe_overfit(model, x, y, budget_s=budget_s / 2)
     found += overfit
+    if len(losses) < OVERFIT_STEPS and not overfit:
+        skipped.append("cannot-overfit")
     if not any(f.id == "nan-loss" for f in overfit):
-        found += probe_lr(model, x, y)
+        left = budget_s - (time.monotonic() - start)
+        per_step = (time.monotonic() - start) / max(len(losses), 1)
+        if per_step * LR_STEPS <= left:
+            found += probe_lr(model, x, y)
+        else:
+            skipped.append("lr-range-test")
     found += probe_dead_relu(model, x)
-    found += probe_gradients(model, x, y)
+    found += probe_gradients(_clone(model), x, y)
+    found += probe_bn_gap(model, x, batch_size=batch_size)
     return found
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from segdoctor import data as sd
+from segdoctor.data.io import display_name
 from segdoctor.errors import DataError
 from segdoctor.train.config import RunConfig
 
@@ -85,8 +86,22 @@ def prepare_data(config: RunConfig, log: Log = print, run_dir: Path | None = Non
         f"Split: {len(train_pairs)} training and {len(val_pairs)} validation pairs (seed {d.split_seed})."
     )
 
-    all_pairs = [*train_pairs, *val_pairs]
-    report = sd.inspect_masks(sd.read_mask(p.mask, slice_index=p.slice_index) for p in all_pairs)
+    masks: dict[str, np.ndarray] = {}
+    bad: set[str] = set()
+    for pair in [*train_pairs, *val_pairs]:
+        try:
+            masks[pair.name] = sd.read_mask(pair.mask, slice_index=pair.slice_index)
+        except DataError as err:
+            if not d.skip_bad_files:
+                raise
+            log(f"Skipped {pair.name}: {err}")
+            bad.add(pair.name)
+    if bad:
+        train_pairs = [p for p in train_pairs if p.name not in bad]
+        val_pairs = [p for p in val_pairs if p.name not in bad]
+    names = {p.name: display_name(p.mask) for p in [*train_pairs, *val_pairs]}
+    report = sd.inspect_masks((names[name], mask) for name, mask in masks.items())
+    masks.clear()
     kind = None if d.mask_policy == "auto" else d.mask_policy
     policy = sd.decide_mask_policy(
         report, kind=kind, num_classes=d.num_classes, ignore_index=d.ignore_index

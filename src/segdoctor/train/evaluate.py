@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from segdoctor._io import atomic_write_bytes, atomic_write_text
+from segdoctor._io import atomic_write_bytes, atomic_write_text, check_writable
 from segdoctor.errors import DataError, SegdoctorError
 from segdoctor.train.inference import load_model, model_stride, predict_full, to_labels
 
@@ -302,6 +302,9 @@ def evaluate_command(
     """``segdoctor evaluate``: print the summary; write JSON/CSV on request."""
     from segdoctor.train.data import load_pair
 
+    for destination in (json_path, csv_path):
+        if destination:
+            check_writable(Path(destination).parent)
     keras_model = load_model(model, unsafe=unsafe)
     index, policy, normalizer, channels = _run_context(model, data)
     channels = channels or int(keras_model.input_shape[-1] or 1)
@@ -343,6 +346,7 @@ def predict_command(
     from segdoctor import data as sd
     from segdoctor.data.io import file_stem, is_supported
 
+    out_dir = check_writable(out)
     keras_model = load_model(model, unsafe=unsafe)
     model_path = Path(model)
     run_dir = model_path if model_path.is_dir() else model_path.parent
@@ -365,8 +369,6 @@ def predict_command(
             expected="an image file or a folder of PNG/JPEG/TIFF/NPY images",
             fix="check the path.",
         )
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     for path in files:
         image = normalizer(sd.to_channels(sd.read_image(path), channels, name=path.name))
         labels = to_labels(predict_image(keras_model, image))
