@@ -54,7 +54,7 @@ def _nuclei_fit(doctor, epochs: int, patch: int, depth: int) -> float:
     return time.perf_counter() - t0
 
 
-def bench_callback(epochs: int = 3, repeats: int = 3, patch: int = 96, depth: int = 3) -> None:
+def bench_callback(epochs: int = 3, repeats: int = 5, patch: int = 96, depth: int = 3) -> None:
     """DoctorCallback overhead: interleaved fits with and without it, ratio of the medians."""
     import statistics
 
@@ -105,12 +105,13 @@ def main() -> None:
         "--data", type=Path, default=REPO.parent / "shared" / "data" / "dsb2018-nuclei"
     )
     parser.add_argument("--probe", action="store_true")
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", choices=("data", "callback", "probe"), default=None)
     args = parser.parse_args()
     if args.only in (None, "data"):
         bench_data(args.data)
     if args.only in (None, "callback"):
-        bench_callback()
+        bench_callback(repeats=args.repeats)
     if args.probe or args.only == "probe":
         bench_probe(args.data)
 

@@ -11,8 +11,10 @@ When the fit fails, a control run on the same images with the masks rotated by o
 image paired with another image's mask) shows whether the given pairing carries more signal than a
 wrong one: if not, the masks do not match their images.
 
-Measured (nuclei sample, 8 crops of 64x64, U-Net depth 2 with 8 filters and BatchNorm, Dice+CE,
-40 steps): correctly paired 0.81 Dice; masks of other images 0.00; masks flipped 0.30.
+Measured (nuclei sample, 4-8 crops of 64x64, U-Net depth 2 with 8 filters and BatchNorm, Dice+CE,
+40 steps): correctly paired 0.95-0.98 Dice on torch and JAX; masks of other images 0.12-0.29 on
+torch but 0.72-0.86 on JAX, which memorises them: mispairing is caught reliably on torch only.
+A Dice coefficient passed as the loss (minimised: it unlearns) fires on every backend.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ OVERFIT_STEPS = 40
 OVERFIT_LR = 1e-2
 """Adam at this LR: fast enough to fit one batch in ``OVERFIT_STEPS`` steps, with or without BN."""
 FIT_DICE = 0.5
-"""``cannot-overfit`` when the foreground Dice on the fitted batch stays below this."""
+"""``cannot-overfit`` when the foreground Dice on the fitted batch stays below this (or below the
+Dice of an all-foreground prediction + 0.2, when that is higher)."""
 MIN_FOREGROUND_PIXELS = 20
 """Below this many foreground pixels in the batch, the Dice says nothing: no verdict."""
 
@@ -99,7 +102,10 @@ def probe_overfit(
     if len(losses) < steps or int(foreground(y).sum()) < MIN_FOREGROUND_PIXELS:
         return [], losses  # out of time, or nothing to fit: no verdict
     dice = fit_dice(copy, x, y)
-    if dice >= FIT_DICE:
+    share = float(foreground(y).mean())
+    trivial = 2 * share / (1 + share)  # Dice of predicting everything as foreground
+    threshold = max(FIT_DICE, trivial + 0.2)
+    if dice >= threshold:
         return [], losses
     control = clone(model, learning_rate=OVERFIT_LR, optimizer="adam")
     wrong = np.roll(y, 1, axis=0)  # every image with another image's mask
@@ -110,7 +116,8 @@ def probe_overfit(
         "samples": len(x),
         "steps": len(losses),
         "fitted_foreground_dice": dice,
-        "threshold": FIT_DICE,
+        "threshold": threshold,
+        "all_foreground_dice": trivial,
         "loss_first_last": [losses[0], losses[-1]],
         "control_dice_with_other_images_masks": control_dice,
     }

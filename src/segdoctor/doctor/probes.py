@@ -380,11 +380,15 @@ def run_probes(
     skipped = skipped if skipped is not None else []
     start = time.monotonic()
     found = probe_init_loss(model, x, y)
-    overfit, losses = probe_overfit(model, x, y, budget_s=budget_s / 2)
+    try:
+        overfit, losses = probe_overfit(model, x, y, budget_s=budget_s / 2)
+    except RuntimeError as err:  # torch refuses a loss with no gradient at all
+        skipped.append(f"training probes (training failed: {str(err).splitlines()[0][:120]})")
+        overfit, losses = [], []
     found += overfit
-    if len(losses) < OVERFIT_STEPS and not overfit:
+    if losses and len(losses) < OVERFIT_STEPS and not overfit:
         skipped.append("cannot-overfit")
-    if not any(f.id == "nan-loss" for f in overfit):
+    if losses and not any(f.id == "nan-loss" for f in overfit):
         left = budget_s - (time.monotonic() - start)
         per_step = (time.monotonic() - start) / max(len(losses), 1)
         if per_step * LR_STEPS <= left:

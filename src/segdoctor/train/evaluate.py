@@ -172,6 +172,8 @@ def finish_run(result, prepared, log: Log = print) -> None:
             "history": run_dir / "history.csv",
             "best model": best,
             "last model": run_dir / "last.keras",
+            "doctor findings": run_dir / "doctor.json",
+            "LR range test": run_dir / "lr_find.png",
         }
     )
     rows_hist = _read_history(run_dir / "history.csv")

@@ -56,7 +56,7 @@ class RunResult:
         lines = [f"Run folder: {self.run_dir}"]
         if self.best_val_dice is not None:
             lines.append(
-                f"Best validation Dice (per-image mean on validation patches): {self.best_val_dice:.4f} at epoch {self.best_epoch + 1}"
+                f"Best validation Dice (per-image mean, during training): {self.best_val_dice:.4f} at epoch {self.best_epoch + 1}"
             )
         ev = self.evaluation.get("summary", {})
         if ev:
