@@ -5,11 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.segdoctor-installed
-EXTRAS ?= torch,jax,nifti,dev
-# TensorFlow lives in its own environment: when it is installed, Keras imports it on every model
-# save even on the torch backend (seconds of start-up and log noise), so the main one stays without.
-TF_VENV  := .venv-tf
-TF_STAMP := $(TF_VENV)/.segdoctor-installed
+EXTRAS ?= tensorflow,torch,jax,nifti,dev
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 # Tests whose subject depends on the Keras backend run once per backend, each in its own process.
 BACKEND_TESTS := tests/test_losses.py tests/test_metrics.py tests/test_models.py tests/test_data_augment.py
@@ -18,7 +14,7 @@ BACKEND_TESTS := tests/test_losses.py tests/test_metrics.py tests/test_models.py
 
 help:
 	@echo "make demo          train on the bundled nuclei sample and diagnose it (a few minutes)"
-	@echo "make test          lint + the test suite on the torch, jax and tensorflow backends"
+	@echo "make test          lint + the test suite (torch), backend-specific tests on jax and tensorflow"
 	@echo "make bench         benchmarks (slow; results go to benchmarks/RESULTS.md by hand)"
 	@echo "make lint          ruff"
 	@echo "make test-browser  open a run's report.html in headless Chromium"
@@ -28,12 +24,6 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
-
-$(TF_STAMP): pyproject.toml
-	@test -x $(TF_VENV)/bin/python || $(PYTHON) -m venv $(TF_VENV)
-	$(TF_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(TF_VENV)/bin/python -m pip install --quiet -e ".[tensorflow,nifti,dev]"
-	@touch $(TF_STAMP)
 
 install: $(STAMP)
 
@@ -51,9 +41,9 @@ format: $(STAMP)
 test-fast: $(STAMP)
 	KERAS_BACKEND=torch $(PYTEST) -q -m "not slow and not browser"
 
-test-backends: $(STAMP) $(TF_STAMP)
+test-backends: $(STAMP)
 	KERAS_BACKEND=jax $(PYTEST) -q -m "not slow and not browser" $(wildcard $(BACKEND_TESTS))
-	KERAS_BACKEND=tensorflow $(TF_VENV)/bin/python -m pytest -p no:cacheprovider -q -m "not slow and not browser" $(wildcard $(BACKEND_TESTS))
+	KERAS_BACKEND=tensorflow $(PYTEST) -q -m "not slow and not browser" $(wildcard $(BACKEND_TESTS)) tests/test_cli_e2e.py
 
 test: lint test-fast test-backends
 
@@ -69,4 +59,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) $(TF_VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -238,11 +238,6 @@ def test_a_read_only_output_folder_is_reported_before_training(tmp_path, capsys)
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="doctor/api.py cli_diagnose writes --json/--html after the diagnosis without checking "
-    "the destination; the OSError escapes as a traceback",
-)
 def test_diagnose_reports_an_unwritable_report_path_before_diagnosing(tmp_path, capsys):
     data = write_disc_dataset(tmp_path / "data", n=2)
     blocker = tmp_path / "a-file"

@@ -4,9 +4,9 @@ Keras 3 reads ``KERAS_BACKEND`` once, at ``import keras``. When the variable is 
 default backend (TensorFlow) is not installed, ``import keras`` fails. segdoctor therefore picks a
 backend *before* Keras is imported, and never overrides a choice the user made.
 
-Order of preference when ``KERAS_BACKEND`` is unset: torch, jax, tensorflow. On a 2-core CPU a
-small U-Net trains about 2-3x faster on the torch backend than on JAX (see
-``benchmarks/RESULTS.md``, "Backend choice"), so torch comes first.
+Order of preference when ``KERAS_BACKEND`` is unset: tensorflow, torch, jax. On a 2-core CPU the
+default U-Net (256x256, batch 8) trains 2.2x faster on the TensorFlow backend than on torch and 4.5x
+faster than on JAX (``benchmarks/bench_backends.py``; results in ``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import importlib.util
 import os
 import sys
 
-PREFERENCE: tuple[str, ...] = ("torch", "jax", "tensorflow")
+PREFERENCE: tuple[str, ...] = ("tensorflow", "torch", "jax")
 _SOURCE: dict[str, str] = {}
 
 
@@ -50,6 +50,8 @@ def ensure_backend() -> str:
         _SOURCE["backend"] = "none installed"
         return "tensorflow"
     os.environ["KERAS_BACKEND"] = available[0]
+    if available[0] == "tensorflow":
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     _SOURCE["backend"] = "auto"
     return available[0]
 
@@ -65,7 +67,7 @@ def describe_backend() -> str:
     if source == "none installed":
         return (
             "No Keras backend is installed: install one with "
-            "`pip install 'segdoctor[torch]'` (or [jax], [tensorflow])."
+            "`pip install 'segdoctor[tensorflow]'` (or [torch], [jax])."
         )
     return (
         f"Keras backend: {name} (KERAS_BACKEND unset; picked the fastest installed backend "

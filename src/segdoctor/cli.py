@@ -240,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["XLA_FLAGS"] = (
             os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}"
         ).strip()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     print(describe_backend(), file=sys.stderr)
     try:
         return int(args.func(args) or 0)

@@ -173,6 +173,11 @@ def cli_diagnose(
         (the reason is printed on stderr).
     """
     try:
+        from segdoctor._io import check_writable
+
+        for destination in (json_path, html_path):  # refuse before the work, not after it
+            if destination is not None:
+                check_writable(Path(destination).parent)
         report = diagnose(
             data=data,
             model=model,

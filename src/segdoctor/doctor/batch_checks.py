@@ -126,7 +126,11 @@ def check_batch(
         fg = (y[..., 0] > 0) if y.shape[-1] == 1 else y.argmax(-1) > 0
     else:
         fg = y.argmax(-1) > 0
-    if float(np.max(x)) > 2.0 and (model is None or not _has_scaling(model)):
+    # Unscaled inputs look like raw intensities (0..255, 16-bit counts), not like standardized data:
+    # a z-scored image with bright sparse objects can reach 10-20 but has negative values and std ~1.
+    x_min, x_max, x_std = float(np.min(x)), float(np.max(x)), float(np.std(x))
+    raw_looking = (x_min >= 0 and x_max > 20.0) or x_std > 20.0 or abs(float(np.mean(x))) > 20.0
+    if raw_looking and (model is None or not _has_scaling(model)):
         found.append(
             make_finding(
                 "input-not-normalized",

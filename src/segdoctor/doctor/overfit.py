@@ -56,16 +56,21 @@ def train_steps(model, x, y, steps: int, deadline: float | None = None) -> list[
 
 
 def fit_dice(model, x, y) -> float:
-    """Foreground Dice of the training-mode prediction (dropout off) on ``(x, y)``.
+    """Dice of the rarer class in the training-mode prediction (dropout off) on ``(x, y)``.
 
     A one-channel output is scored at its best threshold in 0.05..0.95: the question is whether
     the model separates the objects at all (calibration is the loss's business; early in a fit
-    with rare foreground, probabilities often stay under 0.5 while already ranking well).
+    with rare foreground, probabilities often stay under 0.5 while already ranking well). When the
+    foreground covers most pixels, the background (then the rarer class) is scored instead, so
+    that predicting one class everywhere never scores well.
     """
     with no_dropout(model):
         p = probabilities(model, x, training=True)  # (B, H, W, K)
     if p.shape[-1] > 1:
         return foreground_dice(p, y)
+    y = np.asarray(y, "float32")
+    if float(foreground(y).mean()) > 0.5:
+        p, y = 1.0 - p, 1.0 - (y > 0.5)
     return max(foreground_dice((p > t).astype("float32"), y) for t in np.linspace(0.05, 0.95, 19))
 
 
@@ -103,7 +108,8 @@ def probe_overfit(
         return [], losses  # out of time, or nothing to fit: no verdict
     dice = fit_dice(copy, x, y)
     share = float(foreground(y).mean())
-    trivial = 2 * share / (1 + share)  # Dice of predicting everything as foreground
+    share = min(share, 1 - share) if np.shape(y)[-1] == 1 else share  # the class fit_dice scores
+    trivial = 2 * share / (1 + share)  # Dice of predicting that class everywhere
     threshold = max(FIT_DICE, trivial + 0.2)
     if dice >= threshold:
         return [], losses
@@ -117,7 +123,7 @@ def probe_overfit(
         "steps": len(losses),
         "fitted_foreground_dice": dice,
         "threshold": threshold,
-        "all_foreground_dice": trivial,
+        "one_class_everywhere_dice": trivial,
         "loss_first_last": [losses[0], losses[-1]],
         "control_dice_with_other_images_masks": control_dice,
     }

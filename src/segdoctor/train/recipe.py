@@ -83,7 +83,13 @@ def make_loss(config: RunConfig, prepared: PreparedData) -> keras.losses.Loss:
     """The configured Dice-family loss for the prepared data's mode."""
     from segdoctor import losses
 
-    kwargs: dict[str, Any] = {"mode": prepared.mode, "ignore_index": prepared.ignore_index}
+    # Per-image Dice: a small object missed next to a large one still costs its full share
+    # (the doctor's dice-batch-pooled finding explains why pooling over the batch hides it).
+    kwargs: dict[str, Any] = {
+        "mode": prepared.mode,
+        "ignore_index": prepared.ignore_index,
+        "per_image": True,
+    }
     name = config.train.loss
     if name == "dice_ce":
         return losses.DiceCELoss(**kwargs)
