@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Keras imports TensorFlow (when installed) on save
+os.environ.setdefault(
+    "TF_CPP_MIN_LOG_LEVEL", "2"
+)  # Keras imports TensorFlow (when installed) on save
 
 import numpy as np
 import pytest
