@@ -38,21 +38,8 @@ TINY = [
     "--set", "train.doctor=false", "--set", "data.samples_per_epoch=4",
 ]  # fmt: skip
 
-DOCTOR_SILENT_ON_NEGATIVE_MASKS = pytest.mark.xfail(
-    strict=True,
-    reason="doctor/data_checks.py _mask_findings has no finding for mask values that are not "
-    "class indices (negative); training refuses the same data",
-)
-DOCTOR_DOES_NOT_NAME_STRAY_VALUES = pytest.mark.xfail(
-    strict=True,
-    reason="doctor/data_checks.py _stream yields masks without names, so class-absent cannot say "
-    "which file holds the stray value 7 (MaskReport.first_seen)",
-)
 TRAIN_XFAIL: dict = {}
-DIAGNOSE_XFAIL = {
-    "mask-negative": DOCTOR_SILENT_ON_NEGATIVE_MASKS,
-    "mask-value-7": DOCTOR_DOES_NOT_NAME_STRAY_VALUES,
-}
+DIAGNOSE_XFAIL: dict = {}
 
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:

@@ -77,6 +77,7 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         "class-imbalance", "data", "warning", "Foreground is a tiny fraction of the pixels"
     ),
     CatalogEntry("class-absent", "data", "warning", "A class never appears in the masks"),
+    CatalogEntry("mask-invalid-values", "data", "error", "Mask values that are not class indices"),
     CatalogEntry(
         "input-not-normalized",
         "data",

@@ -62,8 +62,8 @@ def _foreground(mask: np.ndarray) -> np.ndarray:
     return mask != 0
 
 
-def _stream(index, summary: DataSummary, sample: set[int]) -> Iterator[np.ndarray]:
-    from segdoctor.data.io import read_image, read_mask
+def _stream(index, summary: DataSummary, sample: set[int]) -> Iterator[tuple[str, np.ndarray]]:
+    from segdoctor.data.io import display_name, read_image, read_mask
     from segdoctor.data.split import content_hash
     from segdoctor.errors import SegdoctorError
 
@@ -93,7 +93,7 @@ def _stream(index, summary: DataSummary, sample: set[int]) -> Iterator[np.ndarra
             if float(np.ptp(image)) == 0.0:
                 summary.constant.append(pair.name)
             summary.hashes.setdefault(content_hash(image), []).append((pair.split or "", pair.name))
-        yield mask
+        yield display_name(pair.mask), mask  # named, so findings can say which file holds a value
 
 
 def check_data(root: str | Path, *, plots: bool = True) -> tuple[list[Finding], DataSummary, dict]:
@@ -132,9 +132,30 @@ def check_data(root: str | Path, *, plots: bool = True) -> tuple[list[Finding], 
         summary.mask_kind = report.kind
         summary.mask_description = report.describe()
         found += _mask_findings(report, summary)
+        found += _policy_findings(report)
     found += _pair_findings(index, summary)
     found += _content_findings(summary)
     return found, summary, (_plots(report, summary) if plots and report is not None else {})
+
+
+def _policy_findings(report) -> list[Finding]:
+    """Masks that training would refuse (e.g. negative values) must not pass the doctor silently."""
+    from segdoctor.data.masks import decide_mask_policy
+    from segdoctor.errors import SegdoctorError
+
+    try:
+        decide_mask_policy(report)
+    except SegdoctorError as err:
+        return [
+            make_finding(
+                "mask-invalid-values",
+                {"problem": err.what, "received": err.received or "", "kinds": report.kind},
+                err.fix
+                or "Masks must hold class indices 0..K-1 (or an ignore value): fix the files, or "
+                "set data.ignore_index for a void label.",
+            )
+        ]
+    return []
 
 
 def _mask_findings(report, summary: DataSummary) -> list[Finding]:
@@ -204,7 +225,13 @@ def _mask_findings(report, summary: DataSummary) -> list[Finding]:
             found.append(
                 make_finding(
                     "class-absent",
-                    {"absent_classes": absent, "present": values},
+                    {
+                        "absent_classes": absent,
+                        "present": values,
+                        "stray_values": report.where(
+                            [v for v in report.values if v > absent[0]]
+                        ).strip(" ()"),
+                    },
                     "These class indices never appear: either the class map has gaps (remap to "
                     "0..K-1) or the class is missing from this data (collect examples, or drop the "
                     "class). Its Dice is undefined and drags the mean.",
