@@ -127,3 +127,18 @@ def test_unknown_history_format_is_a_data_error(tmp_path, text):
     p.write_text(text)
     with pytest.raises(DataError):
         load_history(p)
+
+
+def test_a_cosine_schedule_is_not_a_misdirected_plateau_scheduler():
+    """Found on segdoctor's own demo run: smooth schedule decay while Dice rises is healthy."""
+    import math
+
+    from segdoctor.doctor import analyze_history
+
+    epochs = 18
+    lr = [3e-3 * 0.5 * (1 + math.cos(math.pi * e / 40)) for e in range(epochs)]
+    dice = [0.5 + 0.4 * (1 - math.exp(-e / 3)) for e in range(epochs)]
+    history = {"loss": [1 - d for d in dice], "val_dice": dice, "lr": lr}
+    assert "lr-reduced-while-improving" not in [f.id for f in analyze_history(history)]
+    cut = {**history, "lr": [1e-3] * 4 + [5e-4] * (epochs - 4)}  # a plateau cut during the rise
+    assert "lr-reduced-while-improving" in [f.id for f in analyze_history(cut)]

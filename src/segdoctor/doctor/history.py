@@ -233,7 +233,14 @@ def _lr_reduced_while_improving(h: History, patience: int | None) -> list[Findin
     lr, dice = np.asarray(h[lr_key], float), np.asarray(h[dice_key], float)
     n = min(len(lr), len(dice))
     for i in range(3, n):
-        if lr[i] < lr[i - 1] * 0.999:
+        # A plateau scheduler holds the rate, then cuts it by a factor; a schedule (cosine, poly,
+        # warm-up) changes it a little every epoch and is not a misdirected monitor.
+        held = abs(lr[i - 1] - lr[i - 2]) <= 1e-6 * abs(lr[i - 1])
+        with np.errstate(divide="ignore", invalid="ignore"):  # a schedule may start at 0
+            same_factor = bool(
+                abs(lr[i] / lr[i - 1] - lr[i - 1] / lr[i - 2]) < 1e-6
+            )  # repeated cuts
+        if (held or same_factor) and lr[i] < lr[i - 1] * 0.9:
             recent, before = dice[max(0, i - 2) : i + 1], dice[: max(0, i - 2)]
             if len(before) and np.nanmax(recent) > np.nanmax(before) + 1e-3:
                 return [
