@@ -270,3 +270,16 @@ def test_resume_without_a_run_folder_is_explained(tmp_path):
 
     with pytest.raises(SegdoctorError, match="Cannot resume"):
         resume_run(Path(tmp_path))
+
+
+def test_a_nan_loss_leaves_a_doctor_finding(tmp_path):
+    import numpy as np
+
+    from segdoctor.train.recipe import _record_nan_finding
+
+    path = tmp_path / "doctor.json"
+    path.write_text(json.dumps({"findings": [{"id": "plateau"}], "summary": {}}))
+    _record_nan_finding(path, {"epoch": 2, "batch": 5, "loss": str(np.nan), "lr": 0.1})
+    findings = json.loads(path.read_text())["findings"]
+    assert [f["id"] for f in findings] == ["nan-loss", "plateau"]
+    assert findings[0]["severity"] == "error" and findings[0]["evidence"]["epoch"] == 3

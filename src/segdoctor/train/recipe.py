@@ -377,6 +377,7 @@ def train_run(
             f"(learning rate {nan_guard.event['lr']:.3g}). The last good checkpoint is kept. Lower the learning rate or check the inputs for NaN/Inf."
         )
         atomic_write_text(run_dir / "nan_event.json", json.dumps(nan_guard.event, indent=2))
+        _record_nan_finding(run_dir / "doctor.json", nan_guard.event)
     elif budget is not None and budget.triggered:
         status = f"time budget ({config.train.max_minutes:g} min)"
     elif early is not None and early.stopped_epoch > 0:
@@ -399,6 +400,31 @@ def train_run(
 
     finish_run(result, prepared, log=log)
     return result
+
+
+def _record_nan_finding(path: Path, event: dict[str, Any]) -> None:
+    """Add a nan-loss finding to the run's doctor report (created if the doctor was off)."""
+    from segdoctor.doctor import make_finding
+
+    finding = make_finding(
+        "nan-loss",
+        {
+            "epoch": event["epoch"] + 1,
+            "batch": event["batch"],
+            "loss": event["loss"],
+            "lr": event["lr"],
+        },
+        "Training stopped at the first non-finite loss and kept the last good checkpoint. Lower the "
+        "learning rate (or use warm-up), check the inputs for NaN/Inf, and keep the loss in float32 "
+        "under mixed precision; resume with `segdoctor train --resume RUN` after the fix.",
+    )
+    report = (
+        json.loads(path.read_text(encoding="utf-8"))
+        if path.exists()
+        else {"findings": [], "summary": {}}
+    )
+    report["findings"] = [finding.to_dict(), *report.get("findings", [])]
+    atomic_write_text(path, json.dumps(report, indent=2))
 
 
 def resume_run(run_dir: Path, extra_epochs: int | None = None, log: Log = _print) -> RunResult:
