@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segdoctor.doctor._io import write_text_atomic
+from segdoctor._io import atomic_write_text as write_text_atomic
 from segdoctor.doctor.catalog import CATALOG
 from segdoctor.doctor.findings import SEVERITIES, Finding
 
