@@ -12,43 +12,19 @@ from typing import Any
 
 from segdoctor.doctor.findings import Finding
 from segdoctor.doctor.report import Report
-from segdoctor.errors import ModelLoadError, SegdoctorError
+from segdoctor.errors import SegdoctorError
 
 
 def load_model(path: str | Path, *, safe_mode: bool = True):
-    """Load a ``.keras``/``.h5`` model without its optimizer state being required.
+    """Load a ``.keras`` model (or a run folder's best model) for the checks, compiled.
 
-    Loads with ``safe_mode=True`` by default: a model that needs unsafe deserialization (a Lambda
-    layer) is refused with a :class:`ModelLoadError` that names the opt-in.
-
-    Raises:
-        ModelLoadError: missing, corrupt, or unsafe model file.
+    The one safe loader of the project (:func:`segdoctor.train.inference.load_model`): Keras'
+    ``safe_mode`` is on unless the user opts in, and a refused or broken file raises a
+    :class:`ModelLoadError` that says why and names ``--unsafe``.
     """
-    import keras
+    from segdoctor.train.inference import load_model as safe_load
 
-    path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(
-            f"Model file not found: {path}", fix="pass a .keras file saved with model.save()."
-        )
-    try:
-        return keras.saving.load_model(path, safe_mode=safe_mode, compile=True)
-    except Exception as err:  # Keras raises ValueError/TypeError/OSError variously
-        text = str(err)
-        if "safe_mode" in text or "unsafe" in text.lower() or "lambda" in text.lower():
-            raise ModelLoadError(
-                f"The model {path.name} needs unsafe deserialization (it contains code, e.g. a Lambda layer)",
-                expected="a model that loads with safe_mode=True",
-                received=text.splitlines()[0][:200],
-                fix="only if you trust the file, opt in: `segdoctor diagnose ... --unsafe` "
-                "(Python: safe_mode=False). Otherwise replace the Lambda layer by a registered layer.",
-            ) from None
-        raise ModelLoadError(
-            f"Cannot load the model {path.name}",
-            received=f"{type(err).__name__}: {text.splitlines()[0][:200] if text else ''}",
-            fix="check that the file is a Keras 3 .keras file and that custom objects are importable "
-            "(registered with keras.saving.register_keras_serializable).",
-        ) from None
+    return safe_load(path, unsafe=not safe_mode, compile=True)
 
 
 def diagnose(

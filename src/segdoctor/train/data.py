@@ -53,14 +53,10 @@ class PreparedData:
 
 
 def load_pair(pair, policy, normalizer, channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Read, convert channels, normalize; mask normalized with ``policy``."""
-    image = sd.to_channels(
-        sd.read_image(pair.image, slice_index=pair.slice_index), channels, name=pair.name
-    )
-    mask = sd.normalize_mask(
-        sd.read_mask(pair.mask, slice_index=pair.slice_index), policy, name=pair.name
-    )
-    return normalizer(image), mask.astype(np.int32)
+    """Read a pair (the loader's reader), convert channels, normalize; mask through ``policy``."""
+    image, mask = sd.read_pair(pair)
+    image = sd.to_channels(image, channels, name=pair.name)
+    return normalizer(image), sd.normalize_mask(mask, policy, name=pair.name).astype(np.int32)
 
 
 def prepare_data(config: RunConfig, log: Log = print, run_dir: Path | None = None) -> PreparedData:
