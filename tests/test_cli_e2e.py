@@ -36,7 +36,8 @@ def test_train_writes_a_complete_run_folder(trained):
     with open(run / "history.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
-    assert {"loss", "dice", "val_dice", "val_loss", "lr"} <= set(rows[0])
+    assert {"loss", "dice", "val_dice", "val_loss", "learning_rate"} <= set(rows[0])
+    assert "lr" not in rows[0]  # one learning-rate column, not one per callback
     state = json.loads((run / "state.json").read_text())
     assert state["epoch"] == 2 and state["status"] == "completed"
     best = max(float(r["val_dice"]) for r in rows)

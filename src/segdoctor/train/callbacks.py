@@ -7,7 +7,7 @@
   resume, unlike ``keras.callbacks.CSVLogger`` in append mode after a crash mid-line).
 - :class:`NanGuard` stops on a non-finite loss and records why.
 - :class:`TimeBudget` stops at the first epoch boundary after ``max_minutes``.
-- :class:`LearningRateLogger` adds the learning rate to the logs (and so to the history).
+- :class:`LearningRateLogger` adds ``learning_rate`` to the logs (and so to the history).
 """
 
 from __future__ import annotations
@@ -33,11 +33,15 @@ def current_lr(optimizer: Any) -> float:
 
 
 class LearningRateLogger(keras.callbacks.Callback):
-    """Put the learning rate of the epoch's last step into ``logs["lr"]``."""
+    """Put the learning rate of the epoch's last step into ``logs["learning_rate"]``.
+
+    The key Keras' own LR callbacks use, so the history has one learning-rate column whoever
+    writes it (the doctor's callback only fills it in when it is missing).
+    """
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None:
-            logs["lr"] = current_lr(self.model.optimizer)
+            logs["learning_rate"] = current_lr(self.model.optimizer)
 
 
 class RunState:

@@ -41,15 +41,21 @@ def plot_learning_curves(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     panels = [
         ("loss", "Loss (lower is better)"),
         ("dice", "Dice (higher is better)"),
-        ("lr", "Learning rate"),
+        ("learning_rate", "Learning rate"),
     ]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, (key, title) in zip(axes, panels, strict=True):
         if rows and key in rows[0]:
-            ax.plot(epochs, _column(rows, key), "o-", ms=3, label="train" if key != "lr" else "lr")
+            ax.plot(
+                epochs,
+                _column(rows, key),
+                "o-",
+                ms=3,
+                label="train" if key != "learning_rate" else "learning rate",
+            )
         if rows and f"val_{key}" in rows[0]:
             ax.plot(epochs, _column(rows, f"val_{key}"), "o-", ms=3, label="validation")
-        if key == "lr":
+        if key == "learning_rate":
             ax.set_yscale("log")
         if key == "dice":
             ax.set_ylim(0, 1)
