@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.segdoctor-installed
 EXTRAS ?= tensorflow,torch,jax,nifti,dev
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 # Tests whose subject depends on the Keras backend run once per backend, each in its own process.
-BACKEND_TESTS := tests/test_losses.py tests/test_metrics.py tests/test_models.py tests/test_data_augment.py
+BACKEND_TESTS := tests/test_losses.py tests/test_metrics.py tests/test_models.py tests/test_data_augment.py tests/test_fit_backends.py
 
 .PHONY: help install demo test test-fast test-backends test-slow test-browser lint format bench clean
 

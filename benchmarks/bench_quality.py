@@ -25,18 +25,20 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "torch")
+from segdoctor._backend import ensure_backend
 
-import keras
+ensure_backend()  # the product's default backend unless KERAS_BACKEND says otherwise
 
-from segdoctor import data as sd
-from segdoctor.losses import dice_loss
-from segdoctor.metrics import DiceScore
-from segdoctor.train.config import resolve_config
-from segdoctor.train.data import load_pair, prepare_data
-from segdoctor.train.evaluate import evaluate_pairs
-from segdoctor.train.inference import load_model
-from segdoctor.train.recipe import make_model, train_run
+import keras  # noqa: E402
+
+from segdoctor import data as sd  # noqa: E402
+from segdoctor.losses import dice_loss  # noqa: E402
+from segdoctor.metrics import DiceScore  # noqa: E402
+from segdoctor.train.config import resolve_config  # noqa: E402
+from segdoctor.train.data import load_pair, prepare_data  # noqa: E402
+from segdoctor.train.evaluate import evaluate_pairs  # noqa: E402
+from segdoctor.train.inference import load_model  # noqa: E402
+from segdoctor.train.recipe import make_model, train_run  # noqa: E402
 
 
 def write_split_csv(data: Path, folder: Path, seed: int = 0) -> tuple[Path, list]:
@@ -47,7 +49,7 @@ def write_split_csv(data: Path, folder: Path, seed: int = 0) -> tuple[Path, list
     with open(csv_path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["image", "mask"])
-        writer.writerows([[str(p.image), str(p.mask)] for p in trainval])
+        writer.writerows([[str(p.image.resolve()), str(p.mask.resolve())] for p in trainval])
     return csv_path, test
 
 

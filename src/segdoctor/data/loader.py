@@ -382,6 +382,41 @@ class SegmentationDataset(keras.utils.PyDataset):
             return math.ceil(self.samples_per_epoch / self.batch_size)
         return len(self._val_batches)
 
+    def for_fit(self):
+        """What to pass to ``model.fit``: this dataset, or on TensorFlow a dynamic-shape pipeline.
+
+        Keras hands a PyDataset to TensorFlow as ``tf.data.Dataset.from_generator`` with a
+        signature inferred from the first few batches. Whole-image validation batches are sorted
+        by size, so that signature would fix H and W to the smallest size and the first larger
+        image would stop training ("`generator` yielded an element of shape ..."). On the
+        TensorFlow backend, when the validation images come in more than one padded size, this
+        returns a ``tf.data.Dataset`` over the same batches that declares H and W unknown.
+        """
+        if (
+            self.training
+            or self.validation != "whole"
+            or keras.backend.backend() != "tensorflow"
+            or len({self._padded_shape(b[0]) for b in self._val_batches}) < 2
+        ):
+            return self
+        import tensorflow as tf
+
+        x, y = self[0]
+        signature = (
+            tf.TensorSpec((None, None, None, x.shape[-1]), tf.as_dtype(x.dtype)),
+            tf.TensorSpec((None, None, None, y.shape[-1]), tf.as_dtype(y.dtype)),
+        )
+
+        def batches():
+            for i in range(len(self)):
+                yield self[i]
+
+        return tf.data.Dataset.from_generator(batches, output_signature=signature)
+
+    def _padded_shape(self, i: int) -> tuple[int, int]:
+        h, w = self._shapes[i]
+        return round_up(h, self.stride), round_up(w, self.stride)
+
     def on_epoch_end(self) -> None:
         """Mark the epoch as finished: the next batch comes from a new permutation/patches.
 
@@ -487,8 +522,8 @@ class SegmentationDataset(keras.utils.PyDataset):
             ids = list(range(len(self.pairs)))
             return [ids[i : i + self.batch_size] for i in range(0, len(ids), self.batch_size)]
         buckets: dict[tuple[int, int], list[int]] = {}
-        for i, (h, w) in enumerate(self._shapes):
-            buckets.setdefault((round_up(h, self.stride), round_up(w, self.stride)), []).append(i)
+        for i in range(len(self._shapes)):
+            buckets.setdefault(self._padded_shape(i), []).append(i)
         batches = []
         for key in sorted(buckets):
             ids = buckets[key]

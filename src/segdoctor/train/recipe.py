@@ -363,7 +363,7 @@ def train_run(
     started = time.monotonic()
     history = model.fit(
         prepared.train,
-        validation_data=prepared.val,
+        validation_data=prepared.val.for_fit(),
         epochs=config.train.epochs,
         initial_epoch=initial_epoch,
         callbacks=items,
