@@ -2,13 +2,19 @@
 
 Run: ``KERAS_BACKEND=torch python benchmarks/bench_doctor.py [--data DIR] [--probe]``.
 DIR defaults to ``../shared/data/dsb2018-nuclei`` next to the repository.
+``--only scale --scale 1000,10000`` times ``segdoctor diagnose`` (a fresh process each) on that
+many synthetic 256x256 pairs, written once to ``--synthetic-dir``: wall time and the process's peak
+resident memory, to show that time grows linearly and memory stays flat.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -99,6 +105,67 @@ def bench_probe(path: Path, size: int = 256) -> None:
         )
 
 
+def write_synthetic(root: Path, n: int, size: int = 256) -> Path:
+    """``n`` gray image/mask PNG pairs (a few discs on a textured background); kept for reuse."""
+    import numpy as np
+    from PIL import Image
+
+    folder = root / f"pairs_{n}"
+    done = folder / ".complete"
+    if done.exists():
+        return folder
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    background = (80 + 20 * np.sin(xx / 9.0) * np.cos(yy / 13.0)).astype(np.float32)
+    for i in range(n):
+        mask = np.zeros((size, size), bool)
+        for _ in range(int(rng.integers(0, 4))):  # some masks are empty
+            cy, cx, r = (
+                rng.integers(20, size - 20),
+                rng.integers(20, size - 20),
+                rng.integers(5, 20),
+            )
+            mask |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        image = background + 90 * mask + rng.normal(0, 4, size=mask.shape)
+        Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(
+            folder / "images" / f"s{i:05d}.png"
+        )
+        Image.fromarray(mask.astype(np.uint8)).save(folder / "masks" / f"s{i:05d}.png")
+    done.touch()
+    return folder
+
+
+def bench_scale(counts: list[int], root: Path) -> None:
+    """``segdoctor diagnose`` on synthetic datasets of growing size: seconds and peak memory."""
+    rows = []
+    for n in counts:
+        t0 = time.perf_counter()
+        folder = write_synthetic(root, n)
+        made = time.perf_counter() - t0
+        cmd = [sys.executable, "-m", "segdoctor.cli", "diagnose", str(folder), "--json", os.devnull]
+        env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+        dt = time.perf_counter() - t0
+        if os.waitstatus_to_exitcode(status) not in (0, 1):
+            raise RuntimeError(
+                f"diagnose failed on {folder}: {proc.stderr.read().decode()[-2000:]}"
+            )
+        peak = usage.ru_maxrss / 1024
+        rows.append((n, dt, peak))
+        print(
+            f"diagnose on {n:,} synthetic 256x256 pairs: {dt:.1f} s ({1000 * dt / n:.2f} ms/pair), "
+            f"peak RSS {peak:.0f} MiB (data written in {made:.0f} s)",
+            flush=True,
+        )
+    if len(rows) > 1:
+        (n0, t0_, m0), (n1, t1, m1) = rows[0], rows[-1]
+        print(f"{n1 / n0:.0f}x the pairs: {t1 / t0_:.1f}x the time, {m1 / m0:.2f}x the peak memory")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
@@ -106,8 +173,17 @@ def main() -> None:
     )
     parser.add_argument("--probe", action="store_true")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--only", choices=("data", "callback", "probe"), default=None)
+    parser.add_argument("--only", choices=("data", "callback", "probe", "scale"), default=None)
+    parser.add_argument("--scale", default="1000,10000", help="pair counts for --only scale")
+    parser.add_argument(
+        "--synthetic-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "segdoctor-bench-synthetic",
+    )
     args = parser.parse_args()
+    if args.only == "scale":
+        bench_scale([int(n) for n in args.scale.split(",")], args.synthetic_dir)
+        return
     if args.only in (None, "data"):
         bench_data(args.data)
     if args.only in (None, "callback"):

@@ -36,6 +36,7 @@ import select
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -139,7 +140,11 @@ def measure_peak(device: str) -> dict[str, float]:
     n = 8192 if device == "cuda" else 2048
     reps = 10 if device == "cuda" else 6
     out = {}
-    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+    kinds = [("float32", torch.float32), ("bfloat16", torch.bfloat16)]
+    if device == "cuda":  # cuDNN convolutions and XLA use TF32 for float32 by default on GPUs
+        kinds.insert(1, ("tf32", torch.float32))
+    for name, dtype in kinds:
+        torch.backends.cuda.matmul.allow_tf32 = name == "tf32"
         a = torch.randn(n, n, device=device, dtype=dtype)
         b = torch.randn(n, n, device=device, dtype=dtype)
         best = float("inf")
@@ -153,6 +158,7 @@ def measure_peak(device: str) -> dict[str, float]:
             if i >= 2:
                 best = min(best, time.perf_counter() - t)
         out[name] = 2 * n**3 / best / 1e9
+    torch.backends.cuda.matmul.allow_tf32 = False
     return out
 
 
@@ -314,8 +320,9 @@ class Worker:
             [str(REPO / "src"), *filter(None, [env.get("PYTHONPATH")])]
         )
         cmd = [sys.executable, __file__, "--worker", spec, *args.passthrough]
+        self.log = tempfile.TemporaryFile(mode="w+")  # the worker's stderr, shown if it fails
         self.proc = subprocess.Popen(
-            cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True
         )
         self.info: dict = {}
         self.times: list[float] = []
@@ -328,7 +335,9 @@ class Worker:
                 raise TimeoutError(f"{self.spec}: no answer within {timeout:.0f} s")
             line = self.proc.stdout.readline()
             if not line:
-                raise RuntimeError(f"{self.spec}: worker exited ({self.proc.wait()})")
+                self.log.seek(0)
+                tail = self.log.read()[-3000:]
+                raise RuntimeError(f"{self.spec}: worker exited ({self.proc.wait()}):\n{tail}")
             if line.startswith("@@"):
                 return json.loads(line[2:])
 
@@ -390,16 +399,16 @@ def main() -> None:
             w.close()
     peak = measure_peak(device)
     print(
-        f"peak matmul ({device}): float32 {peak['float32']:.0f} GFLOP/s, "
-        f"bfloat16 {peak['bfloat16']:.0f} GFLOP/s",
+        f"peak matmul ({device}): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()),
         flush=True,
     )
+    fp32_peak = "tf32" if device == "cuda" else "float32"
     baseline = next((w for w in workers if w.spec == "torch-eager"), workers[0])
     base_median = statistics.median(baseline.times)
     rows = []
     for w in workers:
         median = statistics.median(w.times)
-        dtype = "bfloat16" if "bf16" in w.spec.split(":")[1:] else "float32"
+        dtype = "bfloat16" if "bf16" in w.spec.split(":")[1:] else fp32_peak
         rows.append(
             {
                 "candidate": w.spec,
