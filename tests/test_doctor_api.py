@@ -114,3 +114,42 @@ def test_cli_probe_end_to_end_with_a_saved_unet(tmp_path, rng, capsys):
     assert "probes" in report["summary"]["checked"]
     assert code == (1 if report["summary"]["errors"] else 0)
     assert not found & {"cannot-overfit", "nan-loss", "exploding-gradients", "lr-too-high"}
+
+
+def test_cli_batch_size_reaches_the_model_checks(tmp_path, rng, capsys):
+    """``segdoctor diagnose DATA --model M --batch-size N``: BatchNorm with a batch of 2 is flagged."""
+    import pytest
+
+    from segdoctor.cli import main
+
+    data = folder(tmp_path / "d", rng)
+    inputs = keras.Input((32, 32, 1))
+    h = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(inputs)
+    h = keras.layers.ReLU()(keras.layers.BatchNormalization()(h))
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(h))
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    path = tmp_path / "bn.keras"
+    model.save(path)
+
+    def found(batch_size):
+        out = tmp_path / f"r{batch_size}.json"
+        main(
+            [
+                "diagnose",
+                str(data),
+                "--model",
+                str(path),
+                "--batch-size",
+                batch_size,
+                "--json",
+                str(out),
+            ]
+        )
+        return {f["id"] for f in json.loads(out.read_text())["findings"]}
+
+    assert "batchnorm-small-batch" in found("2")
+    assert "batchnorm-small-batch" not in found("16")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["diagnose", str(data), "--batch-size", "0"])
+    assert exit_info.value.code == 2
+    assert "positive integer" in capsys.readouterr().err

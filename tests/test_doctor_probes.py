@@ -216,3 +216,26 @@ def test_bn_train_infer_gap_silent_with_momentum_09_and_on_untrained_models(nucl
     model.optimizer.learning_rate.assign(1e-2)
     assert probes.probe_bn_gap(_train_then_decay(model, x, y), x, batch_size=8) == []
     assert probes.probe_bn_gap(nuclei_unet(), x, batch_size=1) == []  # statistics not estimated
+
+
+def test_callback_watches_gradients_during_fit(batch):
+    """DoctorCallback checks gradients after the first epoch (and every ``watch_gradients``)."""
+    from segdoctor.doctor import DoctorCallback
+
+    x, y = batch
+
+    def fit(model, **kwargs):
+        doctor = DoctorCallback(verbose=False, probe_loss=False, **kwargs)
+        model.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=[doctor])
+        return doctor
+
+    deep_sigmoid = fit(net(act="sigmoid", depth=12, init="glorot_uniform"))
+    assert "vanishing-gradients" in ids(deep_sigmoid.findings)
+    found = next(f for f in deep_sigmoid.findings if f.id == "vanishing-gradients")
+    assert found.evidence["where"] == "after epoch 1"
+    assert len(deep_sigmoid.history["grad_norm"]) == 1  # epoch 1 only (every 5th by default)
+    healthy = fit(net(depth=4))
+    assert not {"vanishing-gradients", "exploding-gradients"} & ids(healthy.findings)
+    assert healthy.history["grad_norm"][0] > 0
+    off = fit(net(act="sigmoid", depth=12, init="glorot_uniform"), watch_gradients=0)
+    assert "vanishing-gradients" not in ids(off.findings) and "grad_norm" not in off.history

@@ -73,6 +73,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def cmd_diagnose(args: argparse.Namespace) -> int:
     """``segdoctor diagnose DATA``: data checks, plus model/probe/history checks on request."""
     from segdoctor.doctor import cli_diagnose
@@ -85,6 +95,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         json_path=args.json,
         html_path=args.html,
         safe_mode=not args.unsafe,
+        batch_size=args.batch_size,
     )
 
 
@@ -185,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", help="write the findings as JSON to this file")
     p.add_argument("--html", help="write an HTML report to this file")
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help="the training batch size (checks BatchNorm with small batches and, with --probe, "
+        "whether gradients at this batch size are mostly noise)",
+    )
     p.add_argument(
         "--unsafe",
         action="store_true",

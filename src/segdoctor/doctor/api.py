@@ -141,6 +141,7 @@ def cli_diagnose(
     *,
     console: Any = None,
     probe_size: int = 256,
+    batch_size: int | None = None,
 ) -> int:
     """``segdoctor diagnose``: print the report, write JSON/HTML, return the exit status.
 
@@ -162,6 +163,7 @@ def cli_diagnose(
             plots=html_path is not None,
             safe_mode=safe_mode,
             probe_size=probe_size,
+            batch_size=batch_size,
         )
     except SegdoctorError as err:
         print(f"segdoctor: error: {err}", file=sys.stderr)

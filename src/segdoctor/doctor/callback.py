@@ -4,9 +4,13 @@ At train begin it checks the compiled model (output, loss behaviour, layers) and
 callbacks of the same fit; on the first ``PEEK_BATCHES`` batches it checks mask values, input range
 and image/mask alignment, on every backend: it wraps ``model.train_function`` for those steps only
 and reads the batch the step receives (torch) or the elements the step pulls from its iterator (JAX,
-TensorFlow), then hands the original step back to Keras; after each epoch it analyses the curves (with the learning rate and, when a validation
-sample is given, the predicted foreground fraction) and prints each finding once, as soon as it is
-sure; at the end it writes the report (the same JSON as ``segdoctor diagnose``).
+TensorFlow), then hands the original step back to Keras; after each epoch it analyses the curves
+(with the learning rate and, when a validation sample is given, the predicted foreground fraction);
+every ``watch_gradients`` epochs it takes one backward pass of the compiled loss on a few images
+(the validation sample, else the first training images it saw) in inference mode, so that no
+weight or BatchNorm statistic changes, and checks per-layer ``|grad| / |w|`` (exploding and
+vanishing gradients, logged as ``grad_norm``); it prints each finding once, as soon as it is sure;
+at the end it writes the report (the same JSON as ``segdoctor diagnose``).
 
 A Keras callback has no public handle on the other callbacks. The doctor finds the ``CallbackList``
 that calls it (the caller's frame, on Keras 3); when that fails it still catches a misdirected
@@ -30,6 +34,7 @@ from segdoctor.doctor.history import PRED_FG, TRUE_FG, analyze_history, is_dice_
 from segdoctor.doctor.report import Report
 
 PEEK_BATCHES = 3
+GRAD_IMAGES = 4
 
 
 def _as_numpy(value: Any) -> np.ndarray | None:
@@ -85,6 +90,8 @@ class DoctorCallback(keras.callbacks.Callback):
         validation_data: optional ``(x, y)`` sample (a few images) to watch predictions on.
         verbose: print each finding once when it is found.
         probe_loss: probe the compiled loss on synthetic cases at train begin (< 1 s).
+        watch_gradients: check gradients after the first epoch and then every this many epochs
+            (one backward pass on at most ``GRAD_IMAGES`` images); 0 disables it.
 
     Attributes:
         findings: what was found so far (list of Finding).
@@ -102,8 +109,11 @@ class DoctorCallback(keras.callbacks.Callback):
         validation_data: tuple[Any, Any] | None = None,
         verbose: bool = True,
         probe_loss: bool = True,
+        watch_gradients: int = 5,
     ) -> None:
         super().__init__()
+        self.watch_gradients = int(watch_gradients)
+        self._grad_batch: tuple[np.ndarray, np.ndarray] | None = None
         self.report_path = None if report is None else Path(report)
         self.validation_data = validation_data
         self.verbose = verbose
@@ -199,6 +209,8 @@ class DoctorCallback(keras.callbacks.Callback):
         from segdoctor.doctor.batch_checks import alignment_finding, check_batch
 
         self._peeked += 1
+        if self._grad_batch is None:
+            self._grad_batch = (batch[0][:GRAD_IMAGES].copy(), batch[1][:GRAD_IMAGES].copy())
         model = self._model  # not self.model: see on_train_begin
         self._emit(check_batch(batch[0], batch[1], model, scores_out=self._alignment))
         if self._peeked == PEEK_BATCHES:
@@ -229,6 +241,10 @@ class DoctorCallback(keras.callbacks.Callback):
                 else float(np.mean(y.argmax(-1) > 0))
             )
             logs[PRED_FG], logs[TRUE_FG] = pred_fg, true_fg
+        if self.watch_gradients > 0 and epoch % self.watch_gradients == 0:
+            norm = self._check_gradients(epoch)
+            if norm is not None:
+                logs["grad_norm"] = norm
         for key, value in logs.items():
             v = _as_numpy(value)
             if v is not None and v.size == 1:
@@ -238,6 +254,24 @@ class DoctorCallback(keras.callbacks.Callback):
         ]
         self._emit(sure)
         self.overhead_s += time.perf_counter() - start
+
+    def _check_gradients(self, epoch: int) -> float | None:
+        """One backward pass on a few images: exploding/vanishing gradients, the global norm."""
+        from segdoctor.doctor.probes import gradient_findings, gradient_stats
+
+        if self.validation_data is not None:
+            x, y = self.validation_data
+            batch = (np.asarray(x[:GRAD_IMAGES]), np.asarray(y[:GRAD_IMAGES]))
+        else:
+            batch = self._grad_batch
+        if batch is None or getattr(self.model, "loss", None) is None:
+            return None
+        try:
+            stats = gradient_stats(self.model, batch[0], batch[1], training=False)
+        except Exception:  # a loss or model the gradient helpers cannot drive: no verdict
+            return None
+        self._emit(gradient_findings(stats, where=f"after epoch {epoch + 1}"))
+        return stats["global_norm"] if stats["finite"] else float("nan")
 
     def on_train_end(self, logs=None) -> None:
         start = time.perf_counter()
