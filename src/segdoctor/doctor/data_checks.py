@@ -1,13 +1,17 @@
 """Data checks on a folder of images and masks, in one streaming pass.
 
 Memory does not depend on the number of pairs: each pair is read, summarized into a few numbers
-and dropped. Mask kinds are decided by :func:`segdoctor.data.masks.inspect_masks` (the same rules
+and dropped; a few threads read ahead (a bounded window, in order), since decoding images releases
+the GIL. Mask kinds are decided by :func:`segdoctor.data.masks.inspect_masks` (the same rules
 the loader uses), so the doctor and training never disagree about what a mask means.
 """
 
 from __future__ import annotations
 
+import os
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,38 +66,91 @@ def _foreground(mask: np.ndarray) -> np.ndarray:
     return mask != 0
 
 
-def _stream(index, summary: DataSummary, sample: set[int]) -> Iterator[tuple[str, np.ndarray]]:
+READ_THREADS = min(4, (os.cpu_count() or 1) + 1)
+"""Threads reading and summarizing pairs (image decoding releases the GIL)."""
+READ_AHEAD = 4 * READ_THREADS
+"""Pairs in flight at most: memory stays flat however many pairs there are."""
+
+
+@dataclass
+class _PairRecord:
+    name: str
+    split: str
+    mask_name: str = ""
+    mask: np.ndarray | None = None
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    fg_fraction: float = 0.0
+    shape_mismatch: tuple[Any, Any] | None = None
+    alignment: float | None = None
+    constant: bool = False
+    digest: str | None = None
+
+
+def _read_pair(pair, measure_alignment: bool) -> _PairRecord:
+    """Everything the checks need from one pair (runs in a worker thread)."""
     from segdoctor.data.io import display_name, read_image, read_mask
     from segdoctor.data.split import content_hash
     from segdoctor.errors import SegdoctorError
 
-    for i, pair in enumerate(index.pairs):
-        try:
-            image = read_image(pair.image, slice_index=pair.slice_index)  # (H, W, C)
-        except (SegdoctorError, OSError, ValueError) as err:
-            summary.unreadable.append((str(pair.image), str(err)[:160]))
-            image = None
-        try:
-            mask = read_mask(pair.mask, slice_index=pair.slice_index)  # (H, W) or (H, W, 3)
-        except (SegdoctorError, OSError, ValueError) as err:
-            summary.unreadable.append((str(pair.mask), str(err)[:160]))
+    record = _PairRecord(pair.name, pair.split or "")
+    try:
+        image = read_image(pair.image, slice_index=pair.slice_index)  # (H, W, C)
+    except (SegdoctorError, OSError, ValueError) as err:
+        record.unreadable.append((str(pair.image), str(err)[:160]))
+        image = None
+    try:
+        mask = read_mask(pair.mask, slice_index=pair.slice_index)  # (H, W) or (H, W, 3)
+    except (SegdoctorError, OSError, ValueError) as err:
+        record.unreadable.append((str(pair.mask), str(err)[:160]))
+        return record
+    record.mask, record.mask_name = mask, display_name(pair.mask)
+    fg = _foreground(mask)
+    record.fg_fraction = float(fg.mean())
+    if image is not None:
+        if image.shape[:2] != mask.shape[:2]:
+            record.shape_mismatch = (image.shape[:2], mask.shape[:2])
+        elif measure_alignment and record.fg_fraction > 0:
+            record.alignment = alignment_score(image, mask)
+        record.constant = float(np.ptp(image)) == 0.0
+        record.digest = content_hash(image)
+    return record
+
+
+def _records(index, sample: set[int]) -> Iterator[_PairRecord]:
+    """:func:`_read_pair` over every pair, in order, with at most ``READ_AHEAD`` in flight."""
+    pairs = index.pairs
+    if READ_THREADS <= 1:
+        for i, pair in enumerate(pairs):
+            yield _read_pair(pair, i in sample)
+        return
+    with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="segdoctor-read") as pool:
+        pending: deque = deque()
+        for i, pair in enumerate(pairs):
+            pending.append(pool.submit(_read_pair, pair, i in sample))
+            if len(pending) >= READ_AHEAD:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _stream(index, summary: DataSummary, sample: set[int]) -> Iterator[tuple[str, np.ndarray]]:
+    for record in _records(index, sample):
+        summary.unreadable += record.unreadable
+        if record.mask is None:
             continue
         summary.n_pairs += 1
-        fg = _foreground(mask)
-        summary.foreground_fractions.append(float(fg.mean()))
-        if not fg.any():
-            summary.empty.append(pair.name)
-        if image is not None:
-            if image.shape[:2] != mask.shape[:2]:
-                summary.shape_mismatch.append((pair.name, image.shape[:2], mask.shape[:2]))
-            elif i in sample and fg.any():
-                score = alignment_score(image, mask)
-                if score is not None:
-                    summary.alignment.append((pair.name, score))
-            if float(np.ptp(image)) == 0.0:
-                summary.constant.append(pair.name)
-            summary.hashes.setdefault(content_hash(image), []).append((pair.split or "", pair.name))
-        yield display_name(pair.mask), mask  # named, so findings can say which file holds a value
+        summary.foreground_fractions.append(record.fg_fraction)
+        if record.fg_fraction == 0:
+            summary.empty.append(record.name)
+        if record.shape_mismatch is not None:
+            summary.shape_mismatch.append((record.name, *record.shape_mismatch))
+        if record.alignment is not None:
+            summary.alignment.append((record.name, record.alignment))
+        if record.constant:
+            summary.constant.append(record.name)
+        if record.digest is not None:
+            summary.hashes.setdefault(record.digest, []).append((record.split, record.name))
+        yield record.mask_name, record.mask  # named, so findings can say which file holds a value
 
 
 def check_data(root: str | Path, *, plots: bool = True) -> tuple[list[Finding], DataSummary, dict]:
