@@ -7,6 +7,7 @@ shape; ``SegmentationDataset.for_fit`` declares H and W dynamic instead.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import keras
@@ -41,7 +42,10 @@ def test_fit_with_whole_image_validation_of_mixed_sizes(tmp_path):
     keras.utils.set_random_seed(0)
     model = create_model("unet", input_shape=(None, None, 1), depth=2, base_filters=4)
     model.compile(optimizer="adam", loss=DiceCELoss(), metrics=[DiceScore(name="dice")])
-    history = model.fit(train, validation_data=val.for_fit(), epochs=2, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(train, validation_data=val.for_fit(), epochs=2, verbose=0)
+    assert not [w for w in caught if "ran out of data" in str(w.message)]
     assert len(history.history["val_dice"]) == 2
     assert all(np.isfinite(history.history["val_loss"]))
     if keras.backend.backend() != "tensorflow":

@@ -411,7 +411,9 @@ class SegmentationDataset(keras.utils.PyDataset):
             for i in range(len(self)):
                 yield self[i]
 
-        return tf.data.Dataset.from_generator(batches, output_signature=signature)
+        dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+        # A known length: Keras then counts validation steps instead of warning "ran out of data".
+        return dataset.apply(tf.data.experimental.assert_cardinality(len(self)))
 
     def _padded_shape(self, i: int) -> tuple[int, int]:
         h, w = self._shapes[i]
