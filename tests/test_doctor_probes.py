@@ -239,3 +239,48 @@ def test_callback_watches_gradients_during_fit(batch):
     assert healthy.history["grad_norm"][0] > 0
     off = fit(net(act="sigmoid", depth=12, init="glorot_uniform"), watch_gradients=0)
     assert "vanishing-gradients" not in ids(off.findings) and "grad_norm" not in off.history
+
+
+def test_batch_size_noisy_fires_on_label_noise_at_batch_1_and_not_at_8():
+    """Masks shuffled between images (label noise), 30 epochs: per-image gradients disagree."""
+    x, y = disks(16)
+    noisy_y = y[np.random.default_rng(1).permutation(len(y))]
+    model = net(depth=4)
+    fresh = probes.gradient_noise_scale(model, x, noisy_y)
+    assert fresh["b_simple"] < 1  # at initialisation every image carries the same signal
+    assert probes.probe_noise_scale(model, x, noisy_y, batch_size=1) == []
+    model.fit(x, noisy_y, batch_size=4, epochs=30, verbose=0)
+    found = probes.probe_noise_scale(model, x, noisy_y, batch_size=1)
+    assert ids(found) == {"batch-size-noisy"}
+    assert found[0].evidence["batch_size"] == 1
+    assert probes.probe_noise_scale(model, x, noisy_y, batch_size=8) == []
+    assert probes.probe_noise_scale(model, x, noisy_y, batch_size=None) == []  # no verdict
+
+
+def test_noise_scale_estimator_matches_a_direct_computation():
+    """The bootstrap-free estimate equals the closed form on explicit per-image gradients."""
+    from segdoctor.doctor._grad import model_value_and_grads
+
+    x, y = disks(6)
+    model = net(depth=2)
+    est = probes.gradient_noise_scale(model, x, y)
+    loss = keras.losses.get(model.loss)
+    g = np.stack(
+        [
+            np.concatenate(
+                [
+                    v.ravel()
+                    for v in model_value_and_grads(
+                        model, loss, x[i : i + 1], y[i : i + 1], training=False
+                    )[1]
+                ]
+            )
+            for i in range(6)
+        ]
+    ).astype("float64")
+    mean = g.mean(0)
+    trace = ((g - mean) ** 2).sum(1).sum() / 5  # unbiased tr(Sigma)
+    signal = mean @ mean - trace / 6  # unbiased |G|^2
+    assert np.isclose(est["trace_sigma"], trace, rtol=1e-4)
+    assert np.isclose(est["grad_sq"], signal, rtol=1e-4)
+    assert np.isclose(est["b_simple"], trace / signal, rtol=1e-4)

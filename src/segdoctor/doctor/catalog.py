@@ -203,7 +203,6 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         "probe",
         "info",
         "The gradient noise scale is far above the batch size",
-        implemented=False,
     ),
     # History ------------------------------------------------------------------------------------
     CatalogEntry(

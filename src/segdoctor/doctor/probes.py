@@ -16,13 +16,17 @@ dead-relu           fraction of ReLU channels that are zero on every pixel of th
 vanishing-gradients per-layer ``|grad| / |w|``, first vs last kernel
 exploding-gradients a non-finite gradient, or ``|grad| / |w|`` above ``EXPLODE_REL``
 bn-train-infer-gap  training- vs inference-mode predictions of the batch (:mod:`.bn_gap`)
+
+batch-size-noisy    gradient noise scale ``B_simple = tr(Sigma) / |G|^2`` vs the batch size
 =================== ===================================================================
 
-Not implemented (in the catalog with ``implemented=False``): batch-size-noisy. The gradient noise
-scale ``B_simple = tr(Sigma) / |G|^2`` (McCandlish et al. 2018) estimated from per-image and
-whole-batch gradients of 8-32 probe images came out below 2 on the nuclei sample at initialisation,
-and negative after 40 training steps (BatchNorm makes batch-of-1 gradients a different function),
-so no threshold against the batch size could be trusted.
+The noise scale (McCandlish et al. 2018, "An Empirical Model of Large-Batch Training") is the batch
+size at which the gradient's noise and its signal have equal size: far below it, a step follows the
+noise more than the gradient. It is estimated from per-image gradients ``g_i`` of the probe images
+in inference mode (BatchNorm with its moving statistics, so that the batch gradient is exactly the
+mean of the per-image ones; in training mode a batch of one normalizes with its own statistics and
+is another function): ``|G|^2`` and ``tr(Sigma)`` from the unbiased estimators of the two-batch-size
+method with batch sizes 1 and N, with a bootstrap over the images for a conservative lower bound.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ __all__ = [
     "OVERFIT_STEPS",
     "configured_lr",
     "crop_batch",
+    "gradient_noise_scale",
     "load_probe_batch",
     "lr_range_test",
     "probe_bn_gap",
@@ -62,6 +67,7 @@ __all__ = [
     "probe_gradients",
     "probe_init_loss",
     "probe_lr",
+    "probe_noise_scale",
     "probe_overfit",
     "run_probes",
 ]
@@ -317,6 +323,86 @@ def probe_gradients(model, x, y) -> list[Finding]:
     return gradient_findings(gradient_stats(model, x, y))
 
 
+NOISY_FACTOR = 4.0
+"""``batch-size-noisy`` when the noise scale's lower bound exceeds this many times the batch size."""
+NOISE_BOOTSTRAP = 200
+
+
+def gradient_noise_scale(model, x, y, *, seed: int = 0) -> dict:
+    """Estimate the simple gradient noise scale from per-image gradients (inference mode).
+
+    Returns:
+        ``{"b_simple", "b_simple_low", "grad_sq", "trace_sigma", "images"}``: the estimate, the
+        20th percentile of its bootstrap (a negative ``|G|^2`` estimate counts as infinite noise
+        scale: the signal is not resolved with this many images), and the two terms.
+    """
+    from segdoctor.doctor._grad import model_value_and_grads
+
+    loss = _loss_fn(model)
+    vectors = []
+    for i in range(len(x)):
+        _, grads = model_value_and_grads(model, loss, x[i : i + 1], y[i : i + 1], training=False)
+        vectors.append(np.concatenate([np.ravel(g) for g in grads]).astype("float32"))
+    stacked = np.stack(vectors)
+    del vectors
+    gram = (stacked.astype("float64") @ stacked.T.astype("float64")) if len(stacked) else None
+    del stacked
+    n = len(x)
+
+    def estimate(weights: np.ndarray) -> tuple[float, float, float]:
+        w = weights / weights.sum()
+        mean_sq = float(np.sum(w * np.diag(gram)))  # E|g_i|^2
+        sq_mean = float(w @ gram @ w)  # |mean g|^2
+        trace = (mean_sq - sq_mean) * n / (n - 1)
+        signal = sq_mean - trace / n
+        return (trace / signal if signal > 0 else math.inf), signal, trace
+
+    b, signal, trace = estimate(np.ones(n))
+    rng = np.random.default_rng(seed)
+    boot = [
+        estimate(rng.multinomial(n, np.full(n, 1 / n)) + 1e-9)[0] for _ in range(NOISE_BOOTSTRAP)
+    ]
+    return {
+        "b_simple": b,
+        "b_simple_low": float(np.percentile(boot, 20)),
+        "grad_sq": signal,
+        "trace_sigma": trace,
+        "images": n,
+    }
+
+
+def probe_noise_scale(model, x, y, batch_size: int | None) -> list[Finding]:
+    """``batch-size-noisy``: the gradient noise scale far above the training batch size."""
+    if batch_size is None or len(x) < 4:
+        return []
+    est = gradient_noise_scale(model, x, y)
+    if not est["b_simple_low"] > NOISY_FACTOR * batch_size:
+        return []
+
+    def show(v: float) -> float | str:
+        return round(v, 1) if math.isfinite(v) else f"> {len(x)} (signal not resolved)"
+
+    target = est["b_simple"] if math.isfinite(est["b_simple"]) else NOISY_FACTOR * batch_size
+    return [
+        make_finding(
+            "batch-size-noisy",
+            {
+                "noise_scale_b_simple": show(est["b_simple"]),
+                "noise_scale_lower_bound": show(est["b_simple_low"]),
+                "batch_size": batch_size,
+                "probe_images": est["images"],
+            },
+            f"Each step at batch size {batch_size} follows gradient noise more than the gradient "
+            f"(noise scale about {show(est['b_simple'])}). Raise the effective batch toward "
+            f"{int(min(target, 64 * batch_size))}: a larger batch, or gradient accumulation "
+            "(keras.optimizers.AdamW(..., gradient_accumulation_steps=4)); or lower the learning "
+            "rate, which averages the noise over more steps. With BatchNorm and batches under 8, "
+            "use GroupNormalization.",
+            confidence=0.6,
+        )
+    ]
+
+
 def crop_batch(x: np.ndarray, y: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Crop ``(B, H, W, C)`` inputs and their targets to ``size`` squares centred on the foreground.
 
@@ -366,7 +452,7 @@ def run_probes(
         model: the user's compiled model (never changed).
         x: ``(B, H, W, C)`` float32 inputs.
         y: targets as the loss expects them.
-        batch_size: the training batch size (``bn-train-infer-gap``).
+        batch_size: the training batch size (``bn-train-infer-gap``, ``batch-size-noisy``).
         budget_s: seconds the training probes (overfit, LR range test) may take together; a probe
             cut short gives no verdict and is named in ``skipped``.
         skipped: when a list, the names of probes skipped for time are appended to it.
@@ -398,6 +484,7 @@ def run_probes(
     found += probe_dead_relu(model, x)
     found += probe_gradients(_clone(model), x, y)
     found += probe_bn_gap(model, x, batch_size=batch_size)
+    found += probe_noise_scale(model, x, y, batch_size)
     return found
 
 
