@@ -60,6 +60,7 @@ def test_config_round_trips_through_yaml():
         ({"data.val_fraction": "1.5"}, "data.val_fraction"),
         ({"train.lr": "-1"}, "train.lr"),
         ({"epochs": "3"}, "has no section"),
+        ({"model.deep_supervision": "true", "model.depth": "2"}, "needs model.depth >= 3"),
     ],
 )
 def test_bad_configuration_gets_a_clear_error(overrides, message):
@@ -283,3 +284,147 @@ def test_a_nan_loss_leaves_a_doctor_finding(tmp_path):
     findings = json.loads(path.read_text())["findings"]
     assert [f["id"] for f in findings] == ["nan-loss", "plateau"]
     assert findings[0]["severity"] == "error" and findings[0]["evidence"]["epoch"] == 3
+
+
+# -------------------------------------------------------------------------------- recipe options
+
+
+def _run_config(data: Path, **overrides: str):
+    """A tiny in-process run: depth-2 U-Net, 4 filters, 32x32 patches, 1 epoch."""
+    settings = {
+        "data.path": str(data),
+        "data.patch_size": "32",
+        "data.batch_size": "2",
+        "model.depth": "2",
+        "model.base_filters": "4",
+        "train.epochs": "1",
+        "train.lr": "0.01",
+        "train.verbose": "0",
+        "train.doctor": "false",
+    }
+    return resolve_config(overrides={**settings, **overrides})
+
+
+def _history(run: Path) -> list[dict[str, float]]:
+    with open(run / "history.csv") as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def test_deep_supervision_loss_weights_halve_per_decoder_level():
+    from types import SimpleNamespace
+
+    from segdoctor.train.recipe import compile_model, deep_supervision_weights, make_model
+
+    cfg = _run_config(Path("d"), **{"model.depth": "4", "model.deep_supervision": "true"})
+    prepared = SimpleNamespace(mode="binary", num_classes=2, channels=1, ignore_index=None)
+    model = compile_model(make_model(cfg, prepared), cfg, prepared, lr=1e-3, steps_per_epoch=1)
+    assert model.output_names == ["mask", "aux2", "aux1"]  # the U-Net lists coarsest first
+    weights = model.get_compile_config()["loss_weights"]
+    assert weights == pytest.approx([1 / 1.75, 0.25 / 1.75, 0.5 / 1.75])  # 1 : 1/4 : 1/2
+    assert sum(weights) == pytest.approx(1.0)
+    assert deep_supervision_weights(["mask", "aux1"]) == pytest.approx([2 / 3, 1 / 3])
+
+
+@pytest.mark.timeout(180)
+def test_deep_supervision_trains_watches_val_dice_and_saves_the_main_output(tmp_path):
+    from segdoctor.train.inference import load_model, predict_full
+    from segdoctor.train.recipe import resume_run, train_run
+
+    data = write_disc_dataset(tmp_path / "data", n=8)
+    run = tmp_path / "run"
+    cfg = _run_config(
+        data,
+        **{"model.depth": "3", "model.deep_supervision": "true", "train.epochs": "2"},
+        **{
+            "train.doctor": "true",
+            "train.schedule": "plateau",
+            "train.early_stopping_patience": "5",
+        },
+    )
+    result = train_run(cfg, run, log=lambda _: None)
+    assert result.status == "completed" and result.epochs_run == 2
+    rows = _history(run)
+    assert len(rows) == 2
+    # The main output's metrics keep their plain names; each output's loss is logged too.
+    assert {"dice", "iou", "val_dice", "val_iou", "mask_loss", "aux1_loss"} <= set(rows[0])
+    assert not [k for k in rows[0] if k.endswith("mask_dice") or k.endswith("mask_iou")]
+    assert result.best_val_dice == pytest.approx(max(r["val_dice"] for r in rows))
+    assert np.isfinite(result.evaluation["summary"]["dice_mean"])
+    for name in ("best.keras", "last.keras"):  # what evaluate and predict load: one output
+        model = load_model(run / name)
+        assert model.output_names == ["mask"]
+        out = model.predict(np.zeros((1, 32, 32, 1), "float32"), verbose=0)
+        assert isinstance(out, np.ndarray) and out.shape == (1, 32, 32, 1)
+        assert predict_full(model, np.zeros((40, 24, 1), "float32")).shape == (40, 24, 1)
+    trained = load_model(run / "last_train.keras", compile=True)  # what a resume continues
+    assert trained.output_names == ["mask", "aux1"]
+    assert int(trained.optimizer.iterations.numpy()) > 0
+    resumed = resume_run(run, extra_epochs=3, log=lambda _: None)
+    assert resumed.epochs_run == 3
+    assert [int(r["epoch"]) for r in _history(run)] == [0, 1, 2]
+
+
+@pytest.mark.timeout(180)
+def test_mixed_precision_computes_in_bfloat16_and_restores_the_global_policy(tmp_path, monkeypatch):
+    from segdoctor.train import recipe
+
+    data = write_disc_dataset(tmp_path / "data", n=8)
+    before = keras.config.dtype_policy().name
+    seen: dict[str, str] = {}
+    compile_model = recipe.compile_model
+
+    def spy(model, *args, **kwargs):
+        seen["policy"] = keras.config.dtype_policy().name
+        seen["conv"] = model.get_layer("enc0_conv1").compute_dtype
+        seen["output"] = model.outputs[0].dtype
+        return compile_model(model, *args, **kwargs)
+
+    monkeypatch.setattr(recipe, "compile_model", spy)
+    # No learning rate: the LR range test runs first and its clear_session() must not drop the policy.
+    cfg = _run_config(
+        data, **{"train.mixed_precision": "true", "train.lr": "", "train.lr_find_steps": "10"}
+    )
+    result = recipe.train_run(cfg, tmp_path / "run", log=lambda _: None)
+    assert result.status == "completed"
+    assert seen == {"policy": "mixed_bfloat16", "conv": "bfloat16", "output": "float32"}
+    row = _history(tmp_path / "run")[0]
+    assert np.isfinite(row["loss"]) and np.isfinite(row["val_loss"])
+    assert keras.config.dtype_policy().name == before
+    # A run that fails after setting the policy restores it as well.
+    with pytest.raises(SegdoctorError):
+        recipe.train_run(
+            _run_config(tmp_path / "missing", **{"train.mixed_precision": "true"}),
+            tmp_path / "run2",
+            log=lambda _: None,
+        )
+    assert keras.config.dtype_policy().name == before
+
+
+@pytest.mark.timeout(180)
+def test_tensorboard_writes_event_files_into_the_run_folder(tmp_path):
+    import importlib.util
+
+    from segdoctor.train.recipe import train_run
+
+    if not all(importlib.util.find_spec(m) for m in ("tensorflow", "tensorboard")):
+        pytest.skip("Keras' TensorBoard callback needs tensorflow and tensorboard installed")
+    data = write_disc_dataset(tmp_path / "data", n=8)
+    train_run(
+        _run_config(data, **{"train.tensorboard": "true"}), tmp_path / "run", log=lambda _: None
+    )
+    events = sorted(
+        p.parent.name for p in (tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*")
+    )
+    assert events == ["train", "validation"]
+
+
+def test_tensorboard_without_its_packages_is_refused_before_training(tmp_path, monkeypatch):
+    from segdoctor.train.recipe import train_run
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if it were not installed
+    cfg = _run_config(tmp_path / "data", **{"train.tensorboard": "true"})
+    with pytest.raises(ConfigError, match="needs tensorboard") as info:
+        train_run(cfg, tmp_path / "run", log=lambda _: None)
+    assert "pip install tensorboard" in str(info.value)
+    assert "train.tensorboard=false" in str(info.value)
+    assert not (tmp_path / "run").exists()  # nothing started

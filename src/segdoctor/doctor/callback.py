@@ -228,7 +228,8 @@ class DoctorCallback(keras.callbacks.Callback):
             logs["learning_rate"] = float(lr)
         if self.validation_data is not None:
             x, y = self.validation_data
-            p = _as_numpy(self.model(np.asarray(x[:16]), training=False))
+            out = self.model(np.asarray(x[:16]), training=False)
+            p = _as_numpy(out[0] if isinstance(out, (list, tuple)) else out)  # the main output
             y = np.asarray(y[:16])
             pred_fg = (
                 float(np.mean(p[..., 0] > 0.5))

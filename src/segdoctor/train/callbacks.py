@@ -2,12 +2,15 @@
 
 - :class:`RunCheckpoint` writes ``best.keras`` (highest monitored value, ``mode="max"``),
   ``last.keras`` (every epoch, with optimizer state) and ``state.json`` atomically, so a run killed at
-  any moment resumes from its last completed epoch.
+  any moment resumes from its last completed epoch. With an ``export`` model (deep supervision),
+  best/last hold that single-output model and ``last_train.keras`` the trained one.
 - :class:`HistoryWriter` rewrites ``history.csv`` atomically after every epoch (continuous across a
   resume, unlike ``keras.callbacks.CSVLogger`` in append mode after a crash mid-line).
 - :class:`NanGuard` stops on a non-finite loss and records why.
 - :class:`TimeBudget` stops at the first epoch boundary after ``max_minutes``.
 - :class:`LearningRateLogger` adds ``learning_rate`` to the logs (and so to the history).
+- :class:`MainOutputLogs` logs a deep-supervised model's main-output metrics under their plain
+  names (``val_dice``, not ``val_mask_dice``), so every callback watches the same key.
 """
 
 from __future__ import annotations
@@ -44,6 +47,35 @@ class LearningRateLogger(keras.callbacks.Callback):
             logs["learning_rate"] = current_lr(self.model.optimizer)
 
 
+class MainOutputLogs(keras.callbacks.Callback):
+    """Rename a multi-output model's main-output metrics to their single-output names.
+
+    Keras prefixes the metrics of a model with several outputs with the output's name
+    (``mask_dice``, ``val_mask_dice``). The recipe computes its metrics on the main output only
+    and every callback, the history and the doctor watch ``dice``/``val_dice``: put this callback
+    first in the list; the epoch logs are one dict shared by all callbacks (Keras' ``History``
+    and progress bar included), so all of them see the plain names.
+
+    Args:
+        output_name: the main output (``"mask"`` for segdoctor's U-Nets).
+        metric_names: the metrics compiled on it (``["dice", "iou"]``).
+    """
+
+    def __init__(self, output_name: str, metric_names: list[str]) -> None:
+        super().__init__()
+        self.renames: dict[str, str] = {}
+        for metric in metric_names:
+            for prefix in ("", "val_"):
+                self.renames[f"{prefix}{output_name}_{metric}"] = f"{prefix}{metric}"
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if not logs:
+            return
+        items = list(logs.items())
+        logs.clear()  # in place, keeping the order: later callbacks hold this very dict
+        logs.update((self.renames.get(key, key), value) for key, value in items)
+
+
 class RunState:
     """The small JSON file that says how far a run got (``RUN/state.json``)."""
 
@@ -72,9 +104,20 @@ class RunCheckpoint(keras.callbacks.Callback):
         monitor: the quantity that decides "best" (``val_dice``).
         mode: "max" for Dice/IoU. Never "auto": a custom metric has no direction Keras knows.
         state: the run's :class:`RunState`.
+        export: the model written to ``best.keras`` and ``last.keras`` when it is not the trained
+            model itself, e.g. the single-output view ``keras.Model(m.input, m.outputs[0])`` of a
+            deep-supervised model (sharing its weights). The trained model, with its optimizer
+            state, then goes to ``last_train.keras`` (what a resume loads).
     """
 
-    def __init__(self, run_dir: Path, monitor: str, mode: str, state: RunState) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        monitor: str,
+        mode: str,
+        state: RunState,
+        export: keras.Model | None = None,
+    ) -> None:
         super().__init__()
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
@@ -82,6 +125,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.monitor = monitor
         self.mode = mode
         self.state = state
+        self.export = export
         self._started = time.monotonic()
         self._elapsed0 = float(state.data.get("elapsed_s", 0.0))
         best = state.data.get("best")
@@ -102,11 +146,14 @@ class RunCheckpoint(keras.callbacks.Callback):
         if loss is not None and not np.isfinite(loss):
             return  # never overwrite a good checkpoint with a diverged model
         value = logs.get(self.monitor)
+        saved = self.export if self.export is not None else self.model
         if value is not None and np.isfinite(value) and self._improved(float(value)):
             self.best = float(value)
-            atomic_save(self.run_dir / "best.keras", self.model.save, suffix=".keras")
+            atomic_save(self.run_dir / "best.keras", saved.save, suffix=".keras")
             self.state.data.update(best=self.best, best_epoch=epoch)
-        atomic_save(self.run_dir / "last.keras", self.model.save, suffix=".keras")
+        if self.export is not None:
+            atomic_save(self.run_dir / "last_train.keras", self.model.save, suffix=".keras")
+        atomic_save(self.run_dir / "last.keras", saved.save, suffix=".keras")
         elapsed = self._elapsed0 + time.monotonic() - self._started
         self.state.update(epoch=epoch, status="running", elapsed_s=round(elapsed, 1))
 

@@ -54,6 +54,9 @@ class ModelConfig:
     norm: str = "batch"
     dropout: float = 0.0
     residual: bool = False
+    # Auxiliary heads on the decoder levels 1..depth-2, trained with the same loss (weights halving
+    # per level, as nnU-Net); best.keras/last.keras keep the main output only. Needs depth >= 3.
+    deep_supervision: bool = False
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,13 @@ def validate(config: RunConfig) -> RunConfig:
             f"data.batch_size {d.batch_size} cannot be split evenly over {t.devices} devices",
             expected=f"a multiple of train.devices ({t.devices})",
             fix=f"use data.batch_size={max(t.devices, d.batch_size // t.devices * t.devices)}.",
+        )
+    if m.deep_supervision and m.depth < 3:
+        raise ConfigError(
+            f"model.deep_supervision needs model.depth >= 3 (got depth {m.depth})",
+            expected="depth >= 3: the auxiliary heads sit on the decoder levels 1..depth-2",
+            received=f"model.depth={m.depth}",
+            fix="increase model.depth, or set model.deep_supervision=false.",
         )
     stride = 2**m.depth
     if d.patch_size % stride:

@@ -310,7 +310,7 @@ def evaluate_command(
     keras_model = load_model(model, unsafe=unsafe)
     index, policy, normalizer, channels = _run_context(model, data)
     channels = channels or int(keras_model.input_shape[-1] or 1)
-    expected = keras_model.output_shape[-1]
+    expected = keras_model.outputs[0].shape[-1]  # the main output of a multi-output model
     num_classes = 2 if expected == 1 else int(expected)
     if policy.num_classes > num_classes:
         raise SegdoctorError(

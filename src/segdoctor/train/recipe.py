@@ -9,11 +9,17 @@ The choices, and why:
   silently minimizes (Keras 2) a custom metric.
 - Checkpoints and history are written atomically every epoch, so a killed run resumes from its last
   completed epoch (``segdoctor train --resume RUN``).
+- Deep supervision (``model.deep_supervision``): the same loss on every output, weights halving per
+  decoder level (nnU-Net), metrics on the main output; the checkpoints hold the main output only.
+- Global Keras state a run changes (the mixed-precision policy, a distribution) is restored when
+  it returns, so the caller's later code runs as before.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -115,6 +121,7 @@ def make_metrics(prepared: PreparedData) -> list[keras.metrics.Metric]:
 
 
 def make_model(config: RunConfig, prepared: PreparedData) -> keras.Model:
+    """The configured network; with ``model.deep_supervision`` it returns ``[main, aux...]``."""
     from segdoctor.models import create_model
 
     m = config.model
@@ -128,7 +135,93 @@ def make_model(config: RunConfig, prepared: PreparedData) -> keras.Model:
         norm=m.norm,
         dropout=m.dropout,
         **({"residual": m.residual} if m.name == "unet" else {}),
+        **({"deep_supervision": True} if m.deep_supervision else {}),
     )
+
+
+def deep_supervision_weights(output_names: list[str]) -> list[float]:
+    """nnU-Net's deep-supervision loss weights: 1 for the main output, halving per level, sum 1.
+
+    The U-Net names its auxiliary heads ``aux{level}`` (level 1 is the decoder level at half
+    resolution) and lists them coarsest first, so the weights follow the level in the name; an
+    output whose name holds no level counts by its position.
+
+    Example:
+        >>> deep_supervision_weights(["mask", "aux2", "aux1"])  # 1 : 0.25 : 0.5
+        [0.5714285714285714, 0.14285714285714285, 0.2857142857142857]
+    """
+    levels = []
+    for position, name in enumerate(output_names):
+        match = re.fullmatch(r"aux(\d+)", name)
+        levels.append(0 if position == 0 else int(match.group(1)) if match else position)
+    raw = [0.5**level for level in levels]
+    return [w / sum(raw) for w in raw]
+
+
+def main_output(model: keras.Model) -> keras.Model:
+    """The model itself if it has one output, else a single-output view sharing its weights."""
+    if len(model.outputs) == 1:
+        return model
+    return keras.Model(model.inputs, model.outputs[0], name=model.name)
+
+
+class TargetsPerOutput(keras.utils.PyDataset):
+    """Batches ``(x, {output: y, ...})``: the same full-size mask for every output of the model.
+
+    Keras needs one target per output of a multi-output model; the auxiliary heads of segdoctor's
+    U-Net are upsampled to full size, so each of them is compared with the batch's own mask.
+    """
+
+    def __init__(self, data: keras.utils.PyDataset, output_names: list[str]) -> None:
+        super().__init__(
+            workers=getattr(data, "workers", 1),
+            use_multiprocessing=getattr(data, "use_multiprocessing", False),
+            max_queue_size=getattr(data, "max_queue_size", 10),
+        )
+        self.data = data
+        self.output_names = list(output_names)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int):
+        batch = self.data[index]
+        x, y = batch[0], batch[1]
+        return (x, {name: y for name in self.output_names}, *batch[2:])
+
+    def on_epoch_begin(self) -> None:
+        self.data.on_epoch_begin()
+
+    def on_epoch_end(self) -> None:
+        self.data.on_epoch_end()
+
+
+def fit_data(model: keras.Model, data: Any) -> Any:
+    """``data`` as ``model.fit`` needs it: unchanged for one output, one target per output else."""
+    names = list(model.output_names)
+    if len(names) == 1:
+        return data
+    if not isinstance(data, keras.utils.PyDataset) and hasattr(data, "map"):  # tf.data.Dataset
+        return data.map(lambda x, y: (x, {name: y for name in names}))
+    return TargetsPerOutput(data, names)
+
+
+def loss_arguments(model: keras.Model, config: RunConfig, prepared: PreparedData) -> dict:
+    """``compile`` arguments for the loss and metrics of a single- or multi-output model.
+
+    With several outputs (deep supervision) every output gets the same loss, weighted by
+    :func:`deep_supervision_weights`, and the metrics are computed on the main output only
+    (Keras logs them as ``<output>_dice``; :class:`~segdoctor.train.callbacks.MainOutputLogs`
+    renames them back to ``dice``).
+    """
+    names = list(model.output_names)
+    if len(names) == 1:
+        return {"loss": make_loss(config, prepared), "metrics": make_metrics(prepared)}
+    return {
+        "loss": [make_loss(config, prepared) for _ in names],
+        "loss_weights": deep_supervision_weights(names),
+        "metrics": {names[0]: make_metrics(prepared)},
+    }
 
 
 def make_optimizer(
@@ -163,8 +256,7 @@ def compile_model(
 ) -> keras.Model:
     model.compile(
         optimizer=make_optimizer(config, lr, steps_per_epoch),
-        loss=make_loss(config, prepared),
-        metrics=make_metrics(prepared),
+        **loss_arguments(model, config, prepared),
     )
     return model
 
@@ -175,12 +267,19 @@ def find_lr(config: RunConfig, prepared: PreparedData, steps: int = 50, log: Log
 
     keras.utils.set_random_seed(config.train.seed)
     model = make_model(config, prepared)
+    arguments = loss_arguments(model, config, prepared)
+    arguments.pop("metrics")
     model.compile(
         optimizer=keras.optimizers.AdamW(1e-6, weight_decay=config.train.weight_decay),
-        loss=make_loss(config, prepared),
+        **arguments,
     )
-    result = lr_range_test(model, prepared.train, steps=steps)
+    result = lr_range_test(model, fit_data(model, prepared.train), steps=steps)
+    # clear_session() also resets the global dtype policy and distribution: keep the run's.
+    policy, distribution = keras.config.dtype_policy(), keras.distribution.distribution()
     keras.backend.clear_session()
+    keras.config.set_dtype_policy(policy)
+    if distribution is not None:
+        keras.distribution.set_distribution(distribution)
     return result
 
 
@@ -243,12 +342,23 @@ def setup_data_parallel(devices: int, log: Log = _print) -> None:
 
 
 def _callbacks(
-    config: RunConfig, run_dir: Path, state: cb.RunState, resume: bool, prepared: PreparedData
+    config: RunConfig,
+    run_dir: Path,
+    state: cb.RunState,
+    resume: bool,
+    prepared: PreparedData,
+    model: keras.Model,
 ):
     t = config.train
     nan_guard = cb.NanGuard()
-    checkpoint = cb.RunCheckpoint(run_dir, MONITOR, "max", state)
-    items: list[keras.callbacks.Callback] = [
+    items: list[keras.callbacks.Callback] = []
+    export = None
+    if len(model.outputs) > 1:  # deep supervision: monitor and save the main output
+        names = [m.name for m in make_metrics(prepared)]
+        items.append(cb.MainOutputLogs(model.output_names[0], names))  # first: renames for all
+        export = main_output(model)
+    checkpoint = cb.RunCheckpoint(run_dir, MONITOR, "max", state, export=export)
+    items += [
         cb.LearningRateLogger(),
         nan_guard,
         checkpoint,
@@ -309,10 +419,57 @@ def _write_run_files(
         )
 
 
+def check_tensorboard_available() -> None:
+    """Keras' TensorBoard callback needs TensorFlow and TensorBoard, whatever the Keras backend.
+
+    It writes its event files with ``tf.summary``, whose writers TensorFlow takes from the
+    ``tensorboard`` package (``tensorflow-cpu`` does not install it by itself).
+    """
+
+    def found(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            return False
+
+    missing = [name for name in ("tensorflow", "tensorboard") if not found(name)]
+    if missing:
+        raise ConfigError(
+            f"train.tensorboard=true needs {' and '.join(missing)}, which "
+            + ("is" if len(missing) == 1 else "are")
+            + " not installed",
+            expected="tensorflow and tensorboard importable: Keras' TensorBoard callback writes "
+            "its event files with tf.summary on every backend",
+            fix=f"`pip install {' '.join('tensorflow-cpu' if m == 'tensorflow' else m for m in missing)}`"
+            ", or set train.tensorboard=false.",
+        )
+
+
+def _resume_checkpoint(run_dir: Path, config: RunConfig) -> Path:
+    """The model a resume continues from: with deep supervision the full multi-output one."""
+    return run_dir / ("last_train.keras" if config.model.deep_supervision else "last.keras")
+
+
 def train_run(
     config: RunConfig, run_dir: Path, log: Log = _print, resume: bool = False
 ) -> RunResult:
-    """Train ``config`` into ``run_dir`` (or continue it with ``resume=True``)."""
+    """Train ``config`` into ``run_dir`` (or continue it with ``resume=True``).
+
+    The global Keras dtype policy (``train.mixed_precision``) and distribution
+    (``train.devices``) the run sets are restored when it returns or fails.
+    """
+    policy = keras.config.dtype_policy()
+    distribution = keras.distribution.distribution()
+    try:
+        return _train_run(config, run_dir, log, resume)
+    finally:
+        keras.config.set_dtype_policy(policy)
+        keras.distribution.set_distribution(distribution)
+
+
+def _train_run(config: RunConfig, run_dir: Path, log: Log, resume: bool) -> RunResult:
+    if config.train.tensorboard:
+        check_tensorboard_available()
     run_dir = check_writable(run_dir)
     state = cb.RunState(run_dir / "state.json")
     if not resume and state.data.get("epoch", -1) >= 0:
@@ -334,7 +491,7 @@ def train_run(
         lr = float(json.loads((run_dir / "run.json").read_text())["lr"])
         from segdoctor.train.inference import load_model
 
-        model = load_model(run_dir / "last.keras", compile=True)
+        model = load_model(_resume_checkpoint(run_dir, config), compile=True)
         initial_epoch = int(state.data["epoch"]) + 1
         log(
             f"Resuming from epoch {initial_epoch + 1} (last completed: {initial_epoch}), learning rate {lr:.3g}."
@@ -358,12 +515,12 @@ def train_run(
     log(
         f"Model: {config.model.name}, {model.count_params():,} parameters; {steps} steps per epoch of {config.data.batch_size} patches {config.data.patch_size}x{config.data.patch_size}."
     )
-    items, nan_guard, early, budget = _callbacks(config, run_dir, state, resume, prepared)
+    items, nan_guard, early, budget = _callbacks(config, run_dir, state, resume, prepared, model)
     state.update(status="running")
     started = time.monotonic()
     history = model.fit(
-        prepared.train,
-        validation_data=prepared.val.for_fit(),
+        fit_data(model, prepared.train),
+        validation_data=fit_data(model, prepared.val.for_fit()),
         epochs=config.train.epochs,
         initial_epoch=initial_epoch,
         callbacks=items,
@@ -430,15 +587,20 @@ def _record_nan_finding(path: Path, event: dict[str, Any]) -> None:
 def resume_run(run_dir: Path, extra_epochs: int | None = None, log: Log = _print) -> RunResult:
     """Continue an interrupted run with its saved configuration."""
     run_dir = Path(run_dir)
-    needed = ["config.yaml", "state.json", "last.keras", "run.json"]
+    needed = ["config.yaml", "state.json", "run.json"]
     missing = [n for n in needed if not (run_dir / n).exists()]
-    if missing:
+    config = None
+    if (run_dir / "config.yaml").exists():
+        config = config_from_dict(load_yaml(run_dir / "config.yaml"))
+    checkpoint = _resume_checkpoint(run_dir, config) if config else run_dir / "last.keras"
+    if not checkpoint.exists():
+        missing.append(checkpoint.name)
+    if missing or config is None:
         raise SegdoctorError(
             f"Cannot resume {run_dir}: {', '.join(missing)} missing",
             expected="a run folder written by `segdoctor train` that completed at least one epoch",
             fix="start a new run with `segdoctor train DATA --out RUN`.",
         )
-    config = config_from_dict(load_yaml(run_dir / "config.yaml"))
     if extra_epochs is not None:
         config = replace(config, train=replace(config.train, epochs=extra_epochs))
     return train_run(config, run_dir, log=log, resume=True)
