@@ -428,3 +428,36 @@ def test_tensorboard_without_its_packages_is_refused_before_training(tmp_path, m
     assert "pip install tensorboard" in str(info.value)
     assert "train.tensorboard=false" in str(info.value)
     assert not (tmp_path / "run").exists()  # nothing started
+
+
+def test_plan_epochs_fits_the_schedule_into_the_time_budget():
+    from segdoctor.train.recipe import plan_epochs
+
+    cfg = _run_config(Path("d"), **{"train.epochs": "200", "train.max_minutes": "1"})
+    # 0.5 s a step, 10 steps and 4 validation batches (at half a step each): 6 s an epoch;
+    # 85% of 60 s holds 8 of them.
+    assert plan_epochs(cfg, steps_per_epoch=10, val_batches=4, step_s=0.5) == 8
+    assert plan_epochs(cfg, steps_per_epoch=10, val_batches=4, step_s=100.0) == 1
+    assert plan_epochs(cfg, steps_per_epoch=10, val_batches=4, step_s=1e-4) == 200  # capped
+    unbounded = _run_config(Path("d"), **{"train.epochs": "200"})
+    assert plan_epochs(unbounded, steps_per_epoch=10, val_batches=4, step_s=0.5) == 200
+
+
+@pytest.mark.timeout(180)
+def test_time_budget_shortens_the_cosine_schedule(tmp_path):
+    """With --max-minutes the cosine decay spans the epochs that fit, not train.epochs."""
+    from segdoctor.train.recipe import train_run
+
+    data = write_disc_dataset(tmp_path / "data", n=8)
+    messages: list[str] = []
+    cfg = _run_config(
+        data,
+        **{"train.epochs": "500", "train.max_minutes": "0.05", "train.schedule": "cosine"},
+    )
+    train_run(cfg, tmp_path / "run", log=messages.append)
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert 1 <= meta["schedule_epochs"] < 500
+    assert any("schedule spans the" in m for m in messages)
+    rates = [row["learning_rate"] for row in _history(tmp_path / "run")]
+    if meta["schedule_epochs"] < len(rates):  # the decay ended within the budget
+        assert rates[-1] < 0.05 * max(rates)

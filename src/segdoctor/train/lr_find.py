@@ -10,6 +10,7 @@ point where training starts to diverge. The model passed in is trained, so give 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import keras
@@ -27,6 +28,13 @@ class LRFindResult:
     min_loss_lr: float | None = None
     steepest_lr: float | None = None
     diverged: bool = False
+    step_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def seconds_per_step(self) -> float | None:
+        """Median duration of a training step, the first two (compilation) left out."""
+        times = self.step_seconds[2:]
+        return float(np.median(times)) if times else None
 
     def to_dict(self) -> dict:
         return {
@@ -56,9 +64,11 @@ class _RangeTest(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         self.model.optimizer.learning_rate = self._lr()
+        self._started = time.perf_counter()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        loss = float((logs or {}).get("loss", math.nan))
+        loss = float((logs or {}).get("loss", math.nan))  # reading it waits for the step
+        self.result.step_seconds.append(time.perf_counter() - self._started)
         lr = self._lr()
         self._step += 1
         if not math.isfinite(loss):

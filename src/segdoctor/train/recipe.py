@@ -225,11 +225,16 @@ def loss_arguments(model: keras.Model, config: RunConfig, prepared: PreparedData
 
 
 def make_optimizer(
-    config: RunConfig, lr: float, steps_per_epoch: int
+    config: RunConfig, lr: float, steps_per_epoch: int, epochs: int | None = None
 ) -> keras.optimizers.Optimizer:
-    """AdamW/Adam/SGD with the configured schedule; the schedule is saved with the optimizer."""
+    """AdamW/Adam/SGD with the configured schedule; the schedule is saved with the optimizer.
+
+    ``epochs`` is the schedule's horizon (default ``train.epochs``); under a time budget it is the
+    number of epochs that fit in the budget (:func:`plan_epochs`), so that a cosine or poly decay
+    reaches its end before the budget does instead of stopping near the peak learning rate.
+    """
     t = config.train
-    total = max(1, t.epochs * steps_per_epoch)
+    total = max(1, (epochs or t.epochs) * steps_per_epoch)
     warmup = min(t.warmup_epochs * steps_per_epoch, total // 2)
     schedule: Any = lr
     if t.schedule == "cosine":
@@ -252,10 +257,15 @@ def make_optimizer(
 
 
 def compile_model(
-    model: keras.Model, config: RunConfig, prepared: PreparedData, lr: float, steps_per_epoch: int
+    model: keras.Model,
+    config: RunConfig,
+    prepared: PreparedData,
+    lr: float,
+    steps_per_epoch: int,
+    epochs: int | None = None,
 ) -> keras.Model:
     model.compile(
-        optimizer=make_optimizer(config, lr, steps_per_epoch),
+        optimizer=make_optimizer(config, lr, steps_per_epoch, epochs),
         **loss_arguments(model, config, prepared),
     )
     return model
@@ -281,6 +291,37 @@ def find_lr(config: RunConfig, prepared: PreparedData, steps: int = 50, log: Log
     if distribution is not None:
         keras.distribution.set_distribution(distribution)
     return result
+
+
+def measure_step_seconds(config: RunConfig, prepared: PreparedData, steps: int = 4) -> float:
+    """Median seconds of a training step of a throwaway model (the first step compiles)."""
+    keras.utils.set_random_seed(config.train.seed)
+    model = make_model(config, prepared)
+    arguments = loss_arguments(model, config, prepared)
+    arguments.pop("metrics")
+    model.compile(optimizer=keras.optimizers.AdamW(1e-6), **arguments)
+    batch = fit_data(model, prepared.train)[0]
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        model.train_on_batch(batch[0], batch[1])  # returns host values: the step has finished
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[1:]))
+
+
+VALIDATION_COST = 0.5
+"""Validation time of one batch, as a fraction of a training step (forward only, no update)."""
+BUDGET_MARGIN = 0.85
+"""Share of the time budget the schedule is planned to fill (epoch times vary; saving takes time)."""
+
+
+def plan_epochs(config: RunConfig, steps_per_epoch: int, val_batches: int, step_s: float) -> int:
+    """Epochs that fit in ``train.max_minutes`` at ``step_s`` seconds a step (at most ``epochs``)."""
+    t = config.train
+    if t.max_minutes is None or step_s <= 0:
+        return t.epochs
+    epoch_s = step_s * (steps_per_epoch + VALIDATION_COST * val_batches)
+    return int(max(1, min(t.epochs, (BUDGET_MARGIN * t.max_minutes * 60.0) // epoch_s)))
 
 
 # Adam-family optimizers train normalized U-Nets reliably between these rates. A range test on a
@@ -393,13 +434,19 @@ def _callbacks(
 
 
 def _write_run_files(
-    run_dir: Path, config: RunConfig, prepared: PreparedData, lr: float, lr_result=None
+    run_dir: Path,
+    config: RunConfig,
+    prepared: PreparedData,
+    lr: float,
+    lr_result=None,
+    schedule_epochs: int | None = None,
 ) -> None:
     atomic_write_text(run_dir / "config.yaml", dump_yaml(config))
     meta = {
         "backend": keras.backend.backend(),
         "keras": keras.__version__,
         "lr": lr,
+        "schedule_epochs": schedule_epochs or config.train.epochs,
         "mode": prepared.mode,
         "num_classes": prepared.num_classes,
         "channels": prepared.channels,
@@ -505,9 +552,11 @@ def _train_run(config: RunConfig, run_dir: Path, log: Log, resume: bool) -> RunR
             log(message)
             notes.append(message)
             keras.utils.set_random_seed(config.train.seed)
-        model = compile_model(make_model(config, prepared), config, prepared, lr, steps)
+        horizon = _schedule_horizon(config, prepared, steps, lr_result, log)
+        keras.utils.set_random_seed(config.train.seed)
+        model = compile_model(make_model(config, prepared), config, prepared, lr, steps, horizon)
         initial_epoch = 0
-        _write_run_files(run_dir, config, prepared, lr, lr_result)
+        _write_run_files(run_dir, config, prepared, lr, lr_result, horizon)
     if initial_epoch >= config.train.epochs:
         log(
             f"The run already completed {initial_epoch} of {config.train.epochs} epochs; nothing to do."
@@ -557,6 +606,24 @@ def _train_run(config: RunConfig, run_dir: Path, log: Log, resume: bool) -> RunR
 
     finish_run(result, prepared, log=log)
     return result
+
+
+def _schedule_horizon(
+    config: RunConfig, prepared: PreparedData, steps: int, lr_result, log: Log
+) -> int:
+    """Epochs the LR schedule spans: ``train.epochs``, or what fits in ``train.max_minutes``."""
+    t = config.train
+    if t.max_minutes is None or t.schedule not in ("cosine", "poly"):
+        return t.epochs
+    step_s = getattr(lr_result, "seconds_per_step", None) or measure_step_seconds(config, prepared)
+    horizon = plan_epochs(config, steps, len(prepared.val), step_s)
+    if horizon < t.epochs:
+        log(
+            f"Time budget {t.max_minutes:g} min at about {step_s:.2f} s per step: the {t.schedule} "
+            f"schedule spans the {horizon} epochs that fit (of train.epochs={t.epochs}), so the "
+            "learning rate has decayed when the budget ends."
+        )
+    return horizon
 
 
 def _record_nan_finding(path: Path, event: dict[str, Any]) -> None:
