@@ -138,6 +138,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--patch-size", default="256")
     parser.add_argument("--base-filters", default="32")
+    parser.add_argument("--recipes", default="default,classic", help="which recipes, in order")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_quality_"))
     out.mkdir(parents=True, exist_ok=True)
@@ -147,9 +148,10 @@ def main() -> None:
         "model.base_filters": args.base_filters,
         "data.samples_per_epoch": "128",
     }
+    runners = {"default": run_default, "classic": run_classic}
     results = [
-        run_default(csv_path, out / "default", args.minutes, test, common),
-        run_classic(csv_path, out / "classic", args.minutes, test, common),
+        runners[name](csv_path, out / name, args.minutes, test, common)
+        for name in args.recipes.split(",")
     ]
     meta = {
         "date": time.strftime("%Y-%m-%d"),
