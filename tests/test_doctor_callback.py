@@ -72,3 +72,28 @@ def test_batch_checks_fire_and_silent(rng):
     assert "input-constant" in {f.id for f in check_batch(x2, y)}
     flipped = x[:, ::-1, ::-1]
     assert "pair-misaligned" in {f.id for f in check_batch(flipped, y)}
+
+
+def test_stop_while_rising_blames_early_stopping_only():
+    """A time budget that ends a run while Dice rises is not a monitor-mode error."""
+    import keras
+
+    from segdoctor.doctor.callback import DoctorCallback
+    from segdoctor.train.callbacks import TimeBudget
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+
+    def verdict(siblings):
+        doctor = DoctorCallback(verbose=False)
+        doctor.set_model(model)
+        doctor.set_params({"epochs": 200})
+        doctor.history = {"val_dice": [0.1, 0.3, 0.5, 0.6, 0.7, 0.75, 0.8]}
+        doctor._siblings = siblings
+        model.stop_training = True
+        return [f.id for f in doctor._stopped_while_improving()]
+
+    early = keras.callbacks.EarlyStopping(monitor="val_dice", mode="min")
+    early.stopped_epoch = 6
+    assert verdict([early]) == ["monitor-mode"]
+    assert verdict([TimeBudget(15)]) == []
+    assert verdict(None) == ["monitor-mode"]  # no handle on the callbacks: judged by behaviour

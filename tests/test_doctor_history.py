@@ -81,6 +81,18 @@ def test_prediction_collapse_from_dice_and_from_doctor_stats():
     assert collapse.evidence["predicted_as"] == "background"
 
 
+def test_prediction_collapse_silent_while_a_fresh_network_settles():
+    """The recipe's first epochs on dsb2018: nothing predicted at epoch 1, then recovery."""
+    h = healthy(6)
+    h["doctor_true_fg"] = [0.062] * 6
+    h["doctor_pred_fg"] = [0.0008, 0.0025]
+    h["doctor_true_fg"] = [0.062] * 2
+    assert "prediction-collapse" not in ids(h)  # two epochs say nothing yet
+    h["doctor_pred_fg"] = [0.0008, 0.0025, 0.044, 0.057, 0.061, 0.036]
+    h["doctor_true_fg"] = [0.062] * 6
+    assert "prediction-collapse" not in ids(h)
+
+
 def test_lr_reduced_while_improving_fires_and_silent_on_real_plateau():
     h = healthy(20)
     lr = [1e-3] * 8 + [5e-4] * 12  # cut at epoch 9 while Dice still rises

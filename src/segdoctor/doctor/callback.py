@@ -297,6 +297,11 @@ class DoctorCallback(keras.callbacks.Callback):
         keys = [k for k in self.history if k.startswith("val_") and is_dice_like(k)]
         if not keys or not self.model.stop_training or epochs is None:
             return []
+        if self._siblings is not None and not any(
+            isinstance(c, keras.callbacks.EarlyStopping) and c.stopped_epoch > 0
+            for c in self._siblings
+        ):
+            return []  # stopped by something else (a time budget, a NaN guard, the user's code)
         values = self.history[keys[0]]
         if len(values) >= epochs or len(values) < 4:
             return []

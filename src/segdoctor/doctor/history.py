@@ -190,16 +190,20 @@ def _metric_constant(h: History, patience: int | None) -> list[Finding]:
 
 
 def _prediction_collapse(h: History, patience: int | None) -> list[Finding]:
-    if PRED_FG in h and TRUE_FG in h:
-        pred, true = _finite(h[PRED_FG]), _finite(h[TRUE_FG])
-        n = min(len(pred), len(true), 3)
-        if n and float(np.mean(true[-n:])) > 0:
-            p, t = float(np.mean(pred[-n:])), float(np.mean(true[-n:]))
-            if p < 0.1 * t or p > max(0.9, 5 * t):
-                kind = "background" if p < t else "foreground"
-                return [_collapse(kind, {"pred_foreground": p, "true_foreground": t})]
-        return []
     key = _val_dice_key(h)
+    if PRED_FG in h and TRUE_FG in h:
+        # Every one of the last 3 epochs collapsed: a freshly initialised network (BatchNorm
+        # statistics still settling) predicts almost nothing for an epoch or two, then recovers.
+        pred, true = _finite(h[PRED_FG]), _finite(h[TRUE_FG])
+        if min(len(pred), len(true)) < 3 or float(np.mean(true[-3:])) <= 0:
+            return []
+        t = float(np.mean(true[-3:]))
+        window = pred[-3:]
+        if float(np.max(window)) < 0.1 * t or float(np.min(window)) > max(0.9, 5 * t):
+            p = float(np.mean(window))
+            kind = "background" if p < t else "foreground"
+            return [_collapse(kind, {"pred_foreground": p, "true_foreground": t})]
+        return []
     if key is None:
         return []
     vals = _finite(h[key])
