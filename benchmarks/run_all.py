@@ -29,23 +29,21 @@ def shared_data() -> Path | None:
 
 def jobs(quick: bool) -> list[tuple[str, list[str]]]:
     py = sys.executable
-    tf = REPO / ".venv-tf" / "bin" / "python"
     data = shared_data()
+    rounds = ["--rounds", "1" if quick else "3"]
     out = [
-        ("losses", [py, str(HERE / "bench_losses.py")]),
+        ("losses", [py, str(HERE / "bench_losses.py"), "--threads", "1", "--clock", "cpu"]),
         ("loader", [py, str(HERE / "bench_loader.py")]),
         ("doctor", [py, str(HERE / "bench_doctor.py"), "--probe"]),
         (
-            "backends",
-            [
-                py,
-                str(HERE / "bench_backends.py"),
-                "--backends",
-                "torch,jax,tensorflow" if tf.exists() else "torch,jax",
-            ]
-            + (["--python-tf", str(tf)] if tf.exists() else []),
+            "diagnose-scale",
+            [py, str(HERE / "bench_doctor.py"), "--only", "scale", "--scale", "1000,10000"],
         ),
-        ("train", [py, str(HERE / "bench_train.py")]),
+        (
+            "backends",
+            [py, str(HERE / "bench_backends.py"), "--backends", "torch,jax,tensorflow", *rounds],
+        ),
+        ("throughput", [py, str(HERE / "bench_throughput.py"), *rounds]),
         ("slow-tests", [py, "-m", "pytest", "-q", "-m", "slow", str(REPO / "tests")]),
     ]
     if data is not None:
@@ -82,7 +80,6 @@ def main() -> int:
             continue
         print(f"\n## {name}\n$ {' '.join(cmd)}", flush=True)
         env = {**os.environ}
-        env.setdefault("KERAS_BACKEND", "torch")
         if subprocess.run(cmd, env=env, cwd=REPO).returncode:
             failed.append(name)
     if failed:
