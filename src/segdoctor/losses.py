@@ -514,9 +514,12 @@ def confusion_terms(
 def _spatial_sum(x: Tensor) -> Tensor:
     """Sum ``(B, *spatial, C)`` over its spatial axes -> ``(B, C)``.
 
-    One axis at a time: on XLA (JAX) CPU this is about twice as fast as one reduction over several
-    non-minor axes when ``C > 1``, and no slower on torch.
+    One axis at a time on XLA (JAX, TensorFlow): on CPU about twice as fast as one reduction over
+    several non-minor axes when ``C > 1``. One multi-axis reduction on torch, where it is ~5%
+    faster (forward + backward, 8x256x256x4, one thread).
     """
+    if keras.backend.backend() == "torch":
+        return ops.sum(x, axis=tuple(range(1, len(x.shape) - 1)))
     for _ in range(len(x.shape) - 2):
         x = ops.sum(x, axis=1)
     return x
