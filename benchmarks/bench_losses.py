@@ -158,9 +158,16 @@ def run(rounds: int, warmup: int, clock: Callable[[], float] = time.perf_counter
             ("segdoctor DiceCELoss", DiceCELoss(mode=mode), data["sparse"]),
         ]
         if channels > 1:
-            candidates.append(
-                ("segdoctor DiceLoss, one-hot labels", DiceLoss(mode=mode), data["dense"])
-            )
+            candidates += [
+                ("segdoctor DiceLoss, one-hot labels", DiceLoss(mode=mode), data["dense"]),
+                (
+                    "keras.losses.Dice, one-hot built from the sparse labels",
+                    lambda y, p, dice=keras_dice, c=channels: dice(
+                        keras.ops.one_hot(keras.ops.squeeze(y, -1), c), p
+                    ),
+                    data["sparse"],
+                ),
+            ]
         cases += [(shape, name, _fwd_bwd(loss, y, data["probs"])) for name, loss, y in candidates]
     for _, _, step in cases:
         for _ in range(warmup):
