@@ -74,14 +74,25 @@ def run_default(csv_path: Path, out: Path, minutes: float, test_pairs, common: d
             **common,
         }
     )
+    state = out / "state.json"
+    finished = state.exists() and json.loads(state.read_text()).get("status") not in (
+        None,
+        "running",
+    )
     started = time.monotonic()
-    result = train_run(config, out)
+    if finished:  # trained by an earlier invocation that stopped before scoring: score it
+        meta = json.loads((out / "run.json").read_text())
+        epochs, lr = json.loads(state.read_text())["epoch"] + 1, meta["lr"]
+        minutes = json.loads(state.read_text()).get("elapsed_s", 0.0) / 60
+    else:
+        result = train_run(config, out)
+        epochs, lr, minutes = result.epochs_run, result.lr, (time.monotonic() - started) / 60
     prepared = prepare_data(config, log=lambda m: None)
     return {
         "recipe": "default",
-        "minutes": (time.monotonic() - started) / 60,
-        "epochs": result.epochs_run,
-        "lr": result.lr,
+        "minutes": minutes,
+        "epochs": epochs,
+        "lr": lr,
         **score(out / "best.keras", prepared, test_pairs),
     }
 
@@ -108,7 +119,7 @@ def run_classic(csv_path: Path, out: Path, minutes: float, test_pairs, common: d
     started = time.monotonic()
     history = model.fit(
         prepared.train,
-        validation_data=prepared.val,
+        validation_data=prepared.val.for_fit(),
         epochs=200,
         verbose=2,
         callbacks=[
@@ -149,10 +160,14 @@ def main() -> None:
         "data.samples_per_epoch": "128",
     }
     runners = {"default": run_default, "classic": run_classic}
-    results = [
-        runners[name](csv_path, out / name, args.minutes, test, common)
-        for name in args.recipes.split(",")
-    ]
+    results = []
+    for name in args.recipes.split(","):
+        saved = out / name / "quality_result.json"
+        if saved.exists():
+            results.append(json.loads(saved.read_text()))
+            continue
+        results.append(runners[name](csv_path, out / name, args.minutes, test, common))
+        saved.write_text(json.dumps(results[-1], indent=2, default=float))
     meta = {
         "date": time.strftime("%Y-%m-%d"),
         "backend": keras.backend.backend(),
