@@ -11,7 +11,8 @@ float32 unless a candidate says otherwise. Candidates:
 
 Options after a colon, combinable (``keras-tensorflow:bf16``): ``bf16`` (Keras mixed_bfloat16, or
 autocast for plain PyTorch), ``xla`` (Keras ``jit_compile=True``), ``mse`` (Keras: mean squared
-error and no metrics, to isolate the cost of the loss and metrics), ``t1`` (one CPU thread).
+error instead of DiceCELoss) and ``nometrics`` (Keras: no Dice/IoU metrics), which together isolate
+the cost of the loss and of the metrics, ``t1`` (one CPU thread).
 
 Every candidate lives in its own worker process (Keras fixes its backend per process), built and
 warmed up once; the driver then runs interleaved rounds (a few steps of each candidate in turn, the
@@ -262,10 +263,8 @@ def _keras_worker(kind, opts, x, y, args):
         depth=args.depth,
         base_filters=args.base_filters,
     )
-    if "mse" in opts:
-        loss, metrics = "mse", []
-    else:
-        loss, metrics = DiceCELoss(mode="binary"), [DiceScore(name="dice"), IoUScore(name="iou")]
+    loss = "mse" if "mse" in opts else DiceCELoss(mode="binary")
+    metrics = [] if "nometrics" in opts else [DiceScore(name="dice"), IoUScore(name="iou")]
     model.compile(
         optimizer=keras.optimizers.AdamW(1e-3, weight_decay=4e-3),
         loss=loss,
