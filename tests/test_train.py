@@ -461,3 +461,22 @@ def test_time_budget_shortens_the_cosine_schedule(tmp_path):
     rates = [row["learning_rate"] for row in _history(tmp_path / "run")]
     if meta["schedule_epochs"] < len(rates):  # the decay ended within the budget
         assert rates[-1] < 0.05 * max(rates)
+
+
+def test_mixed_precision_setting_words_and_auto(monkeypatch):
+    from segdoctor.train import recipe
+
+    for word, expected in (("true", "on"), ("off", "off"), ("auto", "auto"), ("No", "off")):
+        cfg = _run_config(Path("d"), **{"train.mixed_precision": word})
+        assert cfg.train.mixed_precision == expected
+    assert _run_config(Path("d")).train.mixed_precision == "auto"
+    with pytest.raises(ConfigError):
+        _run_config(Path("d"), **{"train.mixed_precision": "fp8"})
+    assert recipe.resolve_mixed_precision("on")[0] is True
+    assert recipe.resolve_mixed_precision("off")[0] is False
+    # auto: on only for TensorFlow on an AMX CPU (where it was measured to pay)
+    monkeypatch.setattr(recipe, "cpu_has_amx_bf16", lambda: True)
+    on_tf = keras.backend.backend() == "tensorflow"
+    assert recipe.resolve_mixed_precision("auto")[0] is on_tf
+    monkeypatch.setattr(recipe, "cpu_has_amx_bf16", lambda: False)
+    assert recipe.resolve_mixed_precision("auto")[0] is False

@@ -64,7 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             if value is not None:
                 overrides[key] = str(value)
         if args.mixed_precision:
-            overrides["train.mixed_precision"] = "true"
+            overrides["train.mixed_precision"] = "on"
         if args.devices:
             overrides["train.devices"] = str(args.devices)
         config = resolve_config(args.config, overrides)
@@ -176,7 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="stop at the first epoch boundary after N minutes, keeping the best model",
     )
-    p.add_argument("--mixed-precision", action="store_true", help="train in mixed bfloat16")
+    p.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="train in mixed bfloat16 (default: auto, on where it is measured to be faster)",
+    )
     p.add_argument(
         "--resume", metavar="RUN", help="continue an interrupted run from its last completed epoch"
     )

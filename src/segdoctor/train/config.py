@@ -72,7 +72,7 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine | poly | plateau | constant
     warmup_epochs: int = 1
     early_stopping_patience: int | None = 15
-    mixed_precision: bool = False
+    mixed_precision: str = "auto"  # auto | on | off (bfloat16 compute, float32 weights)
     seed: int = 0
     max_minutes: float | None = None
     tensorboard: bool = False
@@ -98,7 +98,10 @@ CHOICES = {
     ("train", "loss"): ("dice_ce", "dice", "tversky", "focal_tversky", "generalized_dice"),
     ("train", "optimizer"): ("adamw", "adam", "sgd"),
     ("train", "schedule"): ("cosine", "poly", "plateau", "constant"),
+    ("train", "mixed_precision"): ("auto", "on", "off"),
 }
+_SWITCH_WORDS = {"true": "on", "yes": "on", "1": "on", "false": "off", "no": "off", "0": "off"}
+"""Fields with an "auto" setting that also take the usual true/false words."""
 
 
 def _coerce(section: str, name: str, value: Any, annotation: str) -> Any:
@@ -109,6 +112,8 @@ def _coerce(section: str, name: str, value: Any, annotation: str) -> Any:
             return None
         raise ConfigError(f"{key} cannot be empty", expected=annotation, fix=f"give {key} a value.")
     base = annotation.replace(" | None", "")
+    if (section, name) == ("train", "mixed_precision"):
+        value = _SWITCH_WORDS.get(str(value).strip().lower(), str(value).strip().lower())
     try:
         if base == "bool":
             if isinstance(value, bool):

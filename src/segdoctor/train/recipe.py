@@ -293,6 +293,39 @@ def find_lr(config: RunConfig, prepared: PreparedData, steps: int = 50, log: Log
     return result
 
 
+def cpu_has_amx_bf16() -> bool:
+    """True on a CPU with Intel AMX bfloat16 tiles (Linux: the ``amx_bf16`` flag)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return any(line.startswith("flags") and " amx_bf16" in line for line in fh)
+    except OSError:
+        return False
+
+
+def resolve_mixed_precision(setting: str) -> tuple[bool, str]:
+    """Whether to train with Keras' ``mixed_bfloat16`` policy, and a sentence saying why.
+
+    ``auto`` turns it on where it was measured to pay: the TensorFlow backend on a CPU with AMX
+    (benchmarks/bench_throughput.py: the default U-Net's training step about twice as fast as in
+    float32). Elsewhere it stays off until measured. Weights, the output head, losses and metrics
+    stay float32 in both cases.
+    """
+    if setting in ("on", "off"):
+        return setting == "on", f"Mixed precision (bfloat16): {setting}."
+    backend = keras.backend.backend()
+    gpu = False
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpu = bool(tf.config.list_physical_devices("GPU"))
+    if backend == "tensorflow" and not gpu and cpu_has_amx_bf16():
+        return True, (
+            "Mixed precision (bfloat16): on (auto: TensorFlow on a CPU with AMX, where a step "
+            "runs about twice as fast; train.mixed_precision=off to keep float32)."
+        )
+    return False, "Mixed precision: off (auto: no measured gain on this backend and device)."
+
+
 def measure_step_seconds(config: RunConfig, prepared: PreparedData, steps: int = 4) -> float:
     """Median seconds of a training step of a throwaway model (the first step compiles)."""
     keras.utils.set_random_seed(config.train.seed)
@@ -528,8 +561,11 @@ def _train_run(config: RunConfig, run_dir: Path, log: Log, resume: bool) -> RunR
     keras.utils.set_random_seed(config.train.seed)
     if config.train.devices > 1:
         setup_data_parallel(config.train.devices, log)
-    if config.train.mixed_precision:
+    use_bf16, why = resolve_mixed_precision(config.train.mixed_precision)
+    if use_bf16:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    if config.train.mixed_precision == "auto":
+        log(why)
     prepared = prepare_data(config, log=log, run_dir=run_dir)
     steps = len(prepared.train)
     notes: list[str] = []
