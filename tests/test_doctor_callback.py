@@ -97,3 +97,44 @@ def test_stop_while_rising_blames_early_stopping_only():
     assert verdict([early]) == ["monitor-mode"]
     assert verdict([TimeBudget(15)]) == []
     assert verdict(None) == ["monitor-mode"]  # no handle on the callbacks: judged by behaviour
+
+
+def test_a_mid_run_overfitting_alarm_that_the_run_disproves_leaves_the_report():
+    """Validation dips (overfitting is printed), then recovers: the final report drops it."""
+    import keras
+    import numpy as np
+
+    from segdoctor.doctor.callback import DoctorCallback
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    doctor = DoctorCallback(verbose=False, watch_gradients=0)
+    doctor.set_model(model)
+    doctor.set_params({"epochs": 16})
+    train = np.linspace(0.5, 0.95, 16)
+    val = [
+        0.5,
+        0.6,
+        0.7,
+        0.8,
+        0.85,
+        0.83,
+        0.80,
+        0.77,
+        0.74,
+        0.72,
+        0.70,
+        0.86,
+        0.88,
+        0.9,
+        0.91,
+        0.92,
+    ]
+    for epoch in range(16):
+        logs = {"loss": 1 - train[epoch], "dice": train[epoch], "val_dice": val[epoch]}
+        doctor.on_epoch_end(epoch, logs)
+        if epoch == 9:
+            assert "overfitting" in ids(doctor)  # said as soon as it looked sure
+    doctor.on_train_end()
+    assert "overfitting" not in ids(doctor)  # the whole run does not support it
+    assert "overfitting" not in doctor.report().ids

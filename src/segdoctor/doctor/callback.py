@@ -28,7 +28,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from segdoctor.doctor.catalog import make_finding
+from segdoctor.doctor.catalog import CATALOG, make_finding
 from segdoctor.doctor.findings import Finding
 from segdoctor.doctor.history import PRED_FG, TRUE_FG, analyze_history, is_dice_like
 from segdoctor.doctor.report import Report
@@ -284,7 +284,20 @@ class DoctorCallback(keras.callbacks.Callback):
             self._emit(alignment_finding(self._alignment))
         self._emit(self._stopped_while_improving())
         if self.history:
-            self._emit(analyze_history(self.history))
+            # The report tells what the whole run shows: a curve finding printed mid-run (a dip
+            # that looked like overfitting) that the complete history no longer supports is
+            # dropped from the report; what still holds is kept with its final evidence.
+            final = analyze_history(self.history)
+            final_ids = {f.id for f in final}
+            self.findings = [
+                f
+                for f in self.findings
+                if CATALOG[f.id].category != "history"
+                or f.id in final_ids
+                or f.id == "monitor-mode"
+            ]
+            self._seen = {f.id for f in self.findings}
+            self._emit(final)
         if self.report_path is not None:
             rep = self.report()
             rep.summary["overhead_s"] = round(self.overhead_s, 3)

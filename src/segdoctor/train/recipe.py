@@ -345,7 +345,9 @@ def measure_step_seconds(config: RunConfig, prepared: PreparedData, steps: int =
 VALIDATION_COST = 0.5
 """Validation time of one batch, as a fraction of a training step (forward only, no update)."""
 BUDGET_MARGIN = 0.85
-"""Share of the time budget the schedule is planned to fill (epoch times vary; saving takes time)."""
+"""Share of the time budget the schedule is planned to fill (epoch times vary)."""
+EPOCH_FIXED_S = 1.5
+"""Seconds an epoch costs besides its steps: checkpoints, history, the doctor's epoch checks."""
 
 
 def plan_epochs(config: RunConfig, steps_per_epoch: int, val_batches: int, step_s: float) -> int:
@@ -353,7 +355,7 @@ def plan_epochs(config: RunConfig, steps_per_epoch: int, val_batches: int, step_
     t = config.train
     if t.max_minutes is None or step_s <= 0:
         return t.epochs
-    epoch_s = step_s * (steps_per_epoch + VALIDATION_COST * val_batches)
+    epoch_s = step_s * (steps_per_epoch + VALIDATION_COST * val_batches) + EPOCH_FIXED_S
     return int(max(1, min(t.epochs, (BUDGET_MARGIN * t.max_minutes * 60.0) // epoch_s)))
 
 
