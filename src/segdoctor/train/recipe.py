@@ -271,10 +271,8 @@ def compile_model(
     return model
 
 
-def find_lr(config: RunConfig, prepared: PreparedData, steps: int = 50, log: Log = _print):
-    """LR range test on a throwaway model; returns the :class:`LRFindResult`."""
-    from segdoctor.train.lr_find import lr_range_test
-
+def _throwaway_model(config: RunConfig, prepared: PreparedData) -> keras.Model:
+    """The run's network, compiled with its loss (no metrics) and AdamW at 1e-6, for measuring."""
     keras.utils.set_random_seed(config.train.seed)
     model = make_model(config, prepared)
     arguments = loss_arguments(model, config, prepared)
@@ -283,13 +281,25 @@ def find_lr(config: RunConfig, prepared: PreparedData, steps: int = 50, log: Log
         optimizer=keras.optimizers.AdamW(1e-6, weight_decay=config.train.weight_decay),
         **arguments,
     )
-    result = lr_range_test(model, fit_data(model, prepared.train), steps=steps)
-    # clear_session() also resets the global dtype policy and distribution: keep the run's.
+    return model
+
+
+def _clear_session_keeping_run_state() -> None:
+    """Free a throwaway model; clear_session() also resets the dtype policy and distribution."""
     policy, distribution = keras.config.dtype_policy(), keras.distribution.distribution()
     keras.backend.clear_session()
     keras.config.set_dtype_policy(policy)
     if distribution is not None:
         keras.distribution.set_distribution(distribution)
+
+
+def find_lr(config: RunConfig, prepared: PreparedData, steps: int = 50, log: Log = _print):
+    """LR range test on a throwaway model; returns the :class:`LRFindResult`."""
+    from segdoctor.train.lr_find import lr_range_test
+
+    model = _throwaway_model(config, prepared)
+    result = lr_range_test(model, fit_data(model, prepared.train), steps=steps)
+    _clear_session_keeping_run_state()
     return result
 
 
@@ -328,17 +338,14 @@ def resolve_mixed_precision(setting: str) -> tuple[bool, str]:
 
 def measure_step_seconds(config: RunConfig, prepared: PreparedData, steps: int = 4) -> float:
     """Median seconds of a training step of a throwaway model (the first step compiles)."""
-    keras.utils.set_random_seed(config.train.seed)
-    model = make_model(config, prepared)
-    arguments = loss_arguments(model, config, prepared)
-    arguments.pop("metrics")
-    model.compile(optimizer=keras.optimizers.AdamW(1e-6), **arguments)
+    model = _throwaway_model(config, prepared)
     batch = fit_data(model, prepared.train)[0]
     times = []
     for _ in range(steps):
         start = time.perf_counter()
         model.train_on_batch(batch[0], batch[1])  # returns host values: the step has finished
         times.append(time.perf_counter() - start)
+    _clear_session_keeping_run_state()
     return float(np.median(times[1:]))
 
 
@@ -589,7 +596,6 @@ def _train_run(config: RunConfig, run_dir: Path, log: Log, resume: bool) -> RunR
             lr, message = choose_lr(lr_result, config.train.optimizer)
             log(message)
             notes.append(message)
-            keras.utils.set_random_seed(config.train.seed)
         horizon = _schedule_horizon(config, prepared, steps, lr_result, log)
         keras.utils.set_random_seed(config.train.seed)
         model = compile_model(make_model(config, prepared), config, prepared, lr, steps, horizon)
