@@ -4,10 +4,13 @@ Measures, on the current Keras backend and in the same run:
 
 * ``DiceLoss`` and ``DiceCELoss`` (segdoctor) with the labels users pass: int32 masks
   ``(8, 256, 256, 1)`` for a sigmoid output (binary) and sparse int32 class indices for a 4-class
-  softmax output (multiclass), probabilities as predictions (``from_logits=False``);
-* ``keras.losses.Dice`` on the same predictions with labels of the prediction's shape (the int
-  mask for one channel, float32 one-hot labels for the 4-class case: the only layout it accepts),
-  and segdoctor's DiceLoss given the same one-hot labels.
+  softmax output (multiclass), probabilities as predictions (``from_logits=False``); DiceLoss
+  also with float32 one-hot labels;
+* ``keras.losses.Dice()`` (one score pooled over every pixel and class of the batch, the issue's
+  reference), and the Keras loss that computes what each segdoctor loss computes: the pooled Dice
+  for binary DiceLoss, ``keras.losses.Dice(axis=(1, 2))`` (a score per image and class, then
+  averaged: segdoctor's semantic) for multi-class DiceLoss, preceded by ``ops.one_hot`` for sparse
+  labels, and Keras Dice plus Keras cross-entropy for DiceCELoss.
 
 Each timed call is the loss value plus its gradient with respect to the predictions, executed the
 way ``model.fit`` executes it on that backend: eagerly on torch (so segdoctor's eager value checks
@@ -56,15 +59,6 @@ def _inputs(channels: int, seed: int = 0) -> dict[str, np.ndarray]:
         probs = e / e.sum(-1, keepdims=True)
         dense = np.eye(channels, dtype=np.float32)[sparse[..., 0]]
     return {"sparse": sparse, "dense": dense, "probs": probs.astype(np.float32)}
-
-
-def _minimal_dice(y_true, y_pred):
-    """The floor for segdoctor's semantics: soft Dice per image and class, then averaged."""
-    ops = keras.ops
-    y_true = ops.cast(y_true, y_pred.dtype)
-    tp = ops.sum(y_true * y_pred, axis=(1, 2))  # (B, C)
-    mass = ops.sum(y_true, axis=(1, 2)) + ops.sum(y_pred, axis=(1, 2))
-    return ops.mean(1.0 - (2.0 * tp + 1.0) / (mass + 1.0))
 
 
 def _fwd_bwd(loss: Callable, y_true: np.ndarray, y_pred: np.ndarray) -> Callable[[], float]:
@@ -132,46 +126,83 @@ def _unet_step_seconds(steps: int) -> float:
     return statistics.median(times)
 
 
+def _keras_candidates(channels: int, data: dict) -> list[tuple]:
+    """(name, loss, labels, counterpart) rows; counterpart names the Keras loss computing the same."""
+    ops = keras.ops
+    pooled = keras.losses.Dice()  # one score over every pixel and class of the batch
+    if channels == 1:
+        bce = keras.losses.BinaryCrossentropy()
+        return [
+            ("keras.losses.Dice", pooled, data["sparse"], None),
+            (
+                "keras Dice + BinaryCrossentropy",
+                lambda y, p: pooled(y, p) + bce(y, p),
+                data["dense"],
+                None,
+            ),
+            ("segdoctor DiceLoss", DiceLoss(mode="binary"), data["sparse"], "keras.losses.Dice"),
+            (
+                "segdoctor DiceCELoss",
+                DiceCELoss(mode="binary"),
+                data["sparse"],
+                "keras Dice + BinaryCrossentropy",
+            ),
+        ]
+    # keras.losses.Dice(axis=(1, 2)): a score per image and class, averaged: segdoctor's semantic.
+    per_class = keras.losses.Dice(axis=(1, 2))
+    cce = keras.losses.CategoricalCrossentropy()
+
+    def one_hot(y):
+        return ops.one_hot(ops.squeeze(y, -1), channels)
+
+    return [
+        ("keras.losses.Dice", pooled, data["dense"], None),
+        ("keras.losses.Dice(axis=(1, 2))", per_class, data["dense"], None),
+        (
+            "keras.losses.Dice(axis=(1, 2)) + one_hot",
+            lambda y, p: per_class(one_hot(y), p),
+            data["sparse"],
+            None,
+        ),
+        (
+            "keras Dice(axis=(1, 2)) + one_hot + CategoricalCrossentropy",
+            lambda y, p: per_class(one_hot(y), p) + cce(one_hot(y), p),
+            data["sparse"],
+            None,
+        ),
+        (
+            "segdoctor DiceLoss, one-hot labels",
+            DiceLoss(mode="multiclass"),
+            data["dense"],
+            "keras.losses.Dice(axis=(1, 2))",
+        ),
+        (
+            "segdoctor DiceLoss, sparse labels",
+            DiceLoss(mode="multiclass"),
+            data["sparse"],
+            "keras.losses.Dice(axis=(1, 2)) + one_hot",
+        ),
+        (
+            "segdoctor DiceCELoss, sparse labels",
+            DiceCELoss(mode="multiclass"),
+            data["sparse"],
+            "keras Dice(axis=(1, 2)) + one_hot + CategoricalCrossentropy",
+        ),
+    ]
+
+
 def run(rounds: int, warmup: int, clock: Callable[[], float] = time.perf_counter) -> list[dict]:
     cases = []
-    for channels, mode in ((1, "binary"), (CLASSES, "multiclass")):
+    for channels in (1, CLASSES):
         data = _inputs(channels)
         shape = f"({BATCH},{SIZE},{SIZE},{channels})"
-        # keras.losses.Dice takes labels of the prediction's shape: the int mask itself for one
-        # channel, one-hot labels for several (the user's pipeline pays for the conversion).
-        keras_labels = data["sparse"] if channels == 1 else data["dense"]
-        keras_ce = (
-            keras.losses.BinaryCrossentropy()
-            if channels == 1
-            else keras.losses.CategoricalCrossentropy()
-        )
-        keras_dice = keras.losses.Dice()
-        candidates = [
-            ("keras.losses.Dice", keras_dice, keras_labels),
-            (
-                "keras Dice + cross-entropy",
-                lambda y, p, dice=keras_dice, ce=keras_ce: dice(y, p) + ce(y, p),
-                data["dense"],
-            ),
-            ("per-image per-class soft Dice in 5 keras.ops lines", _minimal_dice, data["dense"]),
-            ("segdoctor DiceLoss", DiceLoss(mode=mode), data["sparse"]),
-            ("segdoctor DiceCELoss", DiceCELoss(mode=mode), data["sparse"]),
+        cases += [
+            (shape, name, _fwd_bwd(loss, y, data["probs"]), counterpart)
+            for name, loss, y, counterpart in _keras_candidates(channels, data)
         ]
-        if channels > 1:
-            candidates += [
-                ("segdoctor DiceLoss, one-hot labels", DiceLoss(mode=mode), data["dense"]),
-                (
-                    "keras.losses.Dice, one-hot built from the sparse labels",
-                    lambda y, p, dice=keras_dice, c=channels: dice(
-                        keras.ops.one_hot(keras.ops.squeeze(y, -1), c), p
-                    ),
-                    data["sparse"],
-                ),
-            ]
-        cases += [(shape, name, _fwd_bwd(loss, y, data["probs"])) for name, loss, y in candidates]
-    for _, _, step in cases:
+    for case in cases:
         for _ in range(warmup):
-            step()
+            case[2]()
     times: list[list[float]] = [[] for _ in cases]
     for r in range(rounds):
         order = list(range(len(cases)))
@@ -181,13 +212,20 @@ def run(rounds: int, warmup: int, clock: Callable[[], float] = time.perf_counter
             cases[i][2]()
             times[i].append(clock() - start)
     rows = []
-    for (shape, name, _), samples in zip(cases, times, strict=True):
-        rows.append({"shape": shape, "loss": name, "median_s": statistics.median(samples)})
-    for row in rows:
-        base = next(
-            r for r in rows if r["shape"] == row["shape"] and r["loss"] == "keras.losses.Dice"
+    for (shape, name, _, counterpart), samples in zip(cases, times, strict=True):
+        rows.append(
+            {
+                "shape": shape,
+                "loss": name,
+                "counterpart": counterpart,
+                "median_s": statistics.median(samples),
+            }
         )
-        row["ratio"] = row["median_s"] / base["median_s"]
+    for row in rows:
+        same_shape = {r["loss"]: r["median_s"] for r in rows if r["shape"] == row["shape"]}
+        row["ratio"] = row["median_s"] / same_shape["keras.losses.Dice"]
+        if row["counterpart"]:
+            row["ratio_counterpart"] = row["median_s"] / same_shape[row["counterpart"]]
     return rows
 
 
@@ -227,9 +265,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print()
     header = (
         f"| backend | shape | loss | forward+backward (median {args.clock} ms) "
-        "| vs keras.losses.Dice |"
+        "| vs keras.losses.Dice | vs the Keras loss computing the same |"
     )
-    divider = "|---|---|---|---:|---:|"
+    divider = "|---|---|---|---:|---:|---:|"
     if step is not None:
         header += " % of a U-Net step |"
         divider += "---:|"
@@ -238,7 +276,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for row in rows:
         line = (
             f"| {backend} | {row['shape']} | {row['loss']} | {row['median_s'] * 1000:.2f} | "
-            f"{row['ratio']:.2f}x |"
+            f"{row['ratio']:.2f}x | "
+            + (f"{row['ratio_counterpart']:.2f}x |" if row["counterpart"] else "|")
         )
         if step is not None:
             line += f" {100 * row['median_s'] / step:.1f}% |"

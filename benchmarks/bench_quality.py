@@ -54,26 +54,59 @@ def write_split_csv(data: Path, folder: Path, seed: int = 0) -> tuple[Path, list
 
 
 def score(model_path: Path, prepared, test_pairs) -> dict:
+    """Held-out summary plus every image's Dice (for the paired comparison)."""
     model = load_model(model_path)
-    summary, _, _ = evaluate_pairs(
+    summary, rows, _ = evaluate_pairs(
         model,
         test_pairs,
         lambda p: load_pair(p, prepared.policy, prepared.normalizer, prepared.channels),
         2,
     )
-    return summary
+    return {**summary, "per_image": {row["name"]: row["dice"] for row in rows}}
+
+
+def paired(a: dict, b: dict, rounds: int = 20000, seed: int = 0) -> dict:
+    """Per-image comparison of two recipes on the same held-out images.
+
+    The mean difference with a bootstrap 95% interval (images resampled), wins/losses, and a
+    two-sided sign-flip permutation p-value: under "no difference" each image's difference is
+    equally likely to have either sign. Images scored by only one side (empty truth and
+    prediction under the skip policy) are left out.
+    """
+    import numpy as np
+
+    names = sorted(set(a) & set(b))
+    d = np.array([a[n] - b[n] for n in names if a[n] == a[n] and b[n] == b[n]])
+    rng = np.random.default_rng(seed)
+    boot = d[rng.integers(0, len(d), (rounds, len(d)))].mean(axis=1)
+    flips = rng.choice([-1.0, 1.0], size=(rounds, len(d)))
+    null = np.abs((flips * d).mean(axis=1))
+    return {
+        "images": len(d),
+        "mean_difference": float(d.mean()),
+        "median_difference": float(np.median(d)),
+        "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+        "wins": int((d > 1e-4).sum()),
+        "losses": int((d < -1e-4).sum()),
+        "p_value": float((1 + (null >= abs(d.mean()) - 1e-12).sum()) / (rounds + 1)),
+    }
+
+
+def recipe_config(name: str, csv_path: Path, minutes: float, common: dict):
+    """The resolved segdoctor config each recipe starts from (the classic one adds its own fit)."""
+    if name == "default":
+        overrides = {"train.max_minutes": str(minutes), "train.epochs": "200", "train.verbose": "2"}
+    else:
+        overrides = {
+            "data.augment": "none",
+            "data.foreground_oversample": "0",
+            "train.doctor": "false",
+        }
+    return resolve_config(overrides={"data.path": str(csv_path), **overrides, **common})
 
 
 def run_default(csv_path: Path, out: Path, minutes: float, test_pairs, common: dict) -> dict:
-    config = resolve_config(
-        overrides={
-            "data.path": str(csv_path),
-            "train.max_minutes": str(minutes),
-            "train.epochs": "200",
-            "train.verbose": "2",
-            **common,
-        }
-    )
+    config = recipe_config("default", csv_path, minutes, common)
     state = out / "state.json"
     finished = state.exists() and json.loads(state.read_text()).get("status") not in (
         None,
@@ -100,15 +133,7 @@ def run_default(csv_path: Path, out: Path, minutes: float, test_pairs, common: d
 def run_classic(csv_path: Path, out: Path, minutes: float, test_pairs, common: dict) -> dict:
     from segdoctor.train.callbacks import TimeBudget
 
-    config = resolve_config(
-        overrides={
-            "data.path": str(csv_path),
-            "data.augment": "none",
-            "data.foreground_oversample": "0",
-            "train.doctor": "false",
-            **common,
-        }
-    )
+    config = recipe_config("classic", csv_path, minutes, common)
     keras.utils.set_random_seed(0)
     prepared = prepare_data(config, log=lambda m: None)
     model = make_model(config, prepared)
@@ -164,7 +189,14 @@ def main() -> None:
     for name in args.recipes.split(","):
         saved = out / name / "quality_result.json"
         if saved.exists():
-            results.append(json.loads(saved.read_text()))
+            result = json.loads(saved.read_text())
+            if "per_image" not in result and (out / name / "best.keras").exists():
+                # saved by an older version of this script: add the per-image scores
+                config = recipe_config(name, csv_path, args.minutes, common)
+                prepared = prepare_data(config, log=lambda m: None)
+                result.update(score(out / name / "best.keras", prepared, test))
+                saved.write_text(json.dumps(result, indent=2, default=float))
+            results.append(result)
             continue
         results.append(runners[name](csv_path, out / name, args.minutes, test, common))
         saved.write_text(json.dumps(results[-1], indent=2, default=float))
@@ -175,7 +207,13 @@ def main() -> None:
         "test_images": len(test),
         "minutes": args.minutes,
     }
-    print(json.dumps({"meta": meta, "results": results}, indent=2, default=float))
+    by_name = {r["recipe"]: r for r in results}
+    if {"default", "classic"} <= set(by_name) and all("per_image" in r for r in results):
+        meta["paired_default_minus_classic"] = paired(
+            by_name["default"]["per_image"], by_name["classic"]["per_image"]
+        )
+    brief = [{k: v for k, v in r.items() if k != "per_image"} for r in results]
+    print(json.dumps({"meta": meta, "results": brief}, indent=2, default=float))
     print(
         "\n| recipe | held-out Dice (mean) | median | IoU | epochs | minutes |\n|---|---|---|---|---|---|"
     )
