@@ -8,9 +8,10 @@ Measures, on the current Keras backend and in the same run:
   also with float32 one-hot labels;
 * ``keras.losses.Dice()`` (one score pooled over every pixel and class of the batch, the issue's
   reference), and the Keras loss that computes what each segdoctor loss computes: the pooled Dice
-  for binary DiceLoss, ``keras.losses.Dice(axis=(1, 2))`` (a score per image and class, then
-  averaged: segdoctor's semantic) for multi-class DiceLoss, preceded by ``ops.one_hot`` for sparse
-  labels, and Keras Dice plus Keras cross-entropy for DiceCELoss.
+  for binary DiceLoss; ``keras.losses.Dice(axis=(0, 1, 2))`` (a score per class pooled over the
+  batch, then averaged: segdoctor's default) or ``axis=(1, 2)`` (per image and class:
+  ``per_image=True``) for multi-class DiceLoss, preceded by ``ops.one_hot`` for sparse labels;
+  Keras Dice plus Keras cross-entropy for DiceCELoss.
 
 Each timed call is the loss value plus its gradient with respect to the predictions, executed the
 way ``model.fit`` executes it on that backend: eagerly on torch (so segdoctor's eager value checks
@@ -148,25 +149,27 @@ def _keras_candidates(channels: int, data: dict) -> list[tuple]:
                 "keras Dice + BinaryCrossentropy",
             ),
         ]
-    # keras.losses.Dice(axis=(1, 2)): a score per image and class, averaged: segdoctor's semantic.
-    per_class = keras.losses.Dice(axis=(1, 2))
+    # keras.losses.Dice with an axis computes what segdoctor's DiceLoss computes: axis=(0, 1, 2)
+    # one score per class pooled over the batch (segdoctor's default, nnU-Net's "batch Dice"),
+    # axis=(1, 2) one score per image and class (per_image=True, the recipe's choice); both
+    # averaged over the classes by the Loss reduction.
+    batch_dice = keras.losses.Dice(axis=(0, 1, 2))
+    image_dice = keras.losses.Dice(axis=(1, 2))
     cce = keras.losses.CategoricalCrossentropy()
 
     def one_hot(y):
         return ops.one_hot(ops.squeeze(y, -1), channels)
 
+    sparse_dice = "keras.losses.Dice(axis=(0, 1, 2)) + one_hot"
+    sparse_dice_ce = "keras Dice(axis=(0, 1, 2)) + one_hot + CategoricalCrossentropy"
     return [
         ("keras.losses.Dice", pooled, data["dense"], None),
-        ("keras.losses.Dice(axis=(1, 2))", per_class, data["dense"], None),
+        ("keras.losses.Dice(axis=(0, 1, 2))", batch_dice, data["dense"], None),
+        ("keras.losses.Dice(axis=(1, 2))", image_dice, data["dense"], None),
+        (sparse_dice, lambda y, p: batch_dice(one_hot(y), p), data["sparse"], None),
         (
-            "keras.losses.Dice(axis=(1, 2)) + one_hot",
-            lambda y, p: per_class(one_hot(y), p),
-            data["sparse"],
-            None,
-        ),
-        (
-            "keras Dice(axis=(1, 2)) + one_hot + CategoricalCrossentropy",
-            lambda y, p: per_class(one_hot(y), p) + cce(one_hot(y), p),
+            sparse_dice_ce,
+            lambda y, p: batch_dice(one_hot(y), p) + cce(one_hot(y), p),
             data["sparse"],
             None,
         ),
@@ -174,19 +177,25 @@ def _keras_candidates(channels: int, data: dict) -> list[tuple]:
             "segdoctor DiceLoss, one-hot labels",
             DiceLoss(mode="multiclass"),
             data["dense"],
+            "keras.losses.Dice(axis=(0, 1, 2))",
+        ),
+        (
+            "segdoctor DiceLoss(per_image=True), one-hot labels",
+            DiceLoss(mode="multiclass", per_image=True),
+            data["dense"],
             "keras.losses.Dice(axis=(1, 2))",
         ),
         (
             "segdoctor DiceLoss, sparse labels",
             DiceLoss(mode="multiclass"),
             data["sparse"],
-            "keras.losses.Dice(axis=(1, 2)) + one_hot",
+            sparse_dice,
         ),
         (
             "segdoctor DiceCELoss, sparse labels",
             DiceCELoss(mode="multiclass"),
             data["sparse"],
-            "keras Dice(axis=(1, 2)) + one_hot + CategoricalCrossentropy",
+            sparse_dice_ce,
         ),
     ]
 

@@ -11,7 +11,13 @@ the same wall-clock budget and the same U-Net, and are scored on the held-out im
   fixed 1e-3, no augmentation, ReduceLROnPlateau on val Dice in Keras 2's implicit "min" mode.
 
 Usage:
-    python benchmarks/bench_quality.py --data ../shared/data/dsb2018-nuclei --minutes 15
+    python benchmarks/bench_quality.py --data ../shared/data/dsb2018-nuclei --minutes 15 \
+        [--seed 1] [--out DIR] [--set data.augment=light]
+    python benchmarks/bench_quality.py --data ../shared/data/dsb2018-nuclei --combine DIR0 DIR1
+
+Each finished recipe's result (with every held-out image's Dice) is saved as it completes, and the
+comparison is paired: the per-image difference default - classic, its bootstrap 95% interval and a
+sign-flip permutation p-value.
 """
 
 from __future__ import annotations
@@ -92,10 +98,18 @@ def paired(a: dict, b: dict, rounds: int = 20000, seed: int = 0) -> dict:
     }
 
 
-def recipe_config(name: str, csv_path: Path, minutes: float, common: dict):
-    """The resolved segdoctor config each recipe starts from (the classic one adds its own fit)."""
+def recipe_config(name: str, csv_path: Path, minutes: float, common: dict, extra=None):
+    """The resolved segdoctor config each recipe starts from (the classic one adds its own fit).
+
+    ``extra``: overrides for the default recipe only (``--set``), to measure a variant of it.
+    """
     if name == "default":
-        overrides = {"train.max_minutes": str(minutes), "train.epochs": "200", "train.verbose": "2"}
+        overrides = {
+            "train.max_minutes": str(minutes),
+            "train.epochs": "200",
+            "train.verbose": "2",
+            **(extra or {}),
+        }
     else:
         overrides = {
             "data.augment": "none",
@@ -105,8 +119,10 @@ def recipe_config(name: str, csv_path: Path, minutes: float, common: dict):
     return resolve_config(overrides={"data.path": str(csv_path), **overrides, **common})
 
 
-def run_default(csv_path: Path, out: Path, minutes: float, test_pairs, common: dict) -> dict:
-    config = recipe_config("default", csv_path, minutes, common)
+def run_default(
+    csv_path: Path, out: Path, minutes: float, test_pairs, common: dict, extra=None
+) -> dict:
+    config = recipe_config("default", csv_path, minutes, common, extra)
     state = out / "state.json"
     finished = state.exists() and json.loads(state.read_text()).get("status") not in (
         None,
@@ -123,6 +139,7 @@ def run_default(csv_path: Path, out: Path, minutes: float, test_pairs, common: d
     prepared = prepare_data(config, log=lambda m: None)
     return {
         "recipe": "default",
+        "overrides": extra or {},
         "minutes": minutes,
         "epochs": epochs,
         "lr": lr,
@@ -130,11 +147,13 @@ def run_default(csv_path: Path, out: Path, minutes: float, test_pairs, common: d
     }
 
 
-def run_classic(csv_path: Path, out: Path, minutes: float, test_pairs, common: dict) -> dict:
+def run_classic(
+    csv_path: Path, out: Path, minutes: float, test_pairs, common: dict, extra=None
+) -> dict:
     from segdoctor.train.callbacks import TimeBudget
 
     config = recipe_config("classic", csv_path, minutes, common)
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(config.train.seed)
     prepared = prepare_data(config, log=lambda m: None)
     model = make_model(config, prepared)
     model.compile(
@@ -167,6 +186,33 @@ def run_classic(csv_path: Path, out: Path, minutes: float, test_pairs, common: d
     }
 
 
+def combine(folders: list[Path]) -> dict:
+    """Pool finished runs of several seeds (same held-out images): per-seed means, then each
+    image's Dice averaged over the seeds per recipe, compared pairwise."""
+    import numpy as np
+
+    runs: dict[str, list[dict]] = {}
+    for folder in folders:
+        for name in ("default", "classic"):
+            saved = folder / name / "quality_result.json"
+            if saved.exists():
+                runs.setdefault(name, []).append(json.loads(saved.read_text()))
+    summary: dict = {"folders": [str(f) for f in folders], "recipes": {}}
+    averaged = {}
+    for name, results in runs.items():
+        names = sorted(set.intersection(*(set(r["per_image"]) for r in results)))
+        averaged[name] = {n: float(np.mean([r["per_image"][n] for r in results])) for n in names}
+        summary["recipes"][name] = {
+            "seeds": len(results),
+            "dice_mean_per_seed": [r["dice_mean"] for r in results],
+            "dice_mean": float(np.mean(list(averaged[name].values()))),
+            "epochs_per_seed": [r["epochs"] for r in results],
+        }
+    if {"default", "classic"} <= set(averaged):
+        summary["paired_default_minus_classic"] = paired(averaged["default"], averaged["classic"])
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="the dsb2018-nuclei folder")
@@ -175,7 +221,32 @@ def main() -> None:
     parser.add_argument("--patch-size", default="256")
     parser.add_argument("--base-filters", default="32")
     parser.add_argument("--recipes", default="default,classic", help="which recipes, in order")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="training seed of both recipes (the held-out images stay the same: split seed 0)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override for the default recipe only (a variant of it), e.g. data.augment=light",
+    )
+    parser.add_argument(
+        "--combine",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="only pool the finished runs in these --out folders (one per seed) and compare",
+    )
     args = parser.parse_args()
+    if args.combine:
+        print(json.dumps(combine(args.combine), indent=2))
+        return
+    extra = dict(item.split("=", 1) for item in args.set)
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_quality_"))
     out.mkdir(parents=True, exist_ok=True)
     csv_path, test = write_split_csv(args.data, out)
@@ -183,6 +254,7 @@ def main() -> None:
         "data.patch_size": args.patch_size,
         "model.base_filters": args.base_filters,
         "data.samples_per_epoch": "128",
+        "train.seed": str(args.seed),
     }
     runners = {"default": run_default, "classic": run_classic}
     results = []
@@ -192,13 +264,13 @@ def main() -> None:
             result = json.loads(saved.read_text())
             if "per_image" not in result and (out / name / "best.keras").exists():
                 # saved by an older version of this script: add the per-image scores
-                config = recipe_config(name, csv_path, args.minutes, common)
+                config = recipe_config(name, csv_path, args.minutes, common, extra)
                 prepared = prepare_data(config, log=lambda m: None)
                 result.update(score(out / name / "best.keras", prepared, test))
                 saved.write_text(json.dumps(result, indent=2, default=float))
             results.append(result)
             continue
-        results.append(runners[name](csv_path, out / name, args.minutes, test, common))
+        results.append(runners[name](csv_path, out / name, args.minutes, test, common, extra))
         saved.write_text(json.dumps(results[-1], indent=2, default=float))
     meta = {
         "date": time.strftime("%Y-%m-%d"),
@@ -206,6 +278,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "test_images": len(test),
         "minutes": args.minutes,
+        "seed": args.seed,
     }
     by_name = {r["recipe"]: r for r in results}
     if {"default", "classic"} <= set(by_name) and all("per_image" in r for r in results):

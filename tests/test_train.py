@@ -150,6 +150,22 @@ def test_checkpoint_refuses_auto_mode(tmp_path):
         RunCheckpoint(tmp_path, "val_dice", "auto", RunState(tmp_path / "s.json"))
 
 
+def test_main_output_names_reach_every_log_the_progress_bar_reads():
+    from segdoctor.train.callbacks import MainOutputLogs
+
+    cb = MainOutputLogs("mask", ["dice", "iou"])
+    batch = {"loss": 0.5, "mask_dice": 0.7, "aux1_loss": 0.2}
+    held = batch  # the progress bar holds the same dict
+    cb.on_train_batch_end(0, batch)
+    assert list(held) == ["loss", "dice", "aux1_loss"] and held["dice"] == 0.7
+    epoch = {"mask_iou": 0.4, "val_mask_dice": 0.6, "val_loss": 1.0}
+    cb.on_epoch_end(0, epoch)
+    assert list(epoch) == ["iou", "val_dice", "val_loss"]
+    single = {"dice": 0.9}
+    cb.on_test_batch_end(0, single)  # a single-output model's names stay as they are
+    assert single == {"dice": 0.9}
+
+
 def test_time_budget_stops_at_an_epoch_boundary():
     model = _tiny_model()
     budget = TimeBudget(max_minutes=1e-6)
@@ -323,6 +339,18 @@ def test_deep_supervision_loss_weights_halve_per_decoder_level():
     assert weights == pytest.approx([1 / 1.75, 0.25 / 1.75, 0.5 / 1.75])  # 1 : 1/4 : 1/2
     assert sum(weights) == pytest.approx(1.0)
     assert deep_supervision_weights(["mask", "aux1"]) == pytest.approx([2 / 3, 1 / 3])
+
+
+def test_resume_past_the_planned_schedule_says_what_happens(tmp_path):
+    from segdoctor.train.recipe import resume_schedule_note
+
+    longer = _run_config(tmp_path, **{"train.epochs": "30", "train.schedule": "cosine"})
+    note = resume_schedule_note(longer, {"schedule_epochs": 20})
+    assert note and "planned for 20 epochs" in note and "epochs 21-30" in note
+    assert "--epochs 30" in note
+    assert resume_schedule_note(longer, {"schedule_epochs": 30}) is None  # within the plan
+    plateau = _run_config(tmp_path, **{"train.epochs": "30", "train.schedule": "plateau"})
+    assert resume_schedule_note(plateau, {"schedule_epochs": 20}) is None  # nothing planned
 
 
 @pytest.mark.timeout(180)

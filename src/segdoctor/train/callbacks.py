@@ -68,12 +68,22 @@ class MainOutputLogs(keras.callbacks.Callback):
             for prefix in ("", "val_"):
                 self.renames[f"{prefix}{output_name}_{metric}"] = f"{prefix}{metric}"
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if not logs:
+    def rename(self, logs: dict | None) -> None:
+        """Rename in place, keeping the order: later callbacks hold this very dict."""
+        if not logs or not any(key in self.renames for key in logs):
             return
         items = list(logs.items())
-        logs.clear()  # in place, keeping the order: later callbacks hold this very dict
+        logs.clear()
         logs.update((self.renames.get(key, key), value) for key, value in items)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.rename(logs)  # the progress bar shows the same names as the epoch logs
+
+    def on_test_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.rename(logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.rename(logs)
 
 
 class RunState:

@@ -580,7 +580,8 @@ def _train_run(config: RunConfig, run_dir: Path, log: Log, resume: bool) -> RunR
     notes: list[str] = []
     lr_result = None
     if resume:
-        lr = float(json.loads((run_dir / "run.json").read_text())["lr"])
+        meta = json.loads((run_dir / "run.json").read_text())
+        lr = float(meta["lr"])
         from segdoctor.train.inference import load_model
 
         model = load_model(_resume_checkpoint(run_dir, config), compile=True)
@@ -588,6 +589,10 @@ def _train_run(config: RunConfig, run_dir: Path, log: Log, resume: bool) -> RunR
         log(
             f"Resuming from epoch {initial_epoch + 1} (last completed: {initial_epoch}), learning rate {lr:.3g}."
         )
+        note = resume_schedule_note(config, meta)
+        if note:
+            log(note)
+            notes.append(note)
     else:
         lr = config.train.lr
         if lr is None:
@@ -693,6 +698,25 @@ def _record_nan_finding(path: Path, event: dict[str, Any]) -> None:
     )
     report["findings"] = [finding.to_dict(), *report.get("findings", [])]
     atomic_write_text(path, json.dumps(report, indent=2))
+
+
+def resume_schedule_note(config: RunConfig, meta: dict) -> str | None:
+    """What a resume with more epochs than the saved schedule spans does (None: nothing to say).
+
+    The optimizer, and the schedule inside it, is restored from the checkpoint unchanged: a resumed
+    run continues the same curve, so an interrupted run ends exactly as an uninterrupted one would.
+    Epochs past the planned horizon therefore train at the schedule's final rate.
+    """
+    t = config.train
+    planned = int(meta.get("schedule_epochs") or t.epochs)
+    if t.schedule not in ("cosine", "poly") or t.epochs <= planned:
+        return None
+    return (
+        f"The {t.schedule} learning-rate schedule was planned for {planned} epochs and is resumed "
+        f"as saved: epochs {planned + 1}-{t.epochs} train at its final rate. For a full schedule "
+        f"over {t.epochs} epochs start a new run with --epochs {t.epochs} (or fine-tune from "
+        "best.keras with a new run)."
+    )
 
 
 def resume_run(run_dir: Path, extra_epochs: int | None = None, log: Log = _print) -> RunResult:
