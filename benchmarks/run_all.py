@@ -39,10 +39,6 @@ def jobs(quick: bool) -> list[tuple[str, list[str]]]:
             "diagnose-scale",
             [py, str(HERE / "bench_doctor.py"), "--only", "scale", "--scale", "1000,10000"],
         ),
-        (
-            "backends",
-            [py, str(HERE / "bench_backends.py"), "--backends", "torch,jax,tensorflow", *rounds],
-        ),
         ("throughput", [py, str(HERE / "bench_throughput.py"), *rounds]),
         ("slow-tests", [py, "-m", "pytest", "-q", "-m", "slow", str(REPO / "tests")]),
     ]

@@ -5,8 +5,9 @@ default backend (TensorFlow) is not installed, ``import keras`` fails. segdoctor
 backend *before* Keras is imported, and never overrides a choice the user made.
 
 Order of preference when ``KERAS_BACKEND`` is unset: tensorflow, torch, jax. On a 2-core CPU the
-default U-Net (256x256, batch 8) trains 2.2x faster on the TensorFlow backend than on torch and 4.5x
-faster than on JAX (``benchmarks/bench_backends.py``; results in ``benchmarks/RESULTS.md``).
+default U-Net (256x256, batch 8, float32) trains 2.1x faster on the TensorFlow backend than on
+torch and 6x faster than on JAX (``benchmarks/bench_throughput.py``; results in
+``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
