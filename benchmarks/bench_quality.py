@@ -175,6 +175,7 @@ def run_classic(
                 str(out / "best.keras"), monitor="val_dice_coef", mode="max", save_best_only=True
             ),
             TimeBudget(minutes),
+            keras.callbacks.CSVLogger(str(out / "history.csv")),
         ],
     )
     return {
