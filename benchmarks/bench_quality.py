@@ -13,7 +13,7 @@ the same wall-clock budget and the same U-Net, and are scored on the held-out im
 Usage:
     python benchmarks/bench_quality.py --data ../shared/data/dsb2018-nuclei --minutes 15 \
         [--seed 1] [--out DIR] [--set data.augment=light]
-    python benchmarks/bench_quality.py --data ../shared/data/dsb2018-nuclei --combine DIR0 DIR1
+    python benchmarks/bench_quality.py --combine DIR0 DIR1
 
 Each finished recipe's result (with every held-out image's Dice) is saved as it completes, and the
 comparison is paired: the per-image difference default - classic, its bootstrap 95% interval and a
@@ -216,7 +216,7 @@ def combine(folders: list[Path]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="the dsb2018-nuclei folder")
+    parser.add_argument("--data", type=Path, help="the dsb2018-nuclei folder (to train)")
     parser.add_argument("--minutes", type=float, default=15.0, help="training budget per recipe")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--patch-size", default="256")
@@ -247,6 +247,8 @@ def main() -> None:
     if args.combine:
         print(json.dumps(combine(args.combine), indent=2))
         return
+    if args.data is None:
+        parser.error("--data is needed to train (only --combine works without it)")
     extra = dict(item.split("=", 1) for item in args.set)
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_quality_"))
     out.mkdir(parents=True, exist_ok=True)
