@@ -7,7 +7,8 @@
 - :class:`HistoryWriter` rewrites ``history.csv`` atomically after every epoch (continuous across a
   resume, unlike ``keras.callbacks.CSVLogger`` in append mode after a crash mid-line).
 - :class:`NanGuard` stops on a non-finite loss and records why.
-- :class:`TimeBudget` stops at the first epoch boundary after ``max_minutes``.
+- :class:`TimeBudget` stops at the first epoch boundary after ``max_minutes``;
+  :class:`BudgetSchedule` refits the learning-rate schedule to it from a measured epoch time.
 - :class:`LearningRateLogger` adds ``learning_rate`` to the logs (and so to the history).
 - :class:`MainOutputLogs` logs a deep-supervised model's main-output metrics under their plain
   names (``val_dice``, not ``val_mask_dice``), so every callback watches the same key.
@@ -20,6 +21,7 @@ import io
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -219,16 +221,85 @@ class NanGuard(keras.callbacks.Callback):
 class TimeBudget(keras.callbacks.Callback):
     """Stop at the first epoch boundary after ``max_minutes`` of training."""
 
-    def __init__(self, max_minutes: float) -> None:
+    def __init__(self, max_minutes: float, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self.max_seconds = max_minutes * 60.0
         self.triggered = False
-        self._start = time.monotonic()
+        self.clock = clock
+        self._start = clock()
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self._start = time.monotonic()
+        self._start = self.clock()
+
+    @property
+    def remaining_s(self) -> float:
+        """Seconds of the budget left now."""
+        return self.max_seconds - (self.clock() - self._start)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if time.monotonic() - self._start >= self.max_seconds:
+        if self.remaining_s <= 0:
             self.triggered = True
             self.model.stop_training = True
+
+
+class BudgetSchedule(keras.callbacks.Callback):
+    """Refit the learning-rate schedule to the time budget once an epoch has been timed.
+
+    Before training, the schedule's horizon is planned from the step time of the LR range test
+    (or a few timed steps). A machine busier or idler then than during training makes that plan
+    wrong: too short, and the last epochs train at the schedule's floor; too long, and the budget
+    ends with the rate still high. After the second epoch of this fit (the first one compiles),
+    the epochs that still fit are counted from that epoch's measured time; when the horizon is off
+    by more than ``tolerance`` of the plan (and by 2 epochs or more), the optimizer gets the same
+    schedule over the new horizon and the train function is rebuilt so that compiled backends
+    trace the new schedule (one retrace, paid once). The rate jumps at most by the difference
+    between the two curves at the current step.
+
+    Args:
+        budget: the run's :class:`TimeBudget` (its clock and remaining time).
+        planned: the horizon the optimizer's schedule was built with, in epochs.
+        max_epochs: ``train.epochs``, never exceeded.
+        make_schedule: ``epochs -> schedule`` for the new horizon.
+        on_replan: called with ``(old, new, epoch_seconds)`` after a refit (run files, log).
+        tolerance: relative difference that triggers a refit.
+    """
+
+    def __init__(
+        self,
+        budget: TimeBudget,
+        planned: int,
+        max_epochs: int,
+        make_schedule: Callable[[int], Any],
+        on_replan: Callable[[int, int, float], None] | None = None,
+        tolerance: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.budget = budget
+        self.planned = planned
+        self.max_epochs = max_epochs
+        self.make_schedule = make_schedule
+        self.on_replan = on_replan
+        self.tolerance = tolerance
+        self.horizon = planned
+        self._epochs_seen = 0
+        self._epoch_start = budget.clock()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch_start = self.budget.clock()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._epochs_seen += 1
+        if self._epochs_seen != 2 or self.model.stop_training:
+            return
+        epoch_s = self.budget.clock() - self._epoch_start
+        if epoch_s <= 0:
+            return
+        fits = epoch + 1 + int(max(0.0, self.budget.remaining_s) // epoch_s)
+        horizon = max(epoch + 2, min(self.max_epochs, fits))
+        if abs(horizon - self.planned) < max(2.0, self.tolerance * self.planned):
+            return
+        self.model.optimizer.learning_rate = self.make_schedule(horizon)
+        self.model.make_train_function(force=True)
+        self.horizon = horizon
+        if self.on_replan is not None:
+            self.on_replan(self.planned, horizon, epoch_s)

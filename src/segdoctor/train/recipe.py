@@ -224,31 +224,42 @@ def loss_arguments(model: keras.Model, config: RunConfig, prepared: PreparedData
     }
 
 
-def make_optimizer(
-    config: RunConfig, lr: float, steps_per_epoch: int, epochs: int | None = None
-) -> keras.optimizers.Optimizer:
-    """AdamW/Adam/SGD with the configured schedule; the schedule is saved with the optimizer.
+def make_schedule(config: RunConfig, lr: float, steps_per_epoch: int, epochs: int | None = None):
+    """The configured learning-rate schedule over ``epochs`` (default ``train.epochs``).
 
-    ``epochs`` is the schedule's horizon (default ``train.epochs``); under a time budget it is the
-    number of epochs that fit in the budget (:func:`plan_epochs`), so that a cosine or poly decay
-    reaches its end before the budget does instead of stopping near the peak learning rate.
+    A float (constant rate) for ``constant`` and ``plateau``; warm-up then cosine decay to 1% of
+    ``lr`` for ``cosine``; polynomial decay (power 0.9, nnU-Net's) for ``poly``.
     """
     t = config.train
     total = max(1, (epochs or t.epochs) * steps_per_epoch)
     warmup = min(t.warmup_epochs * steps_per_epoch, total // 2)
-    schedule: Any = lr
     if t.schedule == "cosine":
-        schedule = keras.optimizers.schedules.CosineDecay(
+        return keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=lr / 10 if warmup else lr,
             decay_steps=max(1, total - warmup),
             alpha=0.01,
             warmup_target=lr if warmup else None,
             warmup_steps=warmup,
         )
-    elif t.schedule == "poly":
-        schedule = keras.optimizers.schedules.PolynomialDecay(
+    if t.schedule == "poly":
+        return keras.optimizers.schedules.PolynomialDecay(
             lr, decay_steps=total, end_learning_rate=lr * 1e-3, power=0.9
         )
+    return lr
+
+
+def make_optimizer(
+    config: RunConfig, lr: float, steps_per_epoch: int, epochs: int | None = None
+) -> keras.optimizers.Optimizer:
+    """AdamW/Adam/SGD with the configured schedule; the schedule is saved with the optimizer.
+
+    ``epochs`` is the schedule's horizon (default ``train.epochs``); under a time budget it is the
+    number of epochs that fit in the budget (:func:`plan_epochs`, then refitted to the measured
+    epoch time by :class:`~segdoctor.train.callbacks.BudgetSchedule`), so that a cosine or poly
+    decay reaches its end when the budget does instead of stopping near the peak learning rate.
+    """
+    t = config.train
+    schedule = make_schedule(config, lr, steps_per_epoch, epochs)
     if t.optimizer == "adamw":
         return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay)
     if t.optimizer == "adam":
@@ -424,6 +435,30 @@ def setup_data_parallel(devices: int, log: Log = _print) -> None:
 # The run
 
 
+def _budget_schedule(
+    config: RunConfig, run_dir: Path, budget: cb.TimeBudget, plan: tuple[float, int, int], log: Log
+) -> cb.BudgetSchedule:
+    """Refit the schedule to the budget after a timed epoch; run.json records the new horizon."""
+    lr, steps, horizon = plan
+
+    def on_replan(old: int, new: int, epoch_s: float) -> None:
+        meta = json.loads((run_dir / "run.json").read_text())
+        meta["schedule_epochs"] = new
+        atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2))
+        log(
+            f"Epochs take {epoch_s:.0f} s here, not what the plan assumed: the {config.train.schedule} "
+            f"schedule now spans {new} epochs instead of {old}, so that it ends with the budget."
+        )
+
+    return cb.BudgetSchedule(
+        budget,
+        planned=horizon,
+        max_epochs=config.train.epochs,
+        make_schedule=lambda epochs: make_schedule(config, lr, steps, epochs),
+        on_replan=on_replan,
+    )
+
+
 def _callbacks(
     config: RunConfig,
     run_dir: Path,
@@ -431,7 +466,10 @@ def _callbacks(
     resume: bool,
     prepared: PreparedData,
     model: keras.Model,
+    plan: tuple[float, int, int] | None = None,
+    log: Log = _print,
 ):
+    """The recipe's callbacks; ``plan`` = (lr, steps per epoch, horizon) of a new run's schedule."""
     t = config.train
     nan_guard = cb.NanGuard()
     items: list[keras.callbacks.Callback] = []
@@ -463,6 +501,8 @@ def _callbacks(
     if t.max_minutes:
         budget = cb.TimeBudget(t.max_minutes)
         items.append(budget)
+        if plan is not None and t.schedule in ("cosine", "poly"):
+            items.append(_budget_schedule(config, run_dir, budget, plan, log))
     if t.tensorboard:
         items.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
     if t.doctor:
@@ -613,7 +653,10 @@ def _train_run(config: RunConfig, run_dir: Path, log: Log, resume: bool) -> RunR
     log(
         f"Model: {config.model.name}, {model.count_params():,} parameters; {steps} steps per epoch of {config.data.batch_size} patches {config.data.patch_size}x{config.data.patch_size}."
     )
-    items, nan_guard, early, budget = _callbacks(config, run_dir, state, resume, prepared, model)
+    plan = None if resume else (lr, steps, horizon)
+    items, nan_guard, early, budget = _callbacks(
+        config, run_dir, state, resume, prepared, model, plan, log
+    )
     state.update(status="running")
     started = time.monotonic()
     history = model.fit(
