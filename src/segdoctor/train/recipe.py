@@ -478,13 +478,16 @@ def _callbacks(
         names = [m.name for m in make_metrics(prepared)]
         items.append(cb.MainOutputLogs(model.output_names[0], names))  # first: renames for all
         export = main_output(model)
+    items += [cb.LearningRateLogger(), nan_guard]
+    budget = None
+    if t.max_minutes:
+        budget = cb.TimeBudget(t.max_minutes)
+        items.append(budget)
+        if plan is not None and t.schedule in ("cosine", "poly"):
+            # before the checkpoint: last_train.keras then holds the schedule run.json names
+            items.append(_budget_schedule(config, run_dir, budget, plan, log))
     checkpoint = cb.RunCheckpoint(run_dir, MONITOR, "max", state, export=export)
-    items += [
-        cb.LearningRateLogger(),
-        nan_guard,
-        checkpoint,
-        cb.HistoryWriter(run_dir / "history.csv", resume=resume),
-    ]
+    items += [checkpoint, cb.HistoryWriter(run_dir / "history.csv", resume=resume)]
     early = None
     if t.early_stopping_patience:
         early = keras.callbacks.EarlyStopping(
@@ -497,12 +500,6 @@ def _callbacks(
                 monitor=MONITOR, mode="max", factor=0.5, patience=5, min_lr=1e-6, verbose=1
             )
         )
-    budget = None
-    if t.max_minutes:
-        budget = cb.TimeBudget(t.max_minutes)
-        items.append(budget)
-        if plan is not None and t.schedule in ("cosine", "poly"):
-            items.append(_budget_schedule(config, run_dir, budget, plan, log))
     if t.tensorboard:
         items.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
     if t.doctor:
