@@ -521,9 +521,10 @@ def _spatial_sum(x: Tensor) -> Tensor:
     On XLA (JAX, TensorFlow) a reduction over non-minor axes with a narrow minor axis (``C`` of 1-4
     floats) is slow on CPU: when the spatial size is static, the pixels are regrouped as
     ``(B, n / k, k * C)`` so that the first, large reduction runs over rows of at least 64 floats,
-    then the ``k`` partial sums are added. Measured forward + backward on 8x256x256x4 (one thread):
-    JAX 9.1 -> 6.2 ms, TensorFlow 17.7 -> 12.5 ms (``benchmarks/bench_losses.py``). Dynamic shapes
-    fall back to one axis at a time. One multi-axis reduction on torch, whose own kernel is as fast.
+    then the ``k`` partial sums are added: forward + backward of the per-image Dice on 8x256x256x4
+    took about 40% less time on JAX and 20% less on TensorFlow (one thread, both layouts
+    interleaved in one process). Dynamic shapes fall back to one axis at a time. One multi-axis
+    reduction on torch, whose own kernel is as fast.
     """
     spatial_axes = tuple(range(1, len(x.shape) - 1))
     if keras.backend.backend() == "torch":
