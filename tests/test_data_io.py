@@ -163,3 +163,38 @@ def test_real_files(shared_data):
     assert mask.dtype == np.uint16 and mask.ndim == 2 and mask.max() > 1
     image = read_image(Path(shared_data / "camvid-val" / "images" / "0016E5_07959.png"))
     assert image.shape == (360, 480, 3)
+
+
+def test_concurrent_reads_refuse_a_bomb_every_time_under_error_warnings(tmp_path):
+    """Pillow warns about a 144-megapixel header; segdoctor silences that warning and applies its
+    own limit. catch_warnings swaps process-wide filters, so without serializing the opens a
+    thread could see another thread's restored filters and the warning escaped as an error."""
+    import threading
+    import warnings
+
+    from tests.corpus import png_declaring
+
+    bomb = png_declaring(tmp_path / "bomb.png", 12_000, 12_000)
+    fine = tmp_path / "fine.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(fine)
+    outcomes: list[str] = []
+
+    def reader() -> None:
+        for _ in range(25):
+            for path in (bomb, fine):
+                try:
+                    read_image(path)
+                    outcomes.append("read" if path == fine else "bomb read!")
+                except DataError:
+                    outcomes.append("refused" if path == bomb else "fine refused!")
+                except Exception as err:  # the bug: Pillow's warning raised as an error
+                    outcomes.append(f"escaped {type(err).__name__}")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        threads = [threading.Thread(target=reader) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert sorted(set(outcomes)) == ["read", "refused"], sorted(set(outcomes))

@@ -143,3 +143,21 @@ def test_duplicate_across_splits(tmp_path, rng):
 def test_empty_folder_is_a_data_error(tmp_path):
     with pytest.raises(DataError):
         check_data(tmp_path)
+
+
+def test_a_crash_while_reading_is_not_reported_as_a_clean_folder(tmp_path, rng, monkeypatch):
+    """An unexpected error in a reader thread must surface, not end the scan early and silently
+    (it once left a 6-pair folder summarized from 2 pairs with no findings)."""
+    from segdoctor.doctor import data_checks
+
+    write_folder(tmp_path, clean(rng, n=6))
+    real = data_checks._read_pair
+
+    def flaky(pair, measure_alignment):
+        if pair.name == "im02":
+            raise RuntimeError("reader crashed")
+        return real(pair, measure_alignment)
+
+    monkeypatch.setattr(data_checks, "_read_pair", flaky)
+    with pytest.raises(RuntimeError, match="reader crashed"):
+        check_data(tmp_path, plots=False)

@@ -20,6 +20,7 @@ without allocating its memory.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from pathlib import Path
 
@@ -172,17 +173,25 @@ def _undecodable(path: Path, err: Exception) -> DataError:
 # Raw decoding: returns the stored array, (H, W) or (H, W, C), without interpretation.
 
 
+_PIL_OPEN_LOCK = threading.Lock()
+"""``warnings.catch_warnings`` swaps the process-wide filter list: two threads opening images at
+once (the doctor's read-ahead) could each restore the other's filters, and Pillow's bomb warning
+then escaped as an error under ``-W error`` (a 144-megapixel PNG went unreported about one run in
+six). Opening, which reads the header only, is serialized; decoding is not."""
+
+
 def _read_pil(path: Path, max_pixels: int | None, *, as_mask: bool) -> np.ndarray:
     from PIL import Image
 
     try:
-        with warnings.catch_warnings():
+        with _PIL_OPEN_LOCK, warnings.catch_warnings():
             # segdoctor applies its own documented pixel limit below.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                _check_pixels(path, im.size[1], im.size[0], max_pixels)
-                im.load()
-                return _pil_to_array(im, as_mask=as_mask)
+            im = Image.open(path)  # reads the header only
+        with im:
+            _check_pixels(path, im.size[1], im.size[0], max_pixels)
+            im.load()
+            return _pil_to_array(im, as_mask=as_mask)
     except DataError:
         raise
     except Image.DecompressionBombError as err:  # refused by PIL while reading the header

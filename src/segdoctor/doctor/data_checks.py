@@ -21,6 +21,7 @@ import numpy as np
 from segdoctor.doctor.alignment import MISALIGNED_BELOW, alignment_score
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
+from segdoctor.errors import DataError
 
 ALIGNMENT_SAMPLE = 32
 """Pairs whose edge alignment is measured (evenly spread over the dataset)."""
@@ -181,7 +182,7 @@ def check_data(root: str | Path, *, plots: bool = True) -> tuple[list[Finding], 
         masks = _stream(index, summary, sample)
         try:
             report = inspect_masks(masks)
-        except Exception:  # every mask unreadable: reported below as unreadable-file
+        except DataError:  # no readable mask at all: reported below as unreadable-file
             report = None
         for _ in masks:  # drain (inspect_masks may stop early)
             pass
