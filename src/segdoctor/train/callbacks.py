@@ -280,7 +280,6 @@ class BudgetSchedule(keras.callbacks.Callback):
         self.make_schedule = make_schedule
         self.on_replan = on_replan
         self.tolerance = tolerance
-        self.horizon = planned
         self._epochs_seen = 0
         self._epoch_start = budget.clock()
 
@@ -300,6 +299,5 @@ class BudgetSchedule(keras.callbacks.Callback):
             return
         self.model.optimizer.learning_rate = self.make_schedule(horizon)
         self.model.make_train_function(force=True)
-        self.horizon = horizon
         if self.on_replan is not None:
             self.on_replan(self.planned, horizon, epoch_s)

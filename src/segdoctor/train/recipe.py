@@ -224,6 +224,10 @@ def loss_arguments(model: keras.Model, config: RunConfig, prepared: PreparedData
     }
 
 
+DECAYING_SCHEDULES = ("cosine", "poly")
+"""Schedules planned over a horizon (fitted to a time budget, refitted, resumed as saved)."""
+
+
 def make_schedule(config: RunConfig, lr: float, steps_per_epoch: int, epochs: int | None = None):
     """The configured learning-rate schedule over ``epochs`` (default ``train.epochs``).
 
@@ -483,7 +487,7 @@ def _callbacks(
     if t.max_minutes:
         budget = cb.TimeBudget(t.max_minutes)
         items.append(budget)
-        if plan is not None and t.schedule in ("cosine", "poly"):
+        if plan is not None and t.schedule in DECAYING_SCHEDULES:
             # before the checkpoint: last_train.keras then holds the schedule run.json names
             items.append(_budget_schedule(config, run_dir, budget, plan, log))
     checkpoint = cb.RunCheckpoint(run_dir, MONITOR, "max", state, export=export)
@@ -702,7 +706,7 @@ def _schedule_horizon(
 ) -> int:
     """Epochs the LR schedule spans: ``train.epochs``, or what fits in ``train.max_minutes``."""
     t = config.train
-    if t.max_minutes is None or t.schedule not in ("cosine", "poly"):
+    if t.max_minutes is None or t.schedule not in DECAYING_SCHEDULES:
         return t.epochs
     step_s = getattr(lr_result, "seconds_per_step", None) or measure_step_seconds(config, prepared)
     horizon = plan_epochs(config, steps, len(prepared.val), step_s)
@@ -749,7 +753,7 @@ def resume_schedule_note(config: RunConfig, meta: dict) -> str | None:
     """
     t = config.train
     planned = int(meta.get("schedule_epochs") or t.epochs)
-    if t.schedule not in ("cosine", "poly") or t.epochs <= planned:
+    if t.schedule not in DECAYING_SCHEDULES or t.epochs <= planned:
         return None
     return (
         f"The {t.schedule} learning-rate schedule was planned for {planned} epochs and is resumed "
