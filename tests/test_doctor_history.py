@@ -154,3 +154,45 @@ def test_a_cosine_schedule_is_not_a_misdirected_plateau_scheduler():
     assert "lr-reduced-while-improving" not in [f.id for f in analyze_history(history)]
     cut = {**history, "lr": [1e-3] * 4 + [5e-4] * (epochs - 4)}  # a plateau cut during the rise
     assert "lr-reduced-while-improving" in [f.id for f in analyze_history(cut)]
+
+
+# The classic recipe of benchmarks/bench_quality.py (16-filter U-Net, seed 0, 2026-11-29): plain
+# soft Dice, Adam 1e-3, ReduceLROnPlateau(monitor="val_dice_coef", mode="min", factor=0.1,
+# patience=5), as Keras 2's mode="auto" chose for a metric without "acc" in its name.
+CLASSIC_VAL_DICE = [
+    0.5161, 0.6719, 0.7731, 0.8005, 0.7659, 0.8011, 0.7936, 0.8083, 0.8175, 0.8124, 0.817, 0.808,
+    0.812, 0.8162, 0.8185, 0.8142, 0.8128, 0.8115, 0.815, 0.8166, 0.813, 0.8107, 0.8151, 0.8167,
+    0.8176, 0.8158, 0.8172, 0.8186,
+]  # fmt: skip
+CLASSIC_LR = [1e-3] * 6 + [1e-4] * 5 + [1e-5] * 5 + [1e-6] * 5 + [1e-7] * 5 + [1e-8] * 2
+
+
+def test_a_min_mode_plateau_on_dice_is_recognized_by_replaying_it():
+    """No cut of that run came right after a new best (the rising-Dice heuristic stays silent):
+    the clockwork of its cuts, every 5 epochs from the first, is what gives the scheduler away."""
+    history = {"val_dice_coef": CLASSIC_VAL_DICE, "learning_rate": CLASSIC_LR}
+    found = [f for f in analyze_history(history) if f.id == "lr-reduced-while-improving"]
+    assert len(found) == 1
+    evidence = found[0].evidence
+    assert evidence["cut_epochs"] == [7, 12, 17, 22, 27]
+    assert "mode='min', patience=5" in evidence["explained_by"]
+    assert evidence["learning_rates"][-1] == pytest.approx(1e-8)  # small rates are not rounded to 0
+    assert "mode='max'" in found[0].fix
+
+
+def test_a_max_mode_plateau_and_a_step_schedule_are_not_taken_for_a_min_mode_one():
+    from segdoctor.doctor.history import _plateau_cuts, _replayed_mode
+
+    dice = np.array(CLASSIC_VAL_DICE)
+    cuts = _plateau_cuts(dice, "max", 3)  # what a correctly directed scheduler did on this run
+    assert len(cuts) >= 2
+    lr = [1e-3 * 0.5 ** sum(c <= e for c in cuts) for e in range(len(dice))]
+    assert "lr-reduced-while-improving" not in ids(
+        {"val_dice_coef": list(dice), "learning_rate": lr}
+    )
+    # A fixed step schedule (x0.1 every 5 epochs) on a rising Dice is not explained as a
+    # min-mode plateau: that one would cut at 5 and 9 (patience 4) or 6 and 11 (patience 5).
+    step = np.array([1e-3 * 0.1 ** (e // 5) for e in range(15)])
+    rising = 0.8 + 0.005 * np.arange(15)
+    assert _replayed_mode(step, rising) is None
+    assert _replayed_mode(np.array(CLASSIC_LR), np.array(CLASSIC_VAL_DICE))[:2] == ("min", 5)

@@ -17,7 +17,11 @@ SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITI
 
 
 def _plain(value: Any) -> Any:
-    """Convert numpy scalars/arrays and tuples into plain JSON types (floats rounded to 6 digits)."""
+    """Convert numpy scalars/arrays and tuples into plain JSON types.
+
+    Floats keep 6 decimals, or 6 significant digits below 0.001 (a learning rate of 1e-7 must
+    not read as 0).
+    """
     if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
         value = value.tolist()
     if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
@@ -25,7 +29,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
             return str(value)
-        return round(value, 6)
+        return round(value, 6) if abs(value) >= 1e-3 else float(f"{value:.6g}")
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

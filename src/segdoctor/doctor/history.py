@@ -230,12 +230,94 @@ def _collapse(kind: str, evidence: dict, confidence: float = 1.0) -> Finding:
     )
 
 
+def _plateau_cuts(
+    values: np.ndarray, mode: str, patience: int, min_delta: float = 1e-4
+) -> list[int]:
+    """Epochs whose logged rate a Keras ``ReduceLROnPlateau`` (``cooldown=0``) would have lowered.
+
+    Replays Keras' rule on the monitored values: an epoch better than the best by more than
+    ``min_delta`` resets the wait, any other epoch adds one; at ``patience`` the rate is cut at
+    the end of that epoch, so it shows in the history from the next epoch on (Keras logs the
+    rate an epoch trained with).
+    """
+    best, wait, cuts = None, 0, []
+    for epoch, value in enumerate(values):
+        if best is None or (
+            value < best - min_delta if mode == "min" else value > best + min_delta
+        ):
+            best, wait = value, 0
+        else:  # NaN included: never an improvement
+            wait += 1
+            if wait >= patience:
+                cuts.append(epoch + 1)
+                wait = 0
+    return cuts
+
+
+def _replayed_mode(lr: np.ndarray, dice: np.ndarray) -> tuple[str, int, list[int]] | None:
+    """Which plateau scheduler on this Dice explains the rate's cuts: ``(mode, patience, cuts)``.
+
+    Only for a plateau scheduler's signature: a rate held for at least two epochs between at
+    least two cuts, each by the same factor (the last may be smaller: ``min_lr``). ``None`` when
+    no ``mode="min"`` replay puts the cuts exactly where they are, or a ``mode="max"`` one does
+    too. The logged rate is the one the epoch trained with (Keras' ``CSVLogger`` after
+    ``ReduceLROnPlateau``, which logs before it cuts).
+    """
+    cuts = [i for i in range(1, len(lr)) if lr[i] != lr[i - 1]]
+    if len(cuts) < 2 or any(b - a < 2 for a, b in zip([0, *cuts], cuts, strict=False)):
+        return None  # a schedule that moves every epoch (cosine, exponential) is not a plateau
+    factors = [lr[i] / lr[i - 1] for i in cuts if lr[i - 1] > 0]
+    if len(factors) < len(cuts) or not all(0 < f < 1 for f in factors):
+        return None
+    if any(abs(f - factors[0]) > 1e-3 * factors[0] for f in factors[:-1]) or factors[-1] < (
+        factors[0] * (1 - 1e-3)
+    ):
+        return None
+    matches = {
+        mode: patience
+        for mode in ("max", "min")
+        for patience in range(1, cuts[0] + 1)
+        if [c for c in _plateau_cuts(dice, mode, patience) if c <= cuts[-1]] == cuts
+    }
+    if "min" in matches and "max" not in matches:
+        return "min", matches["min"], cuts
+    return None
+
+
 def _lr_reduced_while_improving(h: History, patience: int | None) -> list[Finding]:
     lr_key, dice_key = _lr_key(h), _val_dice_key(h)
     if lr_key is None or dice_key is None:
         return []
     lr, dice = np.asarray(h[lr_key], float), np.asarray(h[dice_key], float)
     n = min(len(lr), len(dice))
+    lr, dice = lr[:n], dice[:n]
+    fix = (
+        "A scheduler cut the learning rate while the Dice was still rising: it watches a "
+        "Dice/IoU metric in 'min' mode (Keras 2's mode='auto' chose 'min' for any metric without "
+        "'acc' in its name). Use\n"
+        f"keras.callbacks.ReduceLROnPlateau(monitor='{dice_key}', mode='max', factor=0.5, "
+        "patience=5)"
+    )
+    replayed = _replayed_mode(lr, dice)
+    if replayed is not None:
+        # A min-mode plateau on a rising Dice cuts every `patience` epochs, like a clock: the
+        # Dice never falls below its first value, so the scheduler never sees an "improvement".
+        _, replay_patience, cuts = replayed
+        return [
+            make_finding(
+                "lr-reduced-while-improving",
+                {
+                    "cut_epochs": [i + 1 for i in cuts],
+                    "learning_rates": [float(lr[0])] + [float(lr[i]) for i in cuts],
+                    "explained_by": f"ReduceLROnPlateau(monitor='{dice_key}', mode='min', "
+                    f"patience={replay_patience}) replayed on the logged {dice_key}; mode='max' "
+                    "explains none of the cuts",
+                    f"{dice_key}_first": float(dice[0]),
+                    f"{dice_key}_best": float(np.nanmax(dice)),
+                },
+                fix,
+            )
+        ]
     for i in range(3, n):
         # A plateau scheduler holds the rate, then cuts it by a factor; a schedule (cosine, poly,
         # warm-up) changes it a little every epoch and is not a misdirected monitor.
@@ -257,10 +339,7 @@ def _lr_reduced_while_improving(h: History, patience: int | None) -> list[Findin
                             f"{dice_key}_recent": [float(v) for v in recent],
                             f"{dice_key}_best_before": float(np.nanmax(before)),
                         },
-                        "A scheduler cut the learning rate while the Dice was still rising: it "
-                        "watches a Dice/IoU metric in 'min' mode. Use\n"
-                        f"keras.callbacks.ReduceLROnPlateau(monitor='{dice_key}', mode='max', "
-                        "factor=0.5, patience=5)",
+                        fix,
                     )
                 ]
     return []
