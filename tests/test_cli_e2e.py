@@ -65,6 +65,24 @@ def test_evaluate_json_has_the_documented_shape(trained, tmp_path):
     assert payload["summary"]["dice_mean"] == pytest.approx(np.mean(dices))
 
 
+def test_evaluate_and_predict_with_tta_say_so_and_keep_the_shapes(trained, tmp_path, capsys):
+    data, run = trained
+    out = tmp_path / "tta.json"
+    assert main(["evaluate", str(run), str(data), "--json", str(out), "--tta"]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["summary"]["tta"].startswith("mirroring")
+    assert len(payload["per_image"]) == 10
+    assert "mirroring" in capsys.readouterr().out
+    plain = tmp_path / "plain.json"
+    assert main(["evaluate", str(run), str(data), "--json", str(plain)]) == 0
+    assert json.loads(plain.read_text())["summary"]["tta"] == "none"
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    Image.fromarray(np.full((37, 45), 128, np.uint8)).save(odd / "x.png")
+    assert main(["predict", str(run), str(odd), "--out", str(tmp_path / "p"), "--tta"]) == 0
+    assert np.array(Image.open(tmp_path / "p" / "x.png")).shape == (37, 45)
+
+
 def test_predict_writes_masks_at_the_input_size(trained, tmp_path):
     _, run = trained
     odd = tmp_path / "odd"

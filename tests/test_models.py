@@ -8,7 +8,7 @@ import pytest
 
 from segdoctor.errors import ConfigError
 from segdoctor.models import create_model, list_models, register_model
-from segdoctor.train.inference import model_stride, predict_full, to_labels
+from segdoctor.train.inference import mirrored, model_stride, predict_full, to_labels
 
 TINY = {"depth": 2, "base_filters": 4}
 
@@ -156,6 +156,46 @@ def test_predict_full_keeps_any_input_size():
     labels = to_labels(np.array([[[0.2], [0.7]]]))
     np.testing.assert_array_equal(labels, [[0, 1]])
     np.testing.assert_array_equal(to_labels(np.array([[[0.1, 0.9, 0.0]]])), [[1]])
+
+
+def test_mirrored_prediction_averages_the_four_flips_mapped_back():
+    """A "model" that writes each pixel's position (not flip-equivariant): mapped back, the four
+    copies hold the positions of the mirror pixels, and their mean is the centre of the image."""
+    h, w = 5, 4
+    rows = np.broadcast_to(np.arange(h, dtype="float32")[:, None], (h, w))
+    calls = []
+
+    def position(batch):
+        calls.append(batch.shape)
+        return np.broadcast_to(rows[None, :, :, None], (*batch.shape[:3], 1)).copy()
+
+    image = np.random.default_rng(0).random((2, h, w, 3)).astype("float32")
+    out = mirrored(position)(image)
+    assert calls == [(8, h, w, 3)]  # one call with the four copies of both images
+    assert out.shape == (2, h, w, 1)
+    np.testing.assert_allclose(out, (h - 1) / 2)  # row r averaged with row h - 1 - r
+
+
+def test_mirrored_prediction_of_an_equivariant_model_is_unchanged():
+    image = np.random.default_rng(1).random((1, 6, 7, 1)).astype("float32")
+    np.testing.assert_allclose(mirrored(lambda b: b * 2.0)(image), image * 2.0, rtol=1e-6)
+
+
+def test_predict_full_with_tta_matches_averaging_by_hand():
+    keras.utils.set_random_seed(0)
+    model = create_model("unet", input_shape=(None, None, 1), depth=2, base_filters=4)
+    image = np.random.default_rng(2).random((32, 32, 1)).astype("float32")
+    by_hand = np.mean(
+        [
+            np.flip(predict_full(model, np.flip(image, axes)), axes)
+            if axes
+            else predict_full(model, image)
+            for axes in [(), (0,), (1,), (0, 1)]
+        ],
+        axis=0,
+    )
+    np.testing.assert_allclose(predict_full(model, image, tta=True), by_hand, atol=1e-5)
+    assert not np.allclose(predict_full(model, image), by_hand, atol=1e-5)  # TTA changed it
 
 
 def test_batchnorm_inference_agrees_with_training_after_a_short_run():

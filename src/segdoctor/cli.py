@@ -110,6 +110,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         csv_path=args.csv,
         hausdorff=args.hausdorff,
         unsafe=args.unsafe,
+        tta=args.tta,
     )
 
 
@@ -117,7 +118,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """``segdoctor predict MODEL IMAGES --out DIR``: masks at each input's own size."""
     from segdoctor.train.evaluate import predict_command
 
-    return predict_command(args.model, args.images, args.out, unsafe=args.unsafe)
+    return predict_command(args.model, args.images, args.out, unsafe=args.unsafe, tta=args.tta)
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
@@ -224,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also compute the 95th-percentile Hausdorff distance",
     )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average the four mirrored predictions (4x the time)",
+    )
     p.add_argument("--unsafe", action="store_true", help="allow loading models with Lambda layers")
     p.set_defaults(func=cmd_evaluate)
 
@@ -231,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .keras file or a run folder")
     p.add_argument("images", help="an image file or a folder of images")
     p.add_argument("--out", required=True, help="output folder for the masks")
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average the four mirrored predictions (4x the time)",
+    )
     p.add_argument("--unsafe", action="store_true", help="allow loading models with Lambda layers")
     p.set_defaults(func=cmd_predict)
 

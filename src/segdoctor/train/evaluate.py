@@ -19,7 +19,13 @@ import numpy as np
 
 from segdoctor._io import atomic_write_bytes, atomic_write_text, check_writable
 from segdoctor.errors import DataError, SegdoctorError
-from segdoctor.train.inference import load_model, model_stride, predict_full, to_labels
+from segdoctor.train.inference import (
+    batch_predictor,
+    load_model,
+    model_stride,
+    predict_full,
+    to_labels,
+)
 
 Log = Callable[[str], None]
 EMPTY_POLICY = "skip"
@@ -44,21 +50,21 @@ def hd95(truth: np.ndarray, pred: np.ndarray) -> float:
     return float(np.percentile(distances, 95))
 
 
-def predict_image(model, image: np.ndarray, patch: int | None = None) -> np.ndarray:
-    """(H, W, C) normalized -> (H, W, K) scores; sliding window above ``SLIDING_THRESHOLD``."""
+def predict_image(
+    model, image: np.ndarray, patch: int | None = None, tta: bool = False
+) -> np.ndarray:
+    """(H, W, C) normalized -> (H, W, K) scores; sliding window above ``SLIDING_THRESHOLD``.
+
+    ``tta``: the mean over the four mirrored copies (of the image, or of each window).
+    """
     stride = model_stride(model)
     if max(image.shape[:2]) <= SLIDING_THRESHOLD:
-        return predict_full(model, image, stride)
+        return predict_full(model, image, stride, tta=tta)
     from segdoctor.data import sliding_window_predict
 
     size = patch or 512
     size -= size % stride
-
-    def predict_fn(batch: np.ndarray) -> np.ndarray:
-        out = model.predict(batch.astype("float32"), verbose=0)
-        return np.asarray(out[0] if isinstance(out, list | tuple) else out)
-
-    return sliding_window_predict(predict_fn, image, patch=size, overlap=0.25)
+    return sliding_window_predict(batch_predictor(model, tta), image, patch=size, overlap=0.25)
 
 
 def score_images(
@@ -144,12 +150,15 @@ def evaluate_pairs(
     ignore_index=None,
     hausdorff=False,
     keep: bool = False,
+    tta: bool = False,
 ):
-    """Predict every pair at full size and score it; optionally keep arrays for plots."""
+    """Predict every pair at full size and score it; optionally keep arrays for plots.
+
+    ``tta``: predict each image as the mean of its four mirrored copies."""
     names, truths, preds, images = [], [], [], []
     for pair in pairs:
         image, truth = loader(pair)
-        pred = to_labels(predict_image(model, image))
+        pred = to_labels(predict_image(model, image, tta=tta))
         names.append(pair.name)
         truths.append(truth)
         preds.append(pred)
@@ -300,8 +309,11 @@ def evaluate_command(
     hausdorff=False,
     unsafe=False,
     log: Log = print,
+    tta: bool = False,
 ) -> int:
-    """``segdoctor evaluate``: print the summary; write JSON/CSV on request."""
+    """``segdoctor evaluate``: print the summary; write JSON/CSV on request.
+
+    ``tta``: each image predicted as the mean of its four mirrored copies."""
     from segdoctor.train.data import load_pair
 
     for destination in (json_path, csv_path):
@@ -324,9 +336,12 @@ def evaluate_command(
         num_classes,
         policy.ignore_index,
         hausdorff,
+        tta=tta,
     )
+    summary["tta"] = "mirroring (mean of 4 flips)" if tta else "none"
     log(
-        f"Evaluated {summary['n_images']} images: Dice {summary['dice_mean']:.4f} (median {summary['dice_median']:.4f}), IoU {summary['iou_mean']:.4f}."
+        f"Evaluated {summary['n_images']} images: Dice {summary['dice_mean']:.4f} (median {summary['dice_median']:.4f}), IoU {summary['iou_mean']:.4f}"
+        + (" (test-time mirroring: mean of 4 flips)." if tta else ".")
     )
     log(f"Empty policy: {summary['empty_policy']}.")
     payload = _json_safe({"summary": summary, "per_image": rows})
@@ -340,7 +355,12 @@ def evaluate_command(
 
 
 def predict_command(
-    model: str, images: str, out: str, unsafe: bool = False, log: Log = print
+    model: str,
+    images: str,
+    out: str,
+    unsafe: bool = False,
+    log: Log = print,
+    tta: bool = False,
 ) -> int:
     """``segdoctor predict``: one mask PNG per image, at the image's own size, class indices."""
     from PIL import Image
@@ -373,7 +393,7 @@ def predict_command(
         )
     for path in files:
         image = normalizer(sd.to_channels(sd.read_image(path), channels, name=path.name))
-        labels = to_labels(predict_image(keras_model, image))
+        labels = to_labels(predict_image(keras_model, image, tta=tta))
         buffer = io.BytesIO()
         Image.fromarray(labels.astype(np.uint8)).save(buffer, format="PNG")
         atomic_write_bytes(out_dir / f"{file_stem(path)}.png", buffer.getvalue())

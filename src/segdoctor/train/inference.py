@@ -7,6 +7,7 @@ Models are loaded with Keras ``safe_mode=True``: a model that needs arbitrary co
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -88,10 +89,51 @@ def model_stride(model: keras.Model) -> int:
     return 2**downsamples if downsamples else DEFAULT_STRIDE
 
 
-def predict_full(model: keras.Model, image: np.ndarray, stride: int | None = None) -> np.ndarray:
+MIRRORS = ((), (1,), (2,), (1, 2))
+"""Axes of an ``(N, H, W, C)`` batch flipped by each test-time mirror: none, up-down, left-right, both."""
+
+
+def mirrored(predict_fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """Test-time augmentation by mirroring: the mean of ``predict_fn`` over the four flips.
+
+    Each flipped copy is predicted (all four in one call), flipped back and averaged, as nnU-Net
+    does at inference. The segmentation of a flipped image is the flipped segmentation, so the
+    average removes part of the model's variance at four times the inference cost.
+    """
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        n = len(batch)
+        stacked = np.concatenate([np.flip(batch, axes) if axes else batch for axes in MIRRORS])
+        out = np.asarray(predict_fn(stacked))
+        parts = [out[i * n : (i + 1) * n] for i in range(len(MIRRORS))]
+        return np.mean(
+            [
+                np.flip(part, axes) if axes else part
+                for part, axes in zip(parts, MIRRORS, strict=True)
+            ],
+            axis=0,
+        )
+
+    return predict
+
+
+def batch_predictor(model: keras.Model, tta: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+    """``(B, H, W, C)`` -> the model's main output ``(B, H, W, K)`` as numpy; mirrored if ``tta``."""
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        out = model.predict(batch.astype("float32"), verbose=0)
+        return np.asarray(out[0] if isinstance(out, list | tuple) else out)
+
+    return mirrored(predict) if tta else predict
+
+
+def predict_full(
+    model: keras.Model, image: np.ndarray, stride: int | None = None, tta: bool = False
+) -> np.ndarray:
     """Predict one normalized image (H, W, C) at its own size: pad to the stride, predict, crop.
 
-    Padding is reflective so the border context looks like image, not a black frame.
+    Padding is reflective so the border context looks like image, not a black frame. ``tta``
+    averages the four mirrored predictions (:func:`mirrored`).
 
     Returns:
         (H, W, K) float32 probabilities (or logits, as the model outputs them).
@@ -104,10 +146,7 @@ def predict_full(model: keras.Model, image: np.ndarray, stride: int | None = Non
         ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)),
         mode="reflect" if min(h, w) > 1 else "edge",
     )
-    out = model.predict(padded[None].astype("float32"), verbose=0)
-    if isinstance(out, list | tuple):
-        out = out[0]
-    out = np.asarray(out)[0]
+    out = batch_predictor(model, tta)(padded[None])[0]
     return out[ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w]
 
 
