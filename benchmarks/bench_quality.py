@@ -106,12 +106,13 @@ def paired(a: dict, b: dict, rounds: int = 20000, seed: int = 0) -> dict:
 def history_summary(folder: Path) -> dict:
     """The run's final learning rate and what the doctor's history analysis says about it."""
     from segdoctor.doctor import analyze_history, load_history
+    from segdoctor.doctor.history import LR_KEYS
 
     path = folder / "history.csv"
     if not path.exists():
         return {}
     history = load_history(path)
-    lr = history.get("learning_rate") or history.get("lr") or [float("nan")]
+    lr = next((history[k] for k in LR_KEYS if k in history), [float("nan")])
     return {
         "final_lr": lr[-1],
         "history_findings": [f.id for f in analyze_history(history)],

@@ -181,7 +181,7 @@ def test_a_min_mode_plateau_on_dice_is_recognized_by_replaying_it():
 
 
 def test_a_max_mode_plateau_and_a_step_schedule_are_not_taken_for_a_min_mode_one():
-    from segdoctor.doctor.history import _plateau_cuts, _replayed_mode
+    from segdoctor.doctor.history import _min_mode_replay, _plateau_cuts
 
     dice = np.array(CLASSIC_VAL_DICE)
     cuts = _plateau_cuts(dice, "max", 3)  # what a correctly directed scheduler did on this run
@@ -194,5 +194,5 @@ def test_a_max_mode_plateau_and_a_step_schedule_are_not_taken_for_a_min_mode_one
     # min-mode plateau: that one would cut at 5 and 9 (patience 4) or 6 and 11 (patience 5).
     step = np.array([1e-3 * 0.1 ** (e // 5) for e in range(15)])
     rising = 0.8 + 0.005 * np.arange(15)
-    assert _replayed_mode(step, rising) is None
-    assert _replayed_mode(np.array(CLASSIC_LR), np.array(CLASSIC_VAL_DICE))[:2] == ("min", 5)
+    assert _min_mode_replay(step, rising) is None
+    assert _min_mode_replay(np.array(CLASSIC_LR), np.array(CLASSIC_VAL_DICE))[0] == 5

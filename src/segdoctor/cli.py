@@ -139,6 +139,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out), minutes=args.minutes, epochs=args.epochs)
 
 
+def _add_tta_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average the four mirrored predictions (4x the time)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="segdoctor",
@@ -225,11 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also compute the 95th-percentile Hausdorff distance",
     )
-    p.add_argument(
-        "--tta",
-        action="store_true",
-        help="test-time augmentation: average the four mirrored predictions (4x the time)",
-    )
+    _add_tta_option(p)
     p.add_argument("--unsafe", action="store_true", help="allow loading models with Lambda layers")
     p.set_defaults(func=cmd_evaluate)
 
@@ -237,11 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .keras file or a run folder")
     p.add_argument("images", help="an image file or a folder of images")
     p.add_argument("--out", required=True, help="output folder for the masks")
-    p.add_argument(
-        "--tta",
-        action="store_true",
-        help="test-time augmentation: average the four mirrored predictions (4x the time)",
-    )
+    _add_tta_option(p)
     p.add_argument("--unsafe", action="store_true", help="allow loading models with Lambda layers")
     p.set_defaults(func=cmd_predict)
 

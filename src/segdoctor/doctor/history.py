@@ -254,8 +254,9 @@ def _plateau_cuts(
     return cuts
 
 
-def _replayed_mode(lr: np.ndarray, dice: np.ndarray) -> tuple[str, int, list[int]] | None:
-    """Which plateau scheduler on this Dice explains the rate's cuts: ``(mode, patience, cuts)``.
+def _min_mode_replay(lr: np.ndarray, dice: np.ndarray) -> tuple[int, list[int]] | None:
+    """``(patience, cuts)`` of a ``mode="min"`` plateau scheduler on this Dice that explains the
+    rate's cuts, if one does.
 
     Only for a plateau scheduler's signature: a rate held for at least two epochs between at
     least two cuts, each by the same factor (the last may be smaller: ``min_lr``). ``None`` when
@@ -280,7 +281,7 @@ def _replayed_mode(lr: np.ndarray, dice: np.ndarray) -> tuple[str, int, list[int
         if [c for c in _plateau_cuts(dice, mode, patience) if c <= cuts[-1]] == cuts
     }
     if "min" in matches and "max" not in matches:
-        return "min", matches["min"], cuts
+        return matches["min"], cuts
     return None
 
 
@@ -298,11 +299,11 @@ def _lr_reduced_while_improving(h: History, patience: int | None) -> list[Findin
         f"keras.callbacks.ReduceLROnPlateau(monitor='{dice_key}', mode='max', factor=0.5, "
         "patience=5)"
     )
-    replayed = _replayed_mode(lr, dice)
+    replayed = _min_mode_replay(lr, dice)
     if replayed is not None:
         # A min-mode plateau on a rising Dice cuts every `patience` epochs, like a clock: the
         # Dice never falls below its first value, so the scheduler never sees an "improvement".
-        _, replay_patience, cuts = replayed
+        replay_patience, cuts = replayed
         return [
             make_finding(
                 "lr-reduced-while-improving",
