@@ -6,7 +6,7 @@ the same wall-clock budget and the same U-Net, and are scored on the held-out im
 (mean per-image Dice, empty images skipped).
 
 The U-Net has 16 base filters (``--base-filters``; segdoctor's default is 32): in 15 minutes on 2
-CPU cores a 32-filter U-Net trains 8-15 epochs of 16 steps, the 16-filter one (2.4x faster per
+CPU cores a 32-filter U-Net trains 8-15 epochs of 16 steps, the 16-filter one (about 2.5x faster per
 step) 25-30, which is what a budget run should be sized for; both widths are reported in
 benchmarks/RESULTS.md.
 

@@ -143,7 +143,7 @@ def _add_tta_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tta",
         action="store_true",
-        help="test-time augmentation: average the four mirrored predictions (4x the time)",
+        help="test-time augmentation: average the four mirrored predictions (4x the computation)",
     )
 
 

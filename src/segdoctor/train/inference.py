@@ -98,7 +98,7 @@ def mirrored(predict_fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.nda
 
     Each flipped copy is predicted (all four in one call), flipped back and averaged, as nnU-Net
     does at inference. The segmentation of a flipped image is the flipped segmentation, so the
-    average removes part of the model's variance at four times the inference cost.
+    average removes part of the model's variance at four times the computation.
     """
 
     def predict(batch: np.ndarray) -> np.ndarray:

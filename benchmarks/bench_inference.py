@@ -1,0 +1,100 @@
+"""Inference choices on finished quality runs: test-time mirroring and a tuned threshold.
+
+For each run folder of ``bench_quality.py`` (``DIR/default``, ``DIR/classic``), the best model
+predicts the run's validation images and the 33 held-out images, as is and with test-time
+mirroring (``--tta``: the mean of the four flips). Reported: held-out mean Dice at the 0.5
+threshold, the paired held-out difference mirroring - plain (bootstrap 95% interval, sign-flip
+p-value), and the threshold that maximizes the validation Dice with what it gives on the held-out
+images (does a threshold tuned on validation transfer?). Binary models only.
+
+Usage:
+    python benchmarks/bench_inference.py --data ../shared/data/dsb2018-nuclei DIR/default DIR/classic
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np
+from bench_quality import paired, write_split_csv
+
+from segdoctor.train.config import resolve_config
+from segdoctor.train.data import load_pair, prepare_data
+from segdoctor.train.evaluate import predict_image, score_images
+from segdoctor.train.inference import load_model
+
+THRESHOLDS = np.round(np.arange(0.2, 0.81, 0.05), 2)
+
+
+def dice_at(probs, samples, threshold: float) -> tuple[float, dict]:
+    """Mean per-image Dice of thresholded one-channel probabilities, and each image's Dice."""
+    names = [name for name, _, _ in samples]
+    truths = [truth for _, _, truth in samples]
+    labels = [(p[..., 0] > threshold).astype(np.int32) for p in probs]
+    summary, rows = score_images(names, truths, labels, 2)
+    return summary["dice_mean"], {r["name"]: r["dice"] for r in rows}
+
+
+def load(prepared, pairs) -> list:
+    """(name, normalized image, mask) of each pair, as the run's evaluation loads them."""
+    return [
+        (p.name, *load_pair(p, prepared.policy, prepared.normalizer, prepared.channels))
+        for p in pairs
+    ]
+
+
+def measure(run: Path, val, test) -> dict:
+    model = load_model(run / "best.keras")
+    out: dict = {}
+    for tta in (False, True):
+        started = time.perf_counter()
+        val_probs = [predict_image(model, image, tta=tta) for _, image, _ in val]
+        test_probs = [predict_image(model, image, tta=tta) for _, image, _ in test]
+        on_val = {float(t): dice_at(val_probs, val, t)[0] for t in THRESHOLDS}
+        tuned = max(on_val, key=on_val.get)
+        test_05, per_image = dice_at(test_probs, test, 0.5)
+        out["tta" if tta else "plain"] = {
+            "test_dice_at_0.5": test_05,
+            "val_dice_at_0.5": on_val[0.5],
+            "val_tuned_threshold": tuned,
+            "test_dice_at_tuned": dice_at(test_probs, test, tuned)[0],
+            "seconds": time.perf_counter() - started,
+            "per_image": per_image,
+        }
+    out["tta_minus_plain"] = paired(out["tta"]["per_image"], out["plain"]["per_image"])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="the dsb2018-nuclei folder")
+    parser.add_argument("runs", type=Path, nargs="+", help="finished recipe folders")
+    args = parser.parse_args()
+    for run in args.runs:
+        meta = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else None
+        csv_path, test_pairs = write_split_csv(args.data, Path(tempfile.mkdtemp()))
+        config = resolve_config(overrides={"data.path": str(csv_path)})
+        prepared = prepare_data(config, log=lambda m: None)
+        if (
+            meta is not None
+            and prepared.val_pairs
+            and meta["val_names"] != [p.name for p in prepared.val_pairs]
+        ):
+            raise SystemExit(f"{run}: its validation split differs from the one rebuilt here")
+
+        result = measure(run, load(prepared, prepared.val_pairs), load(prepared, test_pairs))
+        brief = {k: v for k, v in result.items() if k in ("tta_minus_plain",)}
+        for key in ("plain", "tta"):
+            brief[key] = {k: v for k, v in result[key].items() if k != "per_image"}
+        print(run, json.dumps(brief, indent=2, default=float), flush=True)
+
+
+if __name__ == "__main__":
+    main()
