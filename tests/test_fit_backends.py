@@ -52,19 +52,20 @@ def test_fit_with_whole_image_validation_of_mixed_sizes(tmp_path):
         assert val.for_fit() is val  # only TensorFlow needs the dynamic-shape pipeline
 
 
-def _one_weight_fit(planned: int, epochs: int = 5):
+def _one_weight_fit(planned: int, epochs: int = 8, seconds=None, budget_s: float = 100.0):
     """SGD on a single weight whose gradient is always 1: each step subtracts that step's rate.
 
-    A fake clock makes every epoch last 10 s of a 100 s budget, so after the second epoch the
-    budget fits more epochs than ``planned``. Returns (final weight, replans, schedule maker).
+    A fake clock makes epoch ``k`` last ``seconds[k]`` (10 s each by default) of a ``budget_s``
+    budget. Returns (final weight, replans, schedule maker).
     """
     from segdoctor.train.callbacks import BudgetSchedule, TimeBudget
 
+    seconds = seconds or [10.0] * epochs
     now = {"t": 0.0}
 
     class Ticker(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            now["t"] += 10.0
+            now["t"] += seconds[epoch]
 
     def schedule(epochs: int):
         return keras.optimizers.schedules.CosineDecay(1.0, decay_steps=2 * epochs, alpha=0.01)
@@ -74,7 +75,7 @@ def _one_weight_fit(planned: int, epochs: int = 5):
     )
     model.layers[0].kernel.assign(np.array([[100.0]], "float32"))
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=schedule(planned)), loss="mae")
-    budget = TimeBudget(100 / 60, clock=lambda: now["t"])
+    budget = TimeBudget(budget_s / 60, clock=lambda: now["t"])
     replans = []
     refit = BudgetSchedule(
         budget, planned, epochs, schedule, on_replan=lambda *args: replans.append(args)
@@ -90,15 +91,33 @@ def _lr_sum(schedule, steps) -> float:
 
 def test_budget_schedule_refits_the_compiled_step_to_the_measured_epoch_time():
     final, replans, schedule = _one_weight_fit(planned=2)
-    assert replans == [(2, 5, 10.0)]  # 8 more 10-s epochs fit, capped at epochs=5
-    # Steps 0-3 ran with the 2-epoch plan, steps 4-9 with the 5-epoch one: the compiled train
+    # Epochs 2-4 are timed (the first compiles): after the fourth, 6 more 10-s epochs fit in the
+    # 100-s budget, capped at epochs=8.
+    assert replans == [(2, 8, 10.0)]
+    # Steps 0-7 ran with the 2-epoch plan, steps 8-15 with the 8-epoch one: the compiled train
     # step (tf.function, jax.jit) must have been rebuilt to use the new schedule.
-    expected = 100.0 - _lr_sum(schedule(2), range(4)) - _lr_sum(schedule(5), range(4, 10))
-    stale = 100.0 - _lr_sum(schedule(2), range(10))
+    expected = 100.0 - _lr_sum(schedule(2), range(8)) - _lr_sum(schedule(8), range(8, 16))
+    stale = 100.0 - _lr_sum(schedule(2), range(16))
     assert abs(final - expected) < 1e-3 < abs(final - stale)
 
 
+def test_budget_schedule_ignores_one_slow_epoch():
+    # A 50-s stall in the second epoch: trusting that epoch alone would count 4 epochs in the
+    # budget (the plan of 15 cut to 4); the median of the timed epochs keeps the plan.
+    seconds = [10.0, 50.0] + [10.0] * 13
+    final, replans, schedule = _one_weight_fit(15, 15, seconds, budget_s=200.0)
+    assert replans == []
+    assert abs(final - (100.0 - _lr_sum(schedule(15), range(30)))) < 1e-3
+
+
+def test_budget_schedule_refits_again_when_epochs_speed_up():
+    # 10-s epochs, then 5-s ones from the sixth: once the median moves, the horizon follows.
+    seconds = [10.0] * 5 + [5.0] * 15
+    _, replans, _ = _one_weight_fit(10, 20, seconds, budget_s=100.0)
+    assert replans == [(10, 13, 7.5)]  # after the ninth: 30 s left at 7.5 s each, 4 more fit
+
+
 def test_budget_schedule_keeps_a_plan_that_fits():
-    final, replans, schedule = _one_weight_fit(planned=5)
+    final, replans, schedule = _one_weight_fit(planned=5, epochs=5)
     assert replans == []
     assert abs(final - (100.0 - _lr_sum(schedule(5), range(10)))) < 1e-3

@@ -243,17 +243,22 @@ class TimeBudget(keras.callbacks.Callback):
 
 
 class BudgetSchedule(keras.callbacks.Callback):
-    """Refit the learning-rate schedule to the time budget once an epoch has been timed.
+    """Refit the learning-rate schedule to the time budget from the measured epoch time.
 
     Before training, the schedule's horizon is planned from the step time of the LR range test
     (or a few timed steps). A machine busier or idler then than during training makes that plan
     wrong: too short, and the last epochs train at the schedule's floor; too long, and the budget
-    ends with the rate still high. After the second epoch of this fit (the first one compiles),
-    the epochs that still fit are counted from that epoch's measured time; when the horizon is off
-    by more than ``tolerance`` of the plan (and by 2 epochs or more), the optimizer gets the same
-    schedule over the new horizon and the train function is rebuilt so that compiled backends
-    trace the new schedule (one retrace, paid once). The rate jumps at most by the difference
-    between the two curves at the current step.
+    ends with the rate still high. So the epochs of this fit are timed (all but the first, which
+    compiles) and, once ``min_timed`` of them are, the epochs that still fit are counted from the
+    median epoch time at every epoch end. When that count is off the current horizon by more than
+    ``tolerance`` of it (and by 2 epochs or more), the optimizer gets the same schedule over the
+    new horizon and the train function is rebuilt so that compiled backends trace the new schedule
+    (one retrace per refit). The rate jumps at most by the difference between the two curves at
+    the current step.
+
+    The median is the point: one slow epoch (a stall outside the train steps, another process on
+    the cores) once shrank a 26-epoch cosine to 17 when the refit trusted a single epoch, and the
+    run then spent its last quarter at the floor rate (benchmarks/RESULTS.md, quality section).
 
     Args:
         budget: the run's :class:`TimeBudget` (its clock and remaining time).
@@ -262,6 +267,7 @@ class BudgetSchedule(keras.callbacks.Callback):
         make_schedule: ``epochs -> schedule`` for the new horizon.
         on_replan: called with ``(old, new, epoch_seconds)`` after a refit (run files, log).
         tolerance: relative difference that triggers a refit.
+        min_timed: timed epochs before the first refit (3: the median ignores one outlier).
     """
 
     def __init__(
@@ -272,6 +278,7 @@ class BudgetSchedule(keras.callbacks.Callback):
         make_schedule: Callable[[int], Any],
         on_replan: Callable[[int, int, float], None] | None = None,
         tolerance: float = 0.2,
+        min_timed: int = 3,
     ) -> None:
         super().__init__()
         self.budget = budget
@@ -280,6 +287,8 @@ class BudgetSchedule(keras.callbacks.Callback):
         self.make_schedule = make_schedule
         self.on_replan = on_replan
         self.tolerance = tolerance
+        self.min_timed = max(1, int(min_timed))
+        self.epoch_seconds: list[float] = []  # timed epochs of this fit, the first one excluded
         self._epochs_seen = 0
         self._epoch_start = budget.clock()
 
@@ -288,16 +297,19 @@ class BudgetSchedule(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self._epochs_seen += 1
-        if self._epochs_seen != 2 or self.model.stop_training:
-            return
         epoch_s = self.budget.clock() - self._epoch_start
-        if epoch_s <= 0:
+        if self._epochs_seen == 1 or epoch_s <= 0:
+            return  # the first epoch of a fit includes tracing and compilation
+        self.epoch_seconds.append(epoch_s)
+        if len(self.epoch_seconds) < self.min_timed or self.model.stop_training:
             return
-        fits = epoch + 1 + int(max(0.0, self.budget.remaining_s) // epoch_s)
+        typical = float(np.median(self.epoch_seconds))
+        fits = epoch + 1 + int(max(0.0, self.budget.remaining_s) // typical)
         horizon = max(epoch + 2, min(self.max_epochs, fits))
         if abs(horizon - self.planned) < max(2.0, self.tolerance * self.planned):
             return
         self.model.optimizer.learning_rate = self.make_schedule(horizon)
         self.model.make_train_function(force=True)
+        old, self.planned = self.planned, horizon
         if self.on_replan is not None:
-            self.on_replan(self.planned, horizon, epoch_s)
+            self.on_replan(old, horizon, typical)

@@ -450,8 +450,8 @@ def _budget_schedule(
         meta["schedule_epochs"] = new
         atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2))
         log(
-            f"Epochs take {epoch_s:.0f} s here, not what the plan assumed: the {config.train.schedule} "
-            f"schedule now spans {new} epochs instead of {old}, so that it ends with the budget."
+            f"Epochs take {epoch_s:.0f} s here (median), not what the plan assumed: the "
+            f"{config.train.schedule} schedule now spans {new} epochs instead of {old}, so that it ends with the budget."
         )
 
     return cb.BudgetSchedule(
