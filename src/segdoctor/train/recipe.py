@@ -451,7 +451,8 @@ def _budget_schedule(
         atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2))
         log(
             f"Epochs take {epoch_s:.0f} s here (median), not what the plan assumed: the "
-            f"{config.train.schedule} schedule now spans {new} epochs instead of {old}, so that it ends with the budget."
+            f"{config.train.schedule} schedule now spans {new} epochs instead of {old}, so that it "
+            "ends with the budget."
         )
 
     return cb.BudgetSchedule(
