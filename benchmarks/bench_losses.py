@@ -41,6 +41,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 import keras
 import numpy as np
 
+from segdoctor import losses
 from segdoctor.losses import DiceCELoss, DiceLoss
 
 BATCH, SIZE, CLASSES = 8, 256, 4
@@ -141,6 +142,14 @@ def _keras_candidates(channels: int, data: dict) -> list[tuple]:
                 data["dense"],
                 None,
             ),
+            (
+                # no cross-entropy computes less than one logarithm per pixel: its value needs
+                # sum(log p_true), its gradient 1 / p_true (hard labels; soft ones need two)
+                "one log per pixel (what a cross-entropy adds at least)",
+                lambda y, p: ops.mean(ops.log(p)),
+                data["dense"],
+                None,
+            ),
             ("segdoctor DiceLoss", DiceLoss(mode="binary"), data["sparse"], "keras.losses.Dice"),
             (
                 "segdoctor DiceCELoss",
@@ -200,14 +209,64 @@ def _keras_candidates(channels: int, data: dict) -> list[tuple]:
     ]
 
 
-def run(rounds: int, warmup: int, clock: Callable[[], float] = time.perf_counter) -> list[dict]:
+def _with_setting(name: str, value: object, loss: Callable) -> Callable:
+    """``loss`` computed with the module setting ``segdoctor.losses.<name>`` set to ``value``.
+
+    The setting is read while the computation is built (traced on JAX and TensorFlow, recorded
+    for the backward on torch), so it holds for the gradient too.
+    """
+
+    def call(y_true, y_pred):
+        saved = getattr(losses, name)
+        setattr(losses, name, value)
+        try:
+            return loss(y_true, y_pred)
+        finally:
+            setattr(losses, name, saved)
+
+    return call
+
+
+def _ablations(channels: int, data: dict) -> list[tuple]:
+    """segdoctor's DiceLoss without each of its two speed measures (``--ablation``)."""
+    mode = "binary" if channels == 1 else "multiclass"
+    labels = data["sparse"] if channels == 1 else data["dense"]
+    rows = [
+        (
+            "segdoctor DiceLoss, pixels not regrouped",
+            _with_setting("_REDUCE_ROW", 1, DiceLoss(mode=mode)),
+            labels,
+            None,
+        )
+    ]
+    if keras.backend.backend() == "torch":  # the closed-form backward is torch's alone
+        rows.append(
+            (
+                "segdoctor DiceLoss, automatic backward",
+                _with_setting("_CUSTOM_GRADIENT", False, DiceLoss(mode=mode)),
+                labels,
+                None,
+            )
+        )
+    return rows
+
+
+def run(
+    rounds: int,
+    warmup: int,
+    clock: Callable[[], float] = time.perf_counter,
+    ablation: bool = False,
+) -> list[dict]:
     cases = []
     for channels in (1, CLASSES):
         data = _inputs(channels)
         shape = f"({BATCH},{SIZE},{SIZE},{channels})"
+        candidates = _keras_candidates(channels, data)
+        if ablation:
+            candidates += _ablations(channels, data)
         cases += [
             (shape, name, _fwd_bwd(loss, y, data["probs"]), counterpart)
-            for name, loss, y, counterpart in _keras_candidates(channels, data)
+            for name, loss, y, counterpart in candidates
         ]
     for case in cases:
         for _ in range(warmup):
@@ -252,6 +311,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "with --threads 1, or spinning worker threads count too)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also time DiceLoss without regrouped sums, and on torch without its closed-form "
+        "backward",
+    )
     args = parser.parse_args(argv)
 
     if args.threads is not None and keras.backend.backend() == "torch":
@@ -259,7 +324,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
         torch.set_num_threads(args.threads)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    rows = run(args.rounds, args.warmup, clock)
+    rows = run(args.rounds, args.warmup, clock, args.ablation)
     step = _unet_step_seconds(args.unet_steps) if args.unet else None
     backend = keras.backend.backend()
     print(f"Date: {datetime.date.today().isoformat()}")

@@ -363,14 +363,44 @@ def test_compiled_with_constant_labels(kind):
 
 
 @pytest.mark.parametrize("shape", [(3, 5, 7, 2), (2, 16, 16, 4), (2, 32, 32, 1), (1, 4, 6, 8, 3)])
-def test_spatial_sums_are_exact_for_every_layout(shape):
-    """The regrouped reduction (XLA backends) gives the same per-image, per-class sums."""
-    from segdoctor.losses import _spatial_sum
+@pytest.mark.parametrize("squared", [False, True])
+@pytest.mark.parametrize("pooled", [False, True])
+def test_class_sums_are_exact_for_every_layout(shape, squared, pooled):
+    """The regrouped reduction gives the per-image (or pooled) sums of every class."""
+    from segdoctor.losses import _masses
 
-    x = np.random.default_rng(0).random(shape).astype("float32")
-    want = x.sum(axis=tuple(range(1, len(shape) - 1)))
-    got = to_numpy(compiled(_spatial_sum)(keras.ops.convert_to_tensor(x)))
-    np.testing.assert_allclose(got, want, rtol=1e-5)
+    rng = np.random.default_rng(0)
+    p, t = (rng.random(shape).astype("float32") for _ in range(2))
+    axes = tuple(range(0 if pooled else 1, len(shape) - 1))
+    power = 2 if squared else 1
+    want = [(p * t).sum(axes), (p**power).sum(axes), (t**power).sum(axes)]
+    fn = compiled(lambda p, t: _masses(p, t, squared, pooled))
+    got = fn(keras.ops.convert_to_tensor(p), keras.ops.convert_to_tensor(t))
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(to_numpy(g).reshape(w.shape), w, rtol=1e-5)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the closed-form backward is torch's eager path")
+@pytest.mark.parametrize("shape", [(3, 5, 7, 2), (2, 32, 32, 1), (1, 4, 6, 8, 3)])
+@pytest.mark.parametrize("options", [{}, {"per_image": True}, {"squared_denominator": True}])
+def test_closed_form_backward_matches_automatic_differentiation(monkeypatch, shape, options):
+    import torch
+
+    import segdoctor.losses as losses
+
+    rng = np.random.default_rng(1)
+    mode = "binary" if shape[-1] == 1 else "multilabel"
+    y_true = (rng.random(shape) > 0.6).astype("float32")
+    y_true[0] = 0.0  # an empty image
+    y_pred = rng.random(shape).astype("float32")
+    grads = []
+    for closed_form in (True, False):
+        monkeypatch.setattr(losses, "_CUSTOM_GRADIENT", closed_form)
+        p = torch.tensor(y_pred, requires_grad=True)
+        soft_dice_loss(y_true, p, mode=mode, **options).sum().backward()
+        grads.append(p.grad.numpy())
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-9)
+    assert np.abs(grads[1]).max() > 0
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="unknown spatial sizes are a tf.function case")

@@ -478,7 +478,12 @@ class Confusion(NamedTuple):
 
 
 def confusion_terms(
-    probs: Tensor, target: Tensor, valid: Tensor | None = None, *, squared: bool = False
+    probs: Tensor,
+    target: Tensor,
+    valid: Tensor | None = None,
+    *,
+    squared: bool = False,
+    pooled: bool = False,
 ) -> Confusion:
     """Soft tp, fp, fn per image and class from probabilities and aligned targets.
 
@@ -491,9 +496,10 @@ def confusion_terms(
         target: ``(B, *spatial, C)`` targets, 0 at ignored pixels.
         valid: optional mask broadcastable to ``probs``, 1 where a pixel counts.
         squared: use squared masses.
+        pooled: sum over the batch too: one row ``(1, C)``.
 
     Returns:
-        Confusion(tp, fp, fn), each float32 ``(B, C)``.
+        Confusion(tp, fp, fn), each float32 ``(B, C)`` (``(1, C)`` pooled).
 
     Example:
         >>> import numpy as np
@@ -505,46 +511,75 @@ def confusion_terms(
     target = ops.cast(target, "float32")
     if valid is not None:
         probs = probs * valid
-    tp = _spatial_sum(probs * target)  # (B, C)
-    if squared:
-        pred_mass = _spatial_sum(ops.square(probs))
-        true_mass = _spatial_sum(ops.square(target))
-    else:
-        pred_mass = _spatial_sum(probs)
-        true_mass = _spatial_sum(target)
+    tp, pred_mass, true_mass = _masses(probs, target, squared, pooled)
     return Confusion(tp, pred_mass - tp, true_mass - tp)
 
 
-def _spatial_sum(x: Tensor) -> Tensor:
-    """Sum ``(B, *spatial, C)`` over its spatial axes -> ``(B, C)``.
-
-    On XLA (JAX, TensorFlow) a reduction over non-minor axes with a narrow minor axis (``C`` of 1-4
-    floats) is slow on CPU: when the spatial size is static, the pixels are regrouped as
-    ``(B, n / k, k * C)`` so that the first, large reduction runs over rows of at least 64 floats,
-    then the ``k`` partial sums are added: forward + backward of the per-image Dice on 8x256x256x4
-    took about 40% less time on JAX and 20% less on TensorFlow (one thread, both layouts
-    interleaved in one process). Dynamic shapes fall back to one axis at a time. One multi-axis
-    reduction on torch, whose own kernel is as fast.
-    """
-    spatial_axes = tuple(range(1, len(x.shape) - 1))
-    if keras.backend.backend() == "torch":
-        return ops.sum(x, axis=spatial_axes)
-    _, *spatial, channels = x.shape
-    if channels is not None and all(d is not None for d in spatial):
-        pixels = math.prod(spatial)
-        group = 1
-        while group * channels < _REDUCE_ROW and pixels % (2 * group) == 0:
-            group *= 2
-        if group > 1:
-            rows = ops.sum(ops.reshape(x, (-1, pixels // group, group * channels)), axis=1)
-            return ops.sum(ops.reshape(rows, (-1, group, channels)), axis=1)
-    for _ in spatial_axes:
-        x = ops.sum(x, axis=1)
-    return x
-
-
 _REDUCE_ROW = 64
-"""Floats per row of the first reduction in :func:`_spatial_sum` (XLA backends)."""
+"""Floats per row of the first reduction in :func:`_row_layout`."""
+
+_CUSTOM_GRADIENT = True
+"""On torch, use the closed-form backward of :mod:`segdoctor._torch_sums`; False differentiates
+the sums automatically (the reference the tests compare against)."""
+
+
+def _row_layout(x: Tensor) -> tuple[tuple[int, int, int], int] | None:
+    """The shape ``(B, n / g, g * C)`` in which to sum ``x`` over its ``n`` pixels, and ``g``.
+
+    A reduction over non-minor axes with a narrow minor axis (``C`` of 2-4 floats) is slow on CPU
+    on every backend: the pixels are regrouped so that the large reduction runs over rows of at
+    least 64 floats, then the ``g`` partial sums of each class are added. Forward + backward of the
+    4-class Dice on 8x256x256x4 took about half the time on torch and 40% less on JAX
+    (benchmarks/RESULTS.md, losses). One channel needs no regrouping (its pixels are contiguous).
+    The rows stay per image even when the score pools the batch: XLA compiled the three sums of a
+    single (1, n B / g, g C) block into a loop ten times slower. None when a spatial size is
+    unknown while tracing.
+    """
+    _, *spatial, channels = x.shape
+    if channels is None or any(d is None for d in spatial):
+        return None
+    pixels = math.prod(spatial)
+    group = 1
+    while 1 < channels and group * channels < _REDUCE_ROW and pixels % (2 * group) == 0:
+        group *= 2
+    return (-1, pixels // group, group * channels), group
+
+
+def _masses(probs: Tensor, target: Tensor, squared: bool, pooled: bool) -> list[Tensor]:
+    """``[sum(p t), sum(p) or sum(p**2), sum(t) or sum(t**2)]`` per image (or pooled) and class.
+
+    Every Dice-family loss is a function of these three sums. On torch they come with a
+    closed-form backward (:mod:`segdoctor._torch_sums`); the XLA backends fuse the automatic one.
+    Returns three ``(B, C)`` tensors, ``(1, C)`` when pooled.
+    """
+    channels = probs.shape[-1]
+    layout = _row_layout(probs)
+    if layout is None:  # dynamic spatial size (TensorFlow's validation pipeline): plain sums
+        axes = tuple(range(1, len(probs.shape) - 1))
+        sums = [
+            ops.sum(probs * target, axis=axes),
+            ops.sum(ops.square(probs) if squared else probs, axis=axes),
+            ops.sum(ops.square(target) if squared else target, axis=axes),
+        ]
+    else:
+        shape, group = layout
+        p, t = ops.reshape(probs, shape), ops.reshape(target, shape)  # (B, n / g, g * C)
+        if _CUSTOM_GRADIENT and keras.backend.backend() == "torch":
+            from segdoctor import _torch_sums
+
+            sums = list(_torch_sums.masses(p, t, group, channels, squared))
+        else:
+
+            def class_sums(x: Tensor) -> Tensor:  # (B, n / g, g * C) -> (B, C)
+                rows = ops.sum(x, axis=1)
+                return ops.sum(ops.reshape(rows, (-1, group, channels)), axis=1)
+
+            sums = [
+                class_sums(p * t),
+                class_sums(ops.square(p) if squared else p),
+                class_sums(ops.square(t) if squared else t),
+            ]
+    return [ops.sum(x, axis=0, keepdims=True) for x in sums] if pooled else sums
 
 
 class _Prepared(NamedTuple):
@@ -618,10 +653,12 @@ def soft_confusion(
 def _statistics(prep: _Prepared, opts: _Options) -> Confusion:
     """Confusion per image (or pooled over the batch), background dropped: ``(N, C')``."""
     stats = confusion_terms(
-        prep.probs, prep.targets.target, prep.targets.valid, squared=opts.squared_denominator
+        prep.probs,
+        prep.targets.target,
+        prep.targets.valid,
+        squared=opts.squared_denominator,
+        pooled=not opts.per_image,
     )
-    if not opts.per_image:
-        stats = Confusion(*(ops.sum(x, axis=0, keepdims=True) for x in stats))  # (1, C)
     if opts.mode == "multiclass" and not opts.include_background:
         stats = Confusion(*(x[:, 1:] for x in stats))  # (N, C - 1)
     return stats

@@ -8,7 +8,7 @@
   resume, unlike ``keras.callbacks.CSVLogger`` in append mode after a crash mid-line).
 - :class:`NanGuard` stops on a non-finite loss and records why.
 - :class:`TimeBudget` stops at the first epoch boundary after ``max_minutes``;
-  :class:`BudgetSchedule` refits the learning-rate schedule to it from a measured epoch time.
+  :class:`BudgetSchedule` refits the learning-rate schedule to it from the median epoch time.
 - :class:`LearningRateLogger` adds ``learning_rate`` to the logs (and so to the history).
 - :class:`MainOutputLogs` logs a deep-supervised model's main-output metrics under their plain
   names (``val_dice``, not ``val_mask_dice``), so every callback watches the same key.

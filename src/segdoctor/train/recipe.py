@@ -442,7 +442,7 @@ def setup_data_parallel(devices: int, log: Log = _print) -> None:
 def _budget_schedule(
     config: RunConfig, run_dir: Path, budget: cb.TimeBudget, plan: tuple[float, int, int], log: Log
 ) -> cb.BudgetSchedule:
-    """Refit the schedule to the budget after a timed epoch; run.json records the new horizon."""
+    """Refit the schedule to the budget from the timed epochs; run.json records the new horizon."""
     lr, steps, horizon = plan
 
     def on_replan(old: int, new: int, epoch_s: float) -> None:
