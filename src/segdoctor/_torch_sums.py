@@ -3,10 +3,11 @@
 Every Dice-family loss is a function of three sums per image and class, ``tp = sum(p t)``, the
 predicted mass ``sum(p)`` (``sum(p**2)`` squared) and the true mass ``sum(t)``, so its gradient
 with respect to ``p`` is ``d_tp * t + d_pm`` (``+ 2 p d_pm`` squared). torch runs a training
-step eagerly: automatic differentiation builds that gradient from a product, a broadcast and a
-sum, each a pass over the batch, where ``torch.addcmul`` needs one. On the XLA backends (JAX,
-TensorFlow) the compiler fuses the automatic gradient already, so they keep it. Measured in
-``benchmarks/bench_losses.py`` (benchmarks/RESULTS.md, losses).
+step eagerly, one kernel and one autograd node per operation: automatic differentiation builds
+that gradient from a product, a broadcast and a sum, and the pooled score adds a node per
+statistic; here the whole backward is one or two kernels. On the XLA backends (JAX, TensorFlow)
+the compiler fuses the automatic gradient already, so they keep it. Measured with
+``benchmarks/bench_losses.py --ablation`` (benchmarks/RESULTS.md, losses).
 
 Imported only on the torch backend.
 """
@@ -17,33 +18,41 @@ import torch
 
 
 class _Masses(torch.autograd.Function):
-    """``(B, R, g C)`` probabilities and targets -> ``(3, B, C)``: tp, predicted and true mass."""
+    """``(B, R, g C)`` probabilities and targets -> tp, predicted and true mass, each ``(N, C)``.
+
+    ``N`` is ``B``, or 1 when ``pooled`` (the batch summed as well).
+    """
 
     @staticmethod
-    def forward(ctx, p, t, group: int, channels: int, squared: bool):  # type: ignore[override]
-        def class_sums(x: torch.Tensor) -> torch.Tensor:  # (B, R, g C) -> (B, C)
-            return x.sum(1).view(-1, group, channels).sum(1)
+    def forward(ctx, p, t, group: int, channels: int, squared: bool, pooled: bool):  # type: ignore[override]
+        def class_sums(x: torch.Tensor) -> torch.Tensor:  # (B, R, g C) -> (N, C)
+            sums = x.sum(1).view(-1, group, channels).sum(1)
+            return sums.sum(0, keepdim=True) if pooled else sums
 
-        tp = class_sums(p * t)
-        pm = class_sums(p * p if squared else p)
-        tm = class_sums(t * t if squared else t)
         ctx.save_for_backward(p, t)
         ctx.group, ctx.squared = group, squared
-        return torch.stack([tp, pm, tm])
+        return (
+            class_sums(p * t),
+            class_sums(p * p if squared else p),
+            class_sums(t * t if squared else t),
+        )
 
     @staticmethod
-    def backward(ctx, upstream):  # type: ignore[override]
+    def backward(ctx, d_tp, d_pm, _d_tm):  # type: ignore[override]
         p, t = ctx.saved_tensors
-        d_tp, d_pm = (u.repeat(1, ctx.group).unsqueeze(1) for u in upstream[:2])  # (B, 1, g C)
+        # (N, C) -> (N, 1, g C), class minor: broadcasts over the rows (and the batch, pooled)
+        d_tp, d_pm = (d.repeat(1, ctx.group).unsqueeze(1) for d in (d_tp, d_pm))
         if ctx.squared:
             grad = torch.addcmul(t * d_tp, p, d_pm, value=2.0)
+        elif d_tp.shape[-1] == 1:  # one value per image: addcmul's broadcast is 2x slower here
+            grad = (t * d_tp).add_(d_pm)
         else:
-            grad = torch.addcmul(d_pm, t, d_tp)  # broadcasts to (B, R, g C)
-        return grad, None, None, None, None
+            grad = torch.addcmul(d_pm, t, d_tp)
+        return grad, None, None, None, None, None
 
 
 def masses(
-    p: torch.Tensor, t: torch.Tensor, group: int, channels: int, squared: bool
-) -> torch.Tensor:
+    p: torch.Tensor, t: torch.Tensor, group: int, channels: int, squared: bool, pooled: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """See :class:`_Masses`; ``p`` and ``t`` already in the ``(B, n / g, g C)`` row layout."""
-    return _Masses.apply(p, t, group, channels, squared)
+    return _Masses.apply(p, t, group, channels, squared, pooled)

@@ -561,25 +561,24 @@ def _masses(probs: Tensor, target: Tensor, squared: bool, pooled: bool) -> list[
             ops.sum(ops.square(probs) if squared else probs, axis=axes),
             ops.sum(ops.square(target) if squared else target, axis=axes),
         ]
-    else:
-        shape, group = layout
-        p, t = ops.reshape(probs, shape), ops.reshape(target, shape)  # (B, n / g, g * C)
-        if _CUSTOM_GRADIENT and keras.backend.backend() == "torch":
-            from segdoctor import _torch_sums
+        return [ops.sum(x, axis=0, keepdims=True) for x in sums] if pooled else sums
+    shape, group = layout
+    p, t = ops.reshape(probs, shape), ops.reshape(target, shape)  # (B, n / g, g * C)
+    if _CUSTOM_GRADIENT and keras.backend.backend() == "torch":
+        from segdoctor import _torch_sums
 
-            sums = list(_torch_sums.masses(p, t, group, channels, squared))
-        else:
+        return list(_torch_sums.masses(p, t, group, channels, squared, pooled))
 
-            def class_sums(x: Tensor) -> Tensor:  # (B, n / g, g * C) -> (B, C)
-                rows = ops.sum(x, axis=1)
-                return ops.sum(ops.reshape(rows, (-1, group, channels)), axis=1)
+    def class_sums(x: Tensor) -> Tensor:  # (B, n / g, g * C) -> (B, C), or (1, C) pooled
+        rows = ops.sum(x, axis=1)
+        sums = ops.sum(ops.reshape(rows, (-1, group, channels)), axis=1)
+        return ops.sum(sums, axis=0, keepdims=True) if pooled else sums
 
-            sums = [
-                class_sums(p * t),
-                class_sums(ops.square(p) if squared else p),
-                class_sums(ops.square(t) if squared else t),
-            ]
-    return [ops.sum(x, axis=0, keepdims=True) for x in sums] if pooled else sums
+    return [
+        class_sums(p * t),
+        class_sums(ops.square(p) if squared else p),
+        class_sums(ops.square(t) if squared else t),
+    ]
 
 
 class _Prepared(NamedTuple):
