@@ -16,7 +16,7 @@ Measures, on the current Keras backend and in the same run:
 Each timed call is the loss value plus its gradient with respect to the predictions, executed the
 way ``model.fit`` executes it on that backend: eagerly on torch (so segdoctor's eager value checks
 are included), ``jax.jit`` on JAX, ``tf.function`` on TensorFlow. Candidates are timed in
-interleaved rounds (rotating order) so that machine load affects all of them alike; the table gives
+interleaved rounds (shuffled order) so that machine load affects all of them alike; the table gives
 the median over rounds and the ratio of medians to ``keras.losses.Dice`` on the same shape. With
 ``--unet`` it also times one training step of the default U-Net (depth 4, 32 base filters,
 batch 8, 256x256, binary) and reports each loss as a percentage of that step.
@@ -31,6 +31,7 @@ import argparse
 import datetime
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -38,11 +39,26 @@ from collections.abc import Callable
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import keras
-import numpy as np
 
-from segdoctor import losses
-from segdoctor.losses import DiceCELoss, DiceLoss
+def _pin_xla_threads(argv: list[str]) -> None:
+    """``--threads 1`` on JAX: XLA reads its thread settings once, when jax is imported (by keras).
+
+    With its default thread pool, the CPU time of one millisecond-scale computation varied by
+    +-50% between identical candidates in one run (the pool's hand-offs count as CPU time).
+    """
+    if os.environ["KERAS_BACKEND"] == "jax" and "--threads" in argv[:-1]:
+        if argv[argv.index("--threads") + 1] == "1":
+            flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+            os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
+
+
+_pin_xla_threads(sys.argv)
+
+import keras  # noqa: E402  (after the thread settings)
+import numpy as np  # noqa: E402
+
+from segdoctor import losses  # noqa: E402
+from segdoctor.losses import DiceCELoss, DiceLoss  # noqa: E402
 
 BATCH, SIZE, CLASSES = 8, 256, 4
 
@@ -272,9 +288,13 @@ def run(
         for _ in range(warmup):
             case[2]()
     times: list[list[float]] = [[] for _ in cases]
-    for r in range(rounds):
+    shuffle = random.Random(0).shuffle
+    for _ in range(rounds):
+        # a new order each round: a rotation would keep each candidate behind the same
+        # predecessor, whose freed buffers change what the allocator does next (a loss timed
+        # twice under two names differed by 10% that way)
         order = list(range(len(cases)))
-        order = order[r % len(order) :] + order[: r % len(order)]  # rotate the order each round
+        shuffle(order)
         for i in order:
             start = clock()
             cases[i][2]()
@@ -310,7 +330,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         help="wall: elapsed time; cpu: process CPU time, steadier on a shared machine (use it "
         "with --threads 1, or spinning worker threads count too)",
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="intra-op threads of torch and TensorFlow; on JAX only 1 is supported (one XLA "
+        "thread)",
+    )
     parser.add_argument(
         "--ablation",
         action="store_true",
@@ -323,6 +349,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.threads is not None and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     rows = run(args.rounds, args.warmup, clock, args.ablation)
     step = _unet_step_seconds(args.unet_steps) if args.unet else None

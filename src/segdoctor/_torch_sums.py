@@ -41,7 +41,9 @@ class _Masses(torch.autograd.Function):
     def backward(ctx, d_tp, d_pm, _d_tm):  # type: ignore[override]
         p, t = ctx.saved_tensors
         # (N, C) -> (N, 1, g C), class minor: broadcasts over the rows (and the batch, pooled)
-        d_tp, d_pm = (d.repeat(1, ctx.group).unsqueeze(1) for d in (d_tp, d_pm))
+        if ctx.group > 1:
+            d_tp, d_pm = d_tp.repeat(1, ctx.group), d_pm.repeat(1, ctx.group)
+        d_tp, d_pm = d_tp.unsqueeze(1), d_pm.unsqueeze(1)
         if ctx.squared:
             grad = torch.addcmul(t * d_tp, p, d_pm, value=2.0)
         elif d_tp.shape[-1] == 1:  # one value per image: addcmul's broadcast is 2x slower here
@@ -52,7 +54,13 @@ class _Masses(torch.autograd.Function):
 
 
 def masses(
-    p: torch.Tensor, t: torch.Tensor, group: int, channels: int, squared: bool, pooled: bool
+    p: torch.Tensor,
+    t: torch.Tensor,
+    shape: tuple[int, int, int],
+    group: int,
+    squared: bool,
+    pooled: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """See :class:`_Masses`; ``p`` and ``t`` already in the ``(B, n / g, g C)`` row layout."""
-    return _Masses.apply(p, t, group, channels, squared, pooled)
+    """See :class:`_Masses`; ``shape`` is the ``(B, n / g, g C)`` row layout of ``p`` and ``t``."""
+    channels = shape[-1] // group
+    return _Masses.apply(p.reshape(shape), t.reshape(shape), group, channels, squared, pooled)

@@ -203,6 +203,15 @@ def _make_options(
 # --------------------------------------------------------------------------------------------
 
 
+def _float32(x: Tensor) -> Tensor:
+    """``x`` as a float32 tensor; no cast op when it already is one (each Keras op dispatch costs
+    tens of microseconds on an eager backend, more than a small loss's arithmetic)."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is not None and keras.backend.standardize_dtype(dtype) == "float32":
+        return x
+    return ops.cast(x, "float32")
+
+
 def _is_eager(x: Tensor) -> bool:
     """True when ``x`` holds concrete values that can be inspected without breaking a trace."""
     backend = keras.backend.backend()
@@ -507,8 +516,7 @@ def confusion_terms(
         >>> [float(x[0, 0]) for x in confusion_terms(p, t)]
         [0.5, 1.0, 0.5]
     """
-    probs = ops.cast(probs, "float32")
-    target = ops.cast(target, "float32")
+    probs, target = _float32(probs), _float32(target)
     if valid is not None:
         probs = probs * valid
     tp, pred_mass, true_mass = _masses(probs, target, squared, pooled)
@@ -563,11 +571,11 @@ def _masses(probs: Tensor, target: Tensor, squared: bool, pooled: bool) -> list[
         ]
         return [ops.sum(x, axis=0, keepdims=True) for x in sums] if pooled else sums
     shape, group = layout
-    p, t = ops.reshape(probs, shape), ops.reshape(target, shape)  # (B, n / g, g * C)
     if _CUSTOM_GRADIENT and keras.backend.backend() == "torch":
         from segdoctor import _torch_sums
 
-        return list(_torch_sums.masses(p, t, group, channels, squared, pooled))
+        return list(_torch_sums.masses(probs, target, shape, group, squared, pooled))
+    p, t = ops.reshape(probs, shape), ops.reshape(target, shape)  # (B, n / g, g * C)
 
     def class_sums(x: Tensor) -> Tensor:  # (B, n / g, g * C) -> (B, C), or (1, C) pooled
         rows = ops.sum(x, axis=1)
@@ -599,7 +607,7 @@ def _prepare(y_true: Tensor, y_pred: Tensor, opts: _Options) -> _Prepared:
         num_classes=opts.num_classes,
         validate=opts.validate,
     )
-    raw = ops.cast(y_pred, "float32")  # sums and scores in float32 under mixed precision
+    raw = _float32(y_pred)  # sums and scores in float32 under mixed precision
     log_probs = None
     if not opts.from_logits:
         if opts.validate:
@@ -688,6 +696,8 @@ def _class_weights(opts: _Options, channels: int) -> np.ndarray:
 
 def _average_classes(per_class: Tensor, weights: np.ndarray) -> Tensor:
     """Weighted mean over classes: ``(N, C')`` -> ``(N,)``."""
+    if len(weights) == 1:
+        return per_class[:, 0]
     return ops.sum(per_class * ops.convert_to_tensor(weights), axis=-1)
 
 
@@ -995,6 +1005,7 @@ class _SegmentationLoss(keras.losses.Loss):
         )
         self.validate = check_choice("validate", validate, VALIDATE_POLICIES)
         self._validated = False
+        self._shared: dict[str, Any] | None = None
 
     # The shared options, readable as attributes (``loss.from_logits``), never reassigned.
     mode = property(lambda self: self.options.mode)
@@ -1013,7 +1024,9 @@ class _SegmentationLoss(keras.losses.Loss):
 
     def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         check = self.validate == "always" or (self.validate == "first" and not self._validated)
-        options = {**asdict(self.options), "validate": check, **self._extra_options()}
+        if self._shared is None:  # the options are frozen; asdict costs ~0.1 ms per call
+            self._shared = asdict(self.options)
+        options = {**self._shared, "validate": check, **self._extra_options()}
         value = type(self)._function(y_true, y_pred, **options)
         if check and _is_eager(y_pred):
             self._validated = True  # reached only when the checks passed
