@@ -537,11 +537,11 @@ def _row_layout(x: Tensor) -> tuple[tuple[int, int, int], int] | None:
     A reduction over non-minor axes with a narrow minor axis (``C`` of 2-4 floats) is slow on CPU
     on every backend: the pixels are regrouped so that the large reduction runs over rows of at
     least 64 floats, then the ``g`` partial sums of each class are added. Forward + backward of the
-    4-class Dice on 8x256x256x4 took about half the time on torch and 40% less on JAX
-    (benchmarks/RESULTS.md, losses). One channel needs no regrouping (its pixels are contiguous).
-    The rows stay per image even when the score pools the batch: XLA compiled the three sums of a
-    single (1, n B / g, g C) block into a loop ten times slower. None when a spatial size is
-    unknown while tracing.
+    4-class Dice on 8x256x256x4 took about 38% less time on each backend (benchmarks/RESULTS.md,
+    losses, ablation rows). One channel needs no regrouping (its pixels are contiguous). The rows
+    stay per image even when the score pools the batch: JAX compiled the three sums of a single
+    ``(1, n B / g, g C)`` block into a loop about ten times slower (32 vs 3 ms, a one-off
+    measurement). None when a spatial size is unknown while tracing.
     """
     _, *spatial, channels = x.shape
     if channels is None or any(d is None for d in spatial):
