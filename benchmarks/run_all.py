@@ -32,7 +32,11 @@ def jobs(quick: bool) -> list[tuple[str, list[str]]]:
     data = shared_data()
     rounds = ["--rounds", "1" if quick else "3"]
     out = [
-        ("losses", [py, str(HERE / "bench_losses.py"), "--threads", "1", "--clock", "cpu"]),
+        (
+            "losses",
+            [py, str(HERE / "bench_losses.py"), "--threads", "1", "--clock", "cpu", "--ablation"]
+            + ([] if quick else ["--unet", "--unet-steps", "2"]),
+        ),
         ("loader", [py, str(HERE / "bench_loader.py")]),
         ("doctor", [py, str(HERE / "bench_doctor.py"), "--probe"]),
         (
