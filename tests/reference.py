@@ -199,12 +199,20 @@ def dice_coef(y_true: np.ndarray, y_pred: np.ndarray, smooth: float = 1.0) -> fl
 def hard_predictions(
     y_pred: np.ndarray, mode: str, threshold: float, from_logits: bool
 ) -> np.ndarray:
-    """0/1 (B, *spatial, C) predictions: threshold (strictly greater) or arg-max one-hot."""
+    """0/1 (B, *spatial, C) predictions: threshold (strictly greater) or arg-max one-hot.
+
+    The comparison happens in the predictions' own precision, as it does in a model: a float32
+    probability of exactly 0.4 is not above a 0.4 threshold, although in float64 it is
+    (0.4000000059604645 > 0.4).
+    """
+    given = np.asarray(y_pred).dtype
+    precision = given if given.kind == "f" else np.dtype(np.float64)
     x = np.asarray(y_pred, np.float64)
     if mode == "multiclass":
         winner = np.argmax(x, axis=-1)
         return np.stack([winner == c for c in range(x.shape[-1])], axis=-1).astype(float)
-    return (probabilities(x, mode, from_logits) > threshold).astype(float)
+    probs = probabilities(x, mode, from_logits).astype(precision)
+    return (probs > precision.type(threshold)).astype(float)
 
 
 def hard_counts(truth: np.ndarray, pred: np.ndarray, valid: np.ndarray) -> tuple[int, int, int]:

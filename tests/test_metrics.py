@@ -223,6 +223,18 @@ def test_threshold_is_strict_and_applies_after_the_sigmoid():
     assert evaluate(DiceScore(from_logits=True, threshold=0.6), (y_true, logits)) == 0.0
 
 
+def test_threshold_ties_compare_in_the_predictions_precision():
+    """A float32 0.4 is not above a 0.4 threshold, although float64(0.4f) > 0.4: the metric, the
+    numpy form and the reference agree (the reference once compared in float64; a property test
+    found the tie with seed 5950)."""
+    y_true = np.ones((1, 2, 2, 1), "int32")
+    tie = np.full((1, 2, 2, 1), 0.4, "float32")
+    assert float(tie[0, 0, 0, 0]) > 0.4  # the float64 view of the same number
+    assert evaluate(DiceScore(threshold=0.4), (y_true, tie)) == 0.0
+    assert not ref.hard_predictions(tie, "binary", 0.4, False).any()
+    assert not predictions_to_labels(tie[0], threshold=0.4).any()
+
+
 def test_per_class_results_and_class_id():
     y_true = np.array([[[0, 1, 2, 2]]])
     y_pred = np.eye(3, dtype="float32")[np.array([[[0, 1, 1, 2]]])]

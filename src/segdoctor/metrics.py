@@ -193,7 +193,10 @@ def predictions_to_labels(
         [[[0, 1]]]
     """
     mode = check_choice("mode", mode, ("binary", "multiclass"))
-    y_pred = np.asarray(y_pred, dtype=np.float64)
+    y_pred = np.asarray(y_pred)
+    if y_pred.dtype.kind != "f":
+        y_pred = y_pred.astype(np.float64)
+    # compared in the outputs' own precision, as DiceScore does: a float32 0.4 is not above 0.4
     if mode == "multiclass":
         return np.argmax(y_pred, axis=-1).astype(np.int32)
     if y_pred.shape[-1] != 1:
@@ -203,7 +206,7 @@ def predictions_to_labels(
             fix='use mode="multiclass" for a softmax output.',
         )
     probs = 1.0 / (1.0 + np.exp(-y_pred[..., 0])) if from_logits else y_pred[..., 0]
-    return (probs > _check_threshold(threshold)).astype(np.int32)
+    return (probs > y_pred.dtype.type(_check_threshold(threshold))).astype(np.int32)
 
 
 # --------------------------------------------------------------------------------------------
