@@ -72,7 +72,8 @@ class RunResult:
                 f"(empty policy: {ev.get('empty_policy')})"
             )
         lines.append(
-            f"Stopped: {self.status} after {self.epochs_run} epochs; learning rate {self.lr:.3g}"
+            f"Stopped: {self.status} after {self.epochs_run} epochs "
+            f"(base learning rate {self.lr:.3g}; its decay is in history.csv)"
         )
         lines.extend(f"Note: {n}" for n in self.notes)
         width = max(len(k) for k in self.files) if self.files else 0
