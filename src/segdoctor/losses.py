@@ -563,30 +563,30 @@ def _masses(probs: Tensor, target: Tensor, squared: bool, pooled: bool) -> list[
     channels = probs.shape[-1]
     layout = _row_layout(probs)
     if layout is None:  # dynamic spatial size (TensorFlow's validation pipeline): plain sums
+        p, t = probs, target
         axes = tuple(range(1, len(probs.shape) - 1))
-        sums = [
-            ops.sum(probs * target, axis=axes),
-            ops.sum(ops.square(probs) if squared else probs, axis=axes),
-            ops.sum(ops.square(target) if squared else target, axis=axes),
-        ]
-        return [ops.sum(x, axis=0, keepdims=True) for x in sums] if pooled else sums
-    shape, group = layout
-    if _CUSTOM_GRADIENT and keras.backend.backend() == "torch":
-        from segdoctor import _torch_sums
 
-        return list(_torch_sums.masses(probs, target, shape, group, squared, pooled))
-    p, t = ops.reshape(probs, shape), ops.reshape(target, shape)  # (B, n / g, g * C)
+        def class_sums(x: Tensor) -> Tensor:  # (B, *spatial, C) -> (B, C)
+            return ops.sum(x, axis=axes)
 
-    def class_sums(x: Tensor) -> Tensor:  # (B, n / g, g * C) -> (B, C), or (1, C) pooled
-        rows = ops.sum(x, axis=1)
-        sums = ops.sum(ops.reshape(rows, (-1, group, channels)), axis=1)
-        return ops.sum(sums, axis=0, keepdims=True) if pooled else sums
+    else:
+        shape, group = layout
+        if _CUSTOM_GRADIENT and keras.backend.backend() == "torch":
+            from segdoctor import _torch_sums
 
-    return [
+            return list(_torch_sums.masses(probs, target, shape, group, squared, pooled))
+        p, t = ops.reshape(probs, shape), ops.reshape(target, shape)  # (B, n / g, g * C)
+
+        def class_sums(x: Tensor) -> Tensor:  # (B, n / g, g * C) -> (B, C)
+            rows = ops.sum(x, axis=1)
+            return ops.sum(ops.reshape(rows, (-1, group, channels)), axis=1)
+
+    sums = [
         class_sums(p * t),
         class_sums(ops.square(p) if squared else p),
         class_sums(ops.square(t) if squared else t),
     ]
+    return [ops.sum(x, axis=0, keepdims=True) for x in sums] if pooled else sums
 
 
 class _Prepared(NamedTuple):
