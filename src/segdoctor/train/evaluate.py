@@ -338,10 +338,11 @@ def evaluate_command(
         hausdorff,
         tta=tta,
     )
-    summary["tta"] = "mirroring (mean of 4 flips)" if tta else "none"
+    mirroring = "mirroring (mean of 4 flips)"
+    summary["tta"] = mirroring if tta else "none"
     log(
         f"Evaluated {summary['n_images']} images: Dice {summary['dice_mean']:.4f} (median {summary['dice_median']:.4f}), IoU {summary['iou_mean']:.4f}"
-        + (" (test-time mirroring: mean of 4 flips)." if tta else ".")
+        + (f" (test-time {mirroring})." if tta else ".")
     )
     log(f"Empty policy: {summary['empty_policy']}.")
     payload = _json_safe({"summary": summary, "per_image": rows})
