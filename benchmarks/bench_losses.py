@@ -345,6 +345,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     args = parser.parse_args(argv)
 
+    if args.threads not in (None, 1) and keras.backend.backend() == "jax":
+        parser.error(
+            f"--threads {args.threads} on JAX: only --threads 1 (one XLA thread) can be set here; "
+            "leave it out for XLA's default thread pool"
+        )
     if args.threads is not None and keras.backend.backend() == "torch":
         import torch
 
