@@ -134,7 +134,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``segdoctor demo``: diagnose and train on the bundled nuclei sample."""
-    from segdoctor.train.demo import run_demo
+    from segdoctor.cli.demo import run_demo
 
     return run_demo(Path(args.out), minutes=args.minutes, epochs=args.epochs)
 
@@ -291,7 +291,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             "interrupted. A training run keeps its last completed epoch: continue it with `segdoctor train --resume RUN`."
         )
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
