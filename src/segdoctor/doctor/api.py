@@ -18,11 +18,11 @@ from segdoctor.errors import SegdoctorError
 def load_model(path: str | Path, *, safe_mode: bool = True):
     """Load a ``.keras`` model (or a run folder's best model) for the checks, compiled.
 
-    The one safe loader of the project (:func:`segdoctor.train.inference.load_model`): Keras'
+    The one safe loader of the project (:func:`segdoctor.runfiles.load_model`): Keras'
     ``safe_mode`` is on unless the user opts in, and a refused or broken file raises a
     :class:`ModelLoadError` that says why and names ``--unsafe``.
     """
-    from segdoctor.train.inference import load_model as safe_load
+    from segdoctor.runfiles import load_model as safe_load
 
     return safe_load(path, unsafe=not safe_mode, compile=True)
 
@@ -85,6 +85,10 @@ def diagnose(
         if isinstance(model, (str, Path)):
             model = load_model(model, safe_mode=safe_mode)
         findings += check_model(model, callbacks, num_classes=num_classes, batch_size=batch_size)
+        if data is not None:  # the model's input against the image files (model_data)
+            from segdoctor.doctor.model_checks import check_model_vs_files
+
+            findings += check_model_vs_files(model, data)
         summary["checked"].append("model")
     if history is not None:
         from segdoctor.doctor.history import analyze_history, load_history

@@ -1,79 +1,31 @@
-"""Loading trained models safely and predicting full-size masks.
+"""Predicting full-size masks with a trained model.
 
-Models are loaded with Keras ``safe_mode=True``: a model that needs arbitrary code to deserialize (a
-``Lambda`` layer) is refused with an explanation, unless the user opts in with ``unsafe=True``.
+Models are loaded by :func:`segdoctor.runfiles.load_model` (re-exported here, with
+:func:`~segdoctor.runfiles.resolve_model_path`, for the callers that import them from this module).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
-from pathlib import Path
 
 import keras
 import numpy as np
 
-from segdoctor.errors import ModelLoadError
+from segdoctor.runfiles import load_model, resolve_model_path
+
+__all__ = [
+    "DEFAULT_STRIDE",
+    "MIRRORS",
+    "batch_predictor",
+    "load_model",
+    "mirrored",
+    "model_stride",
+    "predict_full",
+    "resolve_model_path",
+    "to_labels",
+]
 
 DEFAULT_STRIDE = 32
-
-
-def resolve_model_path(model: str | Path) -> Path:
-    """A ``.keras`` file, or a run folder (its ``best.keras``, else ``last.keras``)."""
-    path = Path(model)
-    if path.is_dir():
-        for name in ("best.keras", "last.keras"):
-            if (path / name).is_file():
-                return path / name
-        raise ModelLoadError(
-            f"The run folder {path} holds no model",
-            expected="best.keras or last.keras inside it",
-            fix="pass the .keras file itself, or a folder written by `segdoctor train`.",
-        )
-    if not path.is_file():
-        raise ModelLoadError(f"Model file {path} does not exist", fix="check the path.")
-    if path.suffix != ".keras":
-        raise ModelLoadError(
-            f"{path.name} is not a Keras 3 model file",
-            expected="a .keras file (model.save('model.keras'))",
-            received=path.suffix or "no extension",
-            fix="save the model with model.save('name.keras'); legacy .h5 files are not supported.",
-        )
-    return path
-
-
-def load_model(model: str | Path, unsafe: bool = False, compile: bool = False) -> keras.Model:
-    """Load a model with safe deserialization; explain a refusal instead of raising a traceback."""
-    for module in ("segdoctor.losses", "segdoctor.metrics"):  # register segdoctor's objects
-        importlib.import_module(module)
-    path = resolve_model_path(model)
-    try:
-        return keras.saving.load_model(path, compile=compile, safe_mode=not unsafe)
-    except ValueError as exc:
-        text = str(exc)
-        if "safe_mode" in text or "Lambda" in text or "unsafe" in text.lower():
-            raise ModelLoadError(
-                f"{path.name} contains code (a Lambda layer or a custom function) that Keras only runs with safe_mode off",
-                expected="a model made of registered layers",
-                fix="if you trust the file, pass --unsafe (unsafe=True); better, replace the Lambda layer with a registered custom layer.",
-            ) from None
-        raise ModelLoadError(
-            f"Cannot load {path}",
-            received=text.splitlines()[0][:300],
-            fix="check that the file is a complete model saved by Keras 3.",
-        ) from None
-    except (OSError, EOFError, KeyError) as exc:
-        raise ModelLoadError(
-            f"Cannot read {path} ({type(exc).__name__})",
-            expected="a complete .keras zip file",
-            fix="the file may be truncated: use another checkpoint (last.keras or best.keras).",
-        ) from None
-    except Exception as exc:  # zipfile.BadZipFile and backend-specific errors
-        raise ModelLoadError(
-            f"Cannot load {path}",
-            received=f"{type(exc).__name__}: {str(exc)[:300]}",
-            fix="check that the file is a complete model saved by Keras 3.",
-        ) from None
 
 
 def model_stride(model: keras.Model) -> int:
