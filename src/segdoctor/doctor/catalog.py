@@ -89,6 +89,31 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         "duplicate-across-splits", "data", "error", "The same image is in training and validation"
     ),
     CatalogEntry("unreadable-file", "data", "error", "Files that cannot be read"),
+    CatalogEntry(
+        "image-range-narrow",
+        "data",
+        "warning",
+        "16-bit images use a small part of their range (e.g. 12-bit data in 16-bit files)",
+    ),
+    CatalogEntry(
+        "image-mixed-bit-depth",
+        "data",
+        "warning",
+        "Images of different bit depths mixed (e.g. 16-bit TIFFs among 8-bit PNGs)",
+    ),
+    CatalogEntry(
+        "image-mixed-channels",
+        "data",
+        "warning",
+        "Images with and without an alpha channel mixed (e.g. RGBA among gray)",
+    ),
+    CatalogEntry("image-alpha", "data", "warning", "Alpha channel with real transparency"),
+    CatalogEntry(
+        "image-intensity-outlier",
+        "data",
+        "warning",
+        "Images whose brightness or contrast is far from the rest",
+    ),
     # Model and compile --------------------------------------------------------------------------
     CatalogEntry(
         "monitor-mode", "model", "error", "A callback watches Dice/IoU in the wrong direction"

@@ -21,6 +21,7 @@ import numpy as np
 from segdoctor.doctor.alignment import MISALIGNED_BELOW, alignment_score
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
+from segdoctor.doctor.format_checks import format_findings, image_format
 from segdoctor.errors import DataError
 
 ALIGNMENT_SAMPLE = 32
@@ -48,6 +49,7 @@ class DataSummary:
     constant: list[str] = field(default_factory=list)
     alignment: list[tuple[str, float]] = field(default_factory=list)
     hashes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    formats: list[Any] = field(default_factory=list)  # format_checks.ImageFormat per image
 
     def to_dict(self) -> dict[str, Any]:
         fg = np.asarray(self.foreground_fractions) if self.foreground_fractions else np.zeros(1)
@@ -85,6 +87,7 @@ class _PairRecord:
     alignment: float | None = None
     constant: bool = False
     digest: str | None = None
+    image_format: Any = None
 
 
 def _read_pair(pair, measure_alignment: bool) -> _PairRecord:
@@ -99,6 +102,8 @@ def _read_pair(pair, measure_alignment: bool) -> _PairRecord:
     except (SegdoctorError, OSError, ValueError) as err:
         record.unreadable.append((str(pair.image), str(err)[:160]))
         image = None
+    if image is not None:
+        record.image_format = image_format(display_name(pair.image), pair.image, image)
     try:
         mask = read_mask(pair.mask, slice_index=pair.slice_index)  # (H, W) or (H, W, 3)
     except (SegdoctorError, OSError, ValueError) as err:
@@ -137,6 +142,8 @@ def _records(index, sample: set[int]) -> Iterator[_PairRecord]:
 def _stream(index, summary: DataSummary, sample: set[int]) -> Iterator[tuple[str, np.ndarray]]:
     for record in _records(index, sample):
         summary.unreadable += record.unreadable
+        if record.image_format is not None:
+            summary.formats.append(record.image_format)
         if record.mask is None:
             continue
         summary.n_pairs += 1
@@ -193,6 +200,7 @@ def check_data(root: str | Path, *, plots: bool = True) -> tuple[list[Finding], 
         found += _policy_findings(report)
     found += _pair_findings(index, summary)
     found += _content_findings(summary)
+    found += format_findings(summary.formats)
     return found, summary, (_plots(report, summary) if plots and report is not None else {})
 
 
