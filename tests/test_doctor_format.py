@@ -118,6 +118,16 @@ def test_12bit_in_16bit_fires_and_full_range_is_silent(shared_data, tmp_path):
     assert format_findings_of(full) == {}
 
 
+def test_narrow_band_above_an_offset_fires(shared_data, tmp_path):
+    root = build(
+        tmp_path, gray_sources(shared_data), lambda i, im: (stretch(im, 40) + 30000, ".tif")
+    )
+    finding = format_findings_of(root)["image-range-narrow"]
+    assert finding.evidence["largest_span"] <= 40 and finding.evidence["largest_value"] > 30000
+    assert finding.evidence["groups"] == {"span <= 4095 above an offset": 12, "wider": 0}
+    assert "narrow band" in finding.title and "x / " not in finding.fix
+
+
 def test_16bit_tiff_among_8bit_pngs_fires(shared_data, tmp_path):
     sources = gray_sources(shared_data)
     root = build(tmp_path, sources, lambda i, im: (stretch(im, 65535), ".tif") if i == 3 else None)

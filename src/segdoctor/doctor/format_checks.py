@@ -12,8 +12,8 @@ is read once and memory does not grow with the number of images.
 
 Thresholds (documented per id in ``docs/troubleshooting.md``):
 
-* ``image-range-narrow``: a 16-bit file whose maximum is at most :data:`NARROW_MAX` (4095: 12 bits
-  of 16 or fewer).
+* ``image-range-narrow``: a 16-bit file whose values span (max - min) at most :data:`NARROW_MAX`
+  (4095: 12 bits of 16 or fewer).
 * ``image-mixed-bit-depth``: files of more than one sample type (uint8 / uint16 / float32).
 * ``image-mixed-channels``: more than one channel mode (gray, gray+alpha, RGB, RGBA); a warning when
   some files carry an alpha channel and others do not, an info for gray mixed with RGB only.
@@ -37,7 +37,8 @@ from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
 
 NARROW_MAX = 4095
-"""A 16-bit file whose maximum is at most this (12 bits) draws ``image-range-narrow``."""
+"""A 16-bit file whose values span at most this (max - min; 12 of 16 bits) draws
+``image-range-narrow``: 12-bit data in 16-bit files, 0..40, or 30000..30040."""
 OUTLIER_Z = 8.0
 """Robust z-score (median/MAD of log(1 + value)) above which a file is an intensity outlier.
 The largest on the healthy sets: 6.1 (dsb2018-nuclei: its 4 gray brightfield images among
@@ -167,21 +168,30 @@ def _bits(value: float) -> int:
     return max(1, int(np.ceil(np.log2(value + 1))))
 
 
+def _range_group(f: ImageFormat) -> str:
+    if f.vmax <= 255:
+        return "max <= 255 (8 bits)"
+    if f.vmax <= NARROW_MAX:
+        return "max <= 4095 (12 bits)"
+    return "span <= 4095 above an offset"
+
+
 def _range_findings(formats: list[ImageFormat]) -> list[Finding]:
     wide = [f for f in formats if f.dtype == "uint16"]
-    narrow = [f for f in wide if f.vmax <= NARROW_MAX]
+    narrow = [f for f in wide if 0 < f.vmax - f.vmin <= NARROW_MAX]  # constant: input-constant
     if not narrow:
         return []
     top = int(max(f.vmax for f in narrow))
-    groups = Counter(
-        "max <= 255 (8 bits)" if f.vmax <= 255 else "max <= 4095 (12 bits)" for f in narrow
-    )
-    groups["max > 4095"] = len(wide) - len(narrow)
-    title = (
-        f"16-bit images use only 0..{top} of 0..65535"
-        if top <= 255
-        else f"{_bits(top)}-bit data stored in 16-bit files (max {top} of 65535)"
-    )
+    span = int(max(f.vmax - f.vmin for f in narrow))
+    groups = Counter(_range_group(f) for f in narrow)
+    groups["wider"] = len(wide) - len(narrow)
+    if top <= 255:
+        title = f"16-bit images use only 0..{top} of 0..65535"
+    elif top <= NARROW_MAX:
+        title = f"{_bits(top)}-bit data stored in 16-bit files (max {top} of 65535)"
+    else:
+        title = f"16-bit images use a narrow band of values (at most {span} of 0..65535)"
+    scale = f"divide by the real maximum (x / {top}), or " if top <= NARROW_MAX else ""
     return [
         make_finding(
             "image-range-narrow",
@@ -191,14 +201,15 @@ def _range_findings(formats: list[ImageFormat]) -> list[Finding]:
                 "of_16bit_files": len(wide),
                 "groups": dict(groups),
                 "largest_value": top,
-                "fraction_of_range_used": top / 65535,
-                "threshold_max": NARROW_MAX,
+                "largest_span": span,
+                "fraction_of_range_used": span / 65535,
+                "threshold_span": NARROW_MAX,
             },
             f"{LOADER_NORMALIZES}, so it trains on these files as they are; only "
-            "ImageNormalizer(mode='none') divides by 65535, and then the images are almost "
-            f"black (at most {top / 65535:.4f}). A hand-written pipeline must not divide by 65535 "
-            "either (nor cast to uint8, which wraps): divide by the real maximum "
-            f"(x / {top}), or normalize each image: x = (x - x.mean()) / (x.std() + 1e-6), or by "
+            "ImageNormalizer(mode='none') divides by 65535, and then the images have almost no "
+            f"contrast (at most {span / 65535:.4f} between darkest and brightest). A hand-written "
+            "pipeline must not divide by 65535 either (nor cast to uint8, which wraps): "
+            f"{scale}normalize each image: x = (x - x.mean()) / (x.std() + 1e-6), or by "
             "percentiles: lo, hi = np.percentile(x, (0.5, 99.5)); "
             "x = np.clip((x - lo) / (hi - lo), 0, 1).",
             title=title,
