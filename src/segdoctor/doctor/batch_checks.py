@@ -11,6 +11,12 @@ import numpy as np
 from segdoctor.doctor.alignment import MISALIGNED_BELOW, alignment_score
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
+from segdoctor.doctor.model_data import (
+    Targets,
+    compare_input_channels,
+    compare_output_classes,
+    targets_from_batch,
+)
 
 _SCALING_LAYERS = ("Rescaling", "Normalization")
 MISALIGNED_FRACTION = 0.25
@@ -56,8 +62,50 @@ def alignment_finding(scores: list[float], where: str = "training batches") -> l
     ]
 
 
+def _model_vs_batch(model, x, y, targets_out: list[Targets] | None) -> list[Finding]:
+    """Input channels and output classes of the model against one batch (see model_data)."""
+    from segdoctor.doctor.model_checks import input_channels, output_activation, output_channels
+
+    where = "training batch"
+    found = compare_input_channels(
+        input_channels(model), {int(x.shape[-1]): len(x)}, where=where, fed_as_is=True
+    )
+    targets = targets_from_batch(y, source=where)
+    final = targets_out is None
+    if targets is not None and not final:
+        targets_out.append(targets)
+    found += compare_output_classes(
+        output_channels(model), targets, activation=output_activation(model), final=final
+    )
+    return found
+
+
+def classes_finding(model, seen: list[Targets], where: str) -> list[Finding]:
+    """``output-channels-extra`` (and the rest of :func:`compare_output_classes`) over batches.
+
+    Example:
+        >>> classes_finding(model, [Targets(max_label=1, images=8)], "first 3 batches")  # doctest: +SKIP
+    """
+    from segdoctor.doctor.model_checks import output_activation, output_channels
+
+    if not seen:
+        return []
+    pooled = seen[0]
+    for more in seen[1:]:
+        pooled = pooled.merged(more)
+    pooled = Targets(pooled.max_label, pooled.one_hot_depth, pooled.images, where)
+    return compare_output_classes(
+        output_channels(model), pooled, activation=output_activation(model), final=True
+    )
+
+
 def check_batch(
-    x: np.ndarray, y: np.ndarray, model=None, *, scores_out: list[float] | None = None
+    x: np.ndarray,
+    y: np.ndarray,
+    model=None,
+    *,
+    scores_out: list[float] | None = None,
+    targets_out: list[Targets] | None = None,
 ) -> list[Finding]:
     """Findings from one batch ``x (B, H, W, C)``, ``y (B, H, W, 1)`` or one-hot ``(B, H, W, K)``.
 
@@ -68,6 +116,10 @@ def check_batch(
         scores_out: when a list, the per-sample alignment scores are appended to it and
             ``pair-misaligned`` is left to the caller (:func:`alignment_finding` over several
             batches); otherwise this batch alone decides.
+        targets_out: when a list, the classes this batch holds (:class:`Targets`) are appended
+            to it and ``output-channels-extra`` is left to the caller (over several batches,
+            :func:`classes_finding`); otherwise this batch alone decides. Labels the head cannot
+            output are reported at once either way.
 
     Example:
         >>> x = np.random.default_rng(0).random((2, 16, 16, 1)).astype("float32")
@@ -109,10 +161,10 @@ def check_batch(
                     "Divide the masks by 255 in the pipeline: y = y / 255 (or (y > 127)).",
                 )
             )
-        elif channels is not None and values.max() >= max(channels, 2) and len(values) > 2:
+        elif channels is not None and values.max() >= max(channels, 2) and len(values) > 16:
             found.append(
                 make_finding(
-                    "mask-instance-labels" if len(values) > 16 else "output-classes-mismatch",
+                    "mask-instance-labels",
                     {
                         "distinct_values": len(values),
                         "max_value": float(values.max()),
@@ -155,6 +207,8 @@ def check_batch(
                 severity="error" if constant > len(x) // 2 else "warning",
             )
         )
+    if model is not None:
+        found += _model_vs_batch(model, x, y, targets_out)
     scores = [
         s for i in range(len(x)) if (s := alignment_score(x[i], fg[i].astype("int32"))) is not None
     ]

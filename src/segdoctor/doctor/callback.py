@@ -1,8 +1,9 @@
 """``DoctorCallback``: the doctor inside any ``model.fit``.
 
 At train begin it checks the compiled model (output, loss behaviour, layers) and the other
-callbacks of the same fit; on the first ``PEEK_BATCHES`` batches it checks mask values, input range
-and image/mask alignment, on every backend: it wraps ``model.train_function`` for those steps only
+callbacks of the same fit; on the first ``PEEK_BATCHES`` batches it checks mask values, input range,
+image/mask alignment and the model against the batches (input channels, output channels against
+the classes in the masks: :mod:`segdoctor.doctor.model_data`), on every backend: it wraps ``model.train_function`` for those steps only
 and reads the batch the step receives (torch) or the elements the step pulls from its iterator (JAX,
 TensorFlow), then hands the original step back to Keras; after each epoch it analyses the curves
 (with the learning rate and, when a validation sample is given, the predicted foreground fraction);
@@ -31,6 +32,7 @@ import numpy as np
 from segdoctor.doctor.catalog import CATALOG, make_finding
 from segdoctor.doctor.findings import Finding
 from segdoctor.doctor.history import PRED_FG, TRUE_FG, analyze_history, is_dice_like
+from segdoctor.doctor.model_data import Targets
 from segdoctor.doctor.report import Report
 
 PEEK_BATCHES = 3
@@ -126,6 +128,7 @@ class DoctorCallback(keras.callbacks.Callback):
         self._original_train_function = None
         self._siblings: list[Any] | None = None
         self._alignment: list[float] = []
+        self._targets: list[Targets] = []  # classes seen in the peeked batches
 
     # -- helpers ---------------------------------------------------------------------------------
     def _emit(self, found: list[Finding]) -> None:
@@ -206,15 +209,31 @@ class DoctorCallback(keras.callbacks.Callback):
         self.overhead_s += time.perf_counter() - t0
 
     def _peek(self, batch: tuple[np.ndarray, np.ndarray]) -> None:
-        from segdoctor.doctor.batch_checks import alignment_finding, check_batch
+        from segdoctor.doctor.batch_checks import check_batch
 
         self._peeked += 1
         if self._grad_batch is None:
             self._grad_batch = (batch[0][:GRAD_IMAGES].copy(), batch[1][:GRAD_IMAGES].copy())
         model = self._model  # not self.model: see on_train_begin
-        self._emit(check_batch(batch[0], batch[1], model, scores_out=self._alignment))
+        self._emit(
+            check_batch(
+                batch[0],
+                batch[1],
+                model,
+                scores_out=self._alignment,
+                targets_out=self._targets,
+            )
+        )
         if self._peeked == PEEK_BATCHES:
-            self._emit(alignment_finding(self._alignment))
+            self._pooled_batch_findings()
+
+    def _pooled_batch_findings(self) -> None:
+        """What needs several batches: alignment, and classes the masks never show."""
+        from segdoctor.doctor.batch_checks import alignment_finding, classes_finding
+
+        self._emit(alignment_finding(self._alignment))
+        where = f"first {self._peeked} training batch(es)"
+        self._emit(classes_finding(self._model, self._targets, where))
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         start = time.perf_counter()
@@ -279,9 +298,7 @@ class DoctorCallback(keras.callbacks.Callback):
         if self._original_train_function is not None:
             self.model.train_function = self._original_train_function
         if 0 < self._peeked < PEEK_BATCHES:
-            from segdoctor.doctor.batch_checks import alignment_finding
-
-            self._emit(alignment_finding(self._alignment))
+            self._pooled_batch_findings()
         self._emit(self._stopped_while_improving())
         if self.history:
             # The report tells what the whole run shows: a curve finding printed mid-run (a dip

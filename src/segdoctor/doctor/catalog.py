@@ -161,6 +161,24 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         "Output channels do not match the classes in the masks",
     ),
     CatalogEntry(
+        "output-channels-extra",
+        "model",
+        "warning",
+        "The model outputs more channels than the masks have classes",
+    ),
+    CatalogEntry(
+        "output-activation-unsuited",
+        "model",
+        "error",
+        "The output activation is neither a probability nor a logit (relu, tanh, ...)",
+    ),
+    CatalogEntry(
+        "input-channels-mismatch",
+        "model",
+        "warning",
+        "Image channels differ from the model's input channels",
+    ),
+    CatalogEntry(
         "dice-smooth-large",
         "loss",
         "warning",

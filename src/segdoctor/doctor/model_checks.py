@@ -16,6 +16,13 @@ from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
 from segdoctor.doctor.history import is_dice_like
 from segdoctor.doctor.loss_probe import loss_from_logits, loss_name, probe_loss
+from segdoctor.doctor.model_data import (
+    Targets,
+    compare_activation,
+    compare_input_channels,
+    compare_output_classes,
+    sample_image_channels,
+)
 
 _CE_BINARY = (
     "binary_crossentropy",
@@ -59,6 +66,24 @@ def output_channels(model) -> int:
     """Channels of the (first) model output, channels-last."""
     shape = model.outputs[0].shape if getattr(model, "outputs", None) else model.output_shape
     return int(shape[-1])
+
+
+def input_channels(model) -> int | None:
+    """Channels of the (first) model input, channels-last; None when unknown (not built).
+
+    Example:
+        >>> import keras
+        >>> input_channels(keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(1, 1)]))
+        3
+    """
+    try:
+        shape = model.inputs[0].shape if getattr(model, "inputs", None) else model.input_shape
+    except (AttributeError, ValueError):  # a subclassed model that was never called
+        return None
+    if isinstance(shape, list):
+        shape = shape[0]
+    last = shape[-1] if shape else None
+    return None if last is None else int(last)
 
 
 def _loss_key(loss: object) -> str:
@@ -192,20 +217,30 @@ def check_output(model, num_classes: int | None = None) -> list[Finding]:
                 severity="error" if channels == 1 else "warning",
             )
         )
+    found += compare_activation(act, channels, from_logits)
     if num_classes is not None and num_classes >= 2:
-        ok = (num_classes == 2 and channels in (1, 2)) or channels == num_classes
-        if not ok:
-            found.append(
-                make_finding(
-                    "output-classes-mismatch",
-                    base | {"classes_in_masks": num_classes},
-                    f"The masks hold {num_classes} classes but the model outputs {channels} channel(s). "
-                    f"Use Conv2D({1 if num_classes == 2 else num_classes}, 1, activation="
-                    f"'{'sigmoid' if num_classes == 2 else 'softmax'}') as the last layer "
-                    "(or fix the masks if the class count is wrong).",
-                )
-            )
+        masks = Targets(
+            max_label=num_classes - 1, source="masks of the whole dataset", complete=True
+        )
+        found += compare_output_classes(channels, masks, activation=act)
     return found
+
+
+def check_model_vs_files(model, data, *, limit: int = 32) -> list[Finding]:
+    """``input-channels-mismatch``: the model's input channels against a sample of image files.
+
+    The classes (``output-classes-mismatch``, ``output-channels-extra``) come from the whole
+    dataset's mask inspection through :func:`check_model`'s ``num_classes``.
+
+    Example:
+        >>> from segdoctor.sample_data import sample_path
+        >>> check_model_vs_files(model, sample_path())  # doctest: +SKIP
+    """
+    counts, colour = sample_image_channels(data, limit=limit)
+    where = f"{sum(counts.values())} image files (evenly spread sample)"
+    return compare_input_channels(
+        input_channels(model), counts, colour_images=colour, where=where, fed_as_is=False
+    )
 
 
 def check_loss(model) -> list[Finding]:

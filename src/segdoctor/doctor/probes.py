@@ -43,6 +43,11 @@ from segdoctor.doctor._probe_model import probabilities
 from segdoctor.doctor.bn_gap import probe_bn_gap
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
+from segdoctor.doctor.model_data import (
+    compare_input_channels,
+    compare_output_classes,
+    targets_from_batch,
+)
 from segdoctor.doctor.overfit import OVERFIT_STEPS, probe_overfit
 
 LR_STEPS = 30
@@ -437,6 +442,22 @@ def _fully_convolutional(model) -> bool:
     return bool(inputs) and len(inputs) == 1 and tuple(inputs[0].shape[1:3]) == (None, None)
 
 
+def _model_vs_probe_batch(model, x, y) -> list[Finding]:
+    """The model's input channels and output classes against the probe batch (model_data)."""
+    from segdoctor.doctor.model_checks import input_channels, output_activation, output_channels
+
+    where = "probe batch"
+    found = compare_input_channels(
+        input_channels(model), {int(x.shape[-1]): len(x)}, where=where, fed_as_is=True
+    )
+    return found + compare_output_classes(
+        output_channels(model),
+        targets_from_batch(y, source=where),
+        activation=output_activation(model),
+        final=False,
+    )
+
+
 def run_probes(
     model,
     x,
@@ -465,7 +486,8 @@ def run_probes(
         x, y = crop_batch(x, y, PROBE_CROP)
     skipped = skipped if skipped is not None else []
     start = time.monotonic()
-    found = probe_init_loss(model, x, y)
+    found = _model_vs_probe_batch(model, x, y)
+    found += probe_init_loss(model, x, y)
     try:
         overfit, losses = probe_overfit(model, x, y, budget_s=budget_s / 2)
     except RuntimeError as err:  # torch refuses a loss with no gradient at all
