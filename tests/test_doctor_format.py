@@ -224,6 +224,21 @@ def test_isbi_copy_without_the_dark_image_is_silent(shared_data, tmp_path):
     assert format_findings_of(build(tmp_path, isbi_sources(shared_data))) == {}
 
 
+def test_nifti_and_npy_are_not_judged_for_range_or_outliers():
+    def fmt(i, ext, value):
+        image = np.full((8, 8, 1), value, np.uint16)
+        image[:4] //= 2  # an IQR
+        return image_format(f"images/{i}{ext}", f"{i}{ext}", image)
+
+    volume = [fmt(i, ".nii.gz", 3000) for i in range(11)] + [fmt(11, ".nii.gz", 6)]
+    assert format_findings(volume) == []  # an MRI volume's slices: signed 16-bit, not files
+    tiffs = [fmt(i, ".tif", 3000) for i in range(11)] + [fmt(11, ".tif", 6)]
+    assert {f.id for f in format_findings(tiffs)} == {
+        "image-range-narrow",
+        "image-intensity-outlier",
+    }
+
+
 def test_outliers_need_a_group_of_ten_and_a_minority():
     def fmt(i, value):
         image = np.full((8, 8, 1), value, np.uint8)

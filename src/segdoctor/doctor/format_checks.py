@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segdoctor.data.io import file_extension
+from segdoctor.data.io import PIL_EXTENSIONS, TIFF_EXTENSIONS, file_extension
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
 
@@ -56,6 +56,9 @@ LIST_CAP = 10
 """Files named in a finding's evidence (the count gives the total)."""
 
 MODES = {1: "gray", 2: "gray+alpha", 3: "RGB", 4: "RGBA"}
+PICTURE_EXTENSIONS = PIL_EXTENSIONS + TIFF_EXTENSIONS
+"""Files judged for used range and intensity outliers. NIfTI/NPY are left out: their signed
+16-bit volumes (MRI 0..3000) are read as uint16, and the slices of a volume are not files."""
 
 LOADER_NORMALIZES = (
     "segdoctor's loader (and `segdoctor train`, always) z-scores each image on its own, clipped "
@@ -177,7 +180,7 @@ def _range_group(f: ImageFormat) -> str:
 
 
 def _range_findings(formats: list[ImageFormat]) -> list[Finding]:
-    wide = [f for f in formats if f.dtype == "uint16"]
+    wide = [f for f in formats if f.dtype == "uint16" and f.ext in PICTURE_EXTENSIONS]
     narrow = [f for f in wide if 0 < f.vmax - f.vmin <= NARROW_MAX]  # constant: input-constant
     if not narrow:
         return []
@@ -338,8 +341,9 @@ def _robust_z(values: np.ndarray) -> np.ndarray:
 def _outlier_findings(formats: list[ImageFormat]) -> list[Finding]:
     flagged: list[tuple[ImageFormat, float, float]] = []
     groups: dict[str, int] = {}
-    for key in sorted({(f.dtype, f.colour_channels) for f in formats}):
-        group = [f for f in formats if (f.dtype, f.colour_channels) == key]
+    pictures = [f for f in formats if f.ext in PICTURE_EXTENSIONS]
+    for key in sorted({(f.dtype, f.colour_channels) for f in pictures}):
+        group = [f for f in pictures if (f.dtype, f.colour_channels) == key]
         if len(group) < OUTLIER_MIN_FILES:
             continue
         groups[f"{key[0]}, {key[1]} channel(s)"] = len(group)
