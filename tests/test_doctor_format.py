@@ -239,6 +239,10 @@ def test_nifti_and_npy_are_not_judged_for_range_or_outliers():
     }
 
 
+def test_image_without_pixels_is_skipped():
+    assert image_format("images/a.npy", "a.npy", np.zeros((0, 5, 1), np.uint8)) is None
+
+
 def test_outliers_need_a_group_of_ten_and_a_minority():
     def fmt(i, value):
         image = np.full((8, 8, 1), value, np.uint8)

@@ -103,7 +103,7 @@ class ImageFormat:
         return self.channels - 1 if self.channels in (2, 4) else self.channels
 
 
-def image_format(name: str, path: str | Path, image: np.ndarray) -> ImageFormat:
+def image_format(name: str, path: str | Path, image: np.ndarray) -> ImageFormat | None:
     """Summarize one image (as returned by :func:`segdoctor.data.read_image`).
 
     Args:
@@ -112,7 +112,7 @@ def image_format(name: str, path: str | Path, image: np.ndarray) -> ImageFormat:
         image: ``(H, W, C)`` in the file's native dtype.
 
     Returns:
-        An :class:`ImageFormat`.
+        An :class:`ImageFormat`, or None for an image without pixels.
 
     Example:
         >>> import numpy as np
@@ -120,6 +120,8 @@ def image_format(name: str, path: str | Path, image: np.ndarray) -> ImageFormat:
         >>> f.mode, f.dtype, f.vmax
         ('gray', 'uint16', 7.0)
     """
+    if image.size == 0:
+        return None
     c = image.shape[-1]
     alpha = None
     colour = image  # (H, W, C) without alpha
