@@ -150,3 +150,47 @@ def test_real_datasets_discovered(shared_data):
     for name, n in [("dsb2018-nuclei", 167), ("isbi2012-membrane", 30), ("camvid-val", 101)]:
         index = discover_pairs(shared_data / name)
         assert len(index.pairs) == n and index.complete
+
+
+def test_clashes_stop_strict_discovery_and_are_recorded_by_lenient_discovery(tmp_path):
+    _png(tmp_path / "images" / "a.png", 1)
+    _png(tmp_path / "images" / "a.tif", 2)  # same stem, another format
+    _png(tmp_path / "images" / "b.png", 3)
+    _png(tmp_path / "masks" / "a.png", 1)
+    _png(tmp_path / "masks" / "b.png", 1)
+    _png(tmp_path / "masks" / "b_mask.png", 1)  # a second mask for b
+    with pytest.raises(DataError, match=r"a\.png and a\.tif"):
+        discover_pairs(tmp_path)  # strict: what segdoctor train uses
+    index = discover_pairs(tmp_path, strict=False)
+    assert [p.name for p in index.pairs] == ["a", "b"]
+    assert index.pairs[0].image.name == "a.png"  # the first in sorted order is used
+    assert index.pairs[1].mask.name == "b.png"  # the exact stem match wins over b_mask.png
+    assert [c.describe() for c in index.clashes] == [
+        "same-stem a: images/a.png, images/a.tif",
+        "two-masks b: masks/b.png, masks/b_mask.png",
+    ]
+    assert "name clashes" in index.describe()
+
+
+def test_same_name_in_two_splits_is_refused_strictly_and_kept_leniently(tmp_path):
+    for split, value in [("train", 1), ("val", 1)]:
+        _png(tmp_path / split / "images" / "x.png", value)
+        _png(tmp_path / split / "masks" / "x.png", 1)
+    _png(tmp_path / "train" / "images" / "y.png", 2)
+    _png(tmp_path / "train" / "masks" / "y.png", 1)
+    with pytest.raises(DataError, match=r"train/x\.png and val/x\.png"):
+        discover_pairs(tmp_path)
+    index = discover_pairs(tmp_path, strict=False)
+    assert [(p.name, p.split) for p in index.pairs] == [
+        ("x", "train"),
+        ("x", "val"),
+        ("y", "train"),
+    ]
+    (clash,) = index.clashes
+    assert (clash.kind, clash.name, clash.splits) == ("same-name", "x", ("train", "val"))
+    assert clash.files == ("train/x.png", "val/x.png")
+
+
+def test_lenient_discovery_of_clean_data_records_nothing(shared_data):
+    index = discover_pairs(shared_data / "dsb2018-nuclei", strict=False)
+    assert len(index.pairs) == 167 and index.clashes == []

@@ -129,6 +129,45 @@ def test_input_constant_and_unreadable(tmp_path, rng):
     assert "input-constant" in found and "unreadable-file" in found
 
 
+def test_unreadable_files_are_named_relative_to_the_data_folder(tmp_path, rng, capsys):
+    from segdoctor.cli import main
+
+    root = write_folder(tmp_path, clean(rng), "train")
+    write_folder(tmp_path, {f"v{k}": v for k, v in clean(rng, 4).items()}, "val")
+    (root / "val" / "images" / "vim01.png").write_bytes(b"")  # zero bytes
+    (root / "train" / "masks" / "im03.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
+    findings, _, _ = check_data(root, plots=False)
+    f = next(f for f in findings if f.id == "unreadable-file")
+    assert f.evidence["files"] == ["train/masks/im03.png", "val/images/vim01.png"]
+    assert f.evidence["reasons"][1].startswith("val/images/vim01.png: Cannot use")
+    assert main(["diagnose", str(root)]) == 1  # a finding, not "could not run"
+    assert "unreadable-file" in capsys.readouterr().out
+
+
+def test_no_readable_mask_at_all_is_still_a_report(tmp_path, rng):
+    root = write_folder(tmp_path, clean(rng, 3))
+    for mask in (root / "masks").iterdir():
+        mask.write_bytes(b"")
+    findings, _, _ = check_data(root, plots=False)
+    assert [f.id for f in findings] == ["unreadable-file"]
+    assert findings[0].evidence["count"] == 3
+
+
+def test_name_clash_and_unsupported_file(tmp_path, rng):
+    pairs = clean(rng)
+    root = write_folder(tmp_path, pairs)
+    Image.fromarray(pairs["im02"][0]).save(root / "images" / "im02.tif")  # same stem
+    (root / "masks" / "im05.gif").write_bytes(b"GIF89a")  # a format segdoctor cannot read
+    findings = {f.id: f for f in check_data(root, plots=False)[0]}
+    clash = findings["name-clash"]
+    assert clash.severity == "error"
+    assert clash.evidence["clashes"] == ["same-stem im02: images/im02.png, images/im02.tif"]
+    assert clash.evidence["used"] == ["images/im02.png"]
+    assert findings["unsupported-file"].evidence["files"] == ["masks/im05.gif"]
+    silent = {f.id for f in check_data(write_folder(tmp_path / "ok", clean(rng)), plots=False)[0]}
+    assert not silent & {"name-clash", "unsupported-file", "unreadable-file"}
+
+
 def test_duplicate_across_splits(tmp_path, rng):
     train = clean(rng, 4)
     val = clean(rng, 4)

@@ -20,6 +20,13 @@ ignored and listed in ``PairIndex.ignored``; sub-folders are not searched. A sym
 supported extension is kept even when its target is missing (or the links form a loop), so that
 reading it reports the broken link by name instead of the file vanishing.
 
+Strict and lenient discovery: by default (``strict=True``, what training uses) an ambiguity stops
+discovery with a :class:`DataError` that names the files: two files with the same stem in one
+folder, two masks that match one image, or two pairs with the same name (e.g. ``train/images/a.png``
+and ``val/images/a.png``). With ``strict=False`` (what the doctor uses) discovery keeps going and
+records each one as a :class:`NameClash` in ``PairIndex.clashes``: the first file (in sorted order;
+for masks the exact stem match) is used, and same-name pairs in different splits are all kept.
+
 Names (``Pair.name``, the unpaired and ignored lists) are always printable: bytes of a file name
 that are not valid UTF-8 are shown as ``\\xNN`` (:func:`segdoctor.data.io.printable`); the paths
 in ``Pair.image`` / ``Pair.mask`` keep the exact bytes.
@@ -88,6 +95,36 @@ class Pair:
         return (self.image, *self.channels)
 
 
+CLASH_KINDS: tuple[str, ...] = ("same-stem", "two-masks", "same-name")
+
+
+@dataclass(frozen=True)
+class NameClash:
+    """An ambiguity that strict discovery refuses and lenient discovery records.
+
+    Attributes:
+        kind: ``"same-stem"`` (two files with one stem in a folder), ``"two-masks"`` (two masks
+            match one image) or ``"same-name"`` (two pairs with one name, e.g. in two splits).
+        name: The shared stem or pair name.
+        files: The files involved (printable, ``split/`` prefixed where there are splits); for
+            ``same-stem`` and ``two-masks`` the first one is the file that was used.
+        splits: For ``same-name``: the split of each pair (``""`` for none), in ``files`` order.
+
+    Example:
+        >>> NameClash("same-name", "a", ("train/a.png", "val/a.png"), ("train", "val")).describe()
+        'same-name a: train/a.png, val/a.png'
+    """
+
+    kind: str
+    name: str
+    files: tuple[str, ...]
+    splits: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """One line: kind, name and files."""
+        return f"{self.kind} {self.name}: {', '.join(self.files)}"
+
+
 @dataclass
 class PairIndex:
     """The result of :func:`discover_pairs`.
@@ -100,6 +137,7 @@ class PairIndex:
         root: The folder (or CSV file) that was scanned.
         ignored: Files that were skipped because their type is not readable.
         metadata: Layout metadata (nnU-Net ``dataset.json`` content), else empty.
+        clashes: Ambiguities that lenient discovery (``strict=False``) kept going past.
     """
 
     pairs: list[Pair]
@@ -109,6 +147,7 @@ class PairIndex:
     root: Path
     ignored: list[str] = field(default_factory=list)
     metadata: dict = field(default_factory=dict)
+    clashes: list[NameClash] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -126,6 +165,8 @@ class PairIndex:
             text += f"; masks without an image: {_names(self.unpaired_masks)}"
         if self.ignored:
             text += f"; ignored (unsupported type): {_names(self.ignored)}"
+        if self.clashes:
+            text += f"; name clashes: {_names([c.describe() for c in self.clashes], 5)}"
         return text
 
     @property
@@ -191,17 +232,32 @@ def _files(folder: Path) -> tuple[list[Path], list[str]]:
     return files, ignored
 
 
-def _by_stem(paths: list[Path], folder: Path) -> dict[str, Path]:
+def _record(clashes: list[NameClash] | None, clash: NameClash, error: DataError) -> None:
+    """Strict discovery (``clashes is None``) raises ``error``; lenient discovery records it."""
+    if clashes is None:
+        raise error
+    clashes.append(clash)
+
+
+def _by_stem(
+    paths: list[Path], folder: Path, clashes: list[NameClash] | None = None, prefix: str = ""
+) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for path in paths:
         stem = file_stem(path)
         if stem in out:
-            raise DataError(
-                f"Two files in {printable(str(folder))} have the same stem {printable(stem)!r}",
-                expected="one file per name",
-                received=f"{printable(out[stem].name)} and {printable(path.name)}",
-                fix="remove or rename one of them.",
+            files = (printable(prefix + out[stem].name), printable(prefix + path.name))
+            _record(
+                clashes,
+                NameClash("same-stem", printable(stem), files),
+                DataError(
+                    f"Two files in {printable(str(folder))} have the same stem {printable(stem)!r}",
+                    expected="one file per name",
+                    received=f"{printable(out[stem].name)} and {printable(path.name)}",
+                    fix="remove or rename one of them.",
+                ),
             )
+            continue  # lenient: the first file (sorted order) is used
         out[stem] = path
     return out
 
@@ -216,19 +272,30 @@ def _mask_key(stem: str, image_stems: set[str]) -> str:
 
 
 def _match(
-    images: dict[str, Path], masks: dict[str, Path], split: str | None
+    images: dict[str, Path],
+    masks: dict[str, Path],
+    split: str | None,
+    clashes: list[NameClash] | None = None,
+    mask_folder: str = "",
 ) -> tuple[list[Pair], list[str], list[str]]:
     stems = set(images)
     keyed: dict[str, Path] = {}
-    for stem, path in masks.items():
+    # exact stem matches first, so that lenient discovery prefers a.png over a_mask.png
+    for stem, path in sorted(masks.items(), key=lambda item: (item[0] not in stems, item[0])):
         key = _mask_key(stem, stems)
         if key in keyed:
-            raise DataError(
-                f"Two masks match the image {printable(key)!r}",
-                expected="one mask per image",
-                received=f"{printable(keyed[key].name)} and {printable(path.name)}",
-                fix="remove or rename one of them.",
+            files = (printable(mask_folder + keyed[key].name), printable(mask_folder + path.name))
+            _record(
+                clashes,
+                NameClash("two-masks", printable(key), files),
+                DataError(
+                    f"Two masks match the image {printable(key)!r}",
+                    expected="one mask per image",
+                    received=f"{printable(keyed[key].name)} and {printable(path.name)}",
+                    fix="remove or rename one of them.",
+                ),
             )
+            continue
         keyed[key] = path
     pairs = [Pair(printable(s), images[s], keyed[s], split) for s in sorted(stems & set(keyed))]
     unpaired_images = sorted(printable(images[s].name) for s in stems - set(keyed))
@@ -265,7 +332,11 @@ def _expand_slices(pairs: list[Pair]) -> list[Pair]:
 
 
 def _folder_pairs(
-    root: Path, split: str | None, image_dir: Path | None = None, mask_dir: Path | None = None
+    root: Path,
+    split: str | None,
+    image_dir: Path | None = None,
+    mask_dir: Path | None = None,
+    clashes: list[NameClash] | None = None,
 ) -> tuple[list[Pair], list[str], list[str], list[str]]:
     image_dir = image_dir or _find_dir(root, IMAGE_DIR_NAMES)
     mask_dir = mask_dir or _find_dir(root, MASK_DIR_NAMES)
@@ -289,8 +360,10 @@ def _folder_pairs(
             received=f"{len(ignored_i)} files of other types{others}",
             fix="put the images into this folder (or convert them to a supported format).",
         )
-    pairs, ui, um = _match(_by_stem(image_files, image_dir), _by_stem(mask_files, mask_dir), split)
     prefix = f"{split}/" if split else ""
+    images = _by_stem(image_files, image_dir, clashes, f"{prefix}{image_dir.name}/")
+    masks = _by_stem(mask_files, mask_dir, clashes, f"{prefix}{mask_dir.name}/")
+    pairs, ui, um = _match(images, masks, split, clashes, f"{prefix}{mask_dir.name}/")
     return (
         pairs,
         [prefix + n for n in ui],
@@ -299,7 +372,9 @@ def _folder_pairs(
     )
 
 
-def _nnunet(root: Path) -> tuple[list[Pair], list[str], list[str], list[str], dict]:
+def _nnunet(
+    root: Path, clashes: list[NameClash] | None = None
+) -> tuple[list[Pair], list[str], list[str], list[str], dict]:
     metadata: dict = {}
     meta_path = root / "dataset.json"
     if meta_path.is_file():
@@ -339,7 +414,7 @@ def _nnunet(root: Path) -> tuple[list[Pair], list[str], list[str], list[str], di
                 received=", ".join(files[i].name for i in indices),
                 fix="add the missing channel files or fix dataset.json channel_names.",
             )
-    masks = _by_stem(labels, root / "labelsTr")
+    masks = _by_stem(labels, root / "labelsTr", clashes, "labelsTr/")
     pairs = [
         Pair(
             printable(case), files[0], masks[case], None, tuple(files[i] for i in sorted(files)[1:])
@@ -402,6 +477,7 @@ def discover_pairs(
     on_unpaired: str = "error",
     image_dir: str | Path | None = None,
     mask_dir: str | Path | None = None,
+    strict: bool = True,
 ) -> PairIndex:
     """Find image/mask pairs under ``root``, matched by file stem.
 
@@ -412,13 +488,16 @@ def discover_pairs(
             counterpart; ``"skip"`` keeps the complete pairs and lists the others in the index.
         image_dir: Explicit image folder (folder-pairs layout only).
         mask_dir: Explicit mask folder (folder-pairs layout only).
+        strict: ``True`` (default, what training uses) raises :class:`DataError` on a name clash
+            (two files with one stem, two masks for one image, two pairs with one name);
+            ``False`` (what the doctor uses) records each in ``PairIndex.clashes`` and goes on.
 
     Returns:
         A :class:`PairIndex`.
 
     Raises:
-        DataError: missing or empty folder, no recognizable layout, duplicate stems, or (with
-            ``on_unpaired="error"``) unpaired files.
+        DataError: missing or empty folder, no recognizable layout, (strict) duplicate stems or
+            names, or (with ``on_unpaired="error"``) unpaired files.
 
     Example:
         >>> from segdoctor.sample_data import sample_path
@@ -440,17 +519,18 @@ def discover_pairs(
         layout = _detect_layout(root)
     metadata: dict = {}
     ignored: list[str] = []
+    clashes: list[NameClash] | None = None if strict else []
     if layout == "csv":
         pairs, ui, um = _csv(root)
     elif layout == "nnunet":
-        pairs, ui, um, ignored, metadata = _nnunet(root)
+        pairs, ui, um, ignored, metadata = _nnunet(root, clashes)
     elif layout == "train-val":
         pairs, ui, um = [], [], []
         for name in sorted(p.name for p in root.iterdir() if p.is_dir()):
             split = SPLIT_DIR_NAMES.get(name.lower())
             if split is None:
                 continue
-            p, a, b, ig = _folder_pairs(root / name, split)
+            p, a, b, ig = _folder_pairs(root / name, split, clashes=clashes)
             pairs += p
             ui += a
             um += b
@@ -467,17 +547,10 @@ def discover_pairs(
             None,
             Path(image_dir) if image_dir else None,
             Path(mask_dir) if mask_dir else None,
+            clashes,
         )
     pairs = _expand_slices(pairs)
-    names = [p.name for p in pairs]
-    if len(set(names)) != len(names):
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        raise DataError(
-            "Two pairs have the same name",
-            expected="unique image stems across splits",
-            received=", ".join(dupes[:10]),
-            fix="rename the files so each image stem is unique.",
-        )
+    _same_names(pairs, clashes)
     if not pairs and not ui:
         raise DataError(
             f"No image/mask pairs found in {root}",
@@ -485,7 +558,16 @@ def discover_pairs(
             received="nothing readable",
             fix="check the folder layout (see docs/data.md).",
         )
-    index = PairIndex(sorted(pairs, key=lambda p: p.name), ui, um, layout, root, ignored, metadata)
+    index = PairIndex(
+        sorted(pairs, key=lambda p: (p.name, p.split or "")),
+        ui,
+        um,
+        layout,
+        root,
+        ignored,
+        metadata,
+        clashes or [],
+    )
     if on_unpaired == "error":
         index.raise_if_incomplete()
     if not index.pairs:
@@ -496,6 +578,36 @@ def discover_pairs(
             fix="rename the masks to match the image names.",
         )
     return index
+
+
+def _same_names(pairs: list[Pair], clashes: list[NameClash] | None) -> None:
+    """Pairs that share a name (same stem in two splits): refused (strict) or recorded."""
+    by_name: dict[str, list[Pair]] = {}
+    for pair in pairs:
+        by_name.setdefault(pair.name, []).append(pair)
+    dupes = {name: group for name, group in sorted(by_name.items()) if len(group) > 1}
+    if not dupes:
+        return
+    if clashes is None:
+        raise DataError(
+            "Two pairs have the same name",
+            expected="unique image stems across splits",
+            received=", ".join(_pair_files(group) for group in list(dupes.values())[:10]),
+            fix="rename the files so each image stem is unique (if they are copies of one image, "
+            "keep it in one split only; `segdoctor diagnose` reports such leaks).",
+        )
+    for name, group in dupes.items():
+        files = tuple(_pair_file(p) for p in group)
+        clashes.append(NameClash("same-name", name, files, tuple(p.split or "" for p in group)))
+
+
+def _pair_file(pair: Pair) -> str:
+    prefix = f"{pair.split}/" if pair.split else ""
+    return printable(prefix + pair.image.name)
+
+
+def _pair_files(group: list[Pair]) -> str:
+    return " and ".join(_pair_file(p) for p in group)
 
 
 def _detect_layout(root: Path) -> str:

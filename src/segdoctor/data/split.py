@@ -24,6 +24,11 @@ from segdoctor.errors import ConfigError
 
 GroupBy = str | Callable[[Pair], str] | None
 
+DEFAULT_VAL_FRACTION = 0.2
+"""Validation fraction of :func:`split_pairs` and of ``segdoctor train`` (``data.val_fraction``)."""
+DEFAULT_SPLIT_SEED = 0
+"""Seed of :func:`split_pairs` and of ``segdoctor train`` (``data.split_seed``)."""
+
 
 def group_key(pair: Pair, group_by: GroupBy) -> str:
     """The group of ``pair`` under ``group_by``.
@@ -74,8 +79,8 @@ def group_key(pair: Pair, group_by: GroupBy) -> str:
 
 def split_pairs(
     pairs: Sequence[Pair],
-    val_fraction: float = 0.2,
-    seed: int = 0,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    seed: int = DEFAULT_SPLIT_SEED,
     group_by: GroupBy = None,
     *,
     respect_existing: bool = True,

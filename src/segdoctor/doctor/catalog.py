@@ -90,6 +90,34 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
     ),
     CatalogEntry("unreadable-file", "data", "error", "Files that cannot be read"),
     CatalogEntry(
+        "split-class-absent",
+        "data",
+        "error",
+        "A class is present in one split and absent from the other",
+    ),
+    CatalogEntry(
+        "split-empty-masks",
+        "data",
+        "warning",
+        "The splits have very different shares of empty masks",
+    ),
+    CatalogEntry(
+        "split-object-size",
+        "data",
+        "warning",
+        "Objects are much larger in one split than the other",
+    ),
+    CatalogEntry(
+        "split-intensity-shift",
+        "data",
+        "warning",
+        "Image intensities of the splits come from different distributions",
+    ),
+    CatalogEntry("name-clash", "data", "error", "Files share a name: the pairing is ambiguous"),
+    CatalogEntry(
+        "unsupported-file", "data", "warning", "Files of a type segdoctor cannot read were skipped"
+    ),
+    CatalogEntry(
         "image-range-narrow",
         "data",
         "warning",

@@ -22,6 +22,7 @@ from segdoctor.doctor.alignment import MISALIGNED_BELOW, alignment_score
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
 from segdoctor.doctor.format_checks import format_findings, image_format
+from segdoctor.doctor.split_checks import check_splits, discovery_findings, pair_stats
 from segdoctor.errors import DataError
 
 ALIGNMENT_SAMPLE = 32
@@ -49,6 +50,7 @@ class DataSummary:
     constant: list[str] = field(default_factory=list)
     alignment: list[tuple[str, float]] = field(default_factory=list)
     hashes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    split_stats: list[Any] = field(default_factory=list)  # split_checks.PairStats per pair
     formats: list[Any] = field(default_factory=list)  # format_checks.ImageFormat per image
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,6 +89,7 @@ class _PairRecord:
     alignment: float | None = None
     constant: bool = False
     digest: str | None = None
+    stats: Any = None  # split_checks.PairStats
     image_format: Any = None
 
 
@@ -119,6 +122,7 @@ def _read_pair(pair, measure_alignment: bool) -> _PairRecord:
             record.alignment = alignment_score(image, mask)
         record.constant = float(np.ptp(image)) == 0.0
         record.digest = content_hash(image)
+    record.stats = pair_stats(pair, image, mask, record.digest)
     return record
 
 
@@ -158,6 +162,7 @@ def _stream(index, summary: DataSummary, sample: set[int]) -> Iterator[tuple[str
             summary.constant.append(record.name)
         if record.digest is not None:
             summary.hashes.setdefault(record.digest, []).append((record.split, record.name))
+        summary.split_stats.append(record.stats)
         yield record.mask_name, record.mask  # named, so findings can say which file holds a value
 
 
@@ -177,7 +182,7 @@ def check_data(root: str | Path, *, plots: bool = True) -> tuple[list[Finding], 
     from segdoctor.data.discover import discover_pairs
     from segdoctor.data.masks import inspect_masks
 
-    index = discover_pairs(root, on_unpaired="skip")
+    index = discover_pairs(root, on_unpaired="skip", strict=False)  # clashes become findings
     summary = DataSummary(root=str(root), layout=index.layout)
     n = len(index.pairs)
     sample = (
@@ -199,7 +204,9 @@ def check_data(root: str | Path, *, plots: bool = True) -> tuple[list[Finding], 
         found += _mask_findings(report, summary)
         found += _policy_findings(report)
     found += _pair_findings(index, summary)
+    found += discovery_findings(index)
     found += _content_findings(summary)
+    found += check_splits(index, summary.split_stats, report.kind if report is not None else None)
     found += format_findings(summary.formats)
     return found, summary, (_plots(report, summary) if plots and report is not None else {})
 
@@ -381,6 +388,14 @@ def _pair_findings(index, summary: DataSummary) -> list[Finding]:
     return found
 
 
+def _relative(path: str, root: str) -> str:
+    """``path`` relative to the data folder (``val/images/a.png``), else as given."""
+    try:
+        return str(Path(path).relative_to(Path(root) if Path(root).is_dir() else Path(root).parent))
+    except ValueError:
+        return path
+
+
 def _content_findings(summary: DataSummary) -> list[Finding]:
     found = []
     n = summary.n_pairs
@@ -389,8 +404,11 @@ def _content_findings(summary: DataSummary) -> list[Finding]:
             make_finding(
                 "unreadable-file",
                 {
-                    "files": [f"{p}: {e}" for p, e in summary.unreadable[:5]],
+                    "files": [_relative(p, summary.root) for p, _ in summary.unreadable[:10]],
                     "count": len(summary.unreadable),
+                    "reasons": [
+                        f"{_relative(p, summary.root)}: {e}" for p, e in summary.unreadable[:5]
+                    ],
                 },
                 "Re-export or remove these files; the loader skips or refuses them.",
             )
@@ -420,27 +438,7 @@ def _content_findings(summary: DataSummary) -> list[Finding]:
                 "smooth=1e-5)) and oversample images with foreground.",
             )
         )
-    dupes = [names for names in summary.hashes.values() if len(names) > 1]
-    across = [names for names in dupes if len({s for s, _ in names}) > 1]
-    if across or dupes:
-        chosen = across or dupes
-        found.append(
-            make_finding(
-                "duplicate-across-splits",
-                {
-                    "groups": [[f"{s}:{n}" if s else n for s, n in names] for names in chosen[:5]],
-                    "count": len(chosen),
-                    "across_existing_splits": bool(across),
-                },
-                "Identical images in training and validation inflate validation Dice. Remove the "
-                "copies, or split with segdoctor.data.split_pairs, which keeps duplicates together.",
-                severity="error" if across else "warning",
-                title=None
-                if across
-                else "Identical images: any random split puts copies on both sides",
-            )
-        )
-    return found
+    return found  # duplicates: split_checks (duplicate-across-splits)
 
 
 def _plots(report, summary: DataSummary) -> dict[str, list[tuple[str, bytes]]]:

@@ -1,0 +1,444 @@
+"""Split-aware data checks: compare training and validation as a training run sees them.
+
+Which splits are compared:
+
+* the splits the data declares: ``train/`` and ``val/`` folders (also ``valid``, ``test``), or a
+  CSV ``split`` column (at least two different splits);
+* otherwise (one folder of pairs, an nnU-Net ``imagesTr``), **the split segdoctor train would
+  make**: :func:`segdoctor.data.split_pairs` with the defaults that ``segdoctor train`` uses
+  (``val_fraction`` :data:`~segdoctor.data.split.DEFAULT_VAL_FRACTION`, seed
+  :data:`~segdoctor.data.split.DEFAULT_SPLIT_SEED`, no grouping).
+
+Every other split is compared with the reference split (``train``, else the largest one), and every
+finding states the numbers of each split in its evidence. Thresholds (also in
+``docs/troubleshooting.md``):
+
+* ``split-class-absent``: a class present in one split and in no mask of the other. If the splits
+  were drawn from one population, the chance that none of the ``n`` masks of the other split holds
+  a class that a fraction ``p`` of this split's masks hold is ``(1 - p) ** n``; below
+  :data:`CLASS_CHANCE_ERROR` it is an error (the split is systematically missing it), below
+  :data:`CLASS_CHANCE_WARN` a warning, else info (a rare class left out by chance: its validation
+  Dice is still undefined).
+* ``split-empty-masks``: empty-mask rates differ by at least :data:`EMPTY_RATE_DIFF` and Fisher's
+  exact test gives p < :data:`SHIFT_P_MAX`.
+* ``split-object-size`` and ``split-intensity-shift``: the two-sample Kolmogorov-Smirnov statistic
+  D (the largest gap between the two splits' cumulative distributions of a per-image number) is at
+  least :data:`SHIFT_KS_MIN` with p < :data:`SHIFT_P_MAX`, each split holding at least
+  :data:`MIN_PER_SPLIT` images. D is an effect size (0.6: at some value, 60% more of one split
+  lies below it than of the other), not just significance; p < 0.001 keeps small splits from
+  firing by chance. Calibration: over 200 random re-splits (seeds 0-199, the 0.2 fraction of
+  ``segdoctor train``) of dsb2018-nuclei, camvid-val and isbi2012-membrane, D of the per-image
+  mean and std reached at most 0.38, 0.49 and 0.67 (the last with p > 0.001 at 6 validation
+  images); camvid's video frames are correlated, which widens chance differences. Object sizes
+  must also differ by a factor :data:`OBJECT_SIZE_RATIO` in their median, and intensity medians
+  by :data:`INTENSITY_REL_DIFF` of the larger one: consecutive video frames (CamVid) split in
+  order give D = 1 for a 1.5% difference in contrast, which per-image normalization absorbs.
+* ``duplicate-across-splits``: pixel-identical images (SHA-1 of the decoded pixels) or the same
+  file name in two splits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage, stats
+
+from segdoctor.data.split import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, split_pairs
+from segdoctor.doctor.catalog import make_finding
+from segdoctor.doctor.findings import Finding
+from segdoctor.errors import SegdoctorError
+
+CLASS_CHANCE_ERROR = 1e-3
+"""``split-class-absent`` is an error when the absence has a chance below this (one population)."""
+CLASS_CHANCE_WARN = 0.05
+"""``split-class-absent`` is a warning below this chance, info above it."""
+EMPTY_RATE_DIFF = 0.25
+"""Smallest difference of empty-mask rates between splits for ``split-empty-masks``."""
+SHIFT_KS_MIN = 0.6
+"""Smallest Kolmogorov-Smirnov statistic D for ``split-intensity-shift`` / ``split-object-size``."""
+SHIFT_P_MAX = 1e-3
+"""Largest p-value (KS test, Fisher's exact test) at which a split difference is reported."""
+MIN_PER_SPLIT = 5
+"""Images each split needs before distributions are compared."""
+OBJECT_SIZE_RATIO = 2.0
+"""Smallest ratio of the splits' median object areas for ``split-object-size``."""
+INTENSITY_REL_DIFF = 0.2
+"""Smallest difference of the splits' median intensity mean (or std), relative to the larger."""
+CLASSES_SHOWN = 8
+"""Classes named per split in the evidence of ``split-class-absent`` (all are in ``classes``)."""
+MAX_MASK_VALUES = 64
+"""Masks with more distinct values (instance labels) record no value set."""
+BINARY_KINDS = ("binary", "scale-255", "two-value", "instance")
+"""Mask kinds whose only class (besides background) is "foreground"."""
+
+
+@dataclass(frozen=True)
+class PairStats:
+    """The per-pair numbers the split checks need (computed while the pair is read).
+
+    Attributes:
+        name: Pair name.
+        split: Declared split (``""`` when none).
+        digest: Content hash of the decoded image, or ``None`` when it could not be read.
+        mean: Mean image intensity (all channels), or ``None``.
+        std: Standard deviation of the image intensity, or ``None``.
+        values: Distinct mask values (at most :data:`MAX_MASK_VALUES`), else ``None``.
+        foreground: Whether the mask has any non-zero pixel.
+        object_area: Median area (pixels) of the mask's connected foreground components.
+    """
+
+    name: str
+    split: str
+    digest: str | None
+    mean: float | None
+    std: float | None
+    values: tuple[int, ...] | None
+    foreground: bool
+    object_area: float | None
+
+
+def pair_stats(pair, image: np.ndarray | None, mask: np.ndarray, digest: str | None) -> PairStats:
+    """Summarize one read pair for the split checks.
+
+    Example:
+        >>> from pathlib import Path
+        >>> from segdoctor.data import Pair
+        >>> m = np.zeros((8, 8), np.uint8); m[1:3, 1:3] = 1; m[5:8, 5:8] = 1
+        >>> s = pair_stats(Pair("a", Path("a"), Path("b")), np.ones((8, 8, 1)), m, None)
+        >>> s.values, s.object_area
+        ((0, 1), 6.5)
+    """
+    fg = np.any(mask != 0, axis=-1) if mask.ndim == 3 else mask != 0  # (H, W)
+    values = None
+    if mask.ndim == 2 and mask.dtype.kind in "iub":
+        uniq = np.unique(mask)
+        if len(uniq) <= MAX_MASK_VALUES:
+            values = tuple(int(v) for v in uniq)
+    area = None
+    if fg.any():
+        labels, n = ndimage.label(fg)
+        area = float(np.median(np.bincount(labels.ravel(), minlength=n + 1)[1:]))
+    mean = std = None
+    if image is not None:
+        pixels = image.astype(np.float64, copy=False)
+        mean, std = float(pixels.mean()), float(pixels.std())
+    return PairStats(pair.name, pair.split or "", digest, mean, std, values, bool(fg.any()), area)
+
+
+@dataclass(frozen=True)
+class _Split:
+    name: str
+    items: list[PairStats]
+
+    @property
+    def n(self) -> int:
+        return len(self.items)
+
+
+def assign_splits(index, records: Sequence[PairStats]) -> tuple[list[_Split], str, bool]:
+    """Group the records by the data's own splits, or by the split segdoctor train would make.
+
+    Returns:
+        ``(splits, source, declared)``: the reference split first; ``source`` says where the
+        split comes from; ``declared`` is True for the data's own splits.
+    """
+    declared = {r.split for r in records if r.split}
+    if len(declared) >= 2:
+        source = "the data's own splits" + (
+            " (CSV split column)" if index.layout == "csv" else " (folders)"
+        )
+        groups: dict[str, list[PairStats]] = {}
+        for r in records:
+            groups.setdefault(r.split or "unassigned", []).append(r)
+    else:
+        try:
+            train, val = split_pairs(index.pairs, DEFAULT_VAL_FRACTION, DEFAULT_SPLIT_SEED)
+        except SegdoctorError:  # fewer than two pairs: nothing to compare
+            return [], "", False
+        side = {p.name: "train" for p in train} | {p.name: "val" for p in val}
+        groups = {}
+        for r in records:
+            groups.setdefault(side.get(r.name, "train"), []).append(r)
+        source = (
+            f"the split segdoctor train would make (val_fraction {DEFAULT_VAL_FRACTION}, "
+            f"seed {DEFAULT_SPLIT_SEED})"
+        )
+    ref = "train" if "train" in groups else max(groups, key=lambda k: len(groups[k]))
+    order = [ref, *sorted(k for k in groups if k != ref)]
+    return [_Split(k, groups[k]) for k in order], source, len(declared) >= 2
+
+
+def check_splits(index, records: Sequence[PairStats], mask_kind: str | None) -> list[Finding]:
+    """Compare the splits of a dataset: classes, empty masks, object size, intensity, duplicates.
+
+    Args:
+        index: The :class:`~segdoctor.data.PairIndex` the records come from.
+        records: One :class:`PairStats` per readable pair.
+        mask_kind: The detected mask kind (:class:`~segdoctor.data.MaskReport`), or ``None``.
+
+    Returns:
+        Findings; each has the split source and one entry per split in its evidence.
+
+    Example:
+        >>> check_splits(None, [], None)
+        []
+    """
+    if not records:
+        return []
+    splits, source, declared = assign_splits(index, records)
+    if len(splits) < 2:
+        return []
+    found = _duplicates(splits, source, declared)
+    ref = splits[0]
+    for other in splits[1:]:
+        pair = (ref, other)
+        found += _class_absent(pair, source, mask_kind)
+        found += _empty_rate(pair, source)
+        found += _object_size(pair, source)
+        found += _intensity(pair, source)
+    return found
+
+
+def _class_names(mask_kind: str | None) -> str | None:
+    if mask_kind in BINARY_KINDS:
+        return "binary"
+    return "multiclass" if mask_kind == "multiclass" else None
+
+
+def _classes_of(item: PairStats, mode: str) -> set[int]:
+    if mode == "binary":
+        return {1} if item.foreground else set()
+    return set(item.values or ())
+
+
+def _class_absent(pair: tuple[_Split, _Split], source: str, mask_kind: str | None) -> list[Finding]:
+    mode = _class_names(mask_kind)
+    if mode is None:
+        return []
+    counts = []
+    for split in pair:
+        count: dict[int, int] = {}
+        for item in split.items:
+            for c in _classes_of(item, mode):
+                count[c] = count.get(c, 0) + 1
+        counts.append(count)
+    rows, chances = [], []
+    for c in sorted(set(counts[0]) | set(counts[1])):
+        for have, lack in ((0, 1), (1, 0)):
+            k = counts[have].get(c, 0)
+            if k and not counts[lack].get(c, 0):
+                chance = (1 - k / pair[have].n) ** pair[lack].n
+                rows.append((c, have, lack, k, chance))
+                chances.append(chance)
+    if not rows:
+        return []
+    worst = min(chances)
+    severity = (
+        "error"
+        if worst < CLASS_CHANCE_ERROR
+        else ("warning" if worst < CLASS_CHANCE_WARN else "info")
+    )
+    label = "foreground" if mode == "binary" else "class {}"
+    evidence: dict = {"split": source}
+    for i, split in enumerate(pair):
+        evidence[split.name] = "; ".join(
+            f"{label.format(c)} in {counts[i].get(c, 0)}/{split.n} masks"
+            for c, *_ in rows[:CLASSES_SHOWN]
+        ) + (f"; ... {len(rows) - CLASSES_SHOWN} more" if len(rows) > CLASSES_SHOWN else "")
+    evidence["chance_if_same_population"] = [float(f"{ch:.3g}") for *_, ch in rows]
+    evidence["classes"] = [c for c, *_ in rows]
+    return [
+        make_finding(
+            "split-class-absent",
+            evidence,
+            "A class missing from validation has an undefined (or 0) validation Dice; missing from "
+            "training, it is never learnt. Move some images that contain it to the other split "
+            "(or split with segdoctor.data.split_pairs, stratifying by hand with group_by), or "
+            "drop the class.",
+            severity=severity,
+        )
+    ]
+
+
+def _empty_rate(pair: tuple[_Split, _Split], source: str) -> list[Finding]:
+    empty = [sum(not i.foreground for i in s.items) for s in pair]
+    rates = [e / s.n for e, s in zip(empty, pair, strict=True)]
+    if abs(rates[0] - rates[1]) < EMPTY_RATE_DIFF or min(rates) == max(rates) == 1:
+        return []
+    table = [[empty[0], pair[0].n - empty[0]], [empty[1], pair[1].n - empty[1]]]
+    p = float(stats.fisher_exact(table).pvalue)
+    if p >= SHIFT_P_MAX:
+        return []
+    evidence: dict = {"split": source}
+    for e, r, s in zip(empty, rates, pair, strict=True):
+        evidence[s.name] = f"{e}/{s.n} masks empty ({r:.0%})"
+    evidence |= {"difference": round(abs(rates[0] - rates[1]), 3), "fisher_p": float(f"{p:.3g}")}
+    return [
+        make_finding(
+            "split-empty-masks",
+            evidence,
+            "The splits have very different shares of empty masks, so validation Dice measures a "
+            "different task than training optimizes (a split of mostly empty masks rewards "
+            "predicting nothing). Re-split so that both sides have a similar share.",
+        )
+    ]
+
+
+def _ks(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    result = stats.ks_2samp(np.asarray(a, float), np.asarray(b, float))
+    return float(result.statistic), float(result.pvalue)
+
+
+def _describe(values: Sequence[float], unit: str = "") -> str:
+    q1, med, q3 = np.percentile(values, [25, 50, 75])
+    return f"median {med:.4g}{unit} (IQR {q1:.4g}-{q3:.4g}) over {len(values)} images"
+
+
+def _object_size(pair: tuple[_Split, _Split], source: str) -> list[Finding]:
+    areas = [[i.object_area for i in s.items if i.object_area is not None] for s in pair]
+    if min(len(a) for a in areas) < MIN_PER_SPLIT:
+        return []
+    d, p = _ks(np.log(areas[0]), np.log(areas[1]))
+    ratio = float(np.median(areas[0]) / np.median(areas[1]))
+    if d < SHIFT_KS_MIN or p >= SHIFT_P_MAX or 1 / OBJECT_SIZE_RATIO < ratio < OBJECT_SIZE_RATIO:
+        return []
+    evidence: dict = {"split": source}
+    for a, s in zip(areas, pair, strict=True):
+        evidence[s.name] = "object area " + _describe(a, " px")
+    evidence |= {"ks_statistic": round(d, 3), "ks_p": float(f"{p:.3g}"), "median_ratio": ratio}
+    return [
+        make_finding(
+            "split-object-size",
+            evidence,
+            "Objects in one split are much larger or smaller than in the other (different "
+            "magnification or resolution): a model tuned on one scale segments the other poorly. "
+            "Resample the images to one pixel size, or mix both sources into both splits.",
+        )
+    ]
+
+
+def _intensity(pair: tuple[_Split, _Split], source: str) -> list[Finding]:
+    found = {}
+    for key in ("mean", "std"):
+        vals = [[getattr(i, key) for i in s.items if getattr(i, key) is not None] for s in pair]
+        if min(len(v) for v in vals) < MIN_PER_SPLIT:
+            return []
+        d, p = _ks(vals[0], vals[1])
+        medians = [abs(float(np.median(v))) for v in vals]
+        rel = abs(medians[0] - medians[1]) / max(max(medians), 1e-12)
+        if d >= SHIFT_KS_MIN and p < SHIFT_P_MAX and rel >= INTENSITY_REL_DIFF:
+            found[key] = (d, p, vals)
+    if not found:
+        return []
+    key = max(found, key=lambda k: found[k][0])
+    d, p, vals = found[key]
+    evidence: dict = {"split": source, "statistic": f"per-image intensity {key}"}
+    for v, s in zip(vals, pair, strict=True):
+        evidence[s.name] = f"image {key} " + _describe(v)
+    evidence |= {"ks_statistic": round(d, 3), "ks_p": float(f"{p:.3g}")}
+    return [
+        make_finding(
+            "split-intensity-shift",
+            evidence,
+            "The images of the splits come from different intensity distributions (another "
+            "scanner, stain, exposure or bit depth): validation measures transfer, not fit. Mix "
+            "the sources into both splits, or normalize per image (segdoctor's loader does: "
+            "ImageNormalizer(mode='image')) and check the worst split's images.",
+        )
+    ]
+
+
+def _duplicates(splits: list[_Split], source: str, declared: bool) -> list[Finding]:
+    by_digest: dict[str, list[tuple[str, str]]] = {}
+    by_name: dict[str, list[tuple[str, str | None]]] = {}
+    for split in splits:
+        for item in split.items:
+            if item.digest is not None:
+                by_digest.setdefault(item.digest, []).append((split.name, item.name))
+            by_name.setdefault(item.name, []).append((split.name, item.digest))
+    groups = [g for g in by_digest.values() if len(g) > 1]
+    across = [g for g in groups if len({s for s, _ in g}) > 1]
+    same_name = [  # one name in two splits with different pixels (same pixels: in `across`)
+        n for n, g in sorted(by_name.items()) if len({s for s, _ in g}) > 1 and len(set(g)) > 1
+    ]
+    if not (groups or same_name):
+        return []
+    chosen = across or groups
+    evidence: dict = {"split": source}
+    for split in splits:
+        copies = {n for g in across for s, n in g if s == split.name}
+        evidence[split.name] = f"{len(copies)} of {split.n} images have a copy in another split"
+    evidence |= {
+        "groups": [[f"{s}:{n}" for s, n in g] for g in chosen[:5]],
+        "count": len(chosen),
+        "same_name_different_pixels": same_name[:10],
+        "across_existing_splits": bool(across) and declared,
+    }
+    if across:
+        severity, title = "error", None
+    elif same_name:
+        severity, title = "warning", "The same file names in two splits (pixels differ)"
+    elif declared:
+        severity, title = "warning", "Identical images within one split"
+    else:
+        severity, title = "warning", "Identical images: any random split puts copies on both sides"
+    return [
+        make_finding(
+            "duplicate-across-splits",
+            evidence,
+            "Identical images in training and validation inflate validation Dice. Keep each image "
+            "in one split only (remove the copies from validation), or split with "
+            "segdoctor.data.split_pairs(..., keep_duplicates_together=True). Same names with "
+            "different pixels are often one image re-encoded or resized: check them.",
+            severity=severity,
+            title=title,
+        )
+    ]
+
+
+def discovery_findings(index) -> list[Finding]:
+    """Name clashes and unsupported files that lenient discovery went past, each with its files.
+
+    ``segdoctor train`` (strict discovery) stops on a name clash; the doctor reports it instead.
+    Same-name pairs in two splits are reported by ``duplicate-across-splits``.
+
+    Example:
+        >>> from pathlib import Path
+        >>> from segdoctor.data import PairIndex
+        >>> index = PairIndex([], [], [], "folder-pairs", Path("."), ignored=["images/a.gif"])
+        >>> [f.id for f in discovery_findings(index)]
+        ['unsupported-file']
+    """
+    found = []
+    clashes = [
+        c
+        for c in index.clashes
+        if c.kind != "same-name" or len(set(c.splits)) < len(c.splits)  # within one split
+    ]
+    if clashes:
+        found.append(
+            make_finding(
+                "name-clash",
+                {
+                    "clashes": [c.describe() for c in clashes[:10]],
+                    "count": len(clashes),
+                    "used": [c.files[0] for c in clashes[:10] if c.kind != "same-name"],
+                },
+                "Files that share a name make the pairing ambiguous: the doctor used the first file "
+                "of each clash (sorted order), and `segdoctor train` stops on them. Remove or "
+                "rename one file of each clash so that every stem is unique in its folder.",
+            )
+        )
+    if index.ignored:
+        found.append(
+            make_finding(
+                "unsupported-file",
+                {"files": list(index.ignored[:10]), "count": len(index.ignored)},
+                "These files are not of a type segdoctor reads (PNG, JPEG, BMP, TIFF, NPY, NIfTI) "
+                "and were left out of every check and of training. Convert them, or move them out "
+                "of the image and mask folders.",
+            )
+        )
+    return found

@@ -1,0 +1,256 @@
+"""Split-aware data checks: every check fires on a planted split problem and stays silent on real
+train/val splits (dsb2018 nuclei, CamVid), including the two failures of issue 15."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segdoctor.cli import main
+from segdoctor.data import discover_pairs, split_pairs
+from segdoctor.data.split import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION
+from segdoctor.doctor.data_checks import check_data
+from segdoctor.sample_data import sample_path
+
+SPLIT_IDS = {
+    "split-class-absent",
+    "split-empty-masks",
+    "split-object-size",
+    "split-intensity-shift",
+    "duplicate-across-splits",
+    "name-clash",
+    "unsupported-file",
+}
+
+
+def dsb_names(shared_data: Path, n: int) -> list[str]:
+    """The first ``n`` gray 256x256 dsb2018 images (small and alike: a fair split)."""
+    with (shared_data / "dsb2018-nuclei" / "index.csv").open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r["width"] == r["height"] == "256"]
+    return [r["name"] for r in rows if r["is_gray"] == "1"][:n]
+
+
+def copy_pairs(src: Path, names: list[str], dest: Path, transform=None) -> None:
+    """Copy pairs ``names`` from a real dataset into ``dest/{images,masks}``, optionally changed."""
+    for sub in ("images", "masks"):
+        (dest / sub).mkdir(parents=True, exist_ok=True)
+    for name in names:
+        image, mask = src / "images" / f"{name}.png", src / "masks" / f"{name}.png"
+        if transform is None:
+            shutil.copy(image, dest / "images" / image.name)
+            shutil.copy(mask, dest / "masks" / mask.name)
+            continue
+        img, msk = transform(np.asarray(Image.open(image)), np.asarray(Image.open(mask)))
+        Image.fromarray(img).save(dest / "images" / image.name)
+        Image.fromarray(msk).save(dest / "masks" / mask.name)
+
+
+def binary(image, mask):
+    """dsb2018 instance labels -> a binary 0/1 mask (what most users have)."""
+    return image, (mask > 0).astype(np.uint8)
+
+
+def then(first, second=None):
+    return first if second is None else (lambda i, m: second(*first(i, m)))
+
+
+def dsb_split(shared_data, root, n_train=12, n_val=8, val_transform=None) -> Path:
+    """Real dsb2018 images with binary masks in train/ and val/ folders."""
+    names = dsb_names(shared_data, n_train + n_val)
+    src = shared_data / "dsb2018-nuclei"
+    copy_pairs(src, names[:n_train], root / "train", binary)
+    copy_pairs(src, names[n_train:], root / "val", then(binary, val_transform))
+    return root
+
+
+def camvid_split(shared_data, root, val_transform=None, n_train=8, n_val=6) -> Path:
+    src = shared_data / "camvid-val"
+    names = sorted(p.stem for p in (src / "images").iterdir())[: n_train + n_val]
+    copy_pairs(src, names[:n_train], root / "train")
+    copy_pairs(src, names[n_train:], root / "val", val_transform)
+    return root
+
+
+def findings(root):
+    found, _, _ = check_data(root, plots=False)
+    return {f.id: f for f in found}
+
+
+def split_ids(root) -> set[str]:
+    return set(findings(root)) & SPLIT_IDS
+
+
+# --- healthy data: silent -------------------------------------------------------------------
+
+
+def test_real_train_val_folders_are_silent(shared_data, tmp_path):
+    assert split_ids(dsb_split(shared_data, tmp_path / "dsb")) == set()
+    assert split_ids(camvid_split(shared_data, tmp_path / "camvid")) == set()
+
+
+@pytest.mark.parametrize("which", ["sample", "dsb2018"])
+def test_split_segdoctor_train_would_make_is_silent_on_healthy_data(which, shared_data):
+    root = sample_path() if which == "sample" else shared_data / "dsb2018-nuclei"
+    found = findings(root)
+    assert not [f for f in found.values() if f.id in SPLIT_IDS and f.severity != "info"]
+
+
+# --- classes --------------------------------------------------------------------------------
+
+
+def _drop_class(value: int, to: int = 0):
+    def transform(image, mask):
+        mask = mask.copy()
+        mask[mask == value] = to
+        return image, mask
+
+    return transform
+
+
+def test_class_in_every_train_mask_and_no_val_mask_is_an_error(shared_data, tmp_path):
+    """Issue 15: class 10 (bicyclist) in all training masks, in none of the validation masks."""
+    root = camvid_split(shared_data, tmp_path, val_transform=_drop_class(10))
+    found = findings(root)
+    f = found["split-class-absent"]
+    assert f.severity == "error"
+    assert f.evidence["classes"] == [10]
+    assert f.evidence["train"] == "class 10 in 8/8 masks"
+    assert f.evidence["val"] == "class 10 in 0/6 masks"
+    assert "folders" in f.evidence["split"]
+    assert "class-absent" not in found  # the whole-dataset check cannot see it
+
+
+def test_class_rare_in_train_and_absent_from_val_is_only_info(shared_data, tmp_path):
+    src = shared_data / "camvid-val"
+    names = sorted(p.stem for p in (src / "images").iterdir())[:14]
+    copy_pairs(src, names[:1], tmp_path / "train")
+    copy_pairs(src, names[1:8], tmp_path / "train", _drop_class(10))
+    copy_pairs(src, names[8:], tmp_path / "val", _drop_class(10))
+    f = findings(tmp_path)["split-class-absent"]
+    assert f.severity == "info"  # 1 of 8 training masks: (7/8)**6 = 0.45, plausibly chance
+    assert f.evidence["chance_if_same_population"] == [pytest.approx((7 / 8) ** 6, rel=1e-2)]
+
+
+def test_foreground_only_in_training_binary_masks(shared_data, tmp_path):
+    root = dsb_split(shared_data, tmp_path, val_transform=lambda i, m: (i, np.zeros_like(m)))
+    f = findings(root)["split-class-absent"]
+    assert f.severity == "error"
+    assert f.evidence["val"] == "foreground in 0/8 masks"
+
+
+def test_csv_split_column_is_compared(shared_data, tmp_path):
+    root = camvid_split(shared_data, tmp_path / "d", val_transform=_drop_class(3))
+    rows = ["image,mask,split"]
+    for split in ("train", "val"):
+        for p in sorted((root / split / "images").iterdir()):
+            rows.append(f"d/{split}/images/{p.name},d/{split}/masks/{p.name},{split}")
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    f = findings(tmp_path / "pairs.csv")["split-class-absent"]
+    assert f.evidence["classes"] == [3] and "CSV" in f.evidence["split"]
+
+
+# --- empty masks, object size, intensity ----------------------------------------------------
+
+
+def test_empty_mask_rate_differs_between_splits(shared_data, tmp_path):
+    names = dsb_names(shared_data, 20)
+    src = shared_data / "dsb2018-nuclei"
+    copy_pairs(src, names[:12], tmp_path / "train", binary)
+    copy_pairs(src, names[12:13], tmp_path / "val", binary)
+    copy_pairs(src, names[13:], tmp_path / "val", lambda i, m: (i, np.zeros_like(m)))
+    found = findings(tmp_path)
+    f = found["split-empty-masks"]
+    assert f.evidence["train"] == "0/12 masks empty (0%)"
+    assert f.evidence["val"] == "7/8 masks empty (88%)"
+    assert "split-class-absent" not in found  # one validation mask still has nuclei
+
+
+def _zoom(factor: int):
+    def transform(image, mask):
+        return (
+            np.repeat(np.repeat(image, factor, 0), factor, 1),
+            np.repeat(np.repeat(mask, factor, 0), factor, 1),
+        )
+
+    return transform
+
+
+def test_object_size_differs_between_splits(shared_data, tmp_path):
+    found = findings(dsb_split(shared_data, tmp_path, val_transform=_zoom(3)))
+    f = found["split-object-size"]
+    assert f.evidence["median_ratio"] < 1 / 4  # areas grow 9x under a 3x zoom
+    assert f.evidence["val"].startswith("object area median")
+    assert "split-intensity-shift" not in found  # the zoom keeps the intensities
+
+
+def test_intensity_shift_between_splits(shared_data, tmp_path):
+    def invert(image, mask):
+        return 255 - image, mask  # dark fluorescence -> bright background
+
+    found = findings(dsb_split(shared_data, tmp_path, val_transform=invert))
+    f = found["split-intensity-shift"]
+    assert f.evidence["ks_statistic"] >= 0.6 and f.evidence["ks_p"] < 1e-3
+    assert set(f.evidence) >= {"train", "val", "split", "statistic"}
+    assert "split-object-size" not in found
+
+
+# --- duplicates and leakage -----------------------------------------------------------------
+
+
+def test_val_images_that_are_same_name_copies_of_train_images(shared_data, tmp_path, capsys):
+    """Issue 15: copies under the same file name once made diagnose exit 2."""
+    root = dsb_split(shared_data, tmp_path)
+    train = sorted((root / "train" / "images").iterdir())[:3]
+    for image in train:
+        shutil.copy(image, root / "val" / "images" / image.name)
+        shutil.copy(root / "train" / "masks" / image.name, root / "val" / "masks" / image.name)
+    f = findings(root)["duplicate-across-splits"]
+    assert f.severity == "error" and f.evidence["across_existing_splits"]
+    assert f.evidence["val"] == "3 of 11 images have a copy in another split"
+    assert [f"train:{train[0].stem}", f"val:{train[0].stem}"] in f.evidence["groups"]
+    assert main(["diagnose", str(root)]) == 1
+    assert "duplicate-across-splits" in capsys.readouterr().out
+
+
+def test_same_name_with_different_pixels_is_a_warning(shared_data, tmp_path):
+    root = dsb_split(shared_data, tmp_path)
+    name = sorted((root / "train" / "images").iterdir())[0].name
+    other = sorted((root / "val" / "images").iterdir())[0]
+    (root / "val" / "images" / other.name).rename(root / "val" / "images" / name)
+    (root / "val" / "masks" / other.name).rename(root / "val" / "masks" / name)
+    f = findings(root)["duplicate-across-splits"]
+    assert f.severity == "warning"
+    assert f.evidence["same_name_different_pixels"] == [Path(name).stem]
+
+
+def test_copies_in_one_folder_use_the_split_segdoctor_train_would_make(shared_data, tmp_path):
+    names = dsb_names(shared_data, 10)
+    src = shared_data / "dsb2018-nuclei"
+    copy_pairs(src, names, tmp_path)
+    for name in names:  # every image twice, under another name
+        shutil.copy(tmp_path / "images" / f"{name}.png", tmp_path / "images" / f"copy_{name}.png")
+        shutil.copy(tmp_path / "masks" / f"{name}.png", tmp_path / "masks" / f"copy_{name}.png")
+    train, val = split_pairs(discover_pairs(tmp_path).pairs)
+    side = {p.name: p.split for p in train + val}
+    leaked = sorted(n for n in names if side[n] != side[f"copy_{n}"])
+    assert leaked  # the fixture must contain a leak for this test to mean anything
+    f = findings(tmp_path)["duplicate-across-splits"]
+    assert f.severity == "error" and not f.evidence["across_existing_splits"]
+    assert "the split segdoctor train would make" in f.evidence["split"]
+    assert f.evidence["count"] == len(leaked)
+
+
+def test_defaults_are_those_of_segdoctor_train():
+    from segdoctor.train.config import DataConfig
+
+    config = DataConfig()
+    assert (config.val_fraction, config.split_seed, config.group_by) == (
+        DEFAULT_VAL_FRACTION,
+        DEFAULT_SPLIT_SEED,
+        None,
+    )
