@@ -87,6 +87,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     """``segdoctor diagnose DATA``: data checks, plus model/probe/history checks on request."""
     from segdoctor.doctor import cli_diagnose
 
+    if args.verify or args.write_fixed:
+        from segdoctor.cli.verify import cmd_verify
+
+        return cmd_verify(args)
     return cli_diagnose(
         args.data,
         history=args.history,
@@ -220,6 +224,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--unsafe",
         action="store_true",
         help="allow loading models with Lambda layers (runs their code)",
+    )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="prove each fix segdoctor can apply: train twice, as diagnosed and with the fix, "
+        "and compare the validation Dice per image",
+    )
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=10.0,
+        help="time for all --verify runs together (default 10)",
+    )
+    p.add_argument(
+        "--write-fixed",
+        metavar="OUT",
+        help="write a corrected copy of the data to OUT (your files are never changed)",
     )
     p.set_defaults(func=cmd_diagnose)
 

@@ -1,0 +1,280 @@
+"""--verify: paired per-image statistics, prescriptions, the corrected copy, one end-to-end run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segdoctor import data as sd
+from segdoctor.cli import main
+from segdoctor.cli import verify as vf
+from segdoctor.doctor import Report, make_finding
+from segdoctor.sample_data import sample_path
+
+TINY = {
+    "data.patch_size": "32",
+    "model.base_filters": "8",
+    "model.depth": "2",
+    "data.batch_size": "4",
+}
+
+
+def _crops(root: Path, n: int = 20, size: int = 32, scale: int = 255) -> Path:
+    """``n`` size x size crops of the bundled nuclei sample, masks stored as 0/``scale``."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for pair in sd.discover_pairs(sample_path()).pairs[:n]:
+        image, mask = sd.read_pair(pair)
+        fg = (mask > 0).astype(np.int64)  # (H, W)
+        # the window with the most foreground (integral image), so that validation is scored
+        s = np.pad(fg.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+        win = s[size:, size:] - s[:-size, size:] - s[size:, :-size] + s[:-size, :-size]
+        y, x = np.unravel_index(np.argmax(win), win.shape)
+        crop = image[y : y + size, x : x + size, 0]
+        Image.fromarray(crop).save(root / "images" / f"{pair.name}.png")
+        stored = (fg[y : y + size, x : x + size] * scale).astype(np.uint8)
+        Image.fromarray(stored).save(root / "masks" / f"{pair.name}.png")
+    return root
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def crops255(tmp_path_factory) -> Path:
+    return _crops(tmp_path_factory.mktemp("verify") / "data")
+
+
+# --------------------------------------------------------------------------------------------
+# statistics
+
+
+def test_paired_difference_agrees_with_numpy_and_drops_unpaired_images():
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0.5, 0.9, 200)
+    b = a - 0.05 + rng.normal(0, 0.05, 200)
+    fixed = {f"i{k}": float(v) for k, v in enumerate(a)}
+    diagnosed = {f"i{k}": float(v) for k, v in enumerate(b)}
+    fixed["nan"], diagnosed["nan"] = float("nan"), 0.3  # scored by one side only
+    fixed["only_fixed"] = 1.0
+    r = vf.paired_difference(fixed, diagnosed)
+    d = a - b
+    assert r["images"] == 200
+    assert r["mean_difference"] == pytest.approx(d.mean())
+    assert r["median_difference"] == pytest.approx(np.median(d))
+    assert r["wins"] == int((d > 1e-4).sum()) and r["losses"] == int((d < -1e-4).sum())
+    # the bootstrap percentile interval matches the normal-theory interval for 200 images
+    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
+    lo, hi = r["ci95"]
+    assert lo == pytest.approx(d.mean() - half, abs=0.2 * half)
+    assert hi == pytest.approx(d.mean() + half, abs=0.2 * half)
+    assert r["p_value"] < 0.001
+
+
+def test_paired_difference_of_noise_includes_zero_and_has_a_large_p_value():
+    rng = np.random.default_rng(2)
+    d = rng.normal(0, 0.05, 40)
+    r = vf.paired_difference(
+        {str(k): 0.5 + v for k, v in enumerate(d)}, {str(k): 0.5 for k in range(40)}
+    )
+    assert r["ci95"][0] < 0 < r["ci95"][1] or abs(d.mean()) > 1.96 * d.std() / np.sqrt(40)
+    assert r["p_value"] > 0.01
+    assert vf.paired_difference({"a": float("nan")}, {"a": 0.5}) == {"images": 0}
+
+
+def test_verdict_says_plainly_when_the_short_run_cannot_tell_the_two_apart():
+    same = vf.verdict({"images": 12, "mean_difference": 0.01, "ci95": [-0.02, 0.04]})
+    assert same.startswith("The short run cannot tell the two apart")
+    assert "includes 0" in same
+    better = vf.verdict({"images": 12, "mean_difference": 0.2, "ci95": [0.1, 0.3]})
+    assert "raised" in better and "cannot tell" not in better
+    few = vf.verdict({"images": 2, "mean_difference": 0.5, "ci95": [0.4, 0.6]})
+    assert few.startswith("The short run cannot tell the two apart") and "only 2" in few
+    leak = vf.verdict({"images": 9, "mean_difference": -0.1, "ci95": [-0.2, -0.05]}, "down")
+    assert "inflated" in leak
+
+
+def test_plan_budget_gives_every_run_an_equal_share_and_skips_what_does_not_fit():
+    assert vf.plan_budget(3.0, 2) == (0.75, 2)
+    minutes, count = vf.plan_budget(1.0, 5)
+    assert count == 2 and minutes == pytest.approx(0.25)
+    assert vf.plan_budget(0.1, 3) == (0.0, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# prescriptions
+
+
+def _report(*ids_and_evidence) -> Report:
+    return Report([make_finding(i, ev, "fix") for i, ev in ids_and_evidence])
+
+
+def test_prescribe_maps_findings_to_recipe_changes_and_says_what_it_cannot_verify():
+    report = _report(
+        ("mask-scale-255", {"values": [0, 255]}),
+        ("input-not-normalized", {}),
+        ("dice-smooth-large", {}),
+        ("output-activation-missing", {}),
+        ("class-imbalance", {"foreground_fraction": 0.01}),
+        ("empty-masks", {"empty": 5, "of": 10}),
+        ("dropout-high", {"layers": ["d"], "rates": [0.6]}),
+        ("val-better-than-train", {}),  # info: not a prescription
+    )
+    found, other = vf.prescribe(report, vf.DataPlan(Path("."), [], []))
+    by_id = {p.finding_id: p for p in found}
+    oversample = {"class-imbalance", "empty-masks"} & set(by_id)  # the same runs: measured once
+    assert len(oversample) == 1
+    assert set(by_id) == {"mask-scale-255", "dropout-high", *oversample}
+    assert by_id[oversample.pop()].diagnosed == {"data.foreground_oversample": "0"}
+    mask = by_id["mask-scale-255"]
+    assert mask.diagnosed == {"data.mask_policy": "multiclass"}
+    assert mask.fixed == {"data.mask_policy": "auto"}
+    assert mask.foreground(np.array([0, 255, 7])).tolist() == [False, True, False]
+    assert by_id["dropout-high"].diagnosed == {"model.dropout": "0.6"}
+    status = {u.finding_id: u.status for u in other}
+    assert {k: v for k, v in status.items() if v != "skipped"} == {
+        "input-not-normalized": "recipe-fixes-it",
+        "dice-smooth-large": "not-verifiable",
+        "output-activation-missing": "not-verifiable",
+    }
+    assert list(status.values()).count("skipped") == 1
+    assert "val-better-than-train" not in status
+
+
+def test_run_config_applies_the_prescription_over_the_short_run_settings(tmp_path):
+    cfg = vf.run_config(
+        tmp_path / "t.csv",
+        tmp_path / "v.csv",
+        {"data.mask_policy": "multiclass"},
+        settings=TINY,
+        epochs=5,
+        minutes=0.5,
+        seed=3,
+    )
+    assert cfg.data.mask_policy == "multiclass" and cfg.data.patch_size == 32
+    assert cfg.data.path == str(tmp_path / "t.csv") and cfg.data.val_path == str(tmp_path / "v.csv")
+    assert (cfg.train.epochs, cfg.train.max_minutes, cfg.train.seed) == (5, 0.5, 3)
+    assert cfg.train.lr == 0.001 and cfg.train.doctor is False
+
+
+def test_leak_prescription_drops_the_training_copies_of_validation_images(tmp_path):
+    data = _crops(tmp_path / "d", n=6)
+    plan = vf.plan_data(data, seed=0)
+    leaked = plan.train[0]
+    copy = sd.Pair("copy", leaked.image, leaked.mask, "val")
+    plan = vf.DataPlan(data, plan.train, [*plan.val, copy])
+    found, other = vf.prescribe(_report(("duplicate-across-splits", {})), plan)
+    assert not other and found[0].drop_train == (leaked.name,) and found[0].expect == "down"
+    clean = vf.prescribe(_report(("duplicate-across-splits", {})), vf.plan_data(data))
+    assert clean[0] == [] and clean[1][0].status == "not-verifiable"
+
+
+# --------------------------------------------------------------------------------------------
+# the corrected copy
+
+
+def test_write_fixed_copy_rescales_masks_and_never_touches_the_users_files(tmp_path):
+    data = _crops(tmp_path / "data", n=6)
+    before = _hashes(data)
+    report = _report(("mask-scale-255", {"values": [0, 255]}))
+    out = vf.write_fixed_copy(data, tmp_path / "fixed", report)
+    assert _hashes(data) == before
+    for name in sorted(p.stem for p in (data / "images").iterdir()):
+        mask = np.asarray(Image.open(out / "masks" / f"{name}.png"))
+        original = np.asarray(Image.open(data / "masks" / f"{name}.png"))
+        assert np.array_equal(mask, (original == 255).astype(np.uint8))
+        image = (out / "images" / f"{name}.png").read_bytes()
+        assert image == (data / "images" / f"{name}.png").read_bytes()
+    fixes = json.loads((out / "fixes.json").read_text())
+    assert "255 -> 1" in fixes["masks_rescaled"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".fixed")]  # no temp left
+    with pytest.raises(vf.SegdoctorError, match="already exists"):
+        vf.write_fixed_copy(data, out, report)
+    with pytest.raises(vf.SegdoctorError, match="inside the data folder"):
+        vf.write_fixed_copy(data, data / "fixed", report)
+
+
+def test_write_fixed_copy_keeps_the_split_and_drops_the_leaked_training_copy(tmp_path):
+    flat = _crops(tmp_path / "flat", n=5, scale=1)
+    data = tmp_path / "data"
+    names = sorted(p.stem for p in (flat / "images").iterdir())
+    for split, chosen in (("train", names[:4]), ("val", names[4:])):
+        for kind in ("images", "masks"):
+            (data / split / kind).mkdir(parents=True)
+            for n in chosen:
+                (data / split / kind / f"{n}.png").write_bytes(
+                    (flat / kind / f"{n}.png").read_bytes()
+                )
+    for kind in ("images", "masks"):  # a training image copied into validation: a leak
+        src = data / "train" / kind / f"{names[0]}.png"
+        (data / "val" / kind / "leaked.png").write_bytes(src.read_bytes())
+    before = _hashes(data)
+    out = vf.write_fixed_copy(data, tmp_path / "fixed", _report(("duplicate-across-splits", {})))
+    assert _hashes(data) == before
+    assert sorted(p.stem for p in (out / "train" / "images").iterdir()) == names[1:4]
+    assert sorted(p.stem for p in (out / "val" / "images").iterdir()) == sorted(
+        [names[4], "leaked"]
+    )
+    assert json.loads((out / "fixes.json").read_text())["dropped_copies"] == [names[0]]
+
+
+def test_diagnose_write_fixed_on_the_command_line(crops255, tmp_path, capsys):
+    before = _hashes(crops255)
+    status = main(["diagnose", str(crops255), "--write-fixed", str(tmp_path / "out")])
+    assert status == 1  # mask-scale-255 is an error finding
+    assert "Corrected copy" in capsys.readouterr().out
+    assert _hashes(crops255) == before
+    assert {np.asarray(Image.open(p)).max() for p in (tmp_path / "out" / "masks").iterdir()} == {1}
+
+
+def test_diagnose_verify_on_the_command_line_passes_the_budget_and_writes_json(
+    crops255, tmp_path, monkeypatch, capsys
+):
+    seen = {}
+
+    def fake_verify(report, data, **kwargs):
+        seen.update(kwargs, data=data, ids=report.ids)
+        return vf.VerifyResult(str(data), unverified=[vf.Unverified("x", "skipped", "why")])
+
+    monkeypatch.setattr(vf, "verify", fake_verify)
+    path = tmp_path / "r.json"
+    args = ["diagnose", str(crops255), "--verify", "--max-minutes", "2.5", "--json", str(path)]
+    assert main(args) == 1
+    assert seen["max_minutes"] == 2.5 and "mask-scale-255" in seen["ids"]
+    assert "x: skipped: why" in capsys.readouterr().out
+    assert json.loads(path.read_text())["summary"]["verify"]["unverified"][0]["finding"] == "x"
+
+
+# --------------------------------------------------------------------------------------------
+# end to end
+
+
+def test_verify_end_to_end_on_masks_stored_as_0_255(crops255, tmp_path):
+    before = _hashes(crops255)
+    messages: list[str] = []
+    result = vf.verify(
+        crops255, max_minutes=0.4, settings=TINY, work_dir=tmp_path / "w", log=messages.append
+    )
+    assert _hashes(crops255) == before
+    verified = {v.prescription.finding_id: v for v in result.verified}
+    v = verified["mask-scale-255"]
+    assert v.diagnosed.dice_mean is not None and v.fixed.dice_mean is not None
+    assert v.diagnosed.epochs == v.fixed.epochs >= 1  # the same budget in epochs
+    assert v.comparison["images"] >= 1
+    assert set(v.diagnosed.per_image) == set(v.fixed.per_image)  # the same validation images
+    d = json.loads(json.dumps(result.to_dict()))
+    entry = d["verified"][0]
+    assert entry["as_diagnosed"]["dice_mean"] is not None and entry["with_fix"]["dice_mean"]
+    text = result.to_text()
+    assert "as diagnosed" in text and "with the fix" in text and v.verdict in text
+    assert any("mask-scale-255: training with the fix" in m for m in messages)  # progress
