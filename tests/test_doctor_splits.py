@@ -254,3 +254,44 @@ def test_defaults_are_those_of_segdoctor_train():
         DEFAULT_SPLIT_SEED,
         None,
     )
+
+
+# --- nnU-Net imagesTs: an unlabelled test split ------------------------------------------------
+
+
+def nnunet_folder(shared_data, root, n_train=12, n_test=8, test_transform=None) -> Path:
+    """Real dsb2018 pairs as nnU-Net raw data: imagesTr/labelsTr, and imagesTs without labels."""
+    names = dsb_names(shared_data, n_train + n_test)
+    src = shared_data / "dsb2018-nuclei"
+    for sub in ("imagesTr", "labelsTr", "imagesTs"):
+        (root / sub).mkdir(parents=True)
+    for i, name in enumerate(names):
+        image, mask = binary(
+            np.asarray(Image.open(src / "images" / f"{name}.png")),
+            np.asarray(Image.open(src / "masks" / f"{name}.png")),
+        )
+        if i < n_train:
+            Image.fromarray(image).save(root / "imagesTr" / f"case{i:03d}_0000.png")
+            Image.fromarray(mask).save(root / "labelsTr" / f"case{i:03d}.png")
+        else:
+            image = image if test_transform is None else test_transform(image)
+            Image.fromarray(image).save(root / "imagesTs" / f"test{i:03d}_0000.png")
+    return root
+
+
+def test_nnunet_imagests_is_compared_as_an_unlabelled_test_split(shared_data, tmp_path):
+    assert split_ids(nnunet_folder(shared_data, tmp_path / "ok")) == set()
+    root = nnunet_folder(shared_data, tmp_path / "dark", test_transform=lambda i: 255 - i)
+    f = findings(root)["split-intensity-shift"]
+    assert "imagesTs" in f.evidence["split"] and f.evidence["test"].startswith("image ")
+
+
+def test_nnunet_imagests_copies_of_training_cases(shared_data, tmp_path):
+    root = nnunet_folder(shared_data, tmp_path)
+    for i in range(3):
+        shutil.copy(
+            root / "imagesTr" / f"case{i:03d}_0000.png", root / "imagesTs" / f"t{i}_0000.png"
+        )
+    f = findings(root)["duplicate-across-splits"]
+    assert f.severity == "error"
+    assert f.evidence["test"] == "3 of 11 images have a copy in another split"

@@ -4,6 +4,8 @@ Which splits are compared:
 
 * the splits the data declares: ``train/`` and ``val/`` folders (also ``valid``, ``test``), or a
   CSV ``split`` column (at least two different splits);
+* nnU-Net ``imagesTs`` (unlabelled test cases, channel ``_0000``, 2D files): a ``test`` split
+  compared for intensity and duplicates only;
 * otherwise (one folder of pairs, an nnU-Net ``imagesTr``), **the split segdoctor train would
   make**: :func:`segdoctor.data.split_pairs` with the defaults that ``segdoctor train`` uses
   (``val_fraction`` :data:`~segdoctor.data.split.DEFAULT_VAL_FRACTION`, seed
@@ -41,11 +43,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage, stats
 
-from segdoctor.data.split import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, split_pairs
+from segdoctor.data.io import file_stem, is_supported, read_image
+from segdoctor.data.split import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, content_hash, split_pairs
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
 from segdoctor.errors import SegdoctorError
@@ -70,6 +74,8 @@ CLASSES_SHOWN = 8
 """Classes named per split in the evidence of ``split-class-absent`` (all are in ``classes``)."""
 MAX_MASK_VALUES = 64
 """Masks with more distinct values (instance labels) record no value set."""
+MAX_TEST_IMAGES = 1000
+"""nnU-Net ``imagesTs`` files read at most (in name order)."""
 BINARY_KINDS = ("binary", "scale-255", "two-value", "instance")
 """Mask kinds whose only class (besides background) is "foreground"."""
 
@@ -87,6 +93,7 @@ class PairStats:
         values: Distinct mask values (at most :data:`MAX_MASK_VALUES`), else ``None``.
         foreground: Whether the mask has any non-zero pixel.
         object_area: Median area (pixels) of the mask's connected foreground components.
+        labelled: False for an unlabelled test image (nnU-Net ``imagesTs``): no mask numbers.
     """
 
     name: str
@@ -97,6 +104,7 @@ class PairStats:
     values: tuple[int, ...] | None
     foreground: bool
     object_area: float | None
+    labelled: bool = True
 
 
 def pair_stats(pair, image: np.ndarray | None, mask: np.ndarray, digest: str | None) -> PairStats:
@@ -165,9 +173,34 @@ def assign_splits(index, records: Sequence[PairStats]) -> tuple[list[_Split], st
             f"the split segdoctor train would make (val_fraction {DEFAULT_VAL_FRACTION}, "
             f"seed {DEFAULT_SPLIT_SEED})"
         )
+    test = _unlabelled_test_images(index)
+    if test and "test" not in groups:
+        groups["test"] = test
+        source += "; nnU-Net imagesTs as an unlabelled test split"
     ref = "train" if "train" in groups else max(groups, key=lambda k: len(groups[k]))
     order = [ref, *sorted(k for k in groups if k != ref)]
     return [_Split(k, groups[k]) for k in order], source, len(declared) >= 2
+
+
+def _unlabelled_test_images(index) -> list[PairStats]:
+    """Channel ``_0000`` of the nnU-Net ``imagesTs`` cases (intensity and hash; no mask)."""
+    folder = Path(index.root) / "imagesTs" if index.layout == "nnunet" else None
+    if folder is None or not folder.is_dir():
+        return []
+    paths = [p for p in sorted(folder.iterdir()) if is_supported(p) and p.is_file()]
+    out = []
+    for path in [p for p in paths if file_stem(p).endswith("_0000")][:MAX_TEST_IMAGES]:
+        try:
+            image = read_image(path)  # (H, W, C); 3D volumes need a slice: skipped
+        except (SegdoctorError, OSError, ValueError):
+            continue
+        pixels = image.astype(np.float64, copy=False)
+        name = file_stem(path)[: -len("_0000")]
+        mean, std = float(pixels.mean()), float(pixels.std())
+        out.append(
+            PairStats(name, "test", content_hash(image), mean, std, None, False, None, False)
+        )
+    return out
 
 
 def check_splits(index, records: Sequence[PairStats], mask_kind: str | None) -> list[Finding]:
@@ -194,9 +227,10 @@ def check_splits(index, records: Sequence[PairStats], mask_kind: str | None) -> 
     ref = splits[0]
     for other in splits[1:]:
         pair = (ref, other)
-        found += _class_absent(pair, source, mask_kind)
-        found += _empty_rate(pair, source)
-        found += _object_size(pair, source)
+        if all(item.labelled for item in other.items):
+            found += _class_absent(pair, source, mask_kind)
+            found += _empty_rate(pair, source)
+            found += _object_size(pair, source)
         found += _intensity(pair, source)
     return found
 
