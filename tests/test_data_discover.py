@@ -194,3 +194,14 @@ def test_same_name_in_two_splits_is_refused_strictly_and_kept_leniently(tmp_path
 def test_lenient_discovery_of_clean_data_records_nothing(shared_data):
     index = discover_pairs(shared_data / "dsb2018-nuclei", strict=False)
     assert len(index.pairs) == 167 and index.clashes == []
+
+
+def test_two_mask_folders_are_a_clash_in_lenient_discovery(tmp_path):
+    _png(tmp_path / "images" / "a.png", 1)
+    _png(tmp_path / "masks" / "a.png", 1)
+    _png(tmp_path / "labels" / "a.png", 0)
+    with pytest.raises(DataError, match="Ambiguous folders"):
+        discover_pairs(tmp_path)
+    index = discover_pairs(tmp_path, strict=False)
+    assert index.pairs[0].mask.parent.name == "masks"  # the first of MASK_DIR_NAMES
+    assert [c.describe() for c in index.clashes] == ["two-folders masks: masks/, labels/"]

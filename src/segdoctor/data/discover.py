@@ -95,7 +95,7 @@ class Pair:
         return (self.image, *self.channels)
 
 
-CLASH_KINDS: tuple[str, ...] = ("same-stem", "two-masks", "same-name")
+CLASH_KINDS: tuple[str, ...] = ("same-stem", "two-masks", "same-name", "two-folders")
 
 
 @dataclass(frozen=True)
@@ -104,10 +104,11 @@ class NameClash:
 
     Attributes:
         kind: ``"same-stem"`` (two files with one stem in a folder), ``"two-masks"`` (two masks
-            match one image) or ``"same-name"`` (two pairs with one name, e.g. in two splits).
+            match one image), ``"same-name"`` (two pairs with one name, e.g. in two splits) or
+            ``"two-folders"`` (e.g. both ``masks/`` and ``labels/``; ``name`` is the first choice).
         name: The shared stem or pair name.
         files: The files involved (printable, ``split/`` prefixed where there are splits); for
-            ``same-stem`` and ``two-masks`` the first one is the file that was used.
+            ``same-stem``, ``two-masks`` and ``two-folders`` the first one is the one used.
         splits: For ``same-name``: the split of each pair (``""`` for none), in ``files`` order.
 
     Example:
@@ -303,14 +304,20 @@ def _match(
     return pairs, unpaired_images, unpaired_masks
 
 
-def _find_dir(root: Path, names: Sequence[str]) -> Path | None:
+def _find_dir(
+    root: Path, names: Sequence[str], clashes: list[NameClash] | None = None, prefix: str = ""
+) -> Path | None:
     found = [root / n for n in names if (root / n).is_dir()]
-    if len(found) > 1:
-        raise DataError(
-            f"Ambiguous folders in {root}",
-            expected=f"exactly one of {', '.join(names)}",
-            received=", ".join(p.name for p in found),
-            fix="keep one folder, or pass mask_dir=/image_dir= explicitly.",
+    if len(found) > 1:  # lenient: the first in ``names`` order is used
+        _record(
+            clashes,
+            NameClash("two-folders", names[0], tuple(f"{prefix}{p.name}/" for p in found)),
+            DataError(
+                f"Ambiguous folders in {root}",
+                expected=f"exactly one of {', '.join(names)}",
+                received=", ".join(p.name for p in found),
+                fix="keep one folder, or pass mask_dir=/image_dir= explicitly.",
+            ),
         )
     return found[0] if found else None
 
@@ -338,8 +345,9 @@ def _folder_pairs(
     mask_dir: Path | None = None,
     clashes: list[NameClash] | None = None,
 ) -> tuple[list[Pair], list[str], list[str], list[str]]:
-    image_dir = image_dir or _find_dir(root, IMAGE_DIR_NAMES)
-    mask_dir = mask_dir or _find_dir(root, MASK_DIR_NAMES)
+    prefix = f"{split}/" if split else ""
+    image_dir = image_dir or _find_dir(root, IMAGE_DIR_NAMES, clashes, prefix)
+    mask_dir = mask_dir or _find_dir(root, MASK_DIR_NAMES, clashes, prefix)
     if image_dir is None or mask_dir is None:
         missing = "images/" if image_dir is None else "masks/ (or labels/)"
         raise DataError(
@@ -360,7 +368,6 @@ def _folder_pairs(
             received=f"{len(ignored_i)} files of other types{others}",
             fix="put the images into this folder (or convert them to a supported format).",
         )
-    prefix = f"{split}/" if split else ""
     images = _by_stem(image_files, image_dir, clashes, f"{prefix}{image_dir.name}/")
     masks = _by_stem(mask_files, mask_dir, clashes, f"{prefix}{mask_dir.name}/")
     pairs, ui, um = _match(images, masks, split, clashes, f"{prefix}{mask_dir.name}/")
