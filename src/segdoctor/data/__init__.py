@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from segdoctor.data.augment import AugmentConfig, Augmenter, extract_patch, photometric
-from segdoctor.data.discover import Pair, PairIndex, discover_pairs
+from segdoctor.data.discover import NameClash, Pair, PairIndex, discover_pairs
 from segdoctor.data.io import (
     MAX_PIXELS,
     SUPPORTED_EXTENSIONS,
@@ -80,6 +80,7 @@ __all__ = [
     "ImageStats",
     "MaskPolicy",
     "MaskReport",
+    "NameClash",
     "Padding",
     "Pair",
     "PairIndex",
