@@ -43,13 +43,14 @@ ensure_backend()  # the product's default backend unless KERAS_BACKEND says othe
 import keras  # noqa: E402
 
 from segdoctor import data as sd  # noqa: E402
+from segdoctor.cli.train import run_training  # noqa: E402  (the recipe as `segdoctor train` runs)
 from segdoctor.losses import dice_loss  # noqa: E402
 from segdoctor.metrics import DiceScore  # noqa: E402
 from segdoctor.train.config import resolve_config  # noqa: E402
 from segdoctor.train.data import load_pair, prepare_data  # noqa: E402
 from segdoctor.train.evaluate import evaluate_pairs  # noqa: E402
 from segdoctor.train.inference import load_model  # noqa: E402
-from segdoctor.train.recipe import make_model, train_run  # noqa: E402
+from segdoctor.train.recipe import make_model  # noqa: E402
 
 
 def write_split_csv(data: Path, folder: Path, seed: int = 0) -> tuple[Path, list]:
@@ -155,7 +156,7 @@ def run_default(
         epochs, lr = json.loads(state.read_text())["epoch"] + 1, meta["lr"]
         minutes = json.loads(state.read_text()).get("elapsed_s", 0.0) / 60
     else:
-        result = train_run(config, out)
+        result = run_training(config, out)
         epochs, lr, minutes = result.epochs_run, result.lr, (time.monotonic() - started) / 60
     prepared = prepare_data(config, log=lambda m: None)
     return {

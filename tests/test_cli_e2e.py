@@ -31,8 +31,13 @@ def trained(tmp_path_factory):
 def test_train_writes_a_complete_run_folder(trained):
     _, run = trained
     for name in ["config.yaml", "history.csv", "best.keras", "last.keras", "state.json", "run.json",
-                 "mask_policy.json", "learning_curves.png", "evaluation.json", "per_image.csv", "report.html"]:  # fmt: skip
+                 "mask_policy.json", "learning_curves.png", "evaluation.json", "per_image.csv", "report.html",
+                 "doctor.json"]:  # fmt: skip
         assert (run / name).is_file(), name
+    doctor = json.loads((run / "doctor.json").read_text())  # the cli attaches the DoctorCallback
+    severities = [f["severity"] for f in doctor["findings"]]
+    assert doctor["summary"]["errors"] == severities.count("error")
+    assert doctor["summary"]["warnings"] == severities.count("warning")
     with open(run / "history.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]

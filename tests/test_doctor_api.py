@@ -8,7 +8,8 @@ import keras
 import numpy as np
 from PIL import Image
 
-from segdoctor.doctor import cli_diagnose, diagnose
+from segdoctor.cli.diagnose import cli_diagnose
+from segdoctor.doctor import diagnose
 
 
 def folder(root, rng, value=1, n=6):

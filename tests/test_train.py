@@ -292,14 +292,32 @@ def test_resume_without_a_run_folder_is_explained(tmp_path):
 def test_a_nan_loss_leaves_a_doctor_finding(tmp_path):
     import numpy as np
 
-    from segdoctor.train.recipe import _record_nan_finding
+    from segdoctor.cli.train import record_nan_finding
+    from segdoctor.doctor import Report, make_finding
 
     path = tmp_path / "doctor.json"
-    path.write_text(json.dumps({"findings": [{"id": "plateau"}], "summary": {}}))
-    _record_nan_finding(path, {"epoch": 2, "batch": 5, "loss": str(np.nan), "lr": 0.1})
-    findings = json.loads(path.read_text())["findings"]
+    before = Report(
+        [make_finding("plateau", {"epochs": 9}, "lower the LR")], {"checked": ["model"]}
+    )
+    before.to_json(path)
+    record_nan_finding(path, {"epoch": 2, "batch": 5, "loss": str(np.nan), "lr": 0.1})
+    written = json.loads(path.read_text())
+    findings = written["findings"]
     assert [f["id"] for f in findings] == ["nan-loss", "plateau"]
     assert findings[0]["severity"] == "error" and findings[0]["evidence"]["epoch"] == 3
+    # Written through Report: the summary counts the new finding, and keeps what was checked.
+    assert written["summary"]["errors"] == 1 and written["summary"]["warnings"] == 1
+    assert written["summary"]["top"] == "nan-loss" and written["summary"]["checked"] == ["model"]
+
+
+def test_a_nan_loss_without_the_doctor_creates_its_report(tmp_path):
+    from segdoctor.cli.train import record_nan_finding
+
+    path = tmp_path / "doctor.json"
+    record_nan_finding(path, {"epoch": 0, "batch": 1, "loss": "inf", "lr": 0.1})
+    written = json.loads(path.read_text())
+    assert [f["id"] for f in written["findings"]] == ["nan-loss"]
+    assert written["summary"]["errors"] == 1
 
 
 # -------------------------------------------------------------------------------- recipe options
@@ -355,8 +373,8 @@ def test_resume_past_the_planned_schedule_says_what_happens(tmp_path):
 
 @pytest.mark.timeout(180)
 def test_deep_supervision_trains_watches_val_dice_and_saves_the_main_output(tmp_path):
+    from segdoctor.cli.train import resume_training, run_training
     from segdoctor.train.inference import load_model, predict_full
-    from segdoctor.train.recipe import resume_run, train_run
 
     data = write_disc_dataset(tmp_path / "data", n=8)
     run = tmp_path / "run"
@@ -369,8 +387,9 @@ def test_deep_supervision_trains_watches_val_dice_and_saves_the_main_output(tmp_
             "train.early_stopping_patience": "5",
         },
     )
-    result = train_run(cfg, run, log=lambda _: None)
+    result = run_training(cfg, run, log=lambda _: None)  # train.doctor: with the DoctorCallback
     assert result.status == "completed" and result.epochs_run == 2
+    assert (run / "doctor.json").is_file()
     rows = _history(run)
     assert len(rows) == 2
     # The main output's metrics keep their plain names; each output's loss is logged too.
@@ -387,7 +406,7 @@ def test_deep_supervision_trains_watches_val_dice_and_saves_the_main_output(tmp_
     trained = load_model(run / "last_train.keras", compile=True)  # what a resume continues
     assert trained.output_names == ["mask", "aux1"]
     assert int(trained.optimizer.iterations.numpy()) > 0
-    resumed = resume_run(run, extra_epochs=3, log=lambda _: None)
+    resumed = resume_training(run, extra_epochs=3, log=lambda _: None)
     assert resumed.epochs_run == 3
     assert [int(r["epoch"]) for r in _history(run)] == [0, 1, 2]
 

@@ -39,11 +39,11 @@ def _overrides(pairs: Sequence[str]) -> dict[str, str]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``segdoctor train DATA --out RUN``: the default recipe on a data folder."""
+    from segdoctor.cli.train import resume_training, run_training
     from segdoctor.train.config import resolve_config
-    from segdoctor.train.recipe import resume_run, train_run
 
     if args.resume:
-        result = resume_run(Path(args.resume), extra_epochs=args.epochs)
+        result = resume_training(Path(args.resume), extra_epochs=args.epochs)
     else:
         if args.data is None:
             raise SegdoctorError(
@@ -68,7 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.devices:
             overrides["train.devices"] = str(args.devices)
         config = resolve_config(args.config, overrides)
-        result = train_run(config, Path(args.out))
+        result = run_training(config, Path(args.out))
     print(result.summary_text())
     return 0
 
@@ -85,7 +85,7 @@ def _positive_int(text: str) -> int:
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     """``segdoctor diagnose DATA``: data checks, plus model/probe/history checks on request."""
-    from segdoctor.doctor import cli_diagnose
+    from segdoctor.cli.diagnose import cli_diagnose
 
     if args.verify or args.write_fixed:
         from segdoctor.cli.verify import cmd_verify
@@ -105,7 +105,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``segdoctor evaluate MODEL DATA``: per-image Dice and IoU at full size."""
-    from segdoctor.train.evaluate import evaluate_command
+    from segdoctor.cli.evaluate import evaluate_command
 
     return evaluate_command(
         args.model,
@@ -120,15 +120,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """``segdoctor predict MODEL IMAGES --out DIR``: masks at each input's own size."""
-    from segdoctor.train.evaluate import predict_command
+    from segdoctor.cli.evaluate import predict_command
 
     return predict_command(args.model, args.images, args.out, unsafe=args.unsafe, tta=args.tta)
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
     """``segdoctor lr-find DATA``: the loss-versus-LR curve and a suggested learning rate."""
+    from segdoctor.cli.train import lr_find_command
     from segdoctor.train.config import resolve_config
-    from segdoctor.train.recipe import lr_find_command
 
     overrides = _overrides(args.set or [])
     overrides["data.path"] = str(args.data)

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 from segdoctor._io import atomic_write_text, check_writable
+from segdoctor.cli.train import run_training
+from segdoctor.doctor import diagnose
 from segdoctor.sample_data import sample_path
 from segdoctor.train.config import resolve_config
 
@@ -42,9 +44,6 @@ def _section(title: str) -> None:
 
 def run_demo(out: Path, minutes: float = 3.0, epochs: int = 40) -> int:
     """Diagnose and train on the bundled sample; returns the process exit status."""
-    from segdoctor.doctor import diagnose
-    from segdoctor.train.recipe import train_run
-
     started = time.monotonic()
     data = sample_path("nuclei")
     out = check_writable(out)
@@ -59,7 +58,7 @@ def run_demo(out: Path, minutes: float = 3.0, epochs: int = 40) -> int:
 
     _section("2. Train a U-Net (segdoctor train)")
     config = demo_config(data, minutes, epochs)
-    result = train_run(config, out)
+    result = run_training(config, out)
 
     _section("3. Result")
     print(result.summary_text(), flush=True)

@@ -2,7 +2,7 @@
 
 Three ways in, one set of findings:
 
-- ``segdoctor diagnose DATA [--history F] [--model M] [--probe]`` (:func:`cli_diagnose`),
+- ``segdoctor diagnose DATA [--history F] [--model M] [--probe]`` (:mod:`segdoctor.cli.diagnose`),
 - ``model.fit(..., callbacks=[DoctorCallback(report="doctor.json")])`` on any Keras model,
 - :func:`diagnose` in Python, which returns a :class:`Report`.
 
@@ -12,7 +12,7 @@ Example:
     ['metric-constant']
 """
 
-from segdoctor.doctor.api import cli_diagnose, diagnose, load_model
+from segdoctor.doctor.api import diagnose, load_model
 from segdoctor.doctor.catalog import CATALOG, CatalogEntry, implemented_ids, make_finding
 from segdoctor.doctor.findings import SEVERITIES, Finding
 from segdoctor.doctor.history import analyze_history, load_history
@@ -26,7 +26,6 @@ __all__ = [
     "Finding",
     "Report",
     "analyze_history",
-    "cli_diagnose",
     "diagnose",
     "implemented_ids",
     "load_history",

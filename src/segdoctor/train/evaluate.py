@@ -1,4 +1,7 @@
-"""Full-size evaluation, prediction, and the end-of-run report.
+"""Full-size evaluation and prediction, and the end-of-run report.
+
+The ``segdoctor evaluate`` and ``predict`` commands that drive them live in
+:mod:`segdoctor.cli.evaluate`.
 
 Scores are computed from confusion statistics (tp, fp, fn per image and class) by
 :mod:`segdoctor.metrics`; the empty policy is stated with every mean: an image whose truth and
@@ -17,8 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from segdoctor._io import atomic_write_bytes, atomic_write_text, check_writable
-from segdoctor.errors import DataError, SegdoctorError
+from segdoctor._io import atomic_write_text
 from segdoctor.train.inference import (
     batch_predictor,
     load_model,
@@ -124,6 +126,7 @@ def _nanmean(values: np.ndarray) -> float:
 
 
 def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """Per-image rows as CSV text, one column per key of the first row."""
     buffer = io.StringIO()
     if rows:
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
@@ -132,13 +135,19 @@ def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON has no NaN), recursively.
+
+    Example:
+        >>> json_safe({"dice": [0.5, float("nan")]})
+        {'dice': [0.5, None]}
+    """
     if isinstance(value, float) and not np.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -205,7 +214,7 @@ def finish_run(result, prepared, log: Log = print) -> None:
     )
     result.evaluation = {"summary": summary, "per_image": rows}
     atomic_write_text(
-        run_dir / "evaluation.json", json.dumps(_json_safe(result.evaluation), indent=2)
+        run_dir / "evaluation.json", json.dumps(json_safe(result.evaluation), indent=2)
     )
     atomic_write_text(run_dir / "per_image.csv", rows_to_csv(rows))
     files["evaluation"] = run_dir / "evaluation.json"
@@ -276,127 +285,3 @@ def _read_history(path: Path) -> list[dict[str, Any]]:
         return []
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
-
-
-def _run_context(model_path: str | Path, data: str | Path):
-    """Mask policy, normalizer and channels: from the run folder when there is one, else the data."""
-    from segdoctor import data as sd
-
-    model_path = Path(model_path)
-    run_dir = model_path if model_path.is_dir() else model_path.parent
-    run_json = run_dir / "run.json"
-    index = sd.discover_pairs(data)
-    if run_json.exists() and (run_dir / "mask_policy.json").exists():
-        meta = json.loads(run_json.read_text(encoding="utf-8"))
-        policy = sd.MaskPolicy.from_json((run_dir / "mask_policy.json").read_text(encoding="utf-8"))
-        normalizer = sd.ImageNormalizer.from_dict(meta["normalizer"])
-        channels = int(meta["channels"])
-    else:
-        report = sd.inspect_masks(
-            sd.read_mask(p.mask, slice_index=p.slice_index) for p in index.pairs
-        )
-        policy = sd.decide_mask_policy(report)
-        normalizer = sd.ImageNormalizer(mode="image")
-        channels = None
-    return index, policy, normalizer, channels
-
-
-def evaluate_command(
-    model: str,
-    data: str,
-    json_path=None,
-    csv_path=None,
-    hausdorff=False,
-    unsafe=False,
-    log: Log = print,
-    tta: bool = False,
-) -> int:
-    """``segdoctor evaluate``: print the summary; write JSON/CSV on request.
-
-    ``tta``: each image predicted as the mean of its four mirrored copies."""
-    from segdoctor.train.data import load_pair
-
-    for destination in (json_path, csv_path):
-        if destination:
-            check_writable(Path(destination).parent)
-    keras_model = load_model(model, unsafe=unsafe)
-    index, policy, normalizer, channels = _run_context(model, data)
-    channels = channels or int(keras_model.input_shape[-1] or 1)
-    expected = keras_model.outputs[0].shape[-1]  # the main output of a multi-output model
-    num_classes = 2 if expected == 1 else int(expected)
-    if policy.num_classes > num_classes:
-        raise SegdoctorError(
-            f"The masks hold {policy.num_classes} classes but the model predicts {num_classes}",
-            fix="evaluate on data with the classes the model was trained for.",
-        )
-    summary, rows, _ = evaluate_pairs(
-        keras_model,
-        index.pairs,
-        lambda p: load_pair(p, policy, normalizer, channels),
-        num_classes,
-        policy.ignore_index,
-        hausdorff,
-        tta=tta,
-    )
-    mirroring = "mirroring (mean of 4 flips)"
-    summary["tta"] = mirroring if tta else "none"
-    log(
-        f"Evaluated {summary['n_images']} images: Dice {summary['dice_mean']:.4f} (median {summary['dice_median']:.4f}), IoU {summary['iou_mean']:.4f}"
-        + (f" (test-time {mirroring})." if tta else ".")
-    )
-    log(f"Empty policy: {summary['empty_policy']}.")
-    payload = _json_safe({"summary": summary, "per_image": rows})
-    if json_path:
-        atomic_write_text(json_path, json.dumps(payload, indent=2))
-        log(f"JSON: {json_path}")
-    if csv_path:
-        atomic_write_text(csv_path, rows_to_csv(rows))
-        log(f"CSV: {csv_path}")
-    return 0
-
-
-def predict_command(
-    model: str,
-    images: str,
-    out: str,
-    unsafe: bool = False,
-    log: Log = print,
-    tta: bool = False,
-) -> int:
-    """``segdoctor predict``: one mask PNG per image, at the image's own size, class indices."""
-    from PIL import Image
-
-    from segdoctor import data as sd
-    from segdoctor.data.io import file_stem, is_supported
-
-    out_dir = check_writable(out)
-    keras_model = load_model(model, unsafe=unsafe)
-    model_path = Path(model)
-    run_dir = model_path if model_path.is_dir() else model_path.parent
-    normalizer = sd.ImageNormalizer(mode="image")
-    channels = int(keras_model.input_shape[-1] or 1)
-    if (run_dir / "run.json").exists():
-        meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-        normalizer = sd.ImageNormalizer.from_dict(meta["normalizer"])
-    source = Path(images)
-    files = (
-        [source]
-        if source.is_file()
-        else sorted(p for p in source.iterdir() if is_supported(p))
-        if source.is_dir()
-        else []
-    )
-    if not files:
-        raise DataError(
-            f"No images found at {source}",
-            expected="an image file or a folder of PNG/JPEG/TIFF/NPY images",
-            fix="check the path.",
-        )
-    for path in files:
-        image = normalizer(sd.to_channels(sd.read_image(path), channels, name=path.name))
-        labels = to_labels(predict_image(keras_model, image, tta=tta))
-        buffer = io.BytesIO()
-        Image.fromarray(labels.astype(np.uint8)).save(buffer, format="PNG")
-        atomic_write_bytes(out_dir / f"{file_stem(path)}.png", buffer.getvalue())
-    log(f"Wrote {len(files)} masks (class indices, same size as each image) to {out_dir}")
-    return 0

@@ -21,7 +21,7 @@ import importlib.util
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -508,14 +508,28 @@ def _callbacks(
         )
     if t.tensorboard:
         items.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
-    if t.doctor:
-        from segdoctor.doctor import DoctorCallback
-
-        sample = prepared.val[0] if len(prepared.val) else None
-        items.append(
-            DoctorCallback(report=run_dir / "doctor.json", validation_data=sample, verbose=False)
-        )
     return items, nan_guard, early, budget
+
+
+CallerCallbacks = (
+    Sequence[keras.callbacks.Callback]
+    | Callable[[RunConfig, PreparedData], Sequence[keras.callbacks.Callback]]
+)
+"""Callbacks a caller adds to the recipe's: a sequence, or a function of the run's configuration
+and prepared data (for callbacks that depend on them, such as the doctor with its validation
+sample; a resumed run's configuration is only known once its folder is read)."""
+
+
+def caller_callbacks(
+    callbacks: CallerCallbacks, config: RunConfig, prepared: PreparedData
+) -> list[keras.callbacks.Callback]:
+    """The caller's callbacks as a list; a function is called with the config and prepared data.
+
+    Example:
+        >>> caller_callbacks(lambda config, prepared: [], config=None, prepared=None)
+        []
+    """
+    return list(callbacks(config, prepared) if callable(callbacks) else callbacks)
 
 
 def _write_run_files(
@@ -583,23 +597,43 @@ def _resume_checkpoint(run_dir: Path, config: RunConfig) -> Path:
 
 
 def train_run(
-    config: RunConfig, run_dir: Path, log: Log = _print, resume: bool = False
+    config: RunConfig,
+    run_dir: Path,
+    log: Log = _print,
+    resume: bool = False,
+    *,
+    callbacks: CallerCallbacks = (),
 ) -> RunResult:
     """Train ``config`` into ``run_dir`` (or continue it with ``resume=True``).
 
     The global Keras dtype policy (``train.mixed_precision``) and distribution
     (``train.devices``) the run sets are restored when it returns or fails.
+
+    Args:
+        config: the resolved configuration.
+        run_dir: the run folder (created; refused when it holds another run unless ``resume``).
+        log: where progress messages go.
+        resume: continue the run in ``run_dir`` from its last completed epoch.
+        callbacks: the caller's callbacks, run after the recipe's (:data:`CallerCallbacks`). The
+            recipe adds no doctor of its own: ``segdoctor.cli.train.run_training`` adds
+            ``DoctorCallback`` when ``train.doctor`` is on.
+
+    Example:
+        >>> logger = keras.callbacks.CSVLogger("log.csv")
+        >>> train_run(config, Path("runs/x"), callbacks=[logger])  # doctest: +SKIP
     """
     policy = keras.config.dtype_policy()
     distribution = keras.distribution.distribution()
     try:
-        return _train_run(config, run_dir, log, resume)
+        return _train_run(config, run_dir, log, resume, callbacks)
     finally:
         keras.config.set_dtype_policy(policy)
         keras.distribution.set_distribution(distribution)
 
 
-def _train_run(config: RunConfig, run_dir: Path, log: Log, resume: bool) -> RunResult:
+def _train_run(
+    config: RunConfig, run_dir: Path, log: Log, resume: bool, callbacks: CallerCallbacks = ()
+) -> RunResult:
     if config.train.tensorboard:
         check_tensorboard_available()
     run_dir = check_writable(run_dir)
@@ -660,6 +694,7 @@ def _train_run(config: RunConfig, run_dir: Path, log: Log, resume: bool) -> RunR
     items, nan_guard, early, budget = _callbacks(
         config, run_dir, state, resume, prepared, model, plan, log
     )
+    items += caller_callbacks(callbacks, config, prepared)
     state.update(status="running")
     started = time.monotonic()
     history = model.fit(
@@ -678,7 +713,6 @@ def _train_run(config: RunConfig, run_dir: Path, log: Log, resume: bool) -> RunR
             f"(learning rate {nan_guard.event['lr']:.3g}). The last good checkpoint is kept. Lower the learning rate or check the inputs for NaN/Inf."
         )
         atomic_write_text(run_dir / "nan_event.json", json.dumps(nan_guard.event, indent=2))
-        _record_nan_finding(run_dir / "doctor.json", nan_guard.event)
     elif budget is not None and budget.triggered:
         status = f"time budget ({config.train.max_minutes:g} min)"
     elif early is not None and early.stopped_epoch > 0:
@@ -721,31 +755,6 @@ def _schedule_horizon(
     return horizon
 
 
-def _record_nan_finding(path: Path, event: dict[str, Any]) -> None:
-    """Add a nan-loss finding to the run's doctor report (created if the doctor was off)."""
-    from segdoctor.doctor import make_finding
-
-    finding = make_finding(
-        "nan-loss",
-        {
-            "epoch": event["epoch"] + 1,
-            "batch": event["batch"],
-            "loss": event["loss"],
-            "lr": event["lr"],
-        },
-        "Training stopped at the first non-finite loss and kept the last good checkpoint. Lower the "
-        "learning rate (or use warm-up), check the inputs for NaN/Inf, and keep the loss in float32 "
-        "under mixed precision; resume with `segdoctor train --resume RUN` after the fix.",
-    )
-    report = (
-        json.loads(path.read_text(encoding="utf-8"))
-        if path.exists()
-        else {"findings": [], "summary": {}}
-    )
-    report["findings"] = [finding.to_dict(), *report.get("findings", [])]
-    atomic_write_text(path, json.dumps(report, indent=2))
-
-
 def resume_schedule_note(config: RunConfig, meta: dict) -> str | None:
     """What a resume with more epochs than the saved schedule spans does (None: nothing to say).
 
@@ -765,8 +774,14 @@ def resume_schedule_note(config: RunConfig, meta: dict) -> str | None:
     )
 
 
-def resume_run(run_dir: Path, extra_epochs: int | None = None, log: Log = _print) -> RunResult:
-    """Continue an interrupted run with its saved configuration."""
+def resume_run(
+    run_dir: Path,
+    extra_epochs: int | None = None,
+    log: Log = _print,
+    *,
+    callbacks: CallerCallbacks = (),
+) -> RunResult:
+    """Continue an interrupted run with its saved configuration (``callbacks``: see train_run)."""
     run_dir = Path(run_dir)
     needed = ["config.yaml", "state.json", "run.json"]
     missing = [n for n in needed if not (run_dir / n).exists()]
@@ -784,23 +799,4 @@ def resume_run(run_dir: Path, extra_epochs: int | None = None, log: Log = _print
         )
     if extra_epochs is not None:
         config = replace(config, train=replace(config.train, epochs=extra_epochs))
-    return train_run(config, run_dir, log=log, resume=True)
-
-
-def lr_find_command(config: RunConfig, out: Path, log: Log = _print) -> int:
-    """``segdoctor lr-find``: write lr_find.png/json into ``out`` and print the suggestion."""
-    from segdoctor.train.report import plot_lr_find
-
-    out = check_writable(out)
-    prepared = prepare_data(config, log=log, run_dir=None)
-    result = find_lr(config, prepared, steps=80, log=log)
-    atomic_write_text(out / "lr_find.json", json.dumps(result.to_dict(), indent=2))
-    plot_lr_find(result.lrs, result.smoothed, result.suggestion, out / "lr_find.png")
-    if result.suggestion is None:
-        log("The LR range test was inconclusive (too few steps ran before the loss diverged).")
-    else:
-        log(
-            f"Suggested learning rate: {result.suggestion:.3g} (loss lowest at {result.min_loss_lr:.3g})"
-        )
-    log(f"Plot: {out / 'lr_find.png'}")
-    return 0
+    return train_run(config, run_dir, log=log, resume=True, callbacks=callbacks)
