@@ -477,20 +477,6 @@ def test_tensorboard_without_its_packages_is_refused_before_training(tmp_path, m
     assert not (tmp_path / "run").exists()  # nothing started
 
 
-def test_plan_epochs_fits_the_schedule_into_the_time_budget():
-    from segdoctor.train.recipe import plan_epochs
-
-    cfg = _run_config(Path("d"), **{"train.epochs": "200", "train.max_minutes": "1"})
-    # 0.5 s a step, 10 steps and 4 validation batches (at half a step each), 1.5 s of
-    # checkpoints and checks: 7.5 s an epoch; 85% of 60 s holds 6 of them.
-    assert plan_epochs(cfg, steps_per_epoch=10, val_batches=4, step_s=0.5) == 6
-    assert plan_epochs(cfg, steps_per_epoch=10, val_batches=4, step_s=100.0) == 1
-    long = _run_config(Path("d"), **{"train.epochs": "200", "train.max_minutes": "600"})
-    assert plan_epochs(long, steps_per_epoch=10, val_batches=4, step_s=1e-4) == 200  # capped
-    unbounded = _run_config(Path("d"), **{"train.epochs": "200"})
-    assert plan_epochs(unbounded, steps_per_epoch=10, val_batches=4, step_s=0.5) == 200
-
-
 @pytest.mark.timeout(180)
 def test_time_budget_shortens_the_cosine_schedule(tmp_path):
     """With --max-minutes the cosine decay spans the epochs that fit, not train.epochs."""
@@ -522,9 +508,30 @@ def test_mixed_precision_setting_words_and_auto(monkeypatch):
         _run_config(Path("d"), **{"train.mixed_precision": "fp8"})
     assert recipe.resolve_mixed_precision("on")[0] is True
     assert recipe.resolve_mixed_precision("off")[0] is False
-    # auto: on only for TensorFlow on an AMX CPU (where it was measured to pay)
-    monkeypatch.setattr(recipe, "cpu_has_amx_bf16", lambda: True)
+    # auto: on only for TensorFlow on a CPU with native bfloat16 units (where it was measured
+    # to pay: AMX, and AVX512-BF16 without AMX)
     on_tf = keras.backend.backend() == "tensorflow"
-    assert recipe.resolve_mixed_precision("auto")[0] is on_tf
-    monkeypatch.setattr(recipe, "cpu_has_amx_bf16", lambda: False)
+    for units in ("AMX", "AVX512-BF16"):
+        monkeypatch.setattr(recipe, "cpu_bf16_units", lambda units=units: units)
+        on, why = recipe.resolve_mixed_precision("auto")
+        assert on is on_tf and (units in why or not on_tf)
+    monkeypatch.setattr(recipe, "cpu_bf16_units", lambda: None)
     assert recipe.resolve_mixed_precision("auto")[0] is False
+
+
+def test_cpu_bf16_units_reads_the_flags(monkeypatch, tmp_path):
+    from segdoctor.train import recipe
+
+    cpuinfo = tmp_path / "cpuinfo"
+    real_open = open
+
+    def fake_open(path, *args, **kwargs):
+        return real_open(cpuinfo if path == "/proc/cpuinfo" else path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    cpuinfo.write_text("processor : 0\nflags : fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert recipe.cpu_bf16_units() == "AVX512-BF16"
+    cpuinfo.write_text("flags : fpu avx2 avx512_bf16 amx_bf16 amx_tile\n")
+    assert recipe.cpu_bf16_units() == "AMX"
+    cpuinfo.write_text("flags : fpu avx2 fma\n")
+    assert recipe.cpu_bf16_units() is None

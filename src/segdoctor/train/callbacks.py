@@ -7,8 +7,9 @@
 - :class:`HistoryWriter` rewrites ``history.csv`` atomically after every epoch (continuous across a
   resume, unlike ``keras.callbacks.CSVLogger`` in append mode after a crash mid-line).
 - :class:`NanGuard` stops on a non-finite loss and records why.
-- :class:`TimeBudget` stops at the first epoch boundary after ``max_minutes``;
-  :class:`BudgetSchedule` refits the learning-rate schedule to it from the median epoch time.
+- :class:`TimeBudget` stops training when the next step and its validation would cross the
+  budget (mid-epoch); :class:`BudgetSchedule` refits the learning-rate schedule to it from the
+  median epoch time.
 - :class:`LearningRateLogger` adds ``learning_rate`` to the logs (and so to the history).
 - :class:`MainOutputLogs` logs a deep-supervised model's main-output metrics under their plain
   names (``val_dice``, not ``val_mask_dice``), so every callback watches the same key.
@@ -29,6 +30,7 @@ import keras
 import numpy as np
 
 from segdoctor._io import atomic_save, atomic_write_text
+from segdoctor.train.budget import Deadline, must_stop
 
 
 def current_lr(optimizer: Any) -> float:
@@ -219,25 +221,115 @@ class NanGuard(keras.callbacks.Callback):
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stop at the first epoch boundary after ``max_minutes`` of training."""
+    """Stop training before the time budget ends, mid-epoch if need be.
 
-    def __init__(self, max_minutes: float, clock: Callable[[], float] = time.monotonic) -> None:
+    Without a ``deadline`` the budget is ``max_minutes`` of training, counted from the start of
+    the fit. With one (:class:`~segdoctor.train.budget.Deadline`, started with the command) it is
+    the time left to the command minus ``reserve_s`` (kept for the final evaluation and report).
+
+    After every step the median step time of this fit (its first, compiling step left out; the
+    ``step_s`` measured before training until then) and the last validation time (``val_s``
+    until one is measured) decide whether another step and the validation after it still fit
+    (:func:`~segdoctor.train.budget.must_stop`); if not, training stops: Keras then validates the
+    partial epoch and the epoch-end callbacks save it (``last.keras`` holds the last completed
+    step; ``best.keras`` stays the best validated model). ``mid_epoch=False`` keeps the old rule:
+    stop at the first epoch boundary after the budget.
+
+    Args:
+        max_minutes: the training budget when no ``deadline`` is given.
+        clock: monotonic seconds (the deadline's clock when one is given).
+        deadline: the command's deadline.
+        reserve_s: seconds of the deadline kept for what follows training.
+        step_s: a step's duration measured before training (LR range test, step timing).
+        val_s: a validation's expected duration before one is measured.
+        mid_epoch: stop between steps (default) or only at epoch ends.
+    """
+
+    def __init__(
+        self,
+        max_minutes: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        deadline: Deadline | None = None,
+        reserve_s: float = 0.0,
+        step_s: float | None = None,
+        val_s: float = 0.0,
+        mid_epoch: bool = True,
+    ) -> None:
         super().__init__()
-        self.max_seconds = max_minutes * 60.0
+        if deadline is None and max_minutes is None:
+            raise ValueError("TimeBudget needs max_minutes or a deadline")
+        self.deadline = deadline
+        self.clock = deadline.clock if deadline is not None else clock
+        self.max_seconds = (
+            max_minutes * 60.0 if max_minutes is not None else deadline.remaining() - reserve_s
+        )
+        self.reserve_s = reserve_s
+        self.mid_epoch = mid_epoch
         self.triggered = False
-        self.clock = clock
-        self._start = clock()
+        self.stopped_at: dict[str, int] | None = None  # epoch and steps done when stopped mid-epoch
+        self.prior_step_s = step_s
+        self.step_seconds: list[float] = []
+        self.val_seconds: list[float] = []
+        self.prior_val_s = val_s
+        self._start = self.clock()
+        self._last_end: float | None = None
+        self._steps_seen = 0
+        self._epoch = 0
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._start = self.clock()
 
     @property
     def remaining_s(self) -> float:
-        """Seconds of the budget left now."""
+        """Seconds of the training budget left now."""
+        if self.deadline is not None:
+            return self.deadline.remaining() - self.reserve_s
         return self.max_seconds - (self.clock() - self._start)
 
+    @property
+    def step_s(self) -> float:
+        """The step time the stop rule uses (0 before anything was measured)."""
+        if self.step_seconds:
+            return float(np.median(self.step_seconds))
+        return float(self.prior_step_s or 0.0)
+
+    @property
+    def val_s(self) -> float:
+        """The validation time the stop rule uses: the last one measured (or the prior)."""
+        return self.val_seconds[-1] if self.val_seconds else float(self.prior_val_s)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+        self._last_end = None
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if self._last_end is None:
+            self._last_end = self.clock()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        # from the previous step's end: what other callbacks do between steps counts too
+        now = self.clock()
+        self._steps_seen += 1
+        if self._steps_seen > 1:  # the first step of a fit traces and compiles
+            self.step_seconds.append(now - self._last_end)
+        self._last_end = now
+        if self.mid_epoch and must_stop(self.remaining_s, self.step_s, self.val_s):
+            self.triggered = True
+            self.stopped_at = {"epoch": self._epoch, "steps": batch + 1}
+            self.model.stop_training = True
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        self._test_start = self.clock()
+
+    def on_test_end(self, logs: dict | None = None) -> None:
+        self.val_seconds.append(self.clock() - self._test_start)
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self.remaining_s <= 0:
+        if self.model.stop_training:
+            return
+        full_stop = self.remaining_s <= 0
+        if full_stop or (self.mid_epoch and must_stop(self.remaining_s, self.step_s, self.val_s)):
             self.triggered = True
             self.model.stop_training = True
 
@@ -268,6 +360,9 @@ class BudgetSchedule(keras.callbacks.Callback):
         on_replan: called with ``(old, new, epoch_seconds)`` after a refit (run files, log).
         tolerance: relative difference that triggers a refit.
         min_timed: timed epochs before the first refit (3: the median ignores one outlier).
+        steps_per_epoch: when given, ``planned``, the horizon given to ``make_schedule`` and the
+            ``on_replan`` values count steps, not epochs, and the partial last epoch that fits
+            counts too (training stops mid-epoch at the budget).
     """
 
     def __init__(
@@ -279,6 +374,7 @@ class BudgetSchedule(keras.callbacks.Callback):
         on_replan: Callable[[int, int, float], None] | None = None,
         tolerance: float = 0.2,
         min_timed: int = 3,
+        steps_per_epoch: int | None = None,
     ) -> None:
         super().__init__()
         self.budget = budget
@@ -288,6 +384,7 @@ class BudgetSchedule(keras.callbacks.Callback):
         self.on_replan = on_replan
         self.tolerance = tolerance
         self.min_timed = max(1, int(min_timed))
+        self.steps_per_epoch = steps_per_epoch
         self.epoch_seconds: list[float] = []  # timed epochs of this fit, the first one excluded
         self._epochs_seen = 0
         self._epoch_start = budget.clock()
@@ -304,9 +401,14 @@ class BudgetSchedule(keras.callbacks.Callback):
         if len(self.epoch_seconds) < self.min_timed or self.model.stop_training:
             return
         typical = float(np.median(self.epoch_seconds))
-        fits = epoch + 1 + int(max(0.0, self.budget.remaining_s) // typical)
-        horizon = max(epoch + 2, min(self.max_epochs, fits))
-        if abs(horizon - self.planned) < max(2.0, self.tolerance * self.planned):
+        left = max(0.0, self.budget.remaining_s) / typical  # epochs that still fit
+        unit = self.steps_per_epoch or 1
+        if self.steps_per_epoch:
+            horizon = (epoch + 1) * unit + int(left * unit)
+        else:
+            horizon = epoch + 1 + int(left)
+        horizon = max((epoch + 2) * unit, min(self.max_epochs * unit, horizon))
+        if abs(horizon - self.planned) < max(2.0 * unit, self.tolerance * self.planned):
             return
         self.model.optimizer.learning_rate = self.make_schedule(horizon)
         self.model.make_train_function(force=True)

@@ -88,6 +88,13 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # "section.name" keys the user set (YAML file or overrides); not written to config.yaml.
+    # The recipe may size what is not in here to the machine and the budget (model.base_filters).
+    explicit: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+
+    def is_explicit(self, key: str) -> bool:
+        """True when the user set ``key`` ("model.base_filters") rather than leaving the default."""
+        return key in self.explicit
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
@@ -229,8 +236,12 @@ def resolve_config(
 ) -> RunConfig:
     """Defaults, then the YAML file at ``path``, then ``overrides`` ({"train.epochs": "3"})."""
     config = RunConfig()
+    explicit: set[str] = set()
     if path is not None:
-        config = merge_mapping(config, load_yaml(path))
+        mapping = load_yaml(path)
+        config = merge_mapping(config, mapping)
+        explicit |= {f"{s}.{k}" for s, v in mapping.items() if isinstance(v, dict) for k in v}
+    explicit |= set(overrides or {})
     for key, value in (overrides or {}).items():
         section, _, name = key.partition(".")
         if not name:
@@ -242,7 +253,7 @@ def resolve_config(
         if isinstance(value, str):
             value = yaml.safe_load(value) if value.strip() else None
         config = _apply(config, section, name, value)
-    return validate(config)
+    return validate(replace(config, explicit=frozenset(explicit)))
 
 
 def merge_mapping(config: RunConfig, mapping: dict[str, Any]) -> RunConfig:
@@ -287,8 +298,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def config_to_dict(config: RunConfig) -> dict[str, Any]:
-    """Plain nested dict (YAML/JSON safe)."""
-    return dataclasses.asdict(config)
+    """Plain nested dict (YAML/JSON safe); which keys were explicit is not part of it."""
+    out = dataclasses.asdict(config)
+    out.pop("explicit", None)
+    return out
 
 
 def config_from_dict(mapping: dict[str, Any]) -> RunConfig:

@@ -5,6 +5,10 @@ training loss is recorded; the test stops early once the smoothed loss exceeds `
 minimum. The suggestion is the learning rate at the minimum of the smoothed loss divided by 10
 (fastai's ``lr_min``): a rate that still makes fast progress but sits an order of magnitude below the
 point where training starts to diverge. The model passed in is trained, so give it a throwaway copy.
+
+With ``max_seconds`` (a share of a time budget) the test times its first steps and, when the
+planned steps do not fit, runs fewer: the remaining steps are re-spaced so that the sweep still
+ends at ``end_lr``; it stops at once if even the next step would not fit.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from dataclasses import dataclass, field
 
 import keras
 import numpy as np
+
+from segdoctor.train.budget import lr_test_steps
 
 
 @dataclass
@@ -29,6 +35,8 @@ class LRFindResult:
     steepest_lr: float | None = None
     diverged: bool = False
     step_seconds: list[float] = field(default_factory=list)
+    planned_steps: int | None = None
+    steps_cut_to: int | None = None  # fewer steps than planned, to fit a time budget
 
     @property
     def seconds_per_step(self) -> float | None:
@@ -42,35 +50,75 @@ class LRFindResult:
             "min_loss_lr": self.min_loss_lr,
             "steepest_lr": self.steepest_lr,
             "diverged": self.diverged,
+            "planned_steps": self.planned_steps,
+            "steps_cut_to": self.steps_cut_to,
+            "seconds_per_step": self.seconds_per_step,
             "lrs": self.lrs,
             "losses": self.losses,
         }
 
 
 class _RangeTest(keras.callbacks.Callback):
-    def __init__(self, start_lr: float, end_lr: float, steps: int, beta: float, divergence: float):
+    def __init__(
+        self,
+        start_lr: float,
+        end_lr: float,
+        steps: int,
+        beta: float,
+        divergence: float,
+        max_seconds: float | None = None,
+    ):
         super().__init__()
         self.steps = steps
         self.factor = (end_lr / start_lr) ** (1.0 / max(steps - 1, 1))
-        self.start_lr = start_lr
+        self.end_lr = end_lr
+        self.lr = start_lr
         self.beta = beta
         self.divergence = divergence
-        self.result = LRFindResult()
+        self.max_seconds = max_seconds
+        self.result = LRFindResult(planned_steps=steps)
         self._avg = 0.0
         self._step = 0
+        self._begun = time.perf_counter()
+        self._first_end = self._begun
 
-    def _lr(self) -> float:
-        return self.start_lr * self.factor**self._step
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._begun = time.perf_counter()
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        self.model.optimizer.learning_rate = self._lr()
+        self.model.optimizer.learning_rate = self.lr
         self._started = time.perf_counter()
+
+    def _fit_to_time(self) -> None:
+        """Fewer steps when the planned ones do not fit in ``max_seconds`` (re-spaced sweep)."""
+        if self.max_seconds is None:
+            return
+        now = time.perf_counter()
+        if self._step == 1:
+            self._first_end = now  # the first step compiles: the rate is timed from its end
+        if self._step < 3:
+            return
+        # wall time per step (data loading and callbacks included), not only the step itself
+        step_s = (now - self._first_end) / (self._step - 1)
+        left = self.max_seconds - (now - self._begun)
+        if left < step_s:
+            self.model.stop_training = True
+            self.result.steps_cut_to = self._step
+            return
+        fit = lr_test_steps(left, step_s, self.steps, done=self._step)
+        if fit < self.steps:
+            self.steps = fit
+            self.result.steps_cut_to = fit
+            remaining = max(fit - self._step, 1)
+            self.factor = (self.end_lr / self.lr) ** (1.0 / max(remaining - 1, 1))
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = float((logs or {}).get("loss", math.nan))  # reading it waits for the step
         self.result.step_seconds.append(time.perf_counter() - self._started)
-        lr = self._lr()
+        lr = self.lr
         self._step += 1
+        self.lr = lr * self.factor
+        self._fit_to_time()
         if not math.isfinite(loss):
             self.result.diverged = True
             self.model.stop_training = True
@@ -110,6 +158,7 @@ def lr_range_test(
     steps: int = 60,
     beta: float = 0.9,
     divergence: float = 4.0,
+    max_seconds: float | None = None,
 ) -> LRFindResult:
     """Run the range test on a compiled ``model`` with batches from ``data``.
 
@@ -121,11 +170,13 @@ def lr_range_test(
         steps: number of batches.
         beta: smoothing of the loss curve.
         divergence: stop when the smoothed loss exceeds this multiple of its minimum.
+        max_seconds: the time the test may take (compilation included); fewer steps when
+            needed, the sweep re-spaced to still reach ``end_lr``. ``None``: no limit.
 
     Returns:
         An :class:`LRFindResult` with ``suggestion`` set when enough steps ran.
     """
-    callback = _RangeTest(start_lr, end_lr, steps, beta, divergence)
+    callback = _RangeTest(start_lr, end_lr, steps, beta, divergence, max_seconds)
     per_epoch = len(data) if hasattr(data, "__len__") else steps
     per_epoch = max(1, min(per_epoch, steps))
     epochs = math.ceil(steps / per_epoch)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -31,9 +32,18 @@ import numpy as np
 
 from segdoctor._io import atomic_write_text, check_writable
 from segdoctor.errors import ConfigError, SegdoctorError
+from segdoctor.train import budget as bud
 from segdoctor.train import callbacks as cb
+from segdoctor.train.budget import Deadline
 from segdoctor.train.config import RunConfig, config_from_dict, dump_yaml, load_yaml
 from segdoctor.train.data import PreparedData, prepare_data
+from segdoctor.train.measure import (
+    Measurement,
+    clear_session_keeping_run_state,
+    measure,
+    select_configuration,
+    width_candidates,
+)
 
 MONITOR = "val_dice"
 
@@ -229,14 +239,21 @@ DECAYING_SCHEDULES = ("cosine", "poly")
 """Schedules planned over a horizon (fitted to a time budget, refitted, resumed as saved)."""
 
 
-def make_schedule(config: RunConfig, lr: float, steps_per_epoch: int, epochs: int | None = None):
-    """The configured learning-rate schedule over ``epochs`` (default ``train.epochs``).
+def make_schedule(
+    config: RunConfig,
+    lr: float,
+    steps_per_epoch: int,
+    epochs: int | None = None,
+    total_steps: int | None = None,
+):
+    """The configured learning-rate schedule over ``total_steps`` (default: ``epochs`` epochs,
+    default ``train.epochs``).
 
     A float (constant rate) for ``constant`` and ``plateau``; warm-up then cosine decay to 1% of
     ``lr`` for ``cosine``; polynomial decay (power 0.9, nnU-Net's) for ``poly``.
     """
     t = config.train
-    total = max(1, (epochs or t.epochs) * steps_per_epoch)
+    total = max(1, total_steps or (epochs or t.epochs) * steps_per_epoch)
     warmup = min(t.warmup_epochs * steps_per_epoch, total // 2)
     if t.schedule == "cosine":
         return keras.optimizers.schedules.CosineDecay(
@@ -254,17 +271,22 @@ def make_schedule(config: RunConfig, lr: float, steps_per_epoch: int, epochs: in
 
 
 def make_optimizer(
-    config: RunConfig, lr: float, steps_per_epoch: int, epochs: int | None = None
+    config: RunConfig,
+    lr: float,
+    steps_per_epoch: int,
+    epochs: int | None = None,
+    total_steps: int | None = None,
 ) -> keras.optimizers.Optimizer:
     """AdamW/Adam/SGD with the configured schedule; the schedule is saved with the optimizer.
 
     ``epochs`` is the schedule's horizon (default ``train.epochs``); under a time budget it is the
-    number of epochs that fit in the budget (:func:`plan_epochs`, then refitted to the measured
-    epoch time by :class:`~segdoctor.train.callbacks.BudgetSchedule`), so that a cosine or poly
-    decay reaches its end when the budget does instead of stopping near the peak learning rate.
+    horizon is ``total_steps``, the steps that fit in the budget
+    (:func:`~segdoctor.train.budget.plan_steps`, then refitted to the measured epoch time by
+    :class:`~segdoctor.train.callbacks.BudgetSchedule`), so that a cosine or poly decay reaches
+    its end when the budget does instead of stopping near the peak learning rate.
     """
     t = config.train
-    schedule = make_schedule(config, lr, steps_per_epoch, epochs)
+    schedule = make_schedule(config, lr, steps_per_epoch, epochs, total_steps)
     if t.optimizer == "adamw":
         return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay)
     if t.optimizer == "adam":
@@ -279,9 +301,10 @@ def compile_model(
     lr: float,
     steps_per_epoch: int,
     epochs: int | None = None,
+    total_steps: int | None = None,
 ) -> keras.Model:
     model.compile(
-        optimizer=make_optimizer(config, lr, steps_per_epoch, epochs),
+        optimizer=make_optimizer(config, lr, steps_per_epoch, epochs, total_steps),
         **loss_arguments(model, config, prepared),
     )
     return model
@@ -300,41 +323,57 @@ def _throwaway_model(config: RunConfig, prepared: PreparedData) -> keras.Model:
     return model
 
 
-def _clear_session_keeping_run_state() -> None:
-    """Free a throwaway model; clear_session() also resets the dtype policy and distribution."""
-    policy, distribution = keras.config.dtype_policy(), keras.distribution.distribution()
-    keras.backend.clear_session()
-    keras.config.set_dtype_policy(policy)
-    if distribution is not None:
-        keras.distribution.set_distribution(distribution)
+def find_lr(
+    config: RunConfig,
+    prepared: PreparedData,
+    steps: int = 50,
+    log: Log = _print,
+    max_seconds: float | None = None,
+):
+    """LR range test on a throwaway model; returns the :class:`LRFindResult`.
 
-
-def find_lr(config: RunConfig, prepared: PreparedData, steps: int = 50, log: Log = _print):
-    """LR range test on a throwaway model; returns the :class:`LRFindResult`."""
+    ``max_seconds``: its share of a time budget (fewer steps when they do not fit)."""
     from segdoctor.train.lr_find import lr_range_test
 
     model = _throwaway_model(config, prepared)
-    result = lr_range_test(model, fit_data(model, prepared.train), steps=steps)
-    _clear_session_keeping_run_state()
+    data = fit_data(model, prepared.train)
+    result = lr_range_test(model, data, steps=steps, max_seconds=max_seconds)
+    clear_session_keeping_run_state()
+    if result.steps_cut_to is not None:
+        log(
+            f"LR range test: {result.steps_cut_to} of {steps} steps, to keep within its share of "
+            f"the time budget ({max_seconds:.0f} s at {result.seconds_per_step or 0:.2f} s a step)."
+        )
     return result
 
 
-def cpu_has_amx_bf16() -> bool:
-    """True on a CPU with Intel AMX bfloat16 tiles (Linux: the ``amx_bf16`` flag)."""
+BF16_CPU_FLAGS = {"amx_bf16": "AMX", "avx512_bf16": "AVX512-BF16"}
+"""CPU flags (Linux /proc/cpuinfo) of native bfloat16 units, and their names in messages."""
+
+
+def cpu_bf16_units() -> str | None:
+    """The CPU's native bfloat16 units ("AMX" or "AVX512-BF16"), or None (Linux flags).
+
+    Example:
+        >>> cpu_bf16_units() in (None, "AMX", "AVX512-BF16")
+        True
+    """
     try:
         with open("/proc/cpuinfo") as fh:
-            return any(line.startswith("flags") and " amx_bf16" in line for line in fh)
+            flags = next((set(line.split()) for line in fh if line.startswith("flags")), set())
     except OSError:
-        return False
+        return None
+    return next((name for flag, name in BF16_CPU_FLAGS.items() if flag in flags), None)
 
 
 def resolve_mixed_precision(setting: str) -> tuple[bool, str]:
     """Whether to train with Keras' ``mixed_bfloat16`` policy, and a sentence saying why.
 
-    ``auto`` turns it on where it was measured to pay: the TensorFlow backend on a CPU with AMX
-    (benchmarks/bench_throughput.py: the default U-Net's training step about twice as fast as in
-    float32). Elsewhere it stays off until measured. Weights, the output head, losses and metrics
-    stay float32 in both cases.
+    ``auto`` turns it on where it was measured to pay: the TensorFlow backend on a CPU with native
+    bfloat16 units (benchmarks/bench_throughput.py, the default U-Net's training step: 1.9x as
+    fast as float32 with AMX; 1.55x (32 filters) and 2.1x (16) on an AMD EPYC with AVX512-BF16 and
+    no AMX). On CPUs without them (AVX2 only) bfloat16 is emulated, so it stays off. Weights, the
+    output head, losses and metrics stay float32 in both cases.
     """
     if setting in ("on", "off"):
         return setting == "on", f"Mixed precision (bfloat16): {setting}."
@@ -344,42 +383,20 @@ def resolve_mixed_precision(setting: str) -> tuple[bool, str]:
         import tensorflow as tf
 
         gpu = bool(tf.config.list_physical_devices("GPU"))
-    if backend == "tensorflow" and not gpu and cpu_has_amx_bf16():
+    units = cpu_bf16_units() if backend == "tensorflow" and not gpu else None
+    if units:
         return True, (
-            "Mixed precision (bfloat16): on (auto: TensorFlow on a CPU with AMX, where a step "
-            "runs about twice as fast; train.mixed_precision=off to keep float32)."
+            f"Mixed precision (bfloat16): on (auto: TensorFlow on a CPU with {units}, where a "
+            "step was measured 1.5-2x as fast as in float32; train.mixed_precision=off to keep "
+            "float32)."
         )
-    return False, "Mixed precision: off (auto: no measured gain on this backend and device)."
-
-
-def measure_step_seconds(config: RunConfig, prepared: PreparedData, steps: int = 4) -> float:
-    """Median seconds of a training step of a throwaway model (the first step compiles)."""
-    model = _throwaway_model(config, prepared)
-    batch = fit_data(model, prepared.train)[0]
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        model.train_on_batch(batch[0], batch[1])  # returns host values: the step has finished
-        times.append(time.perf_counter() - start)
-    _clear_session_keeping_run_state()
-    return float(np.median(times[1:]))
-
-
-VALIDATION_COST = 0.5
-"""Validation time of one batch, as a fraction of a training step (forward only, no update)."""
-BUDGET_MARGIN = 0.85
-"""Share of the time budget the schedule is planned to fill (epoch times vary)."""
-EPOCH_FIXED_S = 1.5
-"""Seconds an epoch costs besides its steps: checkpoints, history, the doctor's epoch checks."""
-
-
-def plan_epochs(config: RunConfig, steps_per_epoch: int, val_batches: int, step_s: float) -> int:
-    """Epochs that fit in ``train.max_minutes`` at ``step_s`` seconds a step (at most ``epochs``)."""
-    t = config.train
-    if t.max_minutes is None or step_s <= 0:
-        return t.epochs
-    epoch_s = step_s * (steps_per_epoch + VALIDATION_COST * val_batches) + EPOCH_FIXED_S
-    return int(max(1, min(t.epochs, (BUDGET_MARGIN * t.max_minutes * 60.0) // epoch_s)))
+    native = backend == "tensorflow" and not gpu
+    where = (
+        "this CPU has no native bfloat16 units"
+        if native
+        else f"no measured gain on the {backend} backend and this device"
+    )
+    return False, f"Mixed precision: off (auto: {where})."
 
 
 # Adam-family optimizers train normalized U-Nets reliably between these rates. A range test on a
@@ -443,25 +460,29 @@ def setup_data_parallel(devices: int, log: Log = _print) -> None:
 def _budget_schedule(
     config: RunConfig, run_dir: Path, budget: cb.TimeBudget, plan: tuple[float, int, int], log: Log
 ) -> cb.BudgetSchedule:
-    """Refit the schedule to the budget from the timed epochs; run.json records the new horizon."""
+    """Refit the schedule to the budget from the timed epochs; run.json records the new horizon.
+
+    ``plan`` = (lr, steps per epoch, horizon in steps)."""
     lr, steps, horizon = plan
 
     def on_replan(old: int, new: int, epoch_s: float) -> None:
         meta = json.loads((run_dir / "run.json").read_text())
-        meta["schedule_epochs"] = new
+        meta["schedule_steps"] = new
+        meta["schedule_epochs"] = math.ceil(new / steps)
         atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2))
         log(
             f"Epochs take {epoch_s:.0f} s here (median), not what the plan assumed: the "
-            f"{config.train.schedule} schedule now spans {new} epochs instead of {old}, so that it "
-            "ends with the budget."
+            f"{config.train.schedule} schedule now spans {new} steps ({new / steps:.1f} epochs) "
+            f"instead of {old}, so that it ends with the budget."
         )
 
     return cb.BudgetSchedule(
         budget,
         planned=horizon,
         max_epochs=config.train.epochs,
-        make_schedule=lambda epochs: make_schedule(config, lr, steps, epochs),
+        make_schedule=lambda total: make_schedule(config, lr, steps, total_steps=total),
         on_replan=on_replan,
+        steps_per_epoch=steps,
     )
 
 
@@ -474,8 +495,10 @@ def _callbacks(
     model: keras.Model,
     plan: tuple[float, int, int] | None = None,
     log: Log = _print,
+    budget: cb.TimeBudget | None = None,
 ):
-    """The recipe's callbacks; ``plan`` = (lr, steps per epoch, horizon) of a new run's schedule."""
+    """The recipe's callbacks; ``plan`` = (lr, steps per epoch, horizon in steps) of a new run's
+    schedule; ``budget``: the run's time budget, if it has one."""
     t = config.train
     nan_guard = cb.NanGuard()
     items: list[keras.callbacks.Callback] = []
@@ -485,9 +508,7 @@ def _callbacks(
         items.append(cb.MainOutputLogs(model.output_names[0], names))  # first: renames for all
         export = main_output(model)
     items += [cb.LearningRateLogger(), nan_guard]
-    budget = None
-    if t.max_minutes:
-        budget = cb.TimeBudget(t.max_minutes)
+    if budget is not None:
         items.append(budget)
         if plan is not None and t.schedule in DECAYING_SCHEDULES:
             # before the checkpoint: last_train.keras then holds the schedule run.json names
@@ -539,6 +560,7 @@ def _write_run_files(
     lr: float,
     lr_result=None,
     schedule_epochs: int | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     atomic_write_text(run_dir / "config.yaml", dump_yaml(config))
     meta = {
@@ -554,6 +576,7 @@ def _write_run_files(
         "normalizer": prepared.normalizer_dict,
         "train_names": [p.name for p in prepared.train_pairs],
         "val_names": [p.name for p in prepared.val_pairs],
+        **(extra or {}),
     }
     atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2))
     if lr_result is not None and lr_result.lrs:
@@ -603,6 +626,7 @@ def train_run(
     resume: bool = False,
     *,
     callbacks: CallerCallbacks = (),
+    deadline: Deadline | None = None,
 ) -> RunResult:
     """Train ``config`` into ``run_dir`` (or continue it with ``resume=True``).
 
@@ -617,23 +641,35 @@ def train_run(
         callbacks: the caller's callbacks, run after the recipe's (:data:`CallerCallbacks`). The
             recipe adds no doctor of its own: ``segdoctor.cli.train.run_training`` adds
             ``DoctorCallback`` when ``train.doctor`` is on.
+        deadline: the command's time budget (:class:`~segdoctor.train.budget.Deadline`), started
+            by the caller when the command started, so that everything before this call counts;
+            default: one of ``train.max_minutes`` started now. Everything the run does
+            (measurements, LR range test, training, final evaluation, report) fits in it.
 
     Example:
         >>> logger = keras.callbacks.CSVLogger("log.csv")
         >>> train_run(config, Path("runs/x"), callbacks=[logger])  # doctest: +SKIP
     """
+    if deadline is None:
+        deadline = Deadline.from_minutes(config.train.max_minutes)
     policy = keras.config.dtype_policy()
     distribution = keras.distribution.distribution()
     try:
-        return _train_run(config, run_dir, log, resume, callbacks)
+        return _train_run(config, run_dir, log, resume, callbacks, deadline)
     finally:
         keras.config.set_dtype_policy(policy)
         keras.distribution.set_distribution(distribution)
 
 
 def _train_run(
-    config: RunConfig, run_dir: Path, log: Log, resume: bool, callbacks: CallerCallbacks = ()
+    config: RunConfig,
+    run_dir: Path,
+    log: Log,
+    resume: bool,
+    callbacks: CallerCallbacks = (),
+    deadline: Deadline | None = None,
 ) -> RunResult:
+    deadline = deadline or Deadline(None)
     if config.train.tensorboard:
         check_tensorboard_available()
     run_dir = check_writable(run_dir)
@@ -652,10 +688,13 @@ def _train_run(
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     if config.train.mixed_precision == "auto":
         log(why)
+    deadline.mark("setup")
     prepared = prepare_data(config, log=log, run_dir=run_dir)
+    deadline.mark("data")
     steps = len(prepared.train)
     notes: list[str] = []
     lr_result = None
+    sizing, choice = None, None  # measured before training when the run has a time budget
     if resume:
         meta = json.loads((run_dir / "run.json").read_text())
         lr = float(meta["lr"])
@@ -670,19 +709,36 @@ def _train_run(
         if note:
             log(note)
             notes.append(note)
+        if deadline.bounded:
+            sizing = measure(_throwaway_model, config, prepared, deadline.share(bud.SEARCH_SHARE))
+            deadline.mark("configuration")
     else:
+        if deadline.bounded:
+            config, sizing, choice = _size_to_budget(config, prepared, deadline, log)
+            deadline.mark("configuration")
         lr = config.train.lr
         if lr is None:
             log("No learning rate given: running an LR range test (loss vs. learning rate)...")
-            lr_result = find_lr(config, prepared, steps=config.train.lr_find_steps, log=log)
+            lr_result = find_lr(
+                config,
+                prepared,
+                steps=config.train.lr_find_steps,
+                log=log,
+                max_seconds=deadline.share(bud.LR_TEST_SHARE) if deadline.bounded else None,
+            )
             lr, message = choose_lr(lr_result, config.train.optimizer)
             log(message)
             notes.append(message)
-        horizon = _schedule_horizon(config, prepared, steps, lr_result, log)
+            deadline.mark("lr_test")
+        horizon = _schedule_horizon(config, prepared, steps, lr_result, log, sizing, deadline)
         keras.utils.set_random_seed(config.train.seed)
-        model = compile_model(make_model(config, prepared), config, prepared, lr, steps, horizon)
+        model = make_model(config, prepared)
+        compile_model(model, config, prepared, lr, steps, total_steps=horizon)
         initial_epoch = 0
-        _write_run_files(run_dir, config, prepared, lr, lr_result, horizon)
+        extra = {"schedule_steps": horizon, "configuration": choice}
+        _write_run_files(
+            run_dir, config, prepared, lr, lr_result, math.ceil(horizon / steps), extra
+        )
     if initial_epoch >= config.train.epochs:
         log(
             f"The run already completed {initial_epoch} of {config.train.epochs} epochs; nothing to do."
@@ -691,8 +747,9 @@ def _train_run(
         f"Model: {config.model.name}, {model.count_params():,} parameters; {steps} steps per epoch of {config.data.batch_size} patches {config.data.patch_size}x{config.data.patch_size}."
     )
     plan = None if resume else (lr, steps, horizon)
+    budget = _time_budget(deadline, sizing, prepared, lr_result)
     items, nan_guard, early, budget = _callbacks(
-        config, run_dir, state, resume, prepared, model, plan, log
+        config, run_dir, state, resume, prepared, model, plan, log, budget
     )
     items += caller_callbacks(callbacks, config, prepared)
     state.update(status="running")
@@ -714,12 +771,14 @@ def _train_run(
         )
         atomic_write_text(run_dir / "nan_event.json", json.dumps(nan_guard.event, indent=2))
     elif budget is not None and budget.triggered:
-        status = f"time budget ({config.train.max_minutes:g} min)"
+        status = f"time budget ({deadline.total_s / 60:g} min)"
+        notes.extend(_budget_notes(budget))
     elif early is not None and early.stopped_epoch > 0:
         status = "early stopping"
     epochs_run = len(history.history.get("loss", []))
     state.update(status=status)
     log(f"Training took {time.monotonic() - started:.0f} s.")
+    deadline.mark("training")
     result = RunResult(
         run_dir=run_dir,
         status=status,
@@ -734,25 +793,94 @@ def _train_run(
     from segdoctor.train.evaluate import finish_run
 
     finish_run(result, prepared, log=log)
+    deadline.mark("evaluation")
+    if deadline.bounded:
+        _record_budget(run_dir, deadline, log)
     return result
 
 
-def _schedule_horizon(
-    config: RunConfig, prepared: PreparedData, steps: int, lr_result, log: Log
-) -> int:
-    """Epochs the LR schedule spans: ``train.epochs``, or what fits in ``train.max_minutes``."""
-    t = config.train
-    if t.max_minutes is None or t.schedule not in DECAYING_SCHEDULES:
-        return t.epochs
-    step_s = getattr(lr_result, "seconds_per_step", None) or measure_step_seconds(config, prepared)
-    horizon = plan_epochs(config, steps, len(prepared.val), step_s)
-    if horizon < t.epochs:
-        log(
-            f"Time budget {t.max_minutes:g} min at about {step_s:.2f} s per step: the {t.schedule} "
-            f"schedule spans the {horizon} epochs that fit (of train.epochs={t.epochs}), so the "
-            "learning rate has decayed when the budget ends."
+SCHEDULE_FILL = 0.95
+"""Share of the training time the decaying schedule is planned to fill (steps vary a little)."""
+
+
+def _size_to_budget(
+    config: RunConfig, prepared: PreparedData, deadline: Deadline, log: Log
+) -> tuple[RunConfig, Measurement, dict | None]:
+    """Time the configuration (and choose the U-Net width where the user left it open)."""
+    search_s = deadline.share(bud.SEARCH_SHARE)
+    lr_test_s = deadline.share(bud.LR_TEST_SHARE) if config.train.lr is None else 0.0
+    if width_candidates(config):
+        return select_configuration(
+            _throwaway_model, config, prepared, deadline, lr_test_s, search_s, log
         )
-    return horizon
+    steps = 2 if config.train.lr is None else 4  # the LR range test times more steps
+    return config, measure(_throwaway_model, config, prepared, search_s, steps=steps), None
+
+
+def _schedule_horizon(
+    config: RunConfig,
+    prepared: PreparedData,
+    steps: int,
+    lr_result,
+    log: Log,
+    sizing: Measurement | None = None,
+    deadline: Deadline | None = None,
+) -> int:
+    """Steps the LR schedule spans: ``train.epochs`` epochs, or the steps that fit the budget."""
+    t = config.train
+    if sizing is None or deadline is None or t.schedule not in DECAYING_SCHEDULES:
+        return t.epochs * steps
+    step_s = getattr(lr_result, "seconds_per_step", None) or sizing.step_s
+    n_val = len(prepared.val_pairs)
+    reserve = sizing.reserve_s(n_val)
+    train_s = SCHEDULE_FILL * (deadline.remaining() - reserve - sizing.compile_s)
+    plan = bud.plan_steps(train_s, step_s, steps, sizing.val_s(n_val), t.epochs)
+    if plan.total_steps < t.epochs * steps:
+        log(
+            f"Time budget {deadline.total_s / 60:g} min, {deadline.remaining():.0f} s left, "
+            f"{reserve:.0f} s of it kept for the final evaluation and report; at about "
+            f"{step_s:.2f} s per step the {t.schedule} schedule spans the {plan.total_steps} steps "
+            f"that fit ({plan.epochs:g} epochs of train.epochs={t.epochs}), so the learning rate "
+            "has decayed when the budget ends."
+        )
+    return plan.total_steps
+
+
+def _time_budget(
+    deadline: Deadline, sizing: Measurement | None, prepared: PreparedData, lr_result
+) -> cb.TimeBudget | None:
+    """The callback that stops training in time for the final evaluation (None: no budget)."""
+    if not deadline.bounded or sizing is None:
+        return None
+    n_val = len(prepared.val_pairs)
+    return cb.TimeBudget(
+        deadline=deadline,
+        reserve_s=sizing.reserve_s(n_val),
+        step_s=getattr(lr_result, "seconds_per_step", None) or sizing.step_s,
+        val_s=sizing.val_s(n_val),
+    )
+
+
+def _budget_notes(budget: cb.TimeBudget) -> list[str]:
+    """What stopping for the time budget means for the checkpoints."""
+    if budget.stopped_at is None:
+        return []
+    at = budget.stopped_at
+    return [
+        f"The time budget stopped training in epoch {at['epoch'] + 1} after {at['steps']} steps "
+        f"(a step took {budget.step_s:.2f} s, validation {budget.val_s:.0f} s); that partial "
+        "epoch was validated and saved: last.keras holds its last step, best.keras the best "
+        "validated model."
+    ]
+
+
+def _record_budget(run_dir: Path, deadline: Deadline, log: Log) -> None:
+    """Add the budget and the wall time of each phase to run.json, and say how it went."""
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta["budget"] = deadline.to_dict()
+    atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2))
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in deadline.phases.items())
+    log(f"Time budget: {deadline.elapsed():.0f} s of {deadline.total_s:.0f} s used ({phases}).")
 
 
 def resume_schedule_note(config: RunConfig, meta: dict) -> str | None:

@@ -1,0 +1,249 @@
+"""The time budget of a whole command, and the decisions planned from it.
+
+``--max-minutes N`` bounds the wall time of the whole command (setup, data preparation, LR range
+test, step timing, training, the final evaluation and the report), not only the fit. One
+:class:`Deadline` is created when the command starts and handed down; every phase asks it how
+much time is left and takes a bounded share:
+
+- the configuration search and the LR range test get at most :data:`SEARCH_SHARE` and
+  :data:`LR_TEST_SHARE` of the budget (the range test runs fewer steps when it must);
+- the final evaluation and report are reserved from the measured per-image inference time
+  (:func:`evaluation_reserve`) and subtracted from the training allowance;
+- training stops mid-epoch when the next step and the validation after it would cross the
+  training deadline (:func:`must_stop`), and the learning-rate schedule spans the steps that fit
+  (:func:`plan_steps`).
+
+Everything here is plain arithmetic on measured seconds (no Keras), so it is tested as pure
+functions.
+
+Example:
+    >>> clock = iter([0.0, 30.0]).__next__
+    >>> deadline = Deadline(120.0, clock=clock)
+    >>> deadline.remaining()
+    90.0
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+LR_TEST_SHARE = 0.08
+"""Largest share of the budget the LR range test may take (it runs fewer steps to fit)."""
+SEARCH_SHARE = 0.06
+"""Largest share of the budget the timing of candidate configurations may take."""
+REPORT_S = 8.0
+"""Seconds the report takes besides predicting (plots, HTML): measured 3-6 s on 2 busy cores."""
+RESERVE_FACTOR = 1.5
+"""Safety factor on the predicted evaluation time (image sizes vary; the machine may be busy)."""
+EPOCH_END_S = 2.0
+"""Seconds an epoch end costs besides validation (checkpoints, history, the doctor's checks)."""
+MIN_EPOCHS_WIDER = 25
+"""A wider U-Net is chosen only when it still trains this many epochs in the budget.
+
+benchmarks/RESULTS.md (quality, 15 minutes on 2 cores): the 32-filter U-Net trained 8-15 epochs
+and scored 0.873 held-out Dice; the 16-filter one trained 25-46 epochs and scored 0.876-0.883.
+No run showed the wider net ahead; so it must at least reach the epoch count where the narrow
+one was measured to do as well, and the narrower wins otherwise.
+"""
+
+
+def tolerance_s(total_s: float) -> float:
+    """How far past the budget a command may end: 5% of it or 30 s, whichever is larger.
+
+    Example:
+        >>> tolerance_s(900.0), tolerance_s(240.0)
+        (45.0, 30.0)
+    """
+    return max(0.05 * total_s, 30.0)
+
+
+class Deadline:
+    """The wall-clock deadline of one command, started when the command starts.
+
+    Args:
+        total_s: the budget in seconds; ``None`` for no budget (``remaining()`` is infinite).
+        clock: a monotonic clock in seconds (tests pass a fake one).
+
+    Phases record their wall time with :meth:`mark` (``run.json`` keeps them).
+
+    Example:
+        >>> ticks = iter([0.0, 12.0, 12.0, 50.0]).__next__
+        >>> d = Deadline.from_minutes(1, clock=ticks)
+        >>> d.mark("setup")
+        12.0
+        >>> d.remaining(), d.phases
+        (48.0, {'setup': 12.0})
+    """
+
+    def __init__(self, total_s: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.total_s = None if total_s is None else float(total_s)
+        self.clock = clock
+        self.start = clock()
+        self._last_mark = self.start
+        self.phases: dict[str, float] = {}
+
+    @classmethod
+    def from_minutes(
+        cls, minutes: float | None, clock: Callable[[], float] = time.monotonic
+    ) -> Deadline:
+        """A deadline ``minutes`` from now (``None``: unbounded)."""
+        return cls(None if minutes is None else minutes * 60.0, clock=clock)
+
+    @property
+    def bounded(self) -> bool:
+        return self.total_s is not None
+
+    def elapsed(self) -> float:
+        """Seconds since the command started."""
+        return self.clock() - self.start
+
+    def remaining(self) -> float:
+        """Seconds left (negative once past; ``inf`` without a budget)."""
+        if self.total_s is None:
+            return math.inf
+        return self.total_s - self.elapsed()
+
+    def share(self, fraction: float) -> float:
+        """At most ``fraction`` of the whole budget, and never more than what is left."""
+        if self.total_s is None:
+            return math.inf
+        return max(0.0, min(fraction * self.total_s, self.remaining()))
+
+    def mark(self, phase: str) -> float:
+        """Record the seconds since the previous mark as ``phase`` (added up if repeated)."""
+        now = self.clock()
+        seconds = now - self._last_mark
+        self._last_mark = now
+        self.phases[phase] = round(self.phases.get(phase, 0.0) + seconds, 2)
+        return seconds
+
+    def to_dict(self) -> dict:
+        """The budget, the time spent and the phases, for ``run.json``."""
+        return {
+            "budget_s": self.total_s,
+            "elapsed_s": round(self.elapsed(), 2),
+            "phases_s": dict(self.phases),
+        }
+
+
+def evaluation_reserve(
+    per_image_s: float, n_images: int, load_s: float = 2.0, report_s: float = REPORT_S
+) -> float:
+    """Seconds to keep for the final evaluation and report, from the measured inference time.
+
+    Example:
+        >>> evaluation_reserve(0.2, 30, load_s=2.0, report_s=8.0)
+        19.0
+    """
+    return load_s + RESERVE_FACTOR * per_image_s * n_images + report_s
+
+
+def lr_test_steps(allowance_s: float, step_s: float, steps: int, done: int = 0) -> int:
+    """Steps of the LR range test that fit in ``allowance_s`` (``done`` already ran).
+
+    Example:
+        >>> lr_test_steps(30.0, 1.0, 50, done=3), lr_test_steps(300.0, 1.0, 50, done=3)
+        (30, 50)
+    """
+    if step_s <= 0 or math.isinf(allowance_s):
+        return steps
+    return max(done, min(steps, done + int(allowance_s // step_s)))
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How many steps the schedule spans, and in how many (fractional) epochs."""
+
+    total_steps: int
+    epochs: float
+    epoch_s: float
+
+
+def plan_steps(
+    train_s: float,
+    step_s: float,
+    steps_per_epoch: int,
+    val_s: float,
+    max_epochs: int,
+    epoch_end_s: float = EPOCH_END_S,
+) -> StepPlan:
+    """The training steps that fit in ``train_s`` seconds, validation and epoch ends counted.
+
+    A partial last epoch counts too (training stops mid-epoch), but it is followed by its own
+    validation, so each epoch started costs a validation.
+
+    Example:
+        >>> plan_steps(100.0, 1.0, 10, val_s=5.0, max_epochs=50)  # 17 s an epoch: 5 + 15/17
+        StepPlan(total_steps=58, epochs=5.8, epoch_s=17.0)
+    """
+    cap = max_epochs * steps_per_epoch
+    epoch_s = step_s * steps_per_epoch + val_s + epoch_end_s
+    if math.isinf(train_s) or step_s <= 0:
+        return StepPlan(cap, float(max_epochs), epoch_s)
+    full = int(max(0.0, train_s) // epoch_s)
+    left = max(0.0, train_s) - full * epoch_s - val_s - epoch_end_s
+    partial = int(max(0.0, left) // step_s)
+    total = max(1, min(cap, full * steps_per_epoch + min(partial, steps_per_epoch - 1)))
+    return StepPlan(total, round(total / steps_per_epoch, 2), epoch_s)
+
+
+def must_stop(remaining_s: float, step_s: float, val_s: float, epoch_end_s: float = EPOCH_END_S):
+    """True when one more step and the validation after it would cross the training deadline.
+
+    Example:
+        >>> must_stop(10.0, 2.0, 5.0), must_stop(6.0, 2.0, 5.0)
+        (False, True)
+    """
+    return remaining_s < step_s + val_s + epoch_end_s
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration tried before training, with its measured step time."""
+
+    name: str
+    overrides: dict
+    step_s: float
+    rank: int  # larger = more capacity (preferred when it gets enough epochs)
+
+
+def choose_configuration(
+    candidates: list[Candidate],
+    train_s: float,
+    steps_per_epoch: int,
+    val_s: dict[str, float] | None = None,
+    min_epochs: int = MIN_EPOCHS_WIDER,
+) -> tuple[Candidate, str]:
+    """The candidate expected to give the best validation Dice in the budget, and why.
+
+    The rule (from the measured budget runs, see :data:`MIN_EPOCHS_WIDER`): the one with the most
+    capacity that still trains ``min_epochs`` epochs; if none does, the fastest one, which trains
+    the most epochs.
+
+    Example:
+        >>> c32 = Candidate("32 filters", {"model.base_filters": 32}, 2.5, rank=2)
+        >>> c16 = Candidate("16 filters", {"model.base_filters": 16}, 1.0, rank=1)
+        >>> choose_configuration([c32, c16], 900.0, 16)[0].name
+        '16 filters'
+    """
+    if not candidates:
+        raise ValueError("choose_configuration needs at least one candidate")
+    val_s = val_s or {}
+    epochs = {
+        c.name: plan_steps(train_s, c.step_s, steps_per_epoch, val_s.get(c.name, 0.0), 10**6).epochs
+        for c in candidates
+    }
+    measured = ", ".join(
+        f"{c.name}: {c.step_s:.2f} s a step, about {epochs[c.name]:.0f} epochs" for c in candidates
+    )
+    enough = [c for c in candidates if epochs[c.name] >= min_epochs]
+    if enough:
+        chosen = max(enough, key=lambda c: (c.rank, -c.step_s))
+        why = f"the widest that still trains >= {min_epochs} epochs in the budget"
+    else:
+        chosen = min(candidates, key=lambda c: c.step_s)
+        why = f"none trains {min_epochs} epochs in the budget: the fastest, which trains the most"
+    return chosen, f"Configuration: {chosen.name} ({why}; measured {measured})."

@@ -1,0 +1,301 @@
+"""The time budget of a whole command: the deadline, the stop rule, the plan, the width choice."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from segdoctor.train.budget import (
+    Candidate,
+    Deadline,
+    choose_configuration,
+    evaluation_reserve,
+    lr_test_steps,
+    must_stop,
+    plan_steps,
+    tolerance_s,
+)
+from segdoctor.train.callbacks import TimeBudget
+from segdoctor.train.config import dump_yaml, load_yaml, resolve_config
+from segdoctor.train.lr_find import lr_range_test
+from segdoctor.train.measure import width_candidates
+from tests.helpers import write_disc_dataset
+
+
+class FakeClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# -------------------------------------------------------------------------------- Deadline
+
+
+def test_deadline_counts_from_its_creation_and_records_phases():
+    clock = FakeClock()
+    deadline = Deadline.from_minutes(2, clock=clock)
+    clock.now = 30.0
+    assert deadline.mark("setup") == 30.0
+    clock.now = 100.0
+    deadline.mark("training")
+    clock.now = 110.0
+    deadline.mark("training")  # repeated phases add up
+    assert deadline.remaining() == 10.0 and deadline.elapsed() == 110.0
+    assert deadline.phases == {"setup": 30.0, "training": 80.0}
+    assert deadline.share(0.5) == 10.0  # half the budget, but only 10 s are left
+    clock.now = 130.0
+    assert deadline.remaining() == -10.0 and deadline.share(0.5) == 0.0
+    assert deadline.to_dict()["budget_s"] == 120.0
+
+
+def test_an_unbounded_deadline_never_runs_out():
+    deadline = Deadline(None)
+    assert not deadline.bounded
+    assert math.isinf(deadline.remaining()) and math.isinf(deadline.share(0.1))
+
+
+def test_tolerance_is_five_percent_or_thirty_seconds():
+    assert tolerance_s(900.0) == 45.0
+    assert tolerance_s(240.0) == 30.0
+
+
+# -------------------------------------------------------------------------------- plan and stop
+
+
+def test_plan_counts_validation_per_epoch_and_a_partial_last_epoch():
+    # 10 steps of 1 s + 5 s validation + 2 s epoch end = 17 s an epoch: 5 in 100 s (85 s), then
+    # 15 s left, 7 of them for the partial epoch's validation and end: 8 more steps.
+    plan = plan_steps(100.0, 1.0, 10, val_s=5.0, max_epochs=50)
+    assert plan.total_steps == 58 and plan.epochs == 5.8
+    assert plan_steps(1e6, 1.0, 10, val_s=5.0, max_epochs=50).total_steps == 500  # capped
+    assert plan_steps(0.0, 1.0, 10, val_s=5.0, max_epochs=50).total_steps == 1  # at least one
+    assert plan_steps(math.inf, 1.0, 10, 5.0, 7).total_steps == 70
+
+
+def test_must_stop_when_a_step_and_its_validation_no_longer_fit():
+    assert not must_stop(remaining_s=10.0, step_s=2.0, val_s=5.0)
+    assert must_stop(remaining_s=8.9, step_s=2.0, val_s=5.0)  # 2 + 5 + 2 s of epoch end
+
+
+def test_lr_test_steps_shrink_to_the_allowance():
+    assert lr_test_steps(30.0, 1.0, 50, done=3) == 33
+    assert lr_test_steps(300.0, 1.0, 50, done=3) == 50
+    assert lr_test_steps(0.5, 1.0, 50, done=3) == 3
+    assert lr_test_steps(math.inf, 1.0, 50) == 50
+
+
+def test_evaluation_reserve_grows_with_the_measured_inference_time():
+    assert evaluation_reserve(0.2, 30, load_s=2.0, report_s=8.0) == pytest.approx(19.0)
+    assert evaluation_reserve(1.0, 30) > evaluation_reserve(0.2, 30)
+
+
+def _fit_with_clock(budget: TimeBudget, clock: FakeClock, step_s: float, epochs: int = 3):
+    """A tiny model, 8 steps an epoch, every step taking ``step_s`` on the fake clock."""
+
+    class Slow(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            clock.now += step_s
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.ones((8, 2), "float32"), np.zeros((8, 1), "float32")
+    history = model.fit(x, y, batch_size=1, epochs=epochs, verbose=0, callbacks=[Slow(), budget])
+    return history
+
+
+def test_time_budget_stops_mid_epoch_when_the_next_step_would_cross_the_deadline():
+    clock = FakeClock()
+    deadline = Deadline(100.0, clock=clock)
+    # planned 1 s a step; each takes 10 s. 100 s, 20 kept for evaluation: 80 s for training.
+    budget = TimeBudget(deadline=deadline, reserve_s=20.0, step_s=1.0, val_s=0.0)
+    history = _fit_with_clock(budget, clock, step_s=10.0)
+    assert budget.triggered and budget.stopped_at == {"epoch": 0, "steps": 7}
+    assert len(history.history["loss"]) == 1  # the partial epoch still ends (and is saved)
+    assert clock.now <= 100.0 - 20.0  # the reserve for evaluation is intact
+    assert budget.step_s == 10.0  # measured, not the planned 1 s
+
+
+def test_time_budget_keeps_training_while_the_steps_fit():
+    clock = FakeClock()
+    budget = TimeBudget(deadline=Deadline(1000.0, clock=clock), reserve_s=20.0, step_s=1.0)
+    history = _fit_with_clock(budget, clock, step_s=1.0)
+    assert not budget.triggered and len(history.history["loss"]) == 3
+
+
+def test_time_budget_without_a_deadline_counts_from_the_fit():
+    clock = FakeClock()
+    budget = TimeBudget(max_minutes=0.5, clock=clock)  # 30 s
+    _fit_with_clock(budget, clock, step_s=2.0)
+    assert budget.triggered and budget.stopped_at["epoch"] == 1  # 8 steps (16 s), then 6 more
+    with pytest.raises(ValueError):
+        TimeBudget()
+
+
+# -------------------------------------------------------------------------------- LR range test
+
+
+def test_lr_range_test_runs_fewer_steps_to_fit_its_time_and_still_sweeps_the_range():
+    x = np.random.default_rng(0).normal(size=(64, 2)).astype("float32")
+
+    class SlowBatches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            time.sleep(0.05)  # a step of at least 50 ms
+            return x[i * 8 : i * 8 + 8], x[i * 8 : i * 8 + 8, :1]
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
+    started = time.perf_counter()
+    result = lr_range_test(model, SlowBatches(), steps=200, end_lr=1e-1, max_seconds=1.0)
+    assert time.perf_counter() - started < 4.0  # 200 steps would take 10 s and more
+    assert result.planned_steps == 200
+    assert result.steps_cut_to is not None and result.steps_cut_to < 200
+    assert len(result.lrs) <= result.steps_cut_to
+    if not result.diverged and len(result.lrs) == result.steps_cut_to:
+        assert result.lrs[-1] == pytest.approx(1e-1, rel=0.05)  # the re-spaced sweep ends there
+
+
+# -------------------------------------------------------------------------------- configuration
+
+
+def test_explicit_settings_are_told_from_defaults(tmp_path):
+    cfg = resolve_config(overrides={"data.path": "d", "data.batch_size": "4"})
+    assert cfg.is_explicit("data.batch_size") and cfg.is_explicit("data.path")
+    assert not cfg.is_explicit("model.base_filters")
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("model:\n  base_filters: 32\n")
+    from_yaml = resolve_config(yaml_file, {"data.path": "d"})
+    assert from_yaml.is_explicit("model.base_filters")  # 32 like the default, but chosen
+    assert "explicit" not in dump_yaml(cfg)  # config.yaml holds the values only
+    assert set(load_yaml(yaml_file)) == {"model"}
+
+
+def test_width_is_searched_only_when_the_user_left_it_open():
+    open_cfg = resolve_config(overrides={"data.path": "d"})
+    assert [rank for _, _, rank in width_candidates(open_cfg)] == [32, 16]
+    fixed = resolve_config(overrides={"data.path": "d", "model.base_filters": "32"})
+    assert width_candidates(fixed) == []
+
+
+def _candidates(wide_s: float, narrow_s: float) -> list[Candidate]:
+    return [
+        Candidate("32 base filters", {"model.base_filters": 32}, wide_s, rank=32),
+        Candidate("16 base filters", {"model.base_filters": 16}, narrow_s, rank=16),
+    ]
+
+
+def test_the_narrow_unet_wins_when_the_wide_one_gets_too_few_epochs():
+    # 15 minutes of 16 steps: 2.5 s a step gives the 32-filter net ~20 epochs, 0.9 s ~52.
+    chosen, why = choose_configuration(_candidates(2.5, 0.9), 840.0, 16)
+    assert chosen.rank == 16
+    assert ">= 25 epochs" in why and "32 base filters: 2.50 s a step" in why
+
+
+def test_the_wide_unet_wins_when_it_still_gets_enough_epochs():
+    chosen, _ = choose_configuration(_candidates(0.5, 0.2), 840.0, 16)  # ~87 epochs at 32
+    assert chosen.rank == 32
+
+
+def test_the_fastest_wins_when_no_candidate_gets_enough_epochs():
+    chosen, why = choose_configuration(_candidates(30.0, 12.0), 840.0, 16)
+    assert chosen.rank == 16 and "the fastest" in why
+
+
+# -------------------------------------------------------------------------------- whole command
+
+
+def _tiny_config(data: Path, **overrides: str):
+    settings = {
+        "data.path": str(data),
+        "data.patch_size": "32",
+        "data.batch_size": "2",
+        "model.depth": "2",
+        "model.base_filters": "4",
+        "train.epochs": "50",
+        "train.lr": "0.01",
+        "train.verbose": "0",
+        "train.doctor": "false",
+        "train.max_minutes": "2",
+    }
+    return resolve_config(overrides={**settings, **overrides})
+
+
+@pytest.mark.timeout(240)
+def test_the_command_ends_within_its_budget_when_steps_are_much_slower_than_planned(tmp_path):
+    """A step measured at ~0.05 s before training takes 8 s during it (a virtual clock: the run
+    sees the slowness, the test stays fast). The deadline must hold and the checkpoints agree."""
+    from segdoctor.train.recipe import train_run
+
+    data = write_disc_dataset(tmp_path / "data", n=16)
+    offset = {"s": 0.0}
+    training = {"on": False}
+
+    def clock() -> float:
+        return time.monotonic() + offset["s"]
+
+    class SlowStep(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            training["on"] = True
+
+        def on_train_batch_end(self, batch, logs=None):
+            offset["s"] += 8.0
+
+    deadline = Deadline(120.0, clock=clock)
+    messages: list[str] = []
+    run = tmp_path / "run"
+    result = train_run(
+        _tiny_config(data), run, log=messages.append, callbacks=[SlowStep()], deadline=deadline
+    )
+    assert training["on"]
+    assert deadline.elapsed() <= 120.0 + tolerance_s(120.0)
+    assert result.status.startswith("time budget")
+    assert any("partial" in note for note in result.notes)  # stopped mid-epoch, and says so
+    state = json.loads((run / "state.json").read_text())
+    assert state["epoch"] == result.epochs_run - 1  # last.keras is the last (partial) epoch
+    assert (run / "last.keras").exists() and (run / "best.keras").exists()
+    meta = json.loads((run / "run.json").read_text())
+    assert set(meta["budget"]["phases_s"]) >= {"data", "configuration", "training", "evaluation"}
+    assert meta["schedule_steps"] >= 1
+    assert (run / "report.html").exists()
+
+
+def test_budget_schedule_refits_in_steps_when_told_the_steps_per_epoch():
+    from segdoctor.train.callbacks import BudgetSchedule
+
+    clock = FakeClock()
+
+    class Ticker(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            clock.now += 10.0
+
+    def schedule(total_steps: int):
+        return keras.optimizers.schedules.CosineDecay(1.0, decay_steps=total_steps, alpha=0.01)
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=schedule(4)), loss="mae")
+    budget = TimeBudget(100 / 60, clock=clock, mid_epoch=False)
+    replans = []
+    refit = BudgetSchedule(
+        budget, 4, 8, schedule, on_replan=lambda *a: replans.append(a), steps_per_epoch=2
+    )
+    x, y = np.ones((2, 1), "float32"), np.zeros((2, 1), "float32")  # 2 steps per epoch
+    model.fit(x, y, batch_size=1, epochs=8, verbose=0, callbacks=[Ticker(), budget, refit])
+    # after the fourth epoch (three timed, 10 s each) 60 s are left: 6 epochs, 12 steps more
+    # than the 8 done: 20, capped at 8 epochs of 2 steps
+    assert replans == [(4, 16, 10.0)]
+    assert refit.planned == 16
