@@ -504,7 +504,7 @@ CASE_LIST: list[Case] = [
         f"{V}.tif",
         _same_stem_images,
         skippable=False,
-        diagnose=STOP,
+        diagnose=(1, "name-clash"),
     ),
     _case(
         "same-stem-masks",
@@ -512,7 +512,7 @@ CASE_LIST: list[Case] = [
         f"{V}.npy",
         _same_stem_masks,
         skippable=False,
-        diagnose=STOP,
+        diagnose=(1, "name-clash"),
     ),
     _case(
         "mask-suffix-twin",
@@ -520,7 +520,7 @@ CASE_LIST: list[Case] = [
         f"{V}_mask.png",
         _mask_suffix_twin,
         skippable=False,
-        diagnose=STOP,
+        diagnose=(1, "name-clash"),
     ),
     # mask values outside the classes (declared with data.num_classes, or never valid)
     _case(

@@ -526,7 +526,7 @@ def load_probe_batch(
     from segdoctor.data.masks import inspect_masks, normalize_mask
     from segdoctor.doctor.model_checks import output_channels
 
-    index = discover_pairs(data, on_unpaired="skip")
+    index = discover_pairs(data, on_unpaired="skip", strict=False)
     pairs = index.pairs[:: max(1, len(index.pairs) // n)][:n]
     masks = [read_mask(p.mask) for p in pairs]
     policy = inspect_masks(masks).policy(round_fractional=True)
