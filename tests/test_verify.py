@@ -105,9 +105,9 @@ def test_verdict_says_plainly_when_the_short_run_cannot_tell_the_two_apart():
 
 
 def test_plan_budget_gives_every_run_an_equal_share_and_skips_what_does_not_fit():
-    assert vf.plan_budget(3.0, 2) == (0.75, 2)
+    assert vf.plan_budget(3.0, 2) == (1.5, 2)
     minutes, count = vf.plan_budget(1.0, 5)
-    assert count == 2 and minutes == pytest.approx(0.25)
+    assert count == 2 and minutes == pytest.approx(0.5)
     assert vf.plan_budget(0.1, 3) == (0.0, 0)
 
 

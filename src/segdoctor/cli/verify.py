@@ -49,10 +49,13 @@ Log = Callable[[str], None]
 
 SHORT_RUN: dict[str, str] = {
     "train.lr": "0.001",  # fixed (no LR range test per run), inside the recipe's Adam band
+    # a warm-up and decay planned over a minute or two barely leave the warm-up: constant rate
+    "train.schedule": "constant",
+    "train.warmup_epochs": "0",
     "train.doctor": "false",
     "train.early_stopping_patience": "",  # both runs train every planned epoch
     "model.base_filters": "16",
-    "data.patch_size": "128",
+    "data.patch_size": "64",
 }
 """The recipe's settings for both runs of a comparison (``settings=`` overrides them)."""
 VAL_FRACTION = 0.2
@@ -61,8 +64,12 @@ MIN_RUN_MINUTES = 0.2
 """The shortest time budget a run is given; fewer comparisons are made to keep it."""
 MAX_EPOCHS = 200
 """Epoch limit of the first run of a comparison (its time budget ends it sooner)."""
-SAFETY_FACTOR = 1.5
-"""The second run trains the first run's epochs, with this many times its time as a limit."""
+FIRST_RUN_SHARE = 0.45
+"""Share of a comparison's time the first run (with the fix) is given; the second run trains
+the same number of epochs within what is left of the comparison's time (at least
+:data:`MIN_RUN_MINUTES`), the rest goes to scoring."""
+PAIR_FILL = 0.9
+"""Share of a comparison's time its two runs may use (the rest: scoring, files)."""
 MIN_IMAGES = 3
 """Fewer validation images scored by both runs than this: no interval, no verdict."""
 BOOTSTRAP_ROUNDS = 10_000
@@ -734,17 +741,17 @@ def run_config(
 
 
 def plan_budget(max_minutes: float, prescriptions: int) -> tuple[float, int]:
-    """Minutes per run, and how many prescriptions (two runs each) fit in ``max_minutes``.
+    """Minutes per comparison, and how many comparisons (two runs each) fit in ``max_minutes``.
 
-    Every run gets an equal share, at least :data:`MIN_RUN_MINUTES`; ``(0.0, 0)`` when not
-    even one comparison fits.
+    Every comparison gets an equal share, enough for two runs of :data:`MIN_RUN_MINUTES`;
+    ``(0.0, 0)`` when not even one fits.
 
     Example:
         >>> plan_budget(2.0, 9)
-        (0.2, 5)
+        (0.4, 5)
     """
     count = min(prescriptions, int(max_minutes / (2 * MIN_RUN_MINUTES) + 1e-9))
-    return (max_minutes / (2 * count), count) if count else (0.0, 0)
+    return (max_minutes / count, count) if count else (0.0, 0)
 
 
 def _rescore(
@@ -806,22 +813,25 @@ def verify_prescription(
 ) -> Verification:
     """Run the fixed and the as-diagnosed training of one prescription and compare them.
 
-    The run with the fix goes first, within ``minutes`` (the recipe's own time budget); the
-    as-diagnosed run then trains the same number of epochs (its time limit, a safety net, is
-    :data:`SAFETY_FACTOR` times longer), so that both get the same schedule and steps.
+    The run with the fix goes first, within :data:`FIRST_RUN_SHARE` of ``minutes`` (the
+    recipe's own time budget); the as-diagnosed run then trains the same number of epochs, so
+    that both get the same steps, within what is left of ``minutes`` (a safety net).
     """
+    start = time.monotonic()
     folder = work / p.finding_id
     val_csv = _write_csv(folder / "val.csv", plan.val)
     extra = [q for q in plan.unreadable if q.name in p.extra_train]
     fixed_train = [q for q in plan.train if q.name not in p.drop_train]
     fixed = _one_run(
         p, "with the fix", p.fixed, fixed_train, val_csv, folder / "fixed", None,
-        settings=settings, epochs=MAX_EPOCHS, minutes=minutes, seed=seed, verbose=verbose, log=log,
+        settings=settings, epochs=MAX_EPOCHS, minutes=minutes * FIRST_RUN_SHARE, seed=seed,
+        verbose=verbose, log=log,
     )  # fmt: skip
     diagnosed = _one_run(
         p, "as diagnosed", p.diagnosed, [*plan.train, *extra], val_csv, folder / "diagnosed",
         p.foreground, settings=settings, epochs=fixed.epochs or MAX_EPOCHS,
-        minutes=minutes * SAFETY_FACTOR, seed=seed, verbose=verbose, log=log,
+        minutes=max(minutes * PAIR_FILL - (time.monotonic() - start) / 60.0, MIN_RUN_MINUTES),
+        seed=seed, verbose=verbose, log=log,
     )  # fmt: skip
     if diagnosed.dice_mean is None or fixed.dice_mean is None:
         return Verification(p, diagnosed, fixed, {"images": 0}, _failed_verdict(diagnosed, fixed))
@@ -1027,7 +1037,7 @@ def _run_all(prescriptions, plan, work, result, max_minutes, settings, seed, ver
         result.unverified.append(Unverified(p.finding_id, "skipped", reason))
     for k, p in enumerate(prescriptions[:count]):
         left = max_minutes - (time.monotonic() - start) / 60.0
-        minutes = max(left, 0.0) / (2 * (count - k) - 1 + SAFETY_FACTOR)
+        minutes = max(left, 0.0) / (count - k)
         log(f"[{k + 1}/{count}] {p.finding_id}: {p.change}")
         result.verified.append(
             verify_prescription(
