@@ -47,6 +47,13 @@ def jobs(quick: bool) -> list[tuple[str, list[str]]]:
         ("slow-tests", [py, "-m", "pytest", "-q", "-m", "slow", str(REPO / "tests")]),
     ]
     if data is not None:
+        out.append(
+            (
+                "faults",
+                [py, str(HERE / "bench_faults.py"), "--data", str(data)]
+                + (["--quick"] if quick else []),
+            )
+        )
         minutes = "3" if quick else "15"
         out.append(
             (

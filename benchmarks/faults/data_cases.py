@@ -1,0 +1,192 @@
+"""Data faults: a folder written the way the user's preparation script wrote it, given to ``diagnose``.
+
+Each function writes the faulty folder when ``ctx.faulty`` is true and its healthy twin otherwise
+(same images, same script, the fault left out), then returns ``diagnose(data=folder)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tifffile
+from benchmarks.faults import Case, Context
+from benchmarks.faults.real import RealPair, membrane, nuclei, save_png, streets, write_pairs
+from PIL import Image
+
+
+def _diagnose(folder):
+    from segdoctor.doctor import diagnose
+
+    return diagnose(data=folder, plots=False)
+
+
+def mask_0_255(ctx: Context):
+    """ISBI 2012 masks as shipped by the classic Keras U-Net repository: {0, 255}."""
+    pairs = membrane(ctx.data_root, n=12 if ctx.quick else 20, size=128)
+    if not ctx.faulty:  # what the masks should hold: 0/1
+        pairs = [RealPair(p.name, p.image, (p.mask > 127).astype(np.uint8)) for p in pairs]
+    return _diagnose(write_pairs(ctx.workdir / "data", pairs))
+
+
+def mask_bilinear(ctx: Context):
+    """Masks resized like images (bilinear, as ``skimage.transform.resize`` does by default).
+
+    The preparation script upsamples 64 px crops to 96 px and saves image and mask; the mask is
+    resized as float (bilinear) and saved as a float TIFF. The twin resizes the mask with nearest
+    neighbour and saves it the same way.
+    """
+    size = 96
+    method = Image.BILINEAR if ctx.faulty else Image.NEAREST
+    folder = ctx.workdir / "data"
+    for p in nuclei(ctx.data_root, n=12 if ctx.quick else 24, size=64):
+        image = Image.fromarray(p.image).resize((size, size), Image.BILINEAR)
+        save_png(folder / "images" / f"{p.name}.png", np.asarray(image))
+        mask = Image.fromarray(p.mask.astype(np.float32)).resize((size, size), method)  # mode F
+        (folder / "masks").mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(folder / "masks" / f"{p.name}.tif", np.asarray(mask, np.float32))
+    return _diagnose(folder)
+
+
+def mask_jpeg(ctx: Context):
+    """0/1 masks saved as JPEG (``cv2.imwrite('m.jpg', mask)``): edges get values 0..2."""
+    pairs = nuclei(ctx.data_root, n=12 if ctx.quick else 24, size=64)
+    ext = ".jpg" if ctx.faulty else ".png"
+    return _diagnose(write_pairs(ctx.workdir / "data", pairs, mask_ext=ext))
+
+
+def mispaired_listing(ctx: Context):
+    """Pairs made by zipping two sorted listings whose names sort differently.
+
+    The microscope writes ``scan_1.png .. scan_24.png``, the annotation tool ``scan_001_label.png``;
+    ``zip(sorted(images), sorted(masks))`` pairs ``scan_10`` with ``scan_002_label`` and so on. The
+    script then saves each mask under its image's name. The twin pairs by the number.
+    """
+    pairs = nuclei(ctx.data_root, n=12 if ctx.quick else 24, size=64)
+    images = {f"scan_{i + 1}": p for i, p in enumerate(pairs)}
+    masks = {f"scan_{i + 1:03d}_label": p.mask for i, p in enumerate(pairs)}
+    if ctx.faulty:
+        order = zip(sorted(images), sorted(masks), strict=True)
+    else:
+        order = ((name, f"scan_{int(name.split('_')[1]):03d}_label") for name in images)
+    folder = ctx.workdir / "data"
+    for image_name, mask_name in order:
+        save_png(folder / "images" / f"{image_name}.png", images[image_name].image)
+        save_png(folder / "masks" / f"{image_name}.png", masks[mask_name])
+    return _diagnose(folder)
+
+
+def _presence(pairs: list[RealPair], cls: int) -> list[bool]:
+    return [bool(np.any(p.mask == cls)) for p in pairs]
+
+
+def _tiles(pairs: list[RealPair], size: int) -> list[RealPair]:
+    out = []
+    for p in pairs:
+        h, w = p.mask.shape
+        for top in range(0, h - size + 1, size):
+            for left in range(0, w - size + 1, size):
+                box = (slice(top, top + size), slice(left, left + size))
+                out.append(RealPair(f"{p.name}_{top}_{left}", p.image[box], p.mask[box]))
+    return out
+
+
+def class_absent_val(ctx: Context):
+    """CamVid tiles split so that one class is in every training mask and in no validation mask.
+
+    Scenes are cut into 64 px tiles (a tiling pipeline); the foreground class present in closest
+    to half of the tiles (sky 0, in the background slot, and void 11 excluded) decides the faulty
+    split: tiles with it train, tiles without it validate, as a split by site or session can do.
+    The twin interleaves the same tiles (every other one to validation).
+    """
+    pairs = _tiles(streets(ctx.data_root, n=6 if ctx.quick else 10, width=192), 64)
+    share = {c: float(np.mean(_presence(pairs, c))) for c in range(1, 11)}
+    cls = min(share, key=lambda c: abs(share[c] - 0.5))
+    ctx.notes["class"] = cls
+    if ctx.faulty:
+        train = [p for p, has in zip(pairs, _presence(pairs, cls), strict=True) if has]
+        val = [p for p, has in zip(pairs, _presence(pairs, cls), strict=True) if not has]
+    else:
+        train, val = pairs[0::2], pairs[1::2]
+    ctx.notes["class_in"] = [sum(_presence(train, cls)), sum(_presence(val, cls))]
+    from benchmarks.faults.real import write_splits
+
+    return _diagnose(write_splits(ctx.workdir / "data", {"train": train, "val": val}))
+
+
+def patch_validation(ctx: Context):
+    """Validation on random 32 px patches, training on whole images (a patch-based loader).
+
+    Patch-level validation Dice (many patches empty or holding cut objects) is far from the
+    whole-image Dice. The twin validates on the same images whole.
+    """
+    pairs = nuclei(ctx.data_root, n=18 if ctx.quick else 30, size=128)
+    train, val = pairs[: 2 * len(pairs) // 3], pairs[2 * len(pairs) // 3 :]
+    if ctx.faulty:
+        rng = np.random.default_rng(0)
+        patches = []
+        for p in val:
+            for k in range(4):
+                top, left = rng.integers(0, 128 - 32, size=2)
+                crop = (slice(top, top + 32), slice(left, left + 32))
+                patches.append(RealPair(f"{p.name}_p{k}", p.image[crop], p.mask[crop]))
+        val = patches
+    from benchmarks.faults.real import write_splits
+
+    return _diagnose(write_splits(ctx.workdir / "data", {"train": train, "val": val}))
+
+
+CASES = [
+    Case(
+        "mask-0-255",
+        "isbi2012-membrane",
+        "diagnose(data)",
+        ("mask-scale-255",),
+        "Keras U-Net repos (zhixuhao/unet), smp, MONAI: masks saved 0/255, Dice never above 0",
+        mask_0_255,
+        cheap=True,
+    ),
+    Case(
+        "mask-bilinear",
+        "dsb2018-nuclei",
+        "diagnose(data)",
+        ("mask-fractional",),
+        "smp, Keras: masks resized with bilinear interpolation (skimage resize order=1)",
+        mask_bilinear,
+        cheap=True,
+    ),
+    Case(
+        "mask-jpeg",
+        "dsb2018-nuclei",
+        "diagnose(data)",
+        ("mask-fractional",),
+        "Keras, smp: masks saved as JPEG get compression artifacts at the edges",
+        mask_jpeg,
+        cheap=True,
+    ),
+    Case(
+        "mispaired-listing",
+        "dsb2018-nuclei",
+        "diagnose(data)",
+        ("pair-misaligned",),
+        "Keras/smp tutorials: images and masks paired by os.listdir / sorted order",
+        mispaired_listing,
+        cheap=True,
+    ),
+    Case(
+        "class-absent-val",
+        "camvid-val",
+        "diagnose(data)",
+        ("split-class-absent", "class-absent"),
+        "nnU-Net, MONAI: a class missing from the validation split, its Dice 0 or NaN",
+        class_absent_val,
+        cheap=True,
+    ),
+    Case(
+        "patch-validation",
+        "dsb2018-nuclei",
+        "diagnose(data)",
+        ("split-empty-masks", "split-object-size"),
+        "nnU-Net: pseudo Dice on patches during training far from the final whole-image Dice",
+        patch_validation,
+        cheap=True,
+    ),
+]

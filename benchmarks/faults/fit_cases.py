@@ -1,0 +1,293 @@
+"""Training faults: a short plain-Keras script on real crops, with ``DoctorCallback`` attached (or
+``diagnose(..., probe=True)`` where the doctor's answer is a probe).
+
+Each function builds the same script twice: with the fault (``ctx.faulty``) and without it.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from benchmarks.faults import Case, Context
+from benchmarks.faults.kit import dice_coef, dice_loss, fit_with_doctor, small_unet
+from benchmarks.faults.real import RealPair, nuclei, stack, write_pairs
+from keras import ops
+
+
+def _crops(ctx: Context, n: int = 16, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` (N, size, size, 1) in [0, 1] and ``y`` (N, size, size, 1) 0/1 from nuclei."""
+    return stack(nuclei(ctx.data_root, n=8 if ctx.quick else n, size=size))
+
+
+def _epochs(ctx: Context, full: int) -> int:
+    return max(3, full // 2) if ctx.quick else full
+
+
+def activation_missing(ctx: Context):
+    """The last layer has no activation (logits) and the loss expects probabilities."""
+    x, y = _crops(ctx)
+    model = small_unet(x.shape[1:], activation=None if ctx.faulty else "sigmoid")
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=[dice_coef],
+    )
+    return fit_with_doctor(model, x, y, epochs=2)
+
+
+def activation_double(ctx: Context):
+    """Sigmoid in the model and ``from_logits=True`` in the loss: the activation applied twice."""
+    x, y = _crops(ctx)
+    model = small_unet(x.shape[1:], activation="sigmoid")
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.BinaryCrossentropy(from_logits=ctx.faulty),
+        metrics=[dice_coef],
+    )
+    return fit_with_doctor(model, x, y, epochs=2)
+
+
+def masks_divided_twice(ctx: Context):
+    """The loader divides masks by 255 although they are already 0/1: targets become 0 and 1/255."""
+    x, y = _crops(ctx)
+    if ctx.faulty:
+        y = y / 255.0
+    model = small_unet(x.shape[1:])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=[dice_coef]
+    )
+    return fit_with_doctor(model, x, y, epochs=_epochs(ctx, 4), validation_data=(x[:4], y[:4]))
+
+
+class _FlipRotate(keras.utils.PyDataset):
+    """A user's batch generator with random flips and 90-degree rotations.
+
+    ``both=False`` is the bug: the image is transformed and the mask is not.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, both: bool, **kwargs):
+        super().__init__(**kwargs)
+        self.x, self.y, self.batch_size, self.both = x, y, batch_size, both
+        self.rng = np.random.default_rng(0)
+
+    def __len__(self) -> int:
+        return len(self.x) // self.batch_size
+
+    def __getitem__(self, i: int):
+        xs, ys = [], []
+        for j in range(i * self.batch_size, (i + 1) * self.batch_size):
+            image, mask = self.x[j], self.y[j]
+            k, flip = int(self.rng.integers(0, 4)), bool(self.rng.integers(0, 2))
+            image = np.rot90(image, k)
+            image = image[:, ::-1] if flip else image
+            if self.both:
+                mask = np.rot90(mask, k)
+                mask = mask[:, ::-1] if flip else mask
+            xs.append(image)
+            ys.append(mask)
+        return np.stack(xs).astype("float32"), np.stack(ys).astype("float32")
+
+
+def augment_image_only(ctx: Context):
+    """Flips and rotations applied to the images but not to the masks."""
+    x, y = _crops(ctx)
+    model = small_unet(x.shape[1:])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=[dice_coef]
+    )
+    data = _FlipRotate(x, y, batch_size=4, both=not ctx.faulty)
+    return fit_with_doctor(model, data, epochs=2)
+
+
+def _rare_foreground(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
+    """32 px crops at random places of nuclei images: many empty, the rest with a few small objects."""
+    rng = np.random.default_rng(0)
+    crops = []
+    for p in nuclei(ctx.data_root, n=12 if ctx.quick else 24, size=128):
+        for _ in range(2):
+            top, left = rng.integers(0, 128 - 32, size=2)
+            box = (slice(top, top + 32), slice(left, left + 32))
+            crops.append(RealPair(p.name, p.image[box], p.mask[box]))
+    return stack(crops)
+
+
+def smooth_rewards_empty(ctx: Context):
+    """Per-image soft Dice with ``smooth=100`` on crops with rare foreground: predicting nothing
+    costs a small object almost nothing. The twin uses ``smooth=1``."""
+    x, y = _rare_foreground(ctx)
+    smooth = 100.0 if ctx.faulty else 1.0
+
+    def dice_loss(y_true, y_pred):
+        inter = ops.sum(y_true * y_pred, axis=(1, 2, 3))  # (B,)
+        total = ops.sum(y_true, axis=(1, 2, 3)) + ops.sum(y_pred, axis=(1, 2, 3))
+        return 1.0 - (2.0 * inter + smooth) / (total + smooth)
+
+    model = small_unet(x.shape[1:])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=dice_loss, metrics=[dice_coef])
+    return fit_with_doctor(
+        model, x, y, epochs=_epochs(ctx, 4), batch_size=8, validation_data=(x[-8:], y[-8:])
+    )
+
+
+def lr_too_high(ctx: Context):
+    """Adam at 0.1 (a rate copied from an SGD recipe) on a Dice + cross-entropy loss; the user runs
+    ``diagnose(data, model, probe=True)`` as the docs suggest. The twin uses 1e-3."""
+    from segdoctor.doctor import diagnose
+    from segdoctor.losses import DiceCELoss
+
+    folder = write_pairs(ctx.workdir / "data", nuclei(ctx.data_root, n=16, size=64))
+    model = small_unet((64, 64, 1))
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.1 if ctx.faulty else 1e-3),
+        loss=DiceCELoss(mode="binary"),
+    )
+    return diagnose(data=folder, model=model, probe=True, probe_size=64, batch_size=8, plots=False)
+
+
+def nan_mixed_precision(ctx: Context):
+    """``mixed_float16`` on 16-bit images normalized inside the model (``Rescaling(1 / 65535)``).
+
+    The images are exported as 16-bit with the contrast stretched to the full range (as microscope
+    software and Fiji do), so every image reaches 65535. Keras casts the model input to float16
+    before the first layer; float16 ends at 65504, so the brightest pixels become inf, and
+    inf * (1 / 65535) is still inf: the Dice loss is NaN from the first step (a cross-entropy on
+    torch would raise instead). The twin runs the same script in float32.
+    """
+    pairs = nuclei(ctx.data_root, n=8 if ctx.quick else 16, size=64)
+    x = []
+    for p in pairs:  # (H, W) uint8 -> stretched uint16
+        lo, hi = float(p.image.min()), float(p.image.max())
+        x.append(np.round((p.image - lo) / max(hi - lo, 1.0) * 65535).astype(np.uint16))
+    x = np.stack(x).astype("float32")[..., None]  # (N, H, W, 1) in 0..65535
+    y = np.stack([p.mask for p in pairs]).astype("float32")[..., None]
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16" if ctx.faulty else "float32")
+    try:
+        model = small_unet(x.shape[1:], rescale=1 / 65535)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=dice_loss, metrics=[dice_coef])
+        return fit_with_doctor(model, x, y, epochs=3, validation_data=(x[:4], y[:4]))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def metric_probabilities(ctx: Context):
+    """``keras.metrics.MeanIoU`` given sigmoid probabilities: it casts them to int (all 0), so the
+    IoU never moves. The twin computes the same mean IoU from thresholded predictions (BinaryIoU)."""
+    x, y = _crops(ctx)
+    if ctx.faulty:
+        metric = keras.metrics.MeanIoU(num_classes=2, name="mean_iou")
+    else:
+        metric = keras.metrics.BinaryIoU(target_class_ids=[0, 1], threshold=0.5, name="mean_iou")
+    model = small_unet(x.shape[1:])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=[metric]
+    )
+    return fit_with_doctor(model, x, y, epochs=3, validation_data=(x[:4], y[:4]))
+
+
+def include_background_softmax(ctx: Context):
+    """Two-channel softmax with a Dice that averages in the background class (MONAI's
+    ``DiceLoss(include_background=True, softmax=True)``), on rare foreground. The twin excludes it."""
+    from segdoctor.losses import DiceLoss
+
+    x, y = _rare_foreground(ctx)
+    model = small_unet(x.shape[1:], out_channels=2, activation="softmax")
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=DiceLoss(mode="multiclass", include_background=ctx.faulty),
+    )
+    return fit_with_doctor(model, x, y, epochs=2, batch_size=8)
+
+
+def batchnorm_tiny_batch(ctx: Context):
+    """BatchNorm trained with batches of 2 (large crops, little memory). The twin uses batches of 8."""
+    x, y = _crops(ctx)
+    model = small_unet(x.shape[1:], batchnorm=True)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=[dice_coef]
+    )
+    return fit_with_doctor(model, x, y, epochs=2, batch_size=2 if ctx.faulty else 8)
+
+
+CASES = [
+    Case(
+        "activation-missing",
+        "dsb2018-nuclei",
+        "fit+DoctorCallback",
+        ("output-activation-missing",),
+        "smp, Keras: logits fed to a loss that expects probabilities",
+        activation_missing,
+    ),
+    Case(
+        "activation-double",
+        "dsb2018-nuclei",
+        "fit+DoctorCallback",
+        ("from-logits-mismatch",),
+        "smp, MONAI (sigmoid=True on a sigmoid model), Keras from_logits=True after sigmoid",
+        activation_double,
+    ),
+    Case(
+        "masks-divided-twice",
+        "dsb2018-nuclei",
+        "fit+DoctorCallback",
+        ("mask-fractional", "mask-invalid-values"),
+        "FC-DenseNet-TensorFlow #16: 0/1 labels divided by 255, IoU stuck at 0.5",
+        masks_divided_twice,
+    ),
+    Case(
+        "augment-image-only",
+        "dsb2018-nuclei",
+        "fit+DoctorCallback",
+        ("pair-misaligned",),
+        "Keras ImageDataGenerator / albumentations: image and mask augmented with different seeds",
+        augment_image_only,
+    ),
+    Case(
+        "smooth-rewards-empty",
+        "dsb2018-nuclei",
+        "fit+DoctorCallback",
+        ("dice-smooth-large", "prediction-collapse"),
+        "Keras/smp Dice with a large smooth term: empty prediction scores well on small objects",
+        smooth_rewards_empty,
+    ),
+    Case(
+        "lr-too-high",
+        "dsb2018-nuclei",
+        "diagnose(probe)",
+        ("lr-too-high", "loss-oscillation", "exploding-gradients", "nan-loss"),
+        "Keras, smp: Dice loss jumps or collapses with Adam at an SGD learning rate",
+        lr_too_high,
+    ),
+    Case(
+        "nan-mixed-precision",
+        "dsb2018-nuclei",
+        "fit+DoctorCallback",
+        ("nan-loss", "exploding-gradients"),
+        "smp #463 (float16 overflow to inf in Dice sums), TF #45568: NaN loss in mixed precision",
+        nan_mixed_precision,
+    ),
+    Case(
+        "metric-probabilities",
+        "dsb2018-nuclei",
+        "fit+DoctorCallback",
+        ("metric-constant",),
+        "TF #39173: MeanIoU fed probabilities instead of labels stays constant",
+        metric_probabilities,
+    ),
+    Case(
+        "include-background-softmax",
+        "dsb2018-nuclei",
+        "fit+DoctorCallback",
+        ("dice-includes-background", "loss-background-dominated"),
+        "MONAI #5413 and its Dice issues: include_background with softmax on rare foreground",
+        include_background_softmax,
+    ),
+    Case(
+        "batchnorm-tiny-batch",
+        "dsb2018-nuclei",
+        "fit+DoctorCallback",
+        ("batchnorm-small-batch", "bn-train-infer-gap"),
+        "nnU-Net/MONAI (instance norm by default for this), Keras: BatchNorm with batch size 1-2",
+        batchnorm_tiny_batch,
+    ),
+]
