@@ -26,10 +26,10 @@ import keras
 from keras import layers
 
 from segdoctor.errors import ConfigError, check_choice
+from segdoctor.losses import MODES  # one owner: the losses define what a mode means
 from segdoctor.models import register_model
 
 NORMS = ("batch", "group", "instance", "none")
-MODES = ("binary", "multiclass", "multilabel")
 OUTPUTS = ("probabilities", "logits")
 
 

@@ -19,7 +19,10 @@ from typing import Any
 
 import yaml
 
+from segdoctor.data.masks import KINDS as MASK_KINDS
 from segdoctor.errors import ConfigError, check_choice, did_you_mean
+from segdoctor.losses import list_losses
+from segdoctor.models.unet import NORMS
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class DataConfig:
     val_fraction: float = 0.2
     split_seed: int = 0
     group_by: str | None = None  # regex whose first match in a file name is the group key
-    mask_policy: str = "auto"  # auto | binary | scale255 | instance | multiclass | palette
+    mask_policy: str = "auto"  # auto, or a kind of segdoctor.data.masks.KINDS (e.g. scale-255)
     num_classes: int | None = None  # inferred from the masks when None
     ignore_index: int | None = None
     channels: int | None = None  # 1 or 3; inferred from the images when None
@@ -64,7 +67,7 @@ class TrainConfig:
     """The optimisation recipe."""
 
     epochs: int = 50
-    loss: str = "dice_ce"  # dice_ce | dice | tversky | focal_tversky | generalized_dice
+    loss: str = "dice_ce"  # a name of segdoctor.losses.list_losses()
     lr: float | None = None  # None: run an LR range test and take its suggestion
     lr_find_steps: int = 50  # batches of the LR range test
     optimizer: str = "adamw"  # adamw | adam | sgd
@@ -99,10 +102,11 @@ class RunConfig:
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 CHOICES = {
-    ("data", "mask_policy"): ("auto", "binary", "scale255", "instance", "multiclass", "palette"),
+    # Vocabularies owned by the layer that consumes them (one owner each, imported here):
+    ("data", "mask_policy"): ("auto", *MASK_KINDS),
     ("data", "augment"): ("default", "light", "none"),
-    ("model", "norm"): ("batch", "group", "instance", "none"),
-    ("train", "loss"): ("dice_ce", "dice", "tversky", "focal_tversky", "generalized_dice"),
+    ("model", "norm"): NORMS,
+    ("train", "loss"): tuple(list_losses()),
     ("train", "optimizer"): ("adamw", "adam", "sgd"),
     ("train", "schedule"): ("cosine", "poly", "plateau", "constant"),
     ("train", "mixed_precision"): ("auto", "on", "off"),

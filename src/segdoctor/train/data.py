@@ -99,8 +99,12 @@ def prepare_data(config: RunConfig, log: Log = print, run_dir: Path | None = Non
     report = sd.inspect_masks((names[name], mask) for name, mask in masks.items())
     masks.clear()
     kind = None if d.mask_policy == "auto" else d.mask_policy
-    policy = sd.decide_mask_policy(
-        report, kind=kind, num_classes=d.num_classes, ignore_index=d.ignore_index
+    policy = sd.decide_mask_policy(  # asking for "fractional" is asking to round them
+        report,
+        kind=kind,
+        round_fractional=kind == "fractional",
+        num_classes=d.num_classes,
+        ignore_index=d.ignore_index,
     )
     log(f"Masks: {policy.describe()}")
     if run_dir is not None:

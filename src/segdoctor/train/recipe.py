@@ -107,18 +107,7 @@ def make_loss(config: RunConfig, prepared: PreparedData) -> keras.losses.Loss:
         "ignore_index": prepared.ignore_index,
         "per_image": True,
     }
-    name = config.train.loss
-    if name == "dice_ce":
-        return losses.DiceCELoss(**kwargs)
-    if name == "dice":
-        return losses.DiceLoss(**kwargs)
-    if name == "tversky":
-        return losses.TverskyLoss(**kwargs)
-    if name == "focal_tversky":
-        return losses.FocalTverskyLoss(**kwargs)
-    if name == "generalized_dice":
-        return losses.GeneralizedDiceLoss(**kwargs)
-    raise ConfigError(f"Unknown loss {name!r}", fix="see train.loss in the configuration.")
+    return losses.create_loss(config.train.loss, **kwargs)  # the loss registry
 
 
 def make_metrics(prepared: PreparedData) -> list[keras.metrics.Metric]:
