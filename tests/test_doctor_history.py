@@ -119,6 +119,49 @@ def test_val_better_than_train_fires():
     assert "val-better-than-train" in ids(h)
 
 
+def val_gap(gap, n=30):
+    """``healthy()`` with validation Dice = training Dice + ``gap`` (a number or a curve)."""
+    h = healthy(n)
+    h["val_dice_coef"] = list(np.array(h["dice_coef"]) + gap)
+    return h
+
+
+def severity_of(h, fid):
+    return next((f.severity for f in analyze_history(h) if f.id == fid), None)
+
+
+def test_issue_val_above_train_by_018_in_every_epoch_is_a_warning():
+    """The issue's miss: a 0.18 lead in every one of 30 epochs was reported only as info."""
+    f = next(f for f in analyze_history(val_gap(0.18)) if f.id == "val-better-than-train")
+    assert f.severity == "warning"
+    assert f.evidence["epochs_val_better"] == 30
+    assert abs(f.evidence["median_gap_later_epochs"] - 0.18) < 1e-6
+
+
+@pytest.mark.parametrize(
+    ("late_gap", "expected"),
+    [(0.04, None), (0.06, "info"), (0.09, "info"), (0.099, "info"), (0.101, "warning")],
+)
+def test_val_better_than_train_severity_around_the_thresholds(late_gap, expected):
+    """Info above 0.05 in 70% of the epochs; warning when the later epochs' median lead > 0.10."""
+    assert severity_of(val_gap(late_gap), "val-better-than-train") == expected
+
+
+def test_val_better_than_train_share_of_epochs_threshold():
+    # 21 of 30 epochs (70%) lead by 0.2: fires; 20 of 30 (67%): silent
+    assert severity_of(val_gap(np.r_[np.zeros(9), np.full(21, 0.2)]), "val-better-than-train")
+    assert (
+        severity_of(val_gap(np.r_[np.zeros(10), np.full(20, 0.2)]), "val-better-than-train") is None
+    )
+
+
+def test_the_lag_of_a_fast_learning_start_is_not_a_warning():
+    """A large early lead that fades (the running training mean lags while the model learns
+    fast) stays info even when 70% of the epochs lead by more than 0.05."""
+    gap = np.r_[np.full(10, 0.2), np.full(12, 0.07), np.full(8, 0.02)]
+    assert severity_of(val_gap(gap), "val-better-than-train") == "info"
+
+
 def test_load_csvlogger_and_json(tmp_path):
     h = healthy(5)
     csv = tmp_path / "log.csv"
