@@ -104,6 +104,27 @@ def test_verdict_says_plainly_when_the_short_run_cannot_tell_the_two_apart():
     assert "inflated" in leak
 
 
+def test_a_run_without_scores_is_reported_as_such_never_as_a_difference():
+    fixed = vf.RunScore("with the fix", "completed", 3, 1.0, {"a": 0.8})
+    failed = vf.RunScore("as diagnosed", "failed", error="DataError: cannot read x.png")
+    assert "cannot train (DataError: cannot read x.png)" in vf._failed_verdict(failed, fixed)
+    assert "Dice 0.8000" in vf._failed_verdict(failed, fixed)
+    unscored = vf.RunScore("as diagnosed", "time budget (1 min)")
+    assert "without a scored epoch" in vf._failed_verdict(unscored, fixed)
+    assert unscored.dice_mean is None and fixed.dice_mean == 0.8
+
+
+def test_unreadable_pairs_are_kept_out_of_the_split_and_given_to_the_diagnosed_run(tmp_path):
+    data = _crops(tmp_path / "d", n=6)
+    broken = sorted((data / "images").iterdir())[0]
+    broken.write_bytes(b"not a png")
+    plan = vf.plan_data(data, check_readable=True)
+    assert [p.name for p in plan.unreadable] == [broken.stem]
+    assert broken.stem not in {p.name for p in [*plan.train, *plan.val]}
+    found, _ = vf.prescribe(_report(("unreadable-file", {"count": 1})), plan)
+    assert found[0].extra_train == (broken.stem,) and found[0].drop_train == ()
+
+
 def test_plan_budget_gives_every_run_an_equal_share_and_skips_what_does_not_fit():
     assert vf.plan_budget(3.0, 2) == (1.5, 2)
     minutes, count = vf.plan_budget(1.0, 5)

@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from segdoctor import data as sd
+from segdoctor._io import check_writable
 from segdoctor.data.io import file_extension
 from segdoctor.doctor import Finding, Report, diagnose
 from segdoctor.errors import ConfigError, SegdoctorError
@@ -68,7 +69,7 @@ FIRST_RUN_SHARE = 0.45
 """Share of a comparison's time the first run (with the fix) is given; the second run trains
 the same number of epochs within what is left of the comparison's time (at least
 :data:`MIN_RUN_MINUTES`), the rest goes to scoring."""
-PAIR_FILL = 0.9
+PAIR_FILL = 0.8
 """Share of a comparison's time its two runs may use (the rest: scoring, files)."""
 MIN_IMAGES = 3
 """Fewer validation images scored by both runs than this: no interval, no verdict."""
@@ -413,10 +414,14 @@ def verdict(comparison: Mapping[str, Any], expect: str = "up") -> str:
 
 
 def _failed_verdict(diagnosed: RunScore, fixed: RunScore) -> str:
+    for run in (fixed, diagnosed):
+        if run.dice_mean is None and run.error is None:  # trained, but no epoch scored
+            return (
+                f"Not verified: the run {run.label} finished without a scored epoch "
+                f"({run.status}); give it more --max-minutes."
+            )
     if fixed.dice_mean is None:
-        return (
-            f"Not verified: the run with the fix produced no score ({fixed.error or fixed.status})."
-        )
+        return f"Not verified: the run with the fix failed ({fixed.error})."
     return (
         f"As diagnosed, segdoctor's recipe cannot train ({diagnosed.error or diagnosed.status}); "
         f"with the fix it reaches Dice {fixed.dice_mean:.4f}."
@@ -1057,6 +1062,9 @@ def cmd_verify(args: Any) -> int:
     from rich.console import Console
 
     try:
+        for destination in (args.json, args.html):  # refuse before the work, not after it
+            if destination is not None:
+                check_writable(Path(destination).parent)
         report = diagnose(
             data=args.data,
             model=args.model,
@@ -1082,6 +1090,9 @@ def cmd_verify(args: Any) -> int:
             print(f"Corrected copy of the data written to {out}.")
     except SegdoctorError as err:
         print(f"segdoctor: error: {err}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as err:
+        print(f"segdoctor: error: could not run the diagnosis: {err}", file=sys.stderr)
         return 2
     if args.json is not None:
         report.to_json(args.json)
