@@ -293,9 +293,10 @@ def test_verify_end_to_end_on_masks_stored_as_0_255(crops255, tmp_path):
     assert v.diagnosed.epochs == v.fixed.epochs >= 1  # the same budget in epochs
     assert v.comparison["images"] >= 1
     assert set(v.diagnosed.per_image) == set(v.fixed.per_image)  # the same validation images
-    d = json.loads(json.dumps(result.to_dict()))
+    d = json.loads(json.dumps(result.to_dict(), allow_nan=False))  # strict JSON
     entry = d["verified"][0]
     assert entry["as_diagnosed"]["dice_mean"] is not None and entry["with_fix"]["dice_mean"]
+    assert set(entry["as_diagnosed"]["per_image"]) == set(entry["with_fix"]["per_image"])
     text = result.to_text()
     assert "as diagnosed" in text and "with the fix" in text and v.verdict in text
     assert any("mask-scale-255: training with the fix" in m for m in messages)  # progress

@@ -215,6 +215,8 @@ class RunScore:
             "dice_mean": self.dice_mean,
             "images": len(self.per_image),
             "error": self.error,
+            # NaN (skipped by the empty policy) as null: the JSON stays strict
+            "per_image": {k: (v if np.isfinite(v) else None) for k, v in self.per_image.items()},
         }
 
 
@@ -283,6 +285,8 @@ class VerifyResult:
                 f"{s['val_images']} validation images ({s['train_images']} for training); "
                 f"{', '.join(f'{k}={v}' for k, v in s['recipe'].items())}."
             )
+        if not self.verified and not self.unverified:
+            lines.append("Nothing to verify: the diagnosis has no error or warning finding.")
         for v in self.verified:
             lines.extend(_verification_lines(v))
         for u in self.unverified:
