@@ -239,3 +239,30 @@ def test_a_max_mode_plateau_and_a_step_schedule_are_not_taken_for_a_min_mode_one
     rising = 0.8 + 0.005 * np.arange(15)
     assert _min_mode_replay(step, rising) is None
     assert _min_mode_replay(np.array(CLASSIC_LR), np.array(CLASSIC_VAL_DICE))[0] == 5
+
+
+# Measured (docs/troubleshooting.md, "Severity thresholds and their evidence"): Keras histories of
+# a small U-Net on real dsb2018-nuclei crops, 30 epochs, seed 0; logged training and validation Dice.
+REAL_HEALTHY = {
+    "dice": [0.558, 0.6787, 0.7516, 0.7811, 0.7991, 0.8108, 0.8121, 0.8105, 0.8232, 0.8321,
+             0.8315, 0.834, 0.8449, 0.8379, 0.8305, 0.8554, 0.8426, 0.8553, 0.8513, 0.8458,
+             0.8522, 0.8537, 0.8667, 0.8584, 0.8527, 0.856, 0.8672, 0.8613, 0.8652, 0.8663],
+    "val_dice": [0.5674, 0.753, 0.8147, 0.8414, 0.8476, 0.8531, 0.8609, 0.858, 0.8673, 0.8696,
+                 0.8714, 0.8677, 0.877, 0.8748, 0.8789, 0.8796, 0.8752, 0.8798, 0.8798, 0.8635,
+                 0.8816, 0.8814, 0.8751, 0.8771, 0.877, 0.8789, 0.8829, 0.8802, 0.8802, 0.8849],
+}  # fmt: skip
+# The same run with augmentation applied to the images only (half the training images flipped,
+# their masks not): the training Dice is scored against misaligned masks, validation is clean.
+REAL_IMAGE_ONLY_FLIP = {
+    "dice": [0.5471, 0.6104, 0.6526, 0.6736, 0.6809, 0.6884, 0.685, 0.6884, 0.7014, 0.7052,
+             0.703, 0.7033, 0.7076, 0.7076, 0.7, 0.7132, 0.7074, 0.7129, 0.7101, 0.7098,
+             0.7143, 0.7077, 0.7228, 0.7182, 0.7064, 0.7144, 0.7185, 0.724, 0.7229, 0.7233],
+    "val_dice": [0.561, 0.741, 0.794, 0.8195, 0.832, 0.8353, 0.8497, 0.8487, 0.845, 0.8581,
+                 0.8588, 0.8532, 0.8598, 0.8652, 0.8543, 0.8629, 0.8683, 0.8592, 0.8645, 0.8478,
+                 0.8637, 0.8655, 0.8546, 0.8534, 0.8242, 0.8483, 0.8611, 0.861, 0.8515, 0.8463],
+}  # fmt: skip
+
+
+def test_val_better_than_train_on_measured_real_runs():
+    assert severity_of(REAL_HEALTHY, "val-better-than-train") is None
+    assert severity_of(REAL_IMAGE_ONLY_FLIP, "val-better-than-train") == "warning"
