@@ -299,3 +299,13 @@ def test_budget_schedule_refits_in_steps_when_told_the_steps_per_epoch():
     # than the 8 done: 20, capped at 8 epochs of 2 steps
     assert replans == [(4, 16, 10.0)]
     assert refit.planned == 16
+
+
+def test_a_command_start_recorded_first_counts_once_the_budget_is_known():
+    clock = FakeClock()
+    started = Deadline(None, clock=clock)  # the command starts; its budget is not known yet
+    clock.now = 20.0  # imports, configuration
+    deadline = started.with_budget(1)
+    assert deadline.remaining() == 40.0
+    assert deadline.with_budget(5) is deadline  # a budget once set stays
+    assert started.with_budget(None) is started

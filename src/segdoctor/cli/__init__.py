@@ -11,12 +11,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from segdoctor import __version__
 from segdoctor._backend import describe_backend
 from segdoctor.errors import SegdoctorError
+
+STARTED = time.monotonic()
+"""When the command started (this module is the entry point's first import): ``--max-minutes``
+and the demo's ``--minutes`` count from here, the seconds of importing Keras included."""
 
 
 def _err(message: str) -> None:
@@ -40,10 +45,13 @@ def _overrides(pairs: Sequence[str]) -> dict[str, str]:
 def cmd_train(args: argparse.Namespace) -> int:
     """``segdoctor train DATA --out RUN``: the default recipe on a data folder."""
     from segdoctor.cli.train import resume_training, run_training
+    from segdoctor.train.budget import Deadline
     from segdoctor.train.config import resolve_config
 
+    started = Deadline(None, started=STARTED)  # the budget, once known, counts from the start
+
     if args.resume:
-        result = resume_training(Path(args.resume), extra_epochs=args.epochs)
+        result = resume_training(Path(args.resume), extra_epochs=args.epochs, deadline=started)
     else:
         if args.data is None:
             raise SegdoctorError(
@@ -68,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.devices:
             overrides["train.devices"] = str(args.devices)
         config = resolve_config(args.config, overrides)
-        result = run_training(config, Path(args.out))
+        result = run_training(config, Path(args.out), deadline=started)
     print(result.summary_text())
     return 0
 
@@ -139,8 +147,11 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """``segdoctor demo``: diagnose and train on the bundled nuclei sample."""
     from segdoctor.cli.demo import run_demo
+    from segdoctor.train.budget import Deadline
 
-    return run_demo(Path(args.out), minutes=args.minutes, epochs=args.epochs)
+    deadline = Deadline(args.minutes * 60.0, started=STARTED)  # the whole demo, imports included
+
+    return run_demo(Path(args.out), minutes=args.minutes, epochs=args.epochs, deadline=deadline)
 
 
 def _add_tta_option(p: argparse.ArgumentParser) -> None:
@@ -164,7 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     p.add_argument(
-        "--minutes", type=float, default=3.0, help="training time budget in minutes (default: 3)"
+        "--minutes",
+        type=float,
+        default=4.0,
+        help="time budget of the whole demo in minutes (default: 4)",
     )
     p.add_argument("--epochs", type=int, default=40, help="maximum epochs (default: 40)")
     p.set_defaults(func=cmd_demo)

@@ -24,6 +24,7 @@ import keras
 from segdoctor._io import atomic_write_text, check_writable
 from segdoctor.doctor import Report, make_finding
 from segdoctor.doctor.callback import DoctorCallback
+from segdoctor.train.budget import Deadline
 from segdoctor.train.config import RunConfig
 from segdoctor.train.data import PreparedData, prepare_data
 from segdoctor.train.recipe import RunResult, find_lr, resume_run, train_run
@@ -107,21 +108,35 @@ def run_training(
     log: Log = _print,
     *,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    deadline: Deadline | None = None,
 ) -> RunResult:
     """:func:`~segdoctor.train.recipe.train_run` with the doctor: what ``segdoctor train`` runs.
 
-    ``callbacks`` are the caller's own, run after the recipe's and before the doctor.
+    ``callbacks`` are the caller's own, run after the recipe's and before the doctor;
+    ``deadline``: the command's time budget, started with the command (see train_run).
     """
     run_dir = Path(run_dir)
     doctor = doctor_callbacks(run_dir)
-    result = train_run(config, run_dir, log, callbacks=lambda c, p: [*callbacks, *doctor(c, p)])
+    result = train_run(
+        config,
+        run_dir,
+        log,
+        callbacks=lambda c, p: [*callbacks, *doctor(c, p)],
+        deadline=deadline,
+    )
     return _after_run(result)
 
 
-def resume_training(run_dir: Path, extra_epochs: int | None = None, log: Log = _print) -> RunResult:
+def resume_training(
+    run_dir: Path,
+    extra_epochs: int | None = None,
+    log: Log = _print,
+    deadline: Deadline | None = None,
+) -> RunResult:
     """:func:`~segdoctor.train.recipe.resume_run` with the doctor (``segdoctor train --resume``)."""
     run_dir = Path(run_dir)
-    result = resume_run(run_dir, extra_epochs, log, callbacks=doctor_callbacks(run_dir))
+    callbacks = doctor_callbacks(run_dir)
+    result = resume_run(run_dir, extra_epochs, log, callbacks=callbacks, deadline=deadline)
     return _after_run(result)
 
 

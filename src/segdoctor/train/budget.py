@@ -66,6 +66,9 @@ class Deadline:
     Args:
         total_s: the budget in seconds; ``None`` for no budget (``remaining()`` is infinite).
         clock: a monotonic clock in seconds (tests pass a fake one).
+        started: when the command started, on ``clock`` (default: now). A command that learns
+            its budget only after reading its configuration records its start first and
+            creates the deadline later (:meth:`with_budget`).
 
     Phases record their wall time with :meth:`mark` (``run.json`` keeps them).
 
@@ -78,10 +81,15 @@ class Deadline:
         (48.0, {'setup': 12.0})
     """
 
-    def __init__(self, total_s: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        total_s: float | None,
+        clock: Callable[[], float] = time.monotonic,
+        started: float | None = None,
+    ) -> None:
         self.total_s = None if total_s is None else float(total_s)
         self.clock = clock
-        self.start = clock()
+        self.start = clock() if started is None else started
         self._last_mark = self.start
         self.phases: dict[str, float] = {}
 
@@ -91,6 +99,18 @@ class Deadline:
     ) -> Deadline:
         """A deadline ``minutes`` from now (``None``: unbounded)."""
         return cls(None if minutes is None else minutes * 60.0, clock=clock)
+
+    def with_budget(self, minutes: float | None) -> Deadline:
+        """This deadline if it has a budget, else one of ``minutes`` from the same start.
+
+        Example:
+            >>> ticks = iter([0.0, 5.0]).__next__
+            >>> Deadline(None, clock=ticks).with_budget(1).remaining()  # 5 s already gone
+            55.0
+        """
+        if self.bounded or minutes is None:
+            return self
+        return Deadline(minutes * 60.0, clock=self.clock, started=self.start)
 
     @property
     def bounded(self) -> bool:

@@ -44,6 +44,7 @@ class Measurement:
     trace_s: float  # extra seconds the first prediction took (tracing a new shape)
     seconds: float  # wall time the whole measurement took
     compile_s: float = 0.0  # extra seconds of the first training step (tracing, compilation)
+    model: keras.Model | None = None  # the compiled throwaway model, when kept for the LR test
 
     def val_s(self, n_images: int) -> float:
         """Expected seconds of one validation pass over ``n_images``."""
@@ -98,8 +99,14 @@ def measure(
     max_seconds: float,
     steps: int = 4,
     inference: bool = True,
+    keep: bool = False,
 ) -> Measurement:
-    """Time training steps (and full-size inference) of a throwaway model of ``config``."""
+    """Time training steps (and full-size inference) of a throwaway model of ``config``.
+
+    ``steps=0`` times inference only (the LR range test then times the steps). ``keep``: return
+    the compiled model in the measurement instead of freeing it, so that the LR range test runs
+    on it without compiling its training step a second time (15 s on a busy 2-core machine).
+    """
     started = time.perf_counter()
     model = build(config, prepared)
     data = prepared.train
@@ -109,15 +116,18 @@ def measure(
         batch = (batch[0], {name: batch[1] for name in names})
     else:
         batch = data[0]
-    times = time_steps(model, batch, steps, max_seconds)
+    times = time_steps(model, batch, steps, max_seconds) if steps else []
     per_image, trace = (None, 0.0)
     if inference:
         single = model if len(model.outputs) == 1 else keras.Model(model.inputs, model.outputs[0])
         per_image, trace = time_inference(single, prepared)
-    step_s = float(np.median(times[1:])) if len(times) > 1 else times[0]
-    clear_session_keeping_run_state()
+    step_s = float(np.median(times[1:])) if len(times) > 1 else times[0] if times else 0.0
+    compile_s = max(0.0, times[0] - step_s) if times else 0.0
+    if not keep:
+        model = None
+        clear_session_keeping_run_state()
     seconds = time.perf_counter() - started
-    return Measurement(step_s, per_image, trace, seconds, max(0.0, times[0] - step_s))
+    return Measurement(step_s, per_image, trace, seconds, compile_s, model)
 
 
 def clear_session_keeping_run_state() -> None:
@@ -148,6 +158,7 @@ def select_configuration(
     other_s: float,
     search_s: float,
     log: Log,
+    keep: bool = False,
 ) -> tuple[RunConfig, Measurement, dict[str, Any]]:
     """Choose the U-Net width expected to give the best validation Dice in the budget.
 
@@ -155,7 +166,8 @@ def select_configuration(
     trains enough epochs for the wider to have a chance (a wider net is never faster), and while
     the search's share of the budget (``search_s``) lasts. ``other_s``: seconds the phases
     between this search and training take (the LR range test); the final evaluation's time is
-    predicted from each candidate's timed inference.
+    predicted from each candidate's timed inference. ``keep``: the chosen candidate's compiled
+    model is returned in its measurement (for the LR range test).
 
     Returns the chosen configuration, its measurement and a record for ``run.json``.
     """
@@ -176,7 +188,7 @@ def select_configuration(
             if left < 2 * prev[2].seconds:
                 skipped.append(f"{name}: not timed (the search's share of the budget is used)")
                 continue
-        m = measure(build, candidate_config, prepared, max(left, 0.0))
+        m = measure(build, candidate_config, prepared, max(left, 0.0), keep=keep)
         overrides = {"model.base_filters": rank}
         measured.append((Candidate(name, overrides, m.step_s, rank), candidate_config, m))
     candidates = [c for c, _, _ in measured]
@@ -188,6 +200,9 @@ def select_configuration(
         why += " " + "; ".join(skipped) + "."
     log(why)
     chosen_config, chosen_m = next((cfg, m) for c, cfg, m in measured if c is chosen)
+    for _, _, m in measured:  # only the chosen model is kept (for the LR range test)
+        if m is not chosen_m:
+            m.model = None
     record = {
         "chosen": chosen.overrides,
         "why": why,

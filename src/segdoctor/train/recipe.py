@@ -318,13 +318,16 @@ def find_lr(
     steps: int = 50,
     log: Log = _print,
     max_seconds: float | None = None,
+    model: keras.Model | None = None,
 ):
     """LR range test on a throwaway model; returns the :class:`LRFindResult`.
 
-    ``max_seconds``: its share of a time budget (fewer steps when they do not fit)."""
+    ``max_seconds``: its share of a time budget (fewer steps when they do not fit). ``model``: a
+    throwaway model of ``config`` already compiled (and stepped) by a measurement, reused so
+    that its training step is not compiled twice."""
     from segdoctor.train.lr_find import lr_range_test
 
-    model = _throwaway_model(config, prepared)
+    model = model if model is not None else _throwaway_model(config, prepared)
     data = fit_data(model, prepared.train)
     result = lr_range_test(model, data, steps=steps, max_seconds=max_seconds)
     clear_session_keeping_run_state()
@@ -632,15 +635,15 @@ def train_run(
             ``DoctorCallback`` when ``train.doctor`` is on.
         deadline: the command's time budget (:class:`~segdoctor.train.budget.Deadline`), started
             by the caller when the command started, so that everything before this call counts;
-            default: one of ``train.max_minutes`` started now. Everything the run does
+            one without a budget (``Deadline(None)``: only the start) gets ``train.max_minutes``
+            from that start; default: ``train.max_minutes`` from now. Everything the run does
             (measurements, LR range test, training, final evaluation, report) fits in it.
 
     Example:
         >>> logger = keras.callbacks.CSVLogger("log.csv")
         >>> train_run(config, Path("runs/x"), callbacks=[logger])  # doctest: +SKIP
     """
-    if deadline is None:
-        deadline = Deadline.from_minutes(config.train.max_minutes)
+    deadline = (deadline or Deadline(None)).with_budget(config.train.max_minutes)
     policy = keras.config.dtype_policy()
     distribution = keras.distribution.distribution()
     try:
@@ -714,7 +717,10 @@ def _train_run(
                 steps=config.train.lr_find_steps,
                 log=log,
                 max_seconds=deadline.share(bud.LR_TEST_SHARE) if deadline.bounded else None,
+                model=sizing.model if sizing is not None else None,
             )
+            if sizing is not None:
+                sizing.model = None  # the range test trained it; it is freed
             lr, message = choose_lr(lr_result, config.train.optimizer)
             log(message)
             notes.append(message)
@@ -797,13 +803,15 @@ def _size_to_budget(
 ) -> tuple[RunConfig, Measurement, dict | None]:
     """Time the configuration (and choose the U-Net width where the user left it open)."""
     search_s = deadline.share(bud.SEARCH_SHARE)
-    lr_test_s = deadline.share(bud.LR_TEST_SHARE) if config.train.lr is None else 0.0
+    lr_test = config.train.lr is None  # then it runs on the measured model and times the steps
+    lr_test_s = deadline.share(bud.LR_TEST_SHARE) if lr_test else 0.0
     if width_candidates(config):
         return select_configuration(
-            _throwaway_model, config, prepared, deadline, lr_test_s, search_s, log
+            _throwaway_model, config, prepared, deadline, lr_test_s, search_s, log, keep=lr_test
         )
-    steps = 2 if config.train.lr is None else 4  # the LR range test times more steps
-    return config, measure(_throwaway_model, config, prepared, search_s, steps=steps), None
+    steps = 2 if lr_test else 4  # with an LR range test: compile and one step, it times more
+    sizing = measure(_throwaway_model, config, prepared, search_s, steps=steps, keep=lr_test)
+    return config, sizing, None
 
 
 def _schedule_horizon(
@@ -819,10 +827,10 @@ def _schedule_horizon(
     t = config.train
     if sizing is None or deadline is None or t.schedule not in DECAYING_SCHEDULES:
         return t.epochs * steps
-    step_s = getattr(lr_result, "seconds_per_step", None) or sizing.step_s
+    step_s, compile_s = _measured_step_s(lr_result, sizing)
     n_val = len(prepared.val_pairs)
     reserve = sizing.reserve_s(n_val)
-    train_s = SCHEDULE_FILL * (deadline.remaining() - reserve - sizing.compile_s)
+    train_s = SCHEDULE_FILL * (deadline.remaining() - reserve - compile_s)
     plan = bud.plan_steps(train_s, step_s, steps, sizing.val_s(n_val), t.epochs)
     if plan.total_steps < t.epochs * steps:
         log(
@@ -835,6 +843,18 @@ def _schedule_horizon(
     return plan.total_steps
 
 
+def _measured_step_s(lr_result, sizing: Measurement) -> tuple[float, float]:
+    """(seconds a training step takes, extra seconds of the first, compiling one), measured.
+
+    From the LR range test when it ran (its steps are the most), else from the step timing.
+    """
+    times = getattr(lr_result, "step_seconds", None) or []
+    if len(times) >= 2:
+        step_s = lr_result.seconds_per_step or float(np.median(times[1:]))
+        return step_s, max(sizing.compile_s, times[0] - step_s)
+    return sizing.step_s, sizing.compile_s
+
+
 def _time_budget(
     deadline: Deadline, sizing: Measurement | None, prepared: PreparedData, lr_result
 ) -> cb.TimeBudget | None:
@@ -845,7 +865,7 @@ def _time_budget(
     return cb.TimeBudget(
         deadline=deadline,
         reserve_s=sizing.reserve_s(n_val),
-        step_s=getattr(lr_result, "seconds_per_step", None) or sizing.step_s,
+        step_s=_measured_step_s(lr_result, sizing)[0],
         val_s=sizing.val_s(n_val),
     )
 
@@ -897,8 +917,10 @@ def resume_run(
     log: Log = _print,
     *,
     callbacks: CallerCallbacks = (),
+    deadline: Deadline | None = None,
 ) -> RunResult:
-    """Continue an interrupted run with its saved configuration (``callbacks``: see train_run)."""
+    """Continue an interrupted run with its saved configuration (``callbacks``, ``deadline``: see
+    train_run; the budget is the saved ``train.max_minutes`` unless ``deadline`` has one)."""
     run_dir = Path(run_dir)
     needed = ["config.yaml", "state.json", "run.json"]
     missing = [n for n in needed if not (run_dir / n).exists()]
@@ -916,4 +938,4 @@ def resume_run(
         )
     if extra_epochs is not None:
         config = replace(config, train=replace(config.train, epochs=extra_epochs))
-    return train_run(config, run_dir, log=log, resume=True, callbacks=callbacks)
+    return train_run(config, run_dir, log=log, resume=True, callbacks=callbacks, deadline=deadline)
