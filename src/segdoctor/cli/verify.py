@@ -517,8 +517,10 @@ def _mask_scale_255(f: Finding, plan: DataPlan) -> Prescription:
         {"data.mask_policy": "multiclass"},
         {"data.mask_policy": "auto"},
         foreground=_equals(top),
-        note=f"a pipeline that feeds 0/{top} to a sigmoid loss fails worse; segdoctor's recipe "
-        "cannot be told to do that. Both runs are scored against the true foreground.",
+        note=f"`segdoctor train` reads 0/{top} masks right by itself (mask_policy auto): the "
+        "comparison shows what the fault costs a pipeline that takes the values as classes; one "
+        f"that feeds 0/{top} to a sigmoid loss fails worse, and the recipe cannot be told to do "
+        "that. Both runs are scored against the true foreground.",
     )
 
 
@@ -538,7 +540,9 @@ def _mask_instances(f: Finding, plan: DataPlan) -> Prescription | Unverified:
         {"data.mask_policy": "multiclass"},
         {"data.mask_policy": "instance"},
         foreground=_positive,
-        note="both runs are scored against the foreground (label > 0).",
+        note="`segdoctor train` converts instance labels to a foreground by itself (mask_policy "
+        "auto): the comparison shows what the fault costs a pipeline that takes the labels as "
+        "classes. Both runs are scored against the foreground (label > 0).",
     )
 
 
@@ -590,7 +594,8 @@ def _oversample(f: Finding, plan: DataPlan) -> Prescription:
         "crops drawn uniformly at random, as a plain pipeline does",
         {"data.foreground_oversample": "0"},
         {"data.foreground_oversample": "0.33"},
-        note="both runs already train the recipe's per-image Dice + cross-entropy.",
+        note="`segdoctor train` oversamples foreground by itself (a third of the crops); both "
+        "runs train the recipe's per-image Dice + cross-entropy.",
     )
 
 
