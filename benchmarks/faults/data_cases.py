@@ -13,9 +13,10 @@ from benchmarks.faults.real import RealPair, membrane, nuclei, save_png, streets
 from PIL import Image
 
 
-def _diagnose(folder):
+def _diagnose(folder, ctx: Context):
     from segdoctor.doctor import diagnose
 
+    ctx.notes["data"] = str(folder)  # for --verify, which trains on the same folder
     return diagnose(data=folder, plots=False)
 
 
@@ -24,7 +25,7 @@ def mask_0_255(ctx: Context):
     pairs = membrane(ctx.data_root, n=12 if ctx.quick else 20, size=128)
     if not ctx.faulty:  # what the masks should hold: 0/1
         pairs = [RealPair(p.name, p.image, (p.mask > 127).astype(np.uint8)) for p in pairs]
-    return _diagnose(write_pairs(ctx.workdir / "data", pairs))
+    return _diagnose(write_pairs(ctx.workdir / "data", pairs), ctx)
 
 
 def mask_bilinear(ctx: Context):
@@ -43,14 +44,14 @@ def mask_bilinear(ctx: Context):
         mask = Image.fromarray(p.mask.astype(np.float32)).resize((size, size), method)  # mode F
         (folder / "masks").mkdir(parents=True, exist_ok=True)
         tifffile.imwrite(folder / "masks" / f"{p.name}.tif", np.asarray(mask, np.float32))
-    return _diagnose(folder)
+    return _diagnose(folder, ctx)
 
 
 def mask_jpeg(ctx: Context):
     """0/1 masks saved as JPEG (``cv2.imwrite('m.jpg', mask)``): edges get values 0..2."""
     pairs = nuclei(ctx.data_root, n=12 if ctx.quick else 24, size=64)
     ext = ".jpg" if ctx.faulty else ".png"
-    return _diagnose(write_pairs(ctx.workdir / "data", pairs, mask_ext=ext))
+    return _diagnose(write_pairs(ctx.workdir / "data", pairs, mask_ext=ext), ctx)
 
 
 def mispaired_listing(ctx: Context):
@@ -71,7 +72,7 @@ def mispaired_listing(ctx: Context):
     for image_name, mask_name in order:
         save_png(folder / "images" / f"{image_name}.png", images[image_name].image)
         save_png(folder / "masks" / f"{image_name}.png", masks[mask_name])
-    return _diagnose(folder)
+    return _diagnose(folder, ctx)
 
 
 def _presence(pairs: list[RealPair], cls: int) -> list[bool]:
@@ -109,7 +110,7 @@ def class_absent_val(ctx: Context):
     ctx.notes["class_in"] = [sum(_presence(train, cls)), sum(_presence(val, cls))]
     from benchmarks.faults.real import write_splits
 
-    return _diagnose(write_splits(ctx.workdir / "data", {"train": train, "val": val}))
+    return _diagnose(write_splits(ctx.workdir / "data", {"train": train, "val": val}), ctx)
 
 
 def patch_validation(ctx: Context):
@@ -131,7 +132,7 @@ def patch_validation(ctx: Context):
         val = patches
     from benchmarks.faults.real import write_splits
 
-    return _diagnose(write_splits(ctx.workdir / "data", {"train": train, "val": val}))
+    return _diagnose(write_splits(ctx.workdir / "data", {"train": train, "val": val}), ctx)
 
 
 CASES = [
