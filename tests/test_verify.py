@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
@@ -300,3 +301,33 @@ def test_verify_end_to_end_on_masks_stored_as_0_255(crops255, tmp_path):
     text = result.to_text()
     assert "as diagnosed" in text and "with the fix" in text and v.verdict in text
     assert any("mask-scale-255: training with the fix" in m for m in messages)  # progress
+
+
+def _logits_model(from_logits: bool) -> keras.Model:
+    """A small fully convolutional binary model whose head outputs logits (no activation)."""
+    inputs = keras.Input((None, None, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1)(x))
+    model.compile("adam", keras.losses.BinaryCrossentropy(from_logits=from_logits))
+    return model
+
+
+def test_from_logits_is_verified_on_a_fresh_copy_of_the_users_model(crops255, monkeypatch):
+    monkeypatch.setattr(vf, "MAX_EPOCHS", 3)  # a few epochs are enough to run the path
+    model = _logits_model(from_logits=False)
+    report = _report(("output-activation-missing", {"from_logits": False}))
+    assert vf.prescribe(report, vf.DataPlan(crops255, [], []))[1][0].status == "not-verifiable"
+    weights = [w.copy() for w in model.get_weights()]
+    result = vf.verify(report, crops255, model=model, max_minutes=0.4, settings=TINY, log=print)
+    v = result.verified[0]
+    assert v.prescription.from_logits == (False, True)
+    assert v.diagnosed.epochs == v.fixed.epochs == 3
+    assert v.diagnosed.dice_mean is not None and v.fixed.dice_mean is not None
+    assert result.to_dict()["verified"][0]["from_logits"] == {"diagnosed": False, "fixed": True}
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights(), strict=True))
+    inputs = keras.Input((32, 32, 1))
+    fixed_size = keras.Model(inputs, keras.layers.Conv2D(1, 1)(inputs))
+    fixed_size.compile("adam", keras.losses.BinaryCrossentropy())
+    _, other = vf.prescribe(report, vf.DataPlan(crops255, [], []), fixed_size)
+    assert "fixed input size" in other[0].reason

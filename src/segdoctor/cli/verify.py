@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 from PIL import Image
 
@@ -42,6 +43,7 @@ from segdoctor.doctor import Finding, Report, diagnose
 from segdoctor.errors import ConfigError, SegdoctorError
 from segdoctor.runfiles import load_model
 from segdoctor.train.config import RunConfig, resolve_config
+from segdoctor.train.data import PreparedData, prepare_data
 from segdoctor.train.evaluate import predict_image, score_images
 from segdoctor.train.inference import to_labels
 from segdoctor.train.recipe import train_run
@@ -100,8 +102,6 @@ NEEDS_LOSS_SETTING = (
 NOT_VERIFIABLE: dict[str, str] = {
     **dict.fromkeys(
         (
-            "output-activation-missing",
-            "from-logits-mismatch",
             "activation-loss-mismatch",
             "softmax-single-channel",
             "output-classes-mismatch",
@@ -144,6 +144,8 @@ class Prescription:
             scored by their own evaluation.
         expect: "up" when the fix should raise the Dice; "down" when it removes an inflation.
         note: What the comparison can and cannot show.
+        from_logits: ``(diagnosed, fixed)`` settings of the user's loss when the fix is to the
+            user's model (then ``model`` is that model and both runs train a fresh copy of it).
 
     Example:
         >>> p = Prescription("dropout-high", "dropout 0", "dropout 0.5", {"model.dropout": "0.5"},
@@ -162,6 +164,8 @@ class Prescription:
     foreground: Callable[[np.ndarray], np.ndarray] | None = None
     expect: str = "up"
     note: str = ""
+    from_logits: tuple[bool, bool] | None = None
+    model: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -174,6 +178,8 @@ class Prescription:
             "extra_train": list(self.extra_train),
             "expect": self.expect,
         }
+        if self.from_logits is not None:
+            out["from_logits"] = {"diagnosed": self.from_logits[0], "fixed": self.from_logits[1]}
         return {**out, "note": self.note} if self.note else out
 
 
@@ -675,7 +681,9 @@ PRESCRIBERS: dict[str, Callable[[Finding, DataPlan], Prescription | Unverified]]
 """Finding ids whose fix segdoctor can apply to its own recipe (and reproduce the fault)."""
 
 
-def prescribe(report: Report, plan: DataPlan) -> tuple[list[Prescription], list[Unverified]]:
+def prescribe(
+    report: Report, plan: DataPlan, model: Any = None
+) -> tuple[list[Prescription], list[Unverified]]:
     """The verifiable prescriptions of a report's errors and warnings, in rank order.
 
     Every other error or warning is listed as :class:`Unverified`: ``recipe-fixes-it`` (the
@@ -691,8 +699,8 @@ def prescribe(report: Report, plan: DataPlan) -> tuple[list[Prescription], list[
         seen.add(f.id)
         if f.id in RECIPE_FIXES_IT:
             other.append(Unverified(f.id, "recipe-fixes-it", RECIPE_FIXES_IT[f.id]))
-        elif f.id in PRESCRIBERS:
-            made = PRESCRIBERS[f.id](f, plan)
+        elif f.id in PRESCRIBERS or f.id in LOGIT_FIXES:
+            made = _from_logits(f, model) if f.id in LOGIT_FIXES else PRESCRIBERS[f.id](f, plan)
             same = next((p for p in found if _same_runs(p, made)), None)
             if same is not None:
                 made = Unverified(f.id, "skipped", f"the same fix as {same.finding_id}: see there.")
@@ -710,8 +718,8 @@ def prescribe(report: Report, plan: DataPlan) -> tuple[list[Prescription], list[
 def _same_runs(a: Prescription, b: Prescription | Unverified) -> bool:
     if isinstance(b, Unverified):
         return False
-    keys = ("diagnosed", "fixed", "drop_train", "extra_train")
-    return all(a.to_dict()[k] == b.to_dict()[k] for k in keys)
+    keys = ("diagnosed", "fixed", "drop_train", "extra_train", "from_logits")
+    return all(a.to_dict().get(k) == b.to_dict().get(k) for k in keys)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -860,7 +868,11 @@ def _one_run(p, label, overrides, train, val_csv, run_dir, foreground, *, log, *
     limit = f"{epochs} epochs" if epochs < MAX_EPOCHS else f"{minutes:.1f} min"
     log(f"{p.finding_id}: training {label} ({limit})...")
     config = run_config(train_csv, val_csv, overrides, **config_args)
-    score = _train_and_score(config, run_dir, label, foreground, _prefixed(log, p, label))
+    if p.from_logits is not None:
+        from_logits = p.from_logits[0 if tag == "diagnosed" else 1]
+        score = _fit_user_model(p.model, from_logits, config, label, _prefixed(log, p, label))
+    else:
+        score = _train_and_score(config, run_dir, label, foreground, _prefixed(log, p, label))
     log(f"{p.finding_id}: {label}: {_fmt_dice(score)}")
     return score
 
@@ -868,6 +880,100 @@ def _one_run(p, label, overrides, train, val_csv, run_dir, foreground, *, log, *
 def _prefixed(log: Log, p: Prescription, label: str) -> Log:
     prefix = f"  [{p.finding_id}, {label}] "
     return lambda message: log(prefix + message)
+
+
+# ----------------------------------------------------------------------------------------------
+# Fixes to the user's model: a fresh copy of it trained on the recipe's crops
+
+LOGIT_FIXES = ("output-activation-missing", "from-logits-mismatch")
+"""Finding ids whose fix is the ``from_logits`` setting of the user's loss (needs the model)."""
+
+
+def _loss_config(model: Any) -> dict | None:
+    """The serialized loss of a compiled model, when it is a Loss with a from_logits setting."""
+    loss = getattr(model, "loss", None)
+    if not isinstance(loss, keras.losses.Loss):
+        return None
+    config = keras.losses.serialize(loss)
+    return config if "from_logits" in config.get("config", {}) else None
+
+
+def _outputs_logits(model: keras.Model) -> bool:
+    """Whether the model's last layer outputs logits (no sigmoid/softmax)."""
+    activation = getattr(model.layers[-1], "activation", None)
+    return getattr(activation, "__name__", "linear") == "linear"
+
+
+def _from_logits(f: Finding, model: Any) -> Prescription | Unverified:
+    if model is None or isinstance(model, (str, Path)):
+        why = "needs your model: pass it (--model MODEL, a compiled .keras file)."
+        return Unverified(f.id, "not-verifiable", why)
+    loss = _loss_config(model)
+    shape = tuple(model.inputs[0].shape)  # (None, H, W, C)
+    reason = None
+    if loss is None:
+        reason = "not verifiable yet: the loss is not a Keras Loss object with from_logits."
+    elif shape[1] is not None or shape[2] is not None:
+        reason = "not verifiable yet: the model has a fixed input size (whole images are scored)."
+    elif shape[-1] not in (1, 3):
+        reason = "not verifiable yet: only models with 1 or 3 input channels."
+    elif len(model.outputs) != 1 or model.outputs[0].shape[-1] != 1:
+        reason = "not verifiable yet: only single-output, one-channel (binary) models."
+    if reason is not None:
+        return Unverified(f.id, "not-verifiable", reason)
+    now = bool(loss["config"]["from_logits"])
+    return Prescription(
+        f.id,
+        f"from_logits={not now} in your loss",
+        f"your model and loss as compiled (from_logits={now})",
+        {"data.channels": str(shape[-1])},
+        {"data.channels": str(shape[-1])},
+        from_logits=(now, not now),
+        model=model,
+        note="both runs train a fresh copy of your model (same seed) with Adam at the short "
+        "run's learning rate on the recipe's crops; outputs are thresholded as what they are "
+        "(logits at 0, probabilities at 0.5).",
+    )
+
+
+def _fit_user_model(
+    model: keras.Model, from_logits: bool, config: RunConfig, label: str, log: Log
+) -> RunScore:
+    """Train a fresh copy of ``model`` with its loss at ``from_logits``; score whole images."""
+    start, done = time.monotonic(), 0
+    try:
+        prepared = prepare_data(config, log=log)
+        keras.utils.set_random_seed(config.train.seed)
+        clone = keras.models.clone_model(model)  # fresh weights, same seed in both runs
+        loss = _loss_config(model)
+        loss = {**loss, "config": {**loss["config"], "from_logits": from_logits}}
+        clone.compile(
+            optimizer=keras.optimizers.Adam(float(config.train.lr or 1e-3)),
+            loss=keras.losses.deserialize(loss),
+        )
+        limit = (config.train.max_minutes or float("inf")) * 60.0
+        while done < config.train.epochs and time.monotonic() - start < limit:
+            clone.fit(prepared.train, epochs=done + 1, initial_epoch=done, verbose=0)
+            done += 1
+        per_image = _score_model(clone, prepared)
+    except Exception as err:  # the as-diagnosed run may fail: that is the finding
+        log(f"failed: {type(err).__name__}: {err}")
+        error = f"{type(err).__name__}: {err}"
+        return RunScore(label, "failed", done, time.monotonic() - start, error=error)
+    status = "completed" if done >= config.train.epochs else "time budget"
+    return RunScore(label, status, done, time.monotonic() - start, per_image)
+
+
+def _score_model(model: keras.Model, prepared: PreparedData) -> dict[str, float]:
+    logits = _outputs_logits(model)
+    names, truths, preds = [], [], []
+    for pair in prepared.val_pairs:
+        image, truth = prepared.load(pair)  # (H, W, C) normalized, (H, W) int32
+        names.append(pair.name)
+        truths.append(truth)
+        preds.append(to_labels(predict_image(model, image), from_logits=logits))  # (H, W)
+    _, rows = score_images(names, truths, preds, 2)
+    return {row["name"]: float(row["dice"]) for row in rows}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1021,7 +1127,9 @@ def verify(
     result = VerifyResult(str(root))
     if write_fixed is not None:
         result.written = str(write_fixed_copy(root, write_fixed, report, plan))
-    prescriptions, result.unverified = prescribe(report, plan)
+    if isinstance(model, (str, Path)):
+        model = load_model(model, compile=True)
+    prescriptions, result.unverified = prescribe(report, plan, model)
     if prescriptions:
         keep = work_dir is not None
         work = Path(work_dir) if keep else Path(tempfile.mkdtemp(prefix="segdoctor-verify-"))
@@ -1085,9 +1193,13 @@ def cmd_verify(args: Any) -> int:
         )
         report.to_terminal(Console())
         if args.verify:
+            model = args.model
+            if model is not None:
+                model = load_model(model, unsafe=args.unsafe, compile=True)
             result = verify(
                 report,
                 args.data,
+                model=model,
                 max_minutes=args.max_minutes,
                 write_fixed=args.write_fixed,
                 verbose=2,
