@@ -114,6 +114,36 @@ def test_output_classes_mismatch_fires():
     m = compiled(keras.losses.CategoricalCrossentropy(), channels=3, activation="softmax")
     assert "output-classes-mismatch" in ids(m, num_classes=12)
     assert "output-classes-mismatch" not in ids(m, num_classes=3)
+    sigmoid = compiled(keras.losses.BinaryCrossentropy())
+    assert "output-classes-mismatch" in ids(sigmoid, num_classes=4)  # 1 channel, 4 classes
+    assert ids(sigmoid, num_classes=2) == set()
+
+
+def test_output_channels_extra_from_the_dataset_classes():
+    """More channels than the masks have classes: a warning (the issue's miss); 2 on binary: fine."""
+    m = compiled(keras.losses.CategoricalCrossentropy(), channels=3, activation="softmax")
+    found = {f.id: f for f in check_model(m, num_classes=2)}
+    assert found["output-channels-extra"].severity == "warning"
+    assert "output-classes-mismatch" not in found
+    two = compiled(keras.losses.CategoricalCrossentropy(), channels=2, activation="softmax")
+    assert ids(two, num_classes=2) == set()
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_output_activation_unsuited_fires_in_check_model(act):
+    found = ids(compiled(keras.losses.BinaryCrossentropy(from_logits=True), activation=act))
+    assert "output-activation-unsuited" in found
+    assert "output-activation-unsuited" not in ids(
+        compiled(keras.losses.BinaryCrossentropy(from_logits=True), activation=None)
+    )
+
+
+def test_input_channels_read_from_the_model():
+    from segdoctor.doctor.model_checks import input_channels
+
+    assert input_channels(tiny()) == 1
+    inputs = keras.Input((None, None, 3))
+    assert input_channels(keras.Model(inputs, keras.layers.Conv2D(1, 1)(inputs))) == 3
 
 
 def test_dropout_batchnorm_weight_decay_init():
