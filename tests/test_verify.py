@@ -128,9 +128,9 @@ def test_unreadable_pairs_are_kept_out_of_the_split_and_given_to_the_diagnosed_r
 
 def test_plan_budget_gives_every_run_an_equal_share_and_skips_what_does_not_fit():
     assert vf.plan_budget(3.0, 2) == (1.5, 2)
-    minutes, count = vf.plan_budget(1.0, 5)
-    assert count == 2 and minutes == pytest.approx(0.5)
-    assert vf.plan_budget(0.1, 3) == (0.0, 0)
+    minutes, count = vf.plan_budget(2.5, 5)
+    assert count == 2 and minutes == pytest.approx(1.25)
+    assert vf.plan_budget(0.9, 3) == (0.0, 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,7 +281,8 @@ def test_diagnose_verify_on_the_command_line_passes_the_budget_and_writes_json(
 # end to end
 
 
-def test_verify_end_to_end_on_masks_stored_as_0_255(crops255, tmp_path):
+def test_verify_end_to_end_on_masks_stored_as_0_255(crops255, tmp_path, monkeypatch):
+    monkeypatch.setattr(vf, "MIN_RUN_MINUTES", 0.2)  # seconds of training are enough here
     before = _hashes(crops255)
     messages: list[str] = []
     result = vf.verify(
@@ -315,6 +316,7 @@ def _logits_model(from_logits: bool) -> keras.Model:
 
 def test_from_logits_is_verified_on_a_fresh_copy_of_the_users_model(crops255, monkeypatch):
     monkeypatch.setattr(vf, "MAX_EPOCHS", 3)  # a few epochs are enough to run the path
+    monkeypatch.setattr(vf, "MIN_RUN_MINUTES", 0.2)
     model = _logits_model(from_logits=False)
     report = _report(("output-activation-missing", {"from_logits": False}))
     assert vf.prescribe(report, vf.DataPlan(crops255, [], []))[1][0].status == "not-verifiable"
@@ -331,3 +333,17 @@ def test_from_logits_is_verified_on_a_fresh_copy_of_the_users_model(crops255, mo
     fixed_size.compile("adam", keras.losses.BinaryCrossentropy())
     _, other = vf.prescribe(report, vf.DataPlan(crops255, [], []), fixed_size)
     assert "fixed input size" in other[0].reason
+
+
+def test_comparisons_left_without_time_are_skipped_not_run(monkeypatch):
+    calls = []
+    monkeypatch.setattr(vf, "verify_prescription", lambda p, *a, **k: calls.append(p))
+    plan = vf.DataPlan(Path("."), [], [])
+    found, _ = vf.prescribe(
+        _report(("mask-scale-255", {"values": [0, 255]}), ("dropout-high", {"rates": [0.6]})), plan
+    )
+    result = vf.VerifyResult("d")
+    vf._run_all(found, plan, Path("."), result, 1.0, None, 0, 0, lambda m: None)
+    assert [p.finding_id for p in calls] == [found[0].finding_id]  # 1 minute: one comparison
+    assert [u.status for u in result.unverified] == ["skipped"]
+    assert "leaves no time" in result.unverified[0].reason

@@ -63,7 +63,7 @@ SHORT_RUN: dict[str, str] = {
 """The recipe's settings for both runs of a comparison (``settings=`` overrides them)."""
 VAL_FRACTION = 0.2
 """Share of the pairs held out for validation when the data has no split of its own."""
-MIN_RUN_MINUTES = 0.2
+MIN_RUN_MINUTES = 0.5
 """The shortest time budget a run is given; fewer comparisons are made to keep it."""
 MAX_EPOCHS = 200
 """Epoch limit of the first run of a comparison (its time budget ends it sooner)."""
@@ -769,8 +769,8 @@ def plan_budget(max_minutes: float, prescriptions: int) -> tuple[float, int]:
     ``(0.0, 0)`` when not even one fits.
 
     Example:
-        >>> plan_budget(2.0, 9)
-        (0.4, 5)
+        >>> plan_budget(5.0, 9)
+        (1.0, 5)
     """
     count = min(prescriptions, int(max_minutes / (2 * MIN_RUN_MINUTES) + 1e-9))
     return (max_minutes / count, count) if count else (0.0, 0)
@@ -1153,13 +1153,14 @@ def _run_all(prescriptions, plan, work, result, max_minutes, settings, seed, ver
         "val_images": len(plan.val),
         "recipe": {**SHORT_RUN, **dict(settings or {})},
     }
-    for p in prescriptions[count:]:
-        reason = f"--max-minutes {max_minutes:g} leaves no time for it (two runs of at least "
-        reason += f"{MIN_RUN_MINUTES:g} min each); give more minutes."
-        result.unverified.append(Unverified(p.finding_id, "skipped", reason))
-    for k, p in enumerate(prescriptions[:count]):
+    for k, p in enumerate(prescriptions):
         left = max_minutes - (time.monotonic() - start) / 60.0
-        minutes = max(left, 0.0) / (count - k)
+        minutes = max(left, 0.0) / max(count - k, 1)
+        if k >= count or (k and minutes < 2 * MIN_RUN_MINUTES):  # no share, or earlier overran
+            reason = f"--max-minutes {max_minutes:g} leaves no time for it (two runs of at "
+            reason += f"least {MIN_RUN_MINUTES:g} min each); give more minutes."
+            result.unverified.append(Unverified(p.finding_id, "skipped", reason))
+            continue
         log(f"[{k + 1}/{count}] {p.finding_id}: {p.change}")
         result.verified.append(
             verify_prescription(
