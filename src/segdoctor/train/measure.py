@@ -75,21 +75,25 @@ def time_steps(model: keras.Model, batch: tuple, steps: int, max_seconds: float)
 
 
 def time_inference(model: keras.Model, prepared: PreparedData, images: int = 3):
-    """(per-image seconds, extra seconds of the first) of full-size prediction and scoring.
+    """(per-image seconds, seconds of tracing to expect) of full-size prediction and scoring.
 
-    Times the final evaluation's own code (:func:`evaluate_pairs`) on the first ``images``
-    validation images one by one; the first call traces the predict function.
+    Times the final evaluation's own code (:func:`evaluate_pairs`) twice on each of the first
+    ``images`` validation images: the second call is the per-image cost, the first one's extra
+    time is tracing the predict function for that image size. TensorFlow stops retracing after a
+    few sizes, so the expected tracing is twice the largest extra time seen.
     """
     pairs = prepared.val_pairs[:images]
     if not pairs:
         return None, 0.0
-    times = []
-    for pair in pairs:
+
+    def timed(pair) -> float:
         begin = time.perf_counter()
         evaluate_pairs(model, [pair], prepared.load, prepared.num_classes, prepared.ignore_index)
-        times.append(time.perf_counter() - begin)
-    per_image = float(np.median(times[1:])) if len(times) > 1 else times[0]
-    return per_image, max(0.0, times[0] - per_image)
+        return time.perf_counter() - begin
+
+    times = [(timed(pair), timed(pair)) for pair in pairs]  # (with tracing, without)
+    trace = max(0.0, *(first - again for first, again in times))
+    return float(np.median([again for _, again in times])), 2 * trace
 
 
 def measure(
