@@ -73,6 +73,8 @@ the same number of epochs within what is left of the comparison's time (at least
 :data:`MIN_RUN_MINUTES`), the rest goes to scoring."""
 PAIR_FILL = 0.8
 """Share of a comparison's time its two runs may use (the rest: scoring, files)."""
+SECOND_RUN_SLACK = 1.25
+"""The as-diagnosed run may take this many times the first run's time, whatever is left."""
 MIN_IMAGES = 3
 """Fewer validation images scored by both runs than this: no interval, no verdict."""
 BOOTSTRAP_ROUNDS = 10_000
@@ -322,6 +324,11 @@ def _verification_lines(v: Verification) -> list[str]:
         lines.append(
             f"    difference {c['mean_difference']:+.4f}, 95% interval [{lo:+.4f}, {hi:+.4f}] "
             f"over {c['images']} images ({c['wins']} better, {c['losses']} worse)"
+        )
+    if v.diagnosed.epochs and v.fixed.epochs and v.diagnosed.epochs != v.fixed.epochs:
+        lines.append(
+            f"    (the as-diagnosed run trained {v.diagnosed.epochs} epochs in its time limit, "
+            f"the run with the fix {v.fixed.epochs})"
         )
     lines.append(f"    {v.verdict}")
     if p.note:
@@ -852,13 +859,19 @@ def verify_prescription(
     diagnosed = _one_run(
         p, "as diagnosed", p.diagnosed, [*plan.train, *extra], val_csv, folder / "diagnosed",
         p.foreground, settings=settings, epochs=fixed.epochs or MAX_EPOCHS,
-        minutes=max(minutes * PAIR_FILL - (time.monotonic() - start) / 60.0, MIN_RUN_MINUTES),
+        minutes=_second_run_minutes(minutes, (time.monotonic() - start) / 60.0),
         seed=seed, verbose=verbose, log=log,
     )  # fmt: skip
     if diagnosed.dice_mean is None or fixed.dice_mean is None:
         return Verification(p, diagnosed, fixed, {"images": 0}, _failed_verdict(diagnosed, fixed))
     comparison = paired_difference(fixed.per_image, diagnosed.per_image, seed=seed)
     return Verification(p, diagnosed, fixed, comparison, verdict(comparison, p.expect))
+
+
+def _second_run_minutes(minutes: float, first: float) -> float:
+    """The as-diagnosed run's time limit: what is left of the comparison's share, but at least
+    :data:`SECOND_RUN_SLACK` times what the first run took (the same epochs at the same speed)."""
+    return max(minutes * PAIR_FILL - first, SECOND_RUN_SLACK * first, MIN_RUN_MINUTES)
 
 
 def _one_run(p, label, overrides, train, val_csv, run_dir, foreground, *, log, **config_args):
