@@ -31,13 +31,11 @@ class Context:
         data_root: folder holding ``dsb2018-nuclei``, ``isbi2012-membrane`` and ``camvid-val``.
         workdir: an empty temporary folder for this run.
         faulty: plant the fault (True) or build the healthy twin (False).
-        quick: fewer epochs and images (``--quick``).
     """
 
     data_root: Path
     workdir: Path
     faulty: bool
-    quick: bool = False
     notes: dict[str, Any] = field(default_factory=dict)
 
 

@@ -22,7 +22,7 @@ def _diagnose(folder, ctx: Context):
 
 def mask_0_255(ctx: Context):
     """ISBI 2012 masks as shipped by the classic Keras U-Net repository: {0, 255}."""
-    pairs = membrane(ctx.data_root, n=12 if ctx.quick else 20, size=128)
+    pairs = membrane(ctx.data_root, n=20, size=128)
     if not ctx.faulty:  # what the masks should hold: 0/1
         pairs = [RealPair(p.name, p.image, (p.mask > 127).astype(np.uint8)) for p in pairs]
     return _diagnose(write_pairs(ctx.workdir / "data", pairs), ctx)
@@ -38,7 +38,7 @@ def mask_bilinear(ctx: Context):
     size = 96
     method = Image.BILINEAR if ctx.faulty else Image.NEAREST
     folder = ctx.workdir / "data"
-    for p in nuclei(ctx.data_root, n=12 if ctx.quick else 24, size=64):
+    for p in nuclei(ctx.data_root, n=24, size=64):
         image = Image.fromarray(p.image).resize((size, size), Image.BILINEAR)
         save_png(folder / "images" / f"{p.name}.png", np.asarray(image))
         mask = Image.fromarray(p.mask.astype(np.float32)).resize((size, size), method)  # mode F
@@ -49,7 +49,7 @@ def mask_bilinear(ctx: Context):
 
 def mask_jpeg(ctx: Context):
     """0/1 masks saved as JPEG (``cv2.imwrite('m.jpg', mask)``): edges get values 0..2."""
-    pairs = nuclei(ctx.data_root, n=12 if ctx.quick else 24, size=64)
+    pairs = nuclei(ctx.data_root, n=24, size=64)
     ext = ".jpg" if ctx.faulty else ".png"
     return _diagnose(write_pairs(ctx.workdir / "data", pairs, mask_ext=ext), ctx)
 
@@ -61,7 +61,7 @@ def mispaired_listing(ctx: Context):
     ``zip(sorted(images), sorted(masks))`` pairs ``scan_10`` with ``scan_002_label`` and so on. The
     script then saves each mask under its image's name. The twin pairs by the number.
     """
-    pairs = nuclei(ctx.data_root, n=12 if ctx.quick else 24, size=64)
+    pairs = nuclei(ctx.data_root, n=24, size=64)
     images = {f"scan_{i + 1}": p for i, p in enumerate(pairs)}
     masks = {f"scan_{i + 1:03d}_label": p.mask for i, p in enumerate(pairs)}
     if ctx.faulty:
@@ -98,7 +98,7 @@ def class_absent_val(ctx: Context):
     split: tiles with it train, tiles without it validate, as a split by site or session can do.
     The twin interleaves the same tiles (every other one to validation).
     """
-    pairs = _tiles(streets(ctx.data_root, n=6 if ctx.quick else 10, width=192), 64)
+    pairs = _tiles(streets(ctx.data_root, n=10, width=192), 64)
     share = {c: float(np.mean(_presence(pairs, c))) for c in range(1, 11)}
     cls = min(share, key=lambda c: abs(share[c] - 0.5))
     ctx.notes["class"] = cls
@@ -119,7 +119,7 @@ def patch_validation(ctx: Context):
     Patch-level validation Dice (many patches empty or holding cut objects) is far from the
     whole-image Dice. The twin validates on the same images whole.
     """
-    pairs = nuclei(ctx.data_root, n=18 if ctx.quick else 30, size=128)
+    pairs = nuclei(ctx.data_root, n=30, size=128)
     train, val = pairs[: 2 * len(pairs) // 3], pairs[2 * len(pairs) // 3 :]
     if ctx.faulty:
         rng = np.random.default_rng(0)

@@ -16,11 +16,7 @@ from keras import ops
 
 def _crops(ctx: Context, n: int = 16, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """``x`` (N, size, size, 1) in [0, 1] and ``y`` (N, size, size, 1) 0/1 from nuclei."""
-    return stack(nuclei(ctx.data_root, n=8 if ctx.quick else n, size=size))
-
-
-def _epochs(ctx: Context, full: int) -> int:
-    return max(3, full // 2) if ctx.quick else full
+    return stack(nuclei(ctx.data_root, n=n, size=size))
 
 
 def activation_missing(ctx: Context):
@@ -56,7 +52,7 @@ def masks_divided_twice(ctx: Context):
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=[dice_coef]
     )
-    return fit_with_doctor(model, x, y, epochs=_epochs(ctx, 4), validation_data=(x[:4], y[:4]))
+    return fit_with_doctor(model, x, y, epochs=4, validation_data=(x[:4], y[:4]))
 
 
 class _FlipRotate(keras.utils.PyDataset):
@@ -103,7 +99,7 @@ def _rare_foreground(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
     """32 px crops at random places of nuclei images: many empty, the rest with a few small objects."""
     rng = np.random.default_rng(0)
     crops = []
-    for p in nuclei(ctx.data_root, n=12 if ctx.quick else 24, size=128):
+    for p in nuclei(ctx.data_root, n=24, size=128):
         for _ in range(2):
             top, left = rng.integers(0, 128 - 32, size=2)
             box = (slice(top, top + 32), slice(left, left + 32))
@@ -124,9 +120,7 @@ def smooth_rewards_empty(ctx: Context):
 
     model = small_unet(x.shape[1:])
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=dice_loss, metrics=[dice_coef])
-    return fit_with_doctor(
-        model, x, y, epochs=_epochs(ctx, 4), batch_size=8, validation_data=(x[-8:], y[-8:])
-    )
+    return fit_with_doctor(model, x, y, epochs=4, batch_size=8, validation_data=(x[-8:], y[-8:]))
 
 
 def lr_too_high(ctx: Context):
@@ -153,7 +147,7 @@ def nan_mixed_precision(ctx: Context):
     inf * (1 / 65535) is still inf: the Dice loss is NaN from the first step (a cross-entropy on
     torch would raise instead). The twin runs the same script in float32.
     """
-    pairs = nuclei(ctx.data_root, n=8 if ctx.quick else 16, size=64)
+    pairs = nuclei(ctx.data_root, n=16, size=64)
     x = []
     for p in pairs:  # (H, W) uint8 -> stretched uint16
         lo, hi = float(p.image.min()), float(p.image.max())
