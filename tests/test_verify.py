@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import keras
@@ -346,7 +347,7 @@ def test_comparisons_left_without_time_are_skipped_not_run(monkeypatch):
         _report(("mask-scale-255", {"values": [0, 255]}), ("dropout-high", {"rates": [0.6]})), plan
     )
     result = vf.VerifyResult("d")
-    vf._run_all(found, plan, Path("."), result, 1.0, None, 0, 0, lambda m: None)
+    vf._run_all(found, plan, Path("."), result, 1.0, None, 0, 0, lambda m: None, time.monotonic())
     assert [p.finding_id for p in calls] == [found[0].finding_id]  # 1 minute: one comparison
     assert [u.status for u in result.unverified] == ["skipped"]
     assert "leaves no time" in result.unverified[0].reason

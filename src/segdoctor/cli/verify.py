@@ -38,6 +38,7 @@ from PIL import Image
 
 from segdoctor import data as sd
 from segdoctor._io import check_writable
+from segdoctor.cli import STARTED
 from segdoctor.data.io import file_extension
 from segdoctor.doctor import Finding, Report, diagnose
 from segdoctor.errors import ConfigError, SegdoctorError
@@ -1110,6 +1111,7 @@ def verify(
     write_fixed: str | Path | None = None,
     verbose: int = 0,
     log: Log = print,
+    started: float | None = None,
 ) -> VerifyResult:
     """Prove the prescriptions of a diagnosis: two short trainings per fix, compared per image.
 
@@ -1127,6 +1129,8 @@ def verify(
         write_fixed: Also write a corrected copy of the data there (:func:`write_fixed_copy`).
         verbose: Keras' fit verbosity in the runs (2: one line per epoch).
         log: Progress messages.
+        started: ``time.monotonic()`` from which ``max_minutes`` counts (the command passes its
+            own start, so that the diagnosis counts too); default: now.
 
     Returns:
         A :class:`VerifyResult`.
@@ -1134,7 +1138,7 @@ def verify(
     Example:
         >>> # result = verify("data/", max_minutes=3); print(result.to_text())
     """
-    start = time.monotonic()
+    start = time.monotonic() if started is None else started
     report, root = _inputs(report_or_data, data, model, history)
     plan = plan_data(root, seed, check_readable="unreadable-file" in report.ids)
     result = VerifyResult(str(root))
@@ -1147,7 +1151,8 @@ def verify(
         keep = work_dir is not None
         work = Path(work_dir) if keep else Path(tempfile.mkdtemp(prefix="segdoctor-verify-"))
         try:
-            _run_all(prescriptions, plan, work, result, max_minutes, settings, seed, verbose, log)
+            _run_all(prescriptions, plan, work, result, max_minutes, settings, seed, verbose, log,
+                     start)  # fmt: skip
         finally:
             if not keep:
                 shutil.rmtree(work, ignore_errors=True)
@@ -1155,8 +1160,7 @@ def verify(
     return result
 
 
-def _run_all(prescriptions, plan, work, result, max_minutes, settings, seed, verbose, log):
-    start = time.monotonic()
+def _run_all(prescriptions, plan, work, result, max_minutes, settings, seed, verbose, log, start):
     _, count = plan_budget(max_minutes, len(prescriptions))
     log(f"Verifying {count} of {len(prescriptions)} prescription(s) in {max_minutes:g} minutes...")
     result.settings = {
@@ -1213,6 +1217,7 @@ def cmd_verify(args: Any) -> int:
             result = verify(
                 report,
                 args.data,
+                started=STARTED,
                 model=model,
                 max_minutes=args.max_minutes,
                 write_fixed=args.write_fixed,
