@@ -309,3 +309,19 @@ def test_a_command_start_recorded_first_counts_once_the_budget_is_known():
     assert deadline.remaining() == 40.0
     assert deadline.with_budget(5) is deadline  # a budget once set stays
     assert started.with_budget(None) is started
+
+
+def test_the_lr_range_test_is_skipped_when_its_share_holds_too_few_steps():
+    from segdoctor.train.measure import Measurement
+    from segdoctor.train.recipe import _lr_test_skipped
+
+    cfg = resolve_config(overrides={"data.path": "d"})  # no train.lr: a range test is due
+    slow = Measurement(step_s=3.0, per_image_s=0.5, trace_s=0.0, seconds=10.0)
+    fast = Measurement(step_s=0.3, per_image_s=0.5, trace_s=0.0, seconds=10.0)
+    four_minutes = Deadline(240.0)  # 8%: 19 s, 6 steps of 3 s
+    why = _lr_test_skipped(cfg, slow, four_minutes)
+    assert why is not None and "only 6 steps fit" in why
+    assert _lr_test_skipped(cfg, fast, four_minutes) is None  # 64 steps fit
+    given = resolve_config(overrides={"data.path": "d", "train.lr": "0.001"})
+    assert _lr_test_skipped(given, slow, four_minutes) is None  # no range test to skip
+    assert _lr_test_skipped(cfg, slow, Deadline(None)) is None  # no budget: never skipped

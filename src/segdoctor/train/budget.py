@@ -32,6 +32,9 @@ from dataclasses import dataclass
 
 LR_TEST_SHARE = 0.08
 """Largest share of the budget the LR range test may take (it runs fewer steps to fit)."""
+MIN_LR_TEST_STEPS = 20
+"""Fewest LR range test steps worth running: fewer give no usable loss curve (then it is skipped
+and the middle of the optimizer's learning-rate band is used)."""
 SEARCH_SHARE = 0.06
 """Largest share of the budget the timing of candidate configurations may take."""
 REPORT_S = 8.0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import keras
@@ -162,10 +163,13 @@ def lr_range_test(
 ) -> LRFindResult:
     """Run the range test on a compiled ``model`` with batches from ``data``.
 
+    The steps are ``train_on_batch`` calls, so a model whose training step was already traced
+    (by timing it, as a budgeted run does) is not traced again, as ``fit`` would.
+
     Args:
         model: a compiled model (it is trained: pass a fresh copy, not the one you keep).
-        data: anything ``model.fit`` accepts that yields at least ``steps`` batches
-            (a ``keras.utils.PyDataset`` is repeated as needed).
+        data: batches ``(x, y, ...)``: a ``keras.utils.PyDataset`` or sequence (indexed in turn,
+            repeated as needed) or an iterable such as a ``tf.data.Dataset``.
         start_lr, end_lr: the range, exponentially spaced.
         steps: number of batches.
         beta: smoothing of the loss curve.
@@ -177,8 +181,33 @@ def lr_range_test(
         An :class:`LRFindResult` with ``suggestion`` set when enough steps ran.
     """
     callback = _RangeTest(start_lr, end_lr, steps, beta, divergence, max_seconds)
-    per_epoch = len(data) if hasattr(data, "__len__") else steps
-    per_epoch = max(1, min(per_epoch, steps))
-    epochs = math.ceil(steps / per_epoch)
-    model.fit(data, epochs=epochs, steps_per_epoch=per_epoch, callbacks=[callback], verbose=0)
+    callback.set_model(model)
+    model.stop_training = False
+    callback.on_train_begin()
+    batches = _batches(data)
+    for step in range(steps):
+        x, y = next(batches)
+        callback.on_train_batch_begin(step)
+        out = model.train_on_batch(x, y)  # returns host values: the step has finished
+        loss = out[0] if isinstance(out, list | tuple) else out
+        callback.on_train_batch_end(step, {"loss": float(loss)})
+        if model.stop_training:
+            break
+    model.stop_training = False
     return suggest(callback.result)
+
+
+def _batches(data) -> Iterator[tuple]:
+    """Endless ``(x, y)`` batches of ``data``: indexed in turn (its ``on_epoch_end`` called
+    after each pass, as ``fit`` does), or iterated again and again."""
+    indexable = hasattr(data, "__getitem__") and hasattr(data, "__len__")
+    while True:
+        if indexable:
+            for i in range(len(data)):
+                batch = data[i]
+                yield batch[0], batch[1]
+            if hasattr(data, "on_epoch_end"):
+                data.on_epoch_end()
+        else:
+            for batch in data:
+                yield batch[0], batch[1]

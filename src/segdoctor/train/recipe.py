@@ -709,7 +709,14 @@ def _train_run(
             config, sizing, choice = _size_to_budget(config, prepared, deadline, log)
             deadline.mark("configuration")
         lr = config.train.lr
-        if lr is None:
+        skipped = _lr_test_skipped(config, sizing, deadline)
+        if lr is None and skipped:
+            lr = float(np.sqrt(np.prod(LR_BAND[config.train.optimizer])))
+            log(skipped + f" Using {lr:.2g}, the middle of the {config.train.optimizer} band.")
+            notes.append(skipped)
+            sizing.model = None
+            clear_session_keeping_run_state()  # the measured model is not needed
+        elif lr is None:
             log("No learning rate given: running an LR range test (loss vs. learning rate)...")
             lr_result = find_lr(
                 config,
@@ -841,6 +848,25 @@ def _schedule_horizon(
             "has decayed when the budget ends."
         )
     return plan.total_steps
+
+
+def _lr_test_skipped(
+    config: RunConfig, sizing: Measurement | None, deadline: Deadline
+) -> str | None:
+    """Why the LR range test is skipped (its share of the budget holds too few steps), or None."""
+    if config.train.lr is not None or sizing is None or sizing.step_s <= 0:
+        return None
+    if not deadline.bounded:
+        return None
+    share = deadline.share(bud.LR_TEST_SHARE)
+    fit = int(share // sizing.step_s)
+    if fit >= bud.MIN_LR_TEST_STEPS:
+        return None
+    return (
+        f"LR range test skipped: at {sizing.step_s:.2f} s a step only {fit} steps fit in its "
+        f"share of the time budget ({share:.0f} s), fewer than the {bud.MIN_LR_TEST_STEPS} a "
+        "usable loss curve needs."
+    )
 
 
 def _measured_step_s(lr_result, sizing: Measurement) -> tuple[float, float]:
