@@ -89,7 +89,7 @@ def loss(
     *,
     mode: str = "binary",
     from_logits: bool = False,
-    per_image: bool = False,
+    per_image: bool = True,  # segdoctor.losses.PER_IMAGE
     include_background: bool = False,
     class_weights: Sequence[float] | None = None,
     ignore_index: int | None = None,

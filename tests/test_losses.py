@@ -511,16 +511,18 @@ def test_include_background_and_class_weights():
     per_class = [
         float(
             soft_dice_loss(
-                y_true, y_pred, mode="multiclass", include_background=True, class_weights=w
+                y_true, y_pred, mode="multiclass", include_background=True, class_weights=w,
+                per_image=False,
             )
         )
         for w in ([1, 0, 0], [0, 1, 0], [0, 0, 1])
-    ]
-    default = float(soft_dice_loss(y_true, y_pred, mode="multiclass"))
+    ]  # fmt: skip
+    pooled = {"mode": "multiclass", "per_image": False}
+    default = float(soft_dice_loss(y_true, y_pred, **pooled))
     assert default == pytest.approx((per_class[1] + per_class[2]) / 2, rel=1e-6)
-    weighted = float(soft_dice_loss(y_true, y_pred, mode="multiclass", class_weights=[9, 1, 3]))
+    weighted = float(soft_dice_loss(y_true, y_pred, **pooled, class_weights=[9, 1, 3]))
     assert weighted == pytest.approx((per_class[1] + 3 * per_class[2]) / 4, rel=1e-6)
-    scaled = float(soft_dice_loss(y_true, y_pred, mode="multiclass", class_weights=[9, 10, 30]))
+    scaled = float(soft_dice_loss(y_true, y_pred, **pooled, class_weights=[9, 10, 30]))
     assert scaled == pytest.approx(weighted, rel=1e-6)  # weights are normalized
 
 
@@ -810,8 +812,8 @@ def test_sums_are_float32_for_low_precision_predictions(dtype):
         _, fn, extra = LOSSES[kind]
         value = fn(y_true, low, **extra)
         assert keras.backend.standardize_dtype(value.dtype) == "float32"
-        want = ref.loss(kind, y_true, to_numpy(low), **extra)
-        assert float(value) == pytest.approx(want, rel=1e-5)
+        want = ref.loss(kind, y_true, to_numpy(low), **extra)  # both per image by default
+        np.testing.assert_allclose(to_numpy(value), want, rtol=1e-5)
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])

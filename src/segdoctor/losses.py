@@ -10,10 +10,11 @@ that stores its configuration. All of them follow the same steps and take the sa
 2. **Statistics.** Soft true positives, false positives and false negatives per image and class,
    ``tp = sum(p * t)``, ``fp = sum(p * (1 - t))``, ``fn = sum((1 - p) * t)``, summed in float32
    even when the model computes in float16 or bfloat16.
-3. **Scores.** ``per_image=False`` (default) first sums the statistics over the batch (one pooled
-   score per class, like nnU-Net's "batch Dice"); ``per_image=True`` scores each image and averages
-   the losses. Then background is dropped (``mode="multiclass"`` with ``include_background=False``,
-   the default) and classes are averaged with ``class_weights`` normalized to sum to one.
+3. **Scores.** ``per_image=True`` (default, :data:`PER_IMAGE`) scores each image and averages the
+   losses; ``per_image=False`` first sums the statistics over the batch (one pooled score per
+   class, like nnU-Net's "batch Dice"). Then background is dropped (``mode="multiclass"`` with
+   ``include_background=False``, the default) and classes are averaged with ``class_weights``
+   normalized to sum to one.
 
 Smoothed Dice is ``(2 tp + smooth) / (2 tp + fp + fn + smooth)``. ``smooth`` (default 1, in units
 of pixels) is what defines the empty-mask behaviour: an image (or class) with an empty truth and an
@@ -76,6 +77,12 @@ __all__ = [
 ]
 
 MODES: tuple[str, ...] = ("binary", "multiclass", "multilabel")
+PER_IMAGE = True
+"""The default reduction of every loss: one Dice per image, then the mean (``per_image=True``).
+
+The same default as the metrics (``DiceScore``), the recipe and the doctor, which warns
+(``dice-batch-pooled``) when a loss pools the batch: pooled, a missed small object next to a large
+one barely counts. Pass ``per_image=False`` for nnU-Net's "batch Dice"."""
 VALIDATE_POLICIES: tuple[str, ...] = ("first", "always", "never")  # when value checks run
 WEIGHT_TYPES: tuple[str, ...] = ("square", "simple", "uniform")
 _EPS = 1e-7  # clip for log(p) and the focal Tversky base
@@ -95,7 +102,7 @@ class _Options:
 
     mode: str = "binary"
     from_logits: bool = False
-    per_image: bool = False
+    per_image: bool = PER_IMAGE
     include_background: bool = False
     class_weights: tuple[float, ...] | None = None
     ignore_index: int | None = None
@@ -147,7 +154,7 @@ def _as_float(name: str, value: object, *, positive: bool = False) -> float:
 def _make_options(
     mode: str = "binary",
     from_logits: bool = False,
-    per_image: bool = False,
+    per_image: bool = PER_IMAGE,
     include_background: bool = False,
     class_weights: Sequence[float] | None = None,
     ignore_index: int | None = None,
@@ -983,7 +990,7 @@ class _SegmentationLoss(keras.losses.Loss):
         *,
         mode: str = "binary",
         from_logits: bool = False,
-        per_image: bool = False,
+        per_image: bool = PER_IMAGE,
         include_background: bool = False,
         class_weights: Sequence[float] | None = None,
         ignore_index: int | None = None,
@@ -1266,7 +1273,8 @@ def weighted_dice_loss(
     an undefined ``smooth``. Here each class gets its own Dice over the batch, and the result is
     ``1 - sum_c w_c dice_c`` with ``w`` normalized; the background is included (give it weight 0 to
     leave it out). Labels may be one-hot ``(B, H, W, C)`` or sparse. The returned function is not
-    serializable; for saved models use ``DiceLoss(class_weights=..., include_background=True)``.
+    serializable; for saved models use
+    ``DiceLoss(class_weights=..., include_background=True, per_image=False)``.
 
     Example:
         >>> import numpy as np
@@ -1293,6 +1301,7 @@ def weighted_dice_loss(
             include_background=background,
             class_weights=weights,
             smooth=smooth,
+            per_image=False,  # the classic loss pools the batch
         )
 
     weighted_dice_loss_fn.__name__ = "weighted_dice_loss"
