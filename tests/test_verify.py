@@ -305,7 +305,7 @@ def test_verify_end_to_end_on_masks_stored_as_0_255(crops255, tmp_path, monkeypa
     assert set(entry["as_diagnosed"]["per_image"]) == set(entry["with_fix"]["per_image"])
     text = result.to_text()
     assert "as diagnosed" in text and "with the fix" in text and v.verdict in text
-    assert any("mask-scale-255: training with the fix" in m for m in messages)  # progress
+    assert any("mask-scale-255: training as diagnosed" in m for m in messages)  # progress
 
 
 def _logits_model(from_logits: bool) -> keras.Model:

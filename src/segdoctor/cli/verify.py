@@ -69,13 +69,13 @@ MIN_RUN_MINUTES = 0.5
 MAX_EPOCHS = 200
 """Epoch limit of the first run of a comparison (its time budget ends it sooner)."""
 FIRST_RUN_SHARE = 0.45
-"""Share of a comparison's time the first run (with the fix) is given; the second run trains
-the same number of epochs within what is left of the comparison's time (at least
-:data:`MIN_RUN_MINUTES`), the rest goes to scoring."""
+"""Share of a comparison's time the first run (as diagnosed) is given; the second run (with
+the fix) trains the same number of epochs within what is left of the comparison's time (at
+least :data:`MIN_RUN_MINUTES`), the rest goes to scoring."""
 PAIR_FILL = 0.8
 """Share of a comparison's time its two runs may use (the rest: scoring, files)."""
 SECOND_RUN_SLACK = 1.25
-"""The as-diagnosed run may take this many times the first run's time, whatever is left."""
+"""The second run may take this many times the first run's time, whatever is left."""
 MIN_IMAGES = 3
 """Fewer validation images scored by both runs than this: no interval, no verdict."""
 BOOTSTRAP_ROUNDS = 10_000
@@ -328,8 +328,8 @@ def _verification_lines(v: Verification) -> list[str]:
         )
     if v.diagnosed.epochs and v.fixed.epochs and v.diagnosed.epochs != v.fixed.epochs:
         lines.append(
-            f"    (the as-diagnosed run trained {v.diagnosed.epochs} epochs in its time limit, "
-            f"the run with the fix {v.fixed.epochs})"
+            f"    (the as-diagnosed run trained {v.diagnosed.epochs} epochs, the run with the fix "
+            f"{v.fixed.epochs} in its time limit)"
         )
     lines.append(f"    {v.verdict}")
     if p.note:
@@ -841,25 +841,27 @@ def verify_prescription(
     verbose: int = 0,
     log: Log = print,
 ) -> Verification:
-    """Run the fixed and the as-diagnosed training of one prescription and compare them.
+    """Run the as-diagnosed and the fixed training of one prescription and compare them.
 
-    The run with the fix goes first, within :data:`FIRST_RUN_SHARE` of ``minutes`` (the
-    recipe's own time budget); the as-diagnosed run then trains the same number of epochs, so
-    that both get the same steps, within what is left of ``minutes`` (a safety net).
+    The as-diagnosed run goes first, within :data:`FIRST_RUN_SHARE` of ``minutes`` (the
+    recipe's own time budget); the run with the fix then trains the same number of epochs (all
+    of them when the first run failed), within what is left of ``minutes`` (a safety net). The
+    fix never trains longer than the fault: a fault that slows training (a 256-class head for
+    0/255 masks) does not turn into an advantage measured for the fix.
     """
     start = time.monotonic()
     folder = work / p.finding_id
     val_csv = _write_csv(folder / "val.csv", plan.val)
     extra = [q for q in plan.unreadable if q.name in p.extra_train]
     fixed_train = [q for q in plan.train if q.name not in p.drop_train]
-    fixed = _one_run(
-        p, "with the fix", p.fixed, fixed_train, val_csv, folder / "fixed", None,
-        settings=settings, epochs=MAX_EPOCHS, minutes=minutes * FIRST_RUN_SHARE, seed=seed,
-        verbose=verbose, log=log,
-    )  # fmt: skip
     diagnosed = _one_run(
         p, "as diagnosed", p.diagnosed, [*plan.train, *extra], val_csv, folder / "diagnosed",
-        p.foreground, settings=settings, epochs=fixed.epochs or MAX_EPOCHS,
+        p.foreground, settings=settings, epochs=MAX_EPOCHS, minutes=minutes * FIRST_RUN_SHARE,
+        seed=seed, verbose=verbose, log=log,
+    )  # fmt: skip
+    fixed = _one_run(
+        p, "with the fix", p.fixed, fixed_train, val_csv, folder / "fixed", None,
+        settings=settings, epochs=diagnosed.epochs or MAX_EPOCHS,
         minutes=_second_run_minutes(minutes, (time.monotonic() - start) / 60.0),
         seed=seed, verbose=verbose, log=log,
     )  # fmt: skip
@@ -870,7 +872,7 @@ def verify_prescription(
 
 
 def _second_run_minutes(minutes: float, first: float) -> float:
-    """The as-diagnosed run's time limit: what is left of the comparison's share, but at least
+    """The second run's time limit: what is left of the comparison's share, but at least
     :data:`SECOND_RUN_SLACK` times what the first run took (the same epochs at the same speed)."""
     return max(minutes * PAIR_FILL - first, SECOND_RUN_SLACK * first, MIN_RUN_MINUTES)
 
