@@ -219,20 +219,22 @@ def test_the_fastest_wins_when_no_candidate_gets_enough_epochs():
 # -------------------------------------------------------------------------------- whole command
 
 
+TINY = {
+    "data.patch_size": "32",
+    "data.batch_size": "2",
+    "model.depth": "2",
+    "model.base_filters": "4",
+    "train.epochs": "50",
+    "train.lr": "0.01",
+    "train.verbose": "0",
+    "train.doctor": "false",
+    "train.max_minutes": "2",
+}
+"""A tiny run: depth-2 U-Net of 4 filters on 32x32 patches, batches of 2."""
+
+
 def _tiny_config(data: Path, **overrides: str):
-    settings = {
-        "data.path": str(data),
-        "data.patch_size": "32",
-        "data.batch_size": "2",
-        "model.depth": "2",
-        "model.base_filters": "4",
-        "train.epochs": "50",
-        "train.lr": "0.01",
-        "train.verbose": "0",
-        "train.doctor": "false",
-        "train.max_minutes": "2",
-    }
-    return resolve_config(overrides={**settings, **overrides})
+    return resolve_config(overrides={"data.path": str(data), **TINY, **overrides})
 
 
 @pytest.mark.timeout(240)
@@ -271,7 +273,26 @@ def test_the_command_ends_within_its_budget_when_steps_are_much_slower_than_plan
     meta = json.loads((run / "run.json").read_text())
     assert set(meta["budget"]["phases_s"]) >= {"data", "configuration", "training", "evaluation"}
     assert meta["schedule_steps"] >= 1
+    assert meta["configuration"]["chosen"] == {"model.base_filters": 4}  # the user's, kept
     assert (run / "report.html").exists()
+
+
+@pytest.mark.timeout(240)
+def test_a_budgeted_run_chooses_the_width_the_user_left_open_and_records_why(tmp_path):
+    from segdoctor.train.recipe import train_run
+
+    data = write_disc_dataset(tmp_path / "data", n=12)
+    settings = {**TINY, "train.epochs": "2", "train.max_minutes": "1.5"}
+    del settings["model.base_filters"]  # left open: the recipe chooses
+    cfg = resolve_config(overrides={"data.path": str(data), **settings})
+    assert not cfg.is_explicit("model.base_filters")
+    messages: list[str] = []
+    train_run(cfg, tmp_path / "run", log=messages.append)
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    chosen = meta["configuration"]["chosen"]["model.base_filters"]
+    assert chosen in (16, 32) and "16 base filters" in meta["configuration"]["candidates"]
+    assert load_yaml(tmp_path / "run" / "config.yaml")["model"]["base_filters"] == chosen
+    assert any(m.startswith("Configuration: ") for m in messages)
 
 
 def test_budget_schedule_refits_in_steps_when_told_the_steps_per_epoch():

@@ -818,7 +818,8 @@ def _size_to_budget(
         )
     steps = 2 if lr_test else 4  # with an LR range test: compile and one step, it times more
     sizing = measure(_throwaway_model, config, prepared, search_s, steps=steps, keep=lr_test)
-    return config, sizing, None
+    kept = {"model.base_filters": config.model.base_filters}
+    return config, sizing, {"chosen": kept, "why": "set by the user: not searched"}
 
 
 def _schedule_horizon(
