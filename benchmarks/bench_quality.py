@@ -262,6 +262,9 @@ def combine(folders: list[Path]) -> dict:
             "dice_mean_per_seed": [r["dice_mean"] for r in results],
             "dice_mean": float(np.mean(list(averaged[name].values()))),
             "epochs_per_seed": [r["epochs"] for r in results],
+            "minutes_per_seed": [r.get("minutes") for r in results],
+            "phases_s_per_seed": [r.get("phases_s") for r in results],
+            "base_filters_per_seed": [r.get("base_filters") for r in results],
             "final_lr_per_seed": [r.get("final_lr") for r in results],
             "history_findings_per_seed": [r.get("history_findings") for r in results],
         }
