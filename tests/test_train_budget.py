@@ -346,3 +346,28 @@ def test_the_lr_range_test_is_skipped_when_its_share_holds_too_few_steps():
     given = resolve_config(overrides={"data.path": "d", "train.lr": "0.001"})
     assert _lr_test_skipped(given, slow, four_minutes) is None  # no range test to skip
     assert _lr_test_skipped(cfg, slow, Deadline(None)) is None  # no budget: never skipped
+
+
+@pytest.mark.timeout(240)
+def test_the_deadline_holds_in_real_time_with_a_sleeping_step(tmp_path):
+    """The same with the real clock: every step sleeps 4 s more than the ~0.05 s it was timed at
+    before training (an epoch of 7 steps: 28 s); the whole call, from before train_run to its
+    return, ends within a few seconds of the budget, far inside the tolerance."""
+    from segdoctor.train.recipe import train_run
+
+    data = write_disc_dataset(tmp_path / "data", n=16)
+
+    class Sleep(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            time.sleep(4.0)
+
+    deadline = Deadline(45.0)
+    result = train_run(
+        _tiny_config(data),
+        tmp_path / "run",
+        log=lambda _: None,
+        callbacks=[Sleep()],
+        deadline=deadline,
+    )
+    assert deadline.elapsed() <= 45.0 + 5.0 < 45.0 + tolerance_s(45.0)
+    assert result.status.startswith("time budget")
