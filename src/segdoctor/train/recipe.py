@@ -838,7 +838,8 @@ def _schedule_horizon(
     step_s, compile_s = _measured_step_s(lr_result, sizing)
     n_val = len(prepared.val_pairs)
     reserve = sizing.reserve_s(n_val)
-    train_s = SCHEDULE_FILL * (deadline.remaining() - reserve - compile_s)
+    # the first validation traces the test step once: counted once, like the compilation
+    train_s = SCHEDULE_FILL * (deadline.remaining() - reserve - compile_s - sizing.trace_s)
     plan = bud.plan_steps(train_s, step_s, steps, sizing.val_s(n_val), t.epochs)
     if plan.total_steps < t.epochs * steps:
         log(
@@ -893,7 +894,7 @@ def _time_budget(
         deadline=deadline,
         reserve_s=sizing.reserve_s(n_val),
         step_s=_measured_step_s(lr_result, sizing)[0],
-        val_s=sizing.val_s(n_val),
+        val_s=sizing.val_s(n_val) + sizing.trace_s,  # until a validation is measured
     )
 
 
