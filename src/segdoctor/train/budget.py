@@ -169,7 +169,7 @@ def lr_test_steps(allowance_s: float, step_s: float, steps: int, done: int = 0) 
 
     Example:
         >>> lr_test_steps(30.0, 1.0, 50, done=3), lr_test_steps(300.0, 1.0, 50, done=3)
-        (30, 50)
+        (33, 50)
     """
     if step_s <= 0 or math.isinf(allowance_s):
         return steps

@@ -243,6 +243,12 @@ class TimeBudget(keras.callbacks.Callback):
         step_s: a step's duration measured before training (LR range test, step timing).
         val_s: a validation's expected duration before one is measured.
         mid_epoch: stop between steps (default) or only at epoch ends.
+
+    Example:
+        >>> from segdoctor.train.budget import Deadline
+        >>> budget = TimeBudget(deadline=Deadline(900.0), reserve_s=40.0, step_s=1.2, val_s=8.0)
+        >>> budget.remaining_s <= 860.0
+        True
     """
 
     def __init__(
