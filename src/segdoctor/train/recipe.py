@@ -363,9 +363,9 @@ def resolve_mixed_precision(setting: str) -> tuple[bool, str]:
 
     ``auto`` turns it on where it was measured to pay: the TensorFlow backend on a CPU with native
     bfloat16 units (benchmarks/bench_throughput.py, the default U-Net's training step: 1.9x as
-    fast as float32 with AMX; 1.55x (32 filters) and 2.1x (16) on an AMD EPYC with AVX512-BF16 and
-    no AMX). On CPUs without them (AVX2 only) bfloat16 is emulated, so it stays off. Weights, the
-    output head, losses and metrics stay float32 in both cases.
+    fast as float32 with AMX; 1.55x (32 filters) and 1.4-2.1x (16) on an AMD EPYC with
+    AVX512-BF16 and no AMX). On CPUs without them (AVX2 only) bfloat16 is emulated, so it stays
+    off. Weights, the output head, losses and metrics stay float32 in both cases.
     """
     if setting in ("on", "off"):
         return setting == "on", f"Mixed precision (bfloat16): {setting}."
@@ -379,7 +379,7 @@ def resolve_mixed_precision(setting: str) -> tuple[bool, str]:
     if units:
         return True, (
             f"Mixed precision (bfloat16): on (auto: TensorFlow on a CPU with {units}, where a "
-            "step was measured 1.5-2x as fast as in float32; train.mixed_precision=off to keep "
+            "step was measured 1.4-2x as fast as in float32; train.mixed_precision=off to keep "
             "float32)."
         )
     native = backend == "tensorflow" and not gpu
