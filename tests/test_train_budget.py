@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import time
@@ -275,6 +276,16 @@ def test_the_command_ends_within_its_budget_when_steps_are_much_slower_than_plan
     assert meta["schedule_steps"] >= 1
     assert meta["configuration"]["chosen"] == {"model.base_filters": 4}  # the user's, kept
     assert (run / "report.html").exists()
+    # --resume continues from the partial epoch's checkpoint, under a budget of its own
+    from segdoctor.train.recipe import resume_run
+
+    offset["s"] = 0.0
+    budget = Deadline(60.0, clock=clock)
+    again = resume_run(run, log=messages.append, callbacks=[SlowStep()], deadline=budget)
+    assert again.epochs_run > result.epochs_run and budget.elapsed() <= 60.0 + tolerance_s(60.0)
+    with open(run / "history.csv", newline="") as fh:
+        epochs = [int(float(row["epoch"])) for row in csv.DictReader(fh)]
+    assert epochs == list(range(again.epochs_run))  # one continuous history
 
 
 @pytest.mark.timeout(240)
