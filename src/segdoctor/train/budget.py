@@ -38,7 +38,9 @@ and the middle of the optimizer's learning-rate band is used)."""
 SEARCH_SHARE = 0.06
 """Largest share of the budget the timing of candidate configurations may take."""
 REPORT_S = 8.0
-"""Seconds the report takes besides predicting (plots, HTML): measured 3-6 s on 2 busy cores."""
+"""Seconds the report takes besides predicting (plots, HTML). Bound from measurement: the whole
+final evaluation of the 2-minute demo (model loading, 10 images, plots, HTML) took 5-9 s on 2
+busy cores (run.json ``budget.phases_s``)."""
 RESERVE_FACTOR = 1.5
 """Safety factor on the predicted evaluation time (image sizes vary; the machine may be busy)."""
 EPOCH_END_S = 2.0
