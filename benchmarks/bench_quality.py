@@ -89,28 +89,13 @@ def score(model_path: Path, prepared, test_pairs) -> dict:
 def paired(a: dict, b: dict, rounds: int = 20000, seed: int = 0) -> dict:
     """Per-image comparison of two recipes on the same held-out images.
 
-    The mean difference with a bootstrap 95% interval (images resampled), wins/losses, and a
-    two-sided sign-flip permutation p-value: under "no difference" each image's difference is
-    equally likely to have either sign. Images scored by only one side (empty truth and
-    prediction under the skip policy) are left out.
+    :func:`segdoctor.metrics.paired_difference` (the one ``diagnose --verify`` reports): the mean
+    difference ``a - b`` with a bootstrap 95% interval, wins/losses and a sign-flip p-value; images
+    scored by only one side are left out.
     """
-    import numpy as np
+    from segdoctor.metrics import paired_difference
 
-    names = sorted(set(a) & set(b))
-    d = np.array([a[n] - b[n] for n in names if a[n] == a[n] and b[n] == b[n]])
-    rng = np.random.default_rng(seed)
-    boot = d[rng.integers(0, len(d), (rounds, len(d)))].mean(axis=1)
-    flips = rng.choice([-1.0, 1.0], size=(rounds, len(d)))
-    null = np.abs((flips * d).mean(axis=1))
-    return {
-        "images": len(d),
-        "mean_difference": float(d.mean()),
-        "median_difference": float(np.median(d)),
-        "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
-        "wins": int((d > 1e-4).sum()),
-        "losses": int((d < -1e-4).sum()),
-        "p_value": float((1 + (null >= abs(d.mean()) - 1e-12).sum()) / (rounds + 1)),
-    }
+    return paired_difference(a, b, rounds=rounds, seed=seed)
 
 
 def history_summary(folder: Path) -> dict:

@@ -13,7 +13,7 @@ This module sits above ``train`` and ``doctor`` (it needs the doctor's findings 
 recipe's training run); neither of them imports it.
 
 Example:
-    >>> from segdoctor.cli.verify import paired_difference
+    >>> from segdoctor.metrics import paired_difference
     >>> paired_difference({"a": 0.9, "b": 0.8, "c": 0.7}, {"a": 0.5, "b": 0.6, "c": 0.4})["images"]
     3
 """
@@ -42,6 +42,7 @@ from segdoctor.cli import STARTED
 from segdoctor.data.io import file_extension
 from segdoctor.doctor import Finding, Report, diagnose
 from segdoctor.errors import ConfigError, SegdoctorError
+from segdoctor.metrics import paired_difference
 from segdoctor.runfiles import load_model
 from segdoctor.train.config import RunConfig, resolve_config
 from segdoctor.train.data import PreparedData, prepare_data
@@ -78,7 +79,7 @@ SECOND_RUN_SLACK = 1.25
 """The second run may take this many times the first run's time, whatever is left."""
 MIN_IMAGES = 3
 """Fewer validation images scored by both runs than this: no interval, no verdict."""
-BOOTSTRAP_ROUNDS = 10_000
+
 
 DATA_FIXES = ("mask-scale-255", "duplicate-across-splits", "unreadable-file")
 """Finding ids whose fix ``--write-fixed`` applies to a copy of the data."""
@@ -339,65 +340,6 @@ def _verification_lines(v: Verification) -> list[str]:
 
 # ----------------------------------------------------------------------------------------------
 # Statistics
-
-
-def paired_difference(
-    fixed: Mapping[str, float],
-    diagnosed: Mapping[str, float],
-    rounds: int = BOOTSTRAP_ROUNDS,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Per-image paired comparison: mean of ``fixed - diagnosed`` with a bootstrap 95% interval.
-
-    The method of benchmarks/bench_quality.py: images scored by only one side (NaN, e.g. empty
-    truth and empty prediction under the skip policy) are left out; the interval is the 2.5 and
-    97.5 percentiles of the means of ``rounds`` resamples of the images; the p-value is a
-    two-sided sign-flip permutation test.
-
-    Args:
-        fixed, diagnosed: Dice per image name.
-        rounds: Bootstrap and permutation rounds.
-        seed: Seed of the resampling.
-
-    Returns:
-        ``images``, ``mean_difference``, ``median_difference``, ``ci95`` ([low, high]), ``wins``,
-        ``losses``, ``p_value`` (``images`` 0 and no other keys when nothing is paired).
-
-    Example:
-        >>> r = paired_difference({"a": 1.0, "b": 0.5}, {"a": 0.5, "b": 0.5})
-        >>> r["mean_difference"], r["wins"], r["losses"]
-        (0.25, 1, 0)
-    """
-    names = sorted(
-        n
-        for n in set(fixed) & set(diagnosed)
-        if np.isfinite(fixed[n]) and np.isfinite(diagnosed[n])
-    )
-    d = np.array([fixed[n] - diagnosed[n] for n in names], dtype=float)  # (N,)
-    if not len(d):
-        return {"images": 0}
-    rng = np.random.default_rng(seed)
-    boot = np.concatenate(
-        [
-            d[rng.integers(0, len(d), (chunk, len(d)))].mean(axis=1)  # (chunk,)
-            for chunk in _chunks(rounds)
-        ]
-    )
-    flips = rng.choice([-1.0, 1.0], size=(rounds, len(d)))  # (rounds, N)
-    null = np.abs((flips * d).mean(axis=1))
-    return {
-        "images": len(d),
-        "mean_difference": float(d.mean()),
-        "median_difference": float(np.median(d)),
-        "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
-        "wins": int((d > 1e-4).sum()),
-        "losses": int((d < -1e-4).sum()),
-        "p_value": float((1 + (null >= abs(d.mean()) - 1e-12).sum()) / (rounds + 1)),
-    }
-
-
-def _chunks(rounds: int, size: int = 1000) -> list[int]:
-    return [min(size, rounds - start) for start in range(0, rounds, size)]
 
 
 def verdict(comparison: Mapping[str, Any], expect: str = "up") -> str:
