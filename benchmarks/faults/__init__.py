@@ -12,7 +12,7 @@ tell the two apart).
 Example:
     >>> from benchmarks.faults import CASES
     >>> CASES["mask-jpeg"].expect
-    ('mask-fractional',)
+    ('mask-lossy-format', 'mask-fractional')
 """
 
 from __future__ import annotations

@@ -48,6 +48,12 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         "mask-fractional", "data", "error", "Masks have in-between values (interpolated or JPEG)"
     ),
     CatalogEntry(
+        "mask-lossy-format",
+        "data",
+        "error",
+        "Masks are stored as JPEG (lossy): label values change at object borders",
+    ),
+    CatalogEntry(
         "mask-instance-labels",
         "data",
         "error",

@@ -22,6 +22,7 @@ from segdoctor.doctor.alignment import MISALIGNED_BELOW, alignment_score
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
 from segdoctor.doctor.format_checks import format_findings, image_format
+from segdoctor.doctor.mask_format import RingingStats, edge_counts, lossy_findings, lossy_format
 from segdoctor.doctor.split_checks import check_splits, discovery_findings, pair_stats
 from segdoctor.errors import DataError
 
@@ -52,6 +53,7 @@ class DataSummary:
     hashes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     split_stats: list[Any] = field(default_factory=list)  # split_checks.PairStats per pair
     formats: list[Any] = field(default_factory=list)  # format_checks.ImageFormat per image
+    ringing: RingingStats = field(default_factory=RingingStats)  # mask_format: lossy masks
 
     def to_dict(self) -> dict[str, Any]:
         fg = np.asarray(self.foreground_fractions) if self.foreground_fractions else np.zeros(1)
@@ -91,6 +93,8 @@ class _PairRecord:
     digest: str | None = None
     stats: Any = None  # split_checks.PairStats
     image_format: Any = None
+    mask_lossy: str | None = None  # "JPEG" for a lossy mask file
+    mask_edges: dict[int, tuple[int, int]] | None = None  # mask_format.edge_counts
 
 
 def _read_pair(pair, measure_alignment: bool) -> _PairRecord:
@@ -113,6 +117,7 @@ def _read_pair(pair, measure_alignment: bool) -> _PairRecord:
         record.unreadable.append((str(pair.mask), str(err)[:160]))
         return record
     record.mask, record.mask_name = mask, display_name(pair.mask)
+    record.mask_lossy, record.mask_edges = lossy_format(pair.mask), edge_counts(mask)
     fg = _foreground(mask)
     record.fg_fraction = float(fg.mean())
     if image is not None:
@@ -163,6 +168,7 @@ def _stream(index, summary: DataSummary, sample: set[int]) -> Iterator[tuple[str
         if record.digest is not None:
             summary.hashes.setdefault(record.digest, []).append((record.split, record.name))
         summary.split_stats.append(record.stats)
+        summary.ringing.add_counts(record.mask_name, record.mask_lossy, record.mask_edges)
         yield record.mask_name, record.mask  # named, so findings can say which file holds a value
 
 
@@ -202,6 +208,7 @@ def check_data(root: str | Path, *, plots: bool = True) -> tuple[list[Finding], 
         summary.mask_kind = report.kind
         summary.mask_description = report.describe()
         found += _mask_findings(report, summary)
+        found += lossy_findings(summary.ringing, report.kind)
         found += _policy_findings(report)
     found += _pair_findings(index, summary)
     found += discovery_findings(index)
