@@ -13,10 +13,13 @@ from segdoctor.data import (
     decide_mask_policy,
     discover_pairs,
     inspect_masks,
+    mask_rules,
     normalize_mask,
     read_mask,
 )
+from segdoctor.data.masks import KINDS
 from segdoctor.errors import DataError
+from segdoctor.sample_data import sample_path
 
 
 def _blobs(n: int, seed: int, size: int = 96) -> np.ndarray:
@@ -180,8 +183,18 @@ def test_real_masks(shared_data):
 
 
 def test_sample_masks_are_instances():
-    from segdoctor.sample_data import sample_path
-
     pairs = discover_pairs(sample_path()).pairs
     report = inspect_masks(read_mask(p.mask) for p in pairs)
     assert report.kind == "instance" and report.dtypes == ("uint16",)
+
+
+def test_every_mask_kind_has_exactly_one_decision_rule():
+    assert set(mask_rules.RULES) == set(KINDS)
+    assert mask_rules.RGB_RULES <= set(KINDS)
+
+
+def test_the_rounding_warning_points_at_the_caller():
+    report = inspect_masks([np.array([[0.0, 0.4, 1.0]], np.float32)])
+    with pytest.warns(UserWarning, match="rounded") as caught:
+        decide_mask_policy(report, round_fractional=True)
+    assert caught[0].filename == __file__
