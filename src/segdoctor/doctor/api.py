@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from segdoctor.doctor.findings import Finding
+from segdoctor.doctor.loss_probe import background_severity
 from segdoctor.doctor.report import Report
 from segdoctor.errors import SegdoctorError
 
@@ -88,6 +89,9 @@ def diagnose(
             from segdoctor.doctor.model_checks import check_model_vs_files
 
             findings += check_model_vs_files(model, data)
+            fg = sorted(data_summary.foreground_fractions)  # per image
+            if fg:  # dice-includes-background: a warning when the median image is mostly empty
+                findings = [background_severity(f, fg[len(fg) // 2]) for f in findings]
         summary["checked"].append("model")
     if history is not None:
         from segdoctor.doctor.history import analyze_history, load_history

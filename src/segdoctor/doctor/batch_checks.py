@@ -99,6 +99,58 @@ def classes_finding(model, seen: list[Targets], where: str) -> list[Finding]:
     )
 
 
+DIVIDED_MAX_LABEL = 16
+"""``mask-fractional`` names a second division by 255 when every target value is ``k / 255`` with
+``k`` an integer up to this (class indices divided once too often), not a resize."""
+
+
+def divided_by_255(values: np.ndarray) -> bool:
+    """True when the distinct target values are class indices divided by 255 (``{0, 1/255}``).
+
+    Example:
+        >>> divided_by_255(np.array([0.0, 1 / 255], "float32"))
+        True
+        >>> divided_by_255(np.array([0.0, 0.25, 0.5, 1.0]))
+        False
+    """
+    scaled = np.asarray(values, "float64") * 255.0
+    k = np.round(scaled)
+    return bool(
+        len(values) <= DIVIDED_MAX_LABEL + 1
+        and np.all(np.abs(scaled - k) < 1e-3)
+        and 0 < float(k.max()) <= DIVIDED_MAX_LABEL
+    )
+
+
+def _fractional_finding(y: np.ndarray, values: np.ndarray) -> Finding:
+    """``mask-fractional`` in a batch: masks divided by 255 twice, or interpolated."""
+    evidence = {
+        "fraction_of_pixels": float(np.mean(y != np.round(y))),
+        "example_values": values[:8].tolist(),
+        "where": "training batch",
+    }
+    if divided_by_255(values):
+        k = round(float(values.max()) * 255)
+        evidence["values_times_255"] = np.round(values[:8] * 255).astype(int).tolist()
+        return make_finding(
+            "mask-fractional",
+            evidence,
+            f"The targets are class indices divided by 255 (foreground {values.max():.5f} = "
+            f"{k}/255): the pipeline divides masks by 255 although they already hold 0/1 (or "
+            "0..K-1), so a sigmoid is asked to output 1/255 where the object is. Remove the "
+            "division for masks (y = mask, or y = (mask > 0) for 0/1); divide only 0/255 masks, "
+            "once. segdoctor's loader decides this per dataset and says what it did.",
+            title="Masks were divided by 255 although they already held class indices",
+        )
+    return make_finding(
+        "mask-fractional",
+        evidence,
+        "Masks in the training batches have in-between values: the pipeline resizes or "
+        "augments masks with bilinear interpolation. Use nearest-neighbour for masks "
+        "(keras augmentation layers do it when given {'images': x, 'segmentation_masks': y}).",
+    )
+
+
 def check_batch(
     x: np.ndarray,
     y: np.ndarray,
@@ -139,20 +191,7 @@ def check_batch(
     if sparse:
         values = np.unique(y)
         if np.any(values != np.round(values)):
-            frac = float(np.mean(y != np.round(y)))
-            found.append(
-                make_finding(
-                    "mask-fractional",
-                    {
-                        "fraction_of_pixels": frac,
-                        "example_values": values[:8].tolist(),
-                        "where": "training batch",
-                    },
-                    "Masks in the training batches have in-between values: the pipeline resizes or "
-                    "augments masks with bilinear interpolation. Use nearest-neighbour for masks "
-                    "(keras augmentation layers do it when given {'images': x, 'segmentation_masks': y}).",
-                )
-            )
+            found.append(_fractional_finding(y, values))
         elif set(values.tolist()) == {0.0, 255.0}:
             found.append(
                 make_finding(

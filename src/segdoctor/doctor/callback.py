@@ -31,7 +31,14 @@ import numpy as np
 
 from segdoctor.doctor.catalog import CATALOG, make_finding
 from segdoctor.doctor.findings import Finding
-from segdoctor.doctor.history import PRED_FG, TRUE_FG, analyze_history, is_dice_like
+from segdoctor.doctor.history import (
+    PRED_FG,
+    TRUE_FG,
+    analyze_history,
+    is_dice_like,
+    nan_loss_findings,
+)
+from segdoctor.doctor.loss_probe import background_severity
 from segdoctor.doctor.model_data import Targets
 from segdoctor.doctor.report import Report
 
@@ -129,6 +136,7 @@ class DoctorCallback(keras.callbacks.Callback):
         self._siblings: list[Any] | None = None
         self._alignment: list[float] = []
         self._targets: list[Targets] = []  # classes seen in the peeked batches
+        self._fg_fractions: list[float] = []  # per image of the peeked batches
 
     # -- helpers ---------------------------------------------------------------------------------
     def _emit(self, found: list[Finding]) -> None:
@@ -212,6 +220,7 @@ class DoctorCallback(keras.callbacks.Callback):
         from segdoctor.doctor.batch_checks import check_batch
 
         self._peeked += 1
+        self._count_foreground(batch[1])
         if self._grad_batch is None:
             self._grad_batch = (batch[0][:GRAD_IMAGES].copy(), batch[1][:GRAD_IMAGES].copy())
         model = self._model  # not self.model: see on_train_begin
@@ -227,13 +236,22 @@ class DoctorCallback(keras.callbacks.Callback):
         if self._peeked == PEEK_BATCHES:
             self._pooled_batch_findings()
 
+    def _count_foreground(self, y: np.ndarray) -> None:
+        """Foreground pixels of a target batch: ``(B, H, W, 1)`` indices or one-hot ``(B, H, W, K)``."""
+        fg = y[..., 0] > 0 if y.shape[-1] == 1 else np.argmax(y, axis=-1) > 0  # (B, H, W)
+        self._fg_fractions += fg.reshape(len(fg), -1).mean(axis=1).tolist()
+
     def _pooled_batch_findings(self) -> None:
-        """What needs several batches: alignment, and classes the masks never show."""
+        """What needs several batches: alignment, classes the masks never show, and how rare the
+        foreground is per image (``dice-includes-background`` is a warning on rare foreground)."""
         from segdoctor.doctor.batch_checks import alignment_finding, classes_finding
 
         self._emit(alignment_finding(self._alignment))
         where = f"first {self._peeked} training batch(es)"
         self._emit(classes_finding(self._model, self._targets, where))
+        if self._fg_fractions:
+            share = float(np.median(self._fg_fractions))
+            self.findings = [background_severity(f, share) for f in self.findings]
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         start = time.perf_counter()
@@ -269,11 +287,18 @@ class DoctorCallback(keras.callbacks.Callback):
             v = _as_numpy(value)
             if v is not None and v.size == 1:
                 self.history.setdefault(key, []).append(float(v))
+        # Before the curve checks: a NaN loss explains the gradients and curves that follow it.
+        self._emit(nan_loss_findings(self.history, self._dtype_policy(), ("loss", "val_loss")))
         sure = [
             f for f in analyze_history(self.history) if f.severity == "error" or f.confidence >= 0.8
         ]
         self._emit(sure)
         self.overhead_s += time.perf_counter() - start
+
+    def _dtype_policy(self) -> str | None:
+        """The model's dtype policy name (``"mixed_float16"``, ...), or the global one."""
+        policy = getattr(self._model, "dtype_policy", None) or keras.mixed_precision.global_policy()
+        return getattr(policy, "name", None)
 
     def _check_gradients(self, epoch: int) -> float | None:
         """One backward pass on a few images: exploding/vanishing gradients, the global norm."""

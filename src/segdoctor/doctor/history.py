@@ -151,6 +151,7 @@ def analyze_history(
     """
     h = load_history(history)
     findings: list[Finding] = []
+    findings.extend(nan_loss_findings(h))
     for check in (
         _metric_constant,
         _prediction_collapse,
@@ -167,6 +168,55 @@ def analyze_history(
     if ids & {"prediction-collapse", "metric-constant", "overfitting", "underfitting"}:
         findings = [f for f in findings if f.id != "plateau"]
     return findings
+
+
+def nan_loss_findings(
+    h: Mapping[str, Sequence[float]],
+    policy: str | None = None,
+    keys: Sequence[str] = ("loss",),
+) -> list[Finding]:
+    """``nan-loss``: a loss in the history that is NaN or infinite.
+
+    Args:
+        h: the history (``loss``, ``val_loss``, ...).
+        policy: the model's dtype policy name when known (``"mixed_float16"`` gets a fix that
+            names float16's range).
+        keys: the curves to look at. The training loss by default: a log file marks a missing
+            validation value (``validation_freq > 1``) as empty, which reads as NaN.
+
+    Example:
+        >>> [f.id for f in nan_loss_findings({"loss": [0.9, float("nan")]})]
+        ['nan-loss']
+    """
+    bad = {}
+    for key in keys:
+        arr = np.asarray(h.get(key, []), dtype=float)
+        if len(arr) and not np.all(np.isfinite(arr)):
+            bad[key] = int(np.argmax(~np.isfinite(arr))) + 1
+    if not bad:
+        return []
+    first = min(bad.values())
+    evidence = {"first_non_finite_epoch": bad, "finite_epochs_before": first - 1}
+    if policy:
+        evidence["dtype_policy"] = policy
+    if policy and policy.startswith("mixed_float16"):
+        fix = (
+            f"Under '{policy}' the layers compute in float16, whose largest value is 65504: "
+            "inputs above it (raw 16-bit intensities), or sums over a whole batch in a Dice, "
+            "become inf and the loss NaN. Scale inputs in the pipeline before the model "
+            "(x = x / 65535.0; a Rescaling layer runs after the cast to float16), keep the output "
+            "and loss in float32 (last layer dtype='float32'; cast y_pred to float32 in the "
+            "loss), or use 'mixed_bfloat16', which has float32's range."
+        )
+    else:
+        fix = (
+            "The loss became NaN or infinite: add a smoothing term to Dice (smooth=1e-5: empty "
+            "masks give 0/0), compute cross-entropy from logits (from_logits=True, no log(0)), "
+            "lower the learning rate, and stop such runs early with "
+            "keras.callbacks.TerminateOnNaN()."
+        )
+    title = "The loss becomes NaN or infinite" + (f" under {policy}" if policy else "")
+    return [make_finding("nan-loss", evidence, fix, title=title)]
 
 
 def _finite(values: Sequence[float]) -> np.ndarray:

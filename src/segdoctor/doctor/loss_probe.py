@@ -205,6 +205,42 @@ def loss_name(loss: object) -> str:
     return type(loss).__name__
 
 
+BACKGROUND_RARE = 0.10
+"""``dice-includes-background`` is a warning when the median image has less than this share of
+foreground pixels: in such an image predicting nothing already scores a background Dice of
+``2(1-f)/(2-f)`` >= 0.947, so a Dice averaged over background and foreground (loss or metric)
+gives the trivial answer about half its maximum while the foreground Dice is 0 (a heuristic
+threshold; see the guide)."""
+
+
+def background_severity(finding: Finding, foreground_fraction: float) -> Finding:
+    """``dice-includes-background`` raised to a warning when the foreground is rare.
+
+    ``foreground_fraction``: the median over images of their foreground pixel share.
+
+    Example:
+        >>> f = make_finding("dice-includes-background", {}, "exclude it")
+        >>> background_severity(f, 0.03).severity
+        'warning'
+    """
+    if finding.id != "dice-includes-background" or foreground_fraction >= BACKGROUND_RARE:
+        return finding
+    trivial = 2 * (1 - foreground_fraction) / (2 - foreground_fraction)
+    return make_finding(
+        finding.id,
+        {
+            **finding.evidence,
+            "median_foreground_fraction_per_image": round(float(foreground_fraction), 5),
+            "background_dice_of_empty_prediction": round(trivial, 4),
+            "rare_below": BACKGROUND_RARE,
+        },
+        finding.fix,
+        title="Dice averages in the background class, and the foreground is rare",
+        severity="warning",
+        confidence=finding.confidence,
+    )
+
+
 def probe_loss(
     loss: Callable, *, channels: int = 1, from_logits: bool | None = None
 ) -> list[Finding]:
