@@ -57,8 +57,8 @@ _pin_xla_threads(sys.argv)
 import keras  # noqa: E402  (after the thread settings)
 import numpy as np  # noqa: E402
 
-from segdoctor import losses  # noqa: E402
 from segdoctor.losses import DiceCELoss, DiceLoss  # noqa: E402
+from segdoctor.losses import statistics as loss_statistics  # noqa: E402
 
 BATCH, SIZE, CLASSES = 8, 256, 4
 
@@ -226,19 +226,19 @@ def _keras_candidates(channels: int, data: dict) -> list[tuple]:
 
 
 def _with_setting(name: str, value: object, loss: Callable) -> Callable:
-    """``loss`` computed with the module setting ``segdoctor.losses.<name>`` set to ``value``.
+    """``loss`` computed with the setting ``segdoctor.losses.statistics.<name>`` set to ``value``.
 
     The setting is read while the computation is built (traced on JAX and TensorFlow, recorded
     for the backward on torch), so it holds for the gradient too.
     """
 
     def call(y_true, y_pred):
-        saved = getattr(losses, name)
-        setattr(losses, name, value)
+        saved = getattr(loss_statistics, name)
+        setattr(loss_statistics, name, value)
         try:
             return loss(y_true, y_pred)
         finally:
-            setattr(losses, name, saved)
+            setattr(loss_statistics, name, saved)
 
     return call
 
@@ -250,7 +250,7 @@ def _ablations(channels: int, data: dict) -> list[tuple]:
     rows = [
         (
             "segdoctor DiceLoss, pixels not regrouped",
-            _with_setting("_REDUCE_ROW", 1, DiceLoss(mode=mode)),
+            _with_setting("REDUCE_ROW", 1, DiceLoss(mode=mode)),
             labels,
             None,
         )
@@ -259,7 +259,7 @@ def _ablations(channels: int, data: dict) -> list[tuple]:
         rows.append(
             (
                 "segdoctor DiceLoss, automatic backward",
-                _with_setting("_CUSTOM_GRADIENT", False, DiceLoss(mode=mode)),
+                _with_setting("CUSTOM_GRADIENT", False, DiceLoss(mode=mode)),
                 labels,
                 None,
             )

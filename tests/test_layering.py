@@ -36,6 +36,7 @@ LAYERS: dict[str, tuple[int, str]] = {
             "losses",
             "metrics",
             "models",
+            "registry",  # the Registry shape (names -> factories) of the losses and the models
             "sample_data",
         )
     },

@@ -6,6 +6,8 @@ Runs on whichever backend KERAS_BACKEND names (torch, jax, tensorflow), one proc
 from __future__ import annotations
 
 import math
+import pickle
+import zipfile
 
 import keras
 import numpy as np
@@ -13,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import segdoctor.losses as losses_package
 from segdoctor.errors import ConfigError, DataError
 from segdoctor.losses import (
     DiceCELoss,
@@ -30,6 +33,7 @@ from segdoctor.losses import (
     log_cosh_dice_loss,
     soft_confusion,
     soft_dice_loss,
+    statistics,
     tversky_loss,
     weighted_dice_loss,
 )
@@ -37,6 +41,12 @@ from segdoctor.metrics import DiceScore, IoUScore
 from tests import reference as ref
 
 BACKEND = keras.backend.backend()
+if BACKEND == "torch":  # the backend's own module, for gradients and compilation
+    import torch
+elif BACKEND == "jax":
+    import jax
+else:
+    import tensorflow as tf
 # JAX compiles every new primitive shape in eager mode, so its runs draw fewer examples.
 EXAMPLES = 8 if BACKEND == "jax" else 25
 PROPERTY = settings(deadline=None, max_examples=EXAMPLES)
@@ -105,20 +115,14 @@ def value_and_grad(fn, x):
     """Value of a scalar ``fn(x)`` and its gradient with respect to ``x``, on this backend."""
     x = np.asarray(x, dtype="float32")
     if BACKEND == "torch":
-        import torch
-
         xt = torch.tensor(x, requires_grad=True)
         out = fn(xt)
         out.backward()
         return float(out.detach()), xt.grad.numpy()
     if BACKEND == "jax":
-        import jax
-
         # One compiled program per call: much cheaper than op-by-op tracing of the backward pass.
         value, grad = jax.jit(jax.value_and_grad(fn))(jax.numpy.asarray(x))
         return float(value), np.asarray(grad)
-    import tensorflow as tf
-
     xt = tf.constant(x)
     with tf.GradientTape() as tape:
         tape.watch(xt)
@@ -341,12 +345,8 @@ def test_gradients_finite_everywhere(kind, mode, truth, per_image, from_logits):
 def compiled(fn):
     """``fn`` compiled the way this backend compiles a training step (torch: eager)."""
     if BACKEND == "jax":
-        import jax
-
         return jax.jit(fn)
     if BACKEND == "tensorflow":
-        import tensorflow as tf
-
         return tf.function(fn)
     return fn
 
@@ -367,14 +367,12 @@ def test_compiled_with_constant_labels(kind):
 @pytest.mark.parametrize("pooled", [False, True])
 def test_class_sums_are_exact_for_every_layout(shape, squared, pooled):
     """The regrouped reduction gives the per-image (or pooled) sums of every class."""
-    from segdoctor.losses import _masses
-
     rng = np.random.default_rng(0)
     p, t = (rng.random(shape).astype("float32") for _ in range(2))
     axes = tuple(range(0 if pooled else 1, len(shape) - 1))
     power = 2 if squared else 1
     want = [(p * t).sum(axes), (p**power).sum(axes), (t**power).sum(axes)]
-    fn = compiled(lambda p, t: _masses(p, t, squared, pooled))
+    fn = compiled(lambda p, t: statistics.masses(p, t, squared, pooled))
     got = fn(keras.ops.convert_to_tensor(p), keras.ops.convert_to_tensor(t))
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(to_numpy(g).reshape(w.shape), w, rtol=1e-5)
@@ -384,10 +382,6 @@ def test_class_sums_are_exact_for_every_layout(shape, squared, pooled):
 @pytest.mark.parametrize("shape", [(3, 5, 7, 2), (2, 32, 32, 1), (1, 4, 6, 8, 3)])
 @pytest.mark.parametrize("options", [{}, {"per_image": True}, {"squared_denominator": True}])
 def test_closed_form_backward_matches_automatic_differentiation(monkeypatch, shape, options):
-    import torch
-
-    import segdoctor.losses as losses
-
     rng = np.random.default_rng(1)
     mode = "binary" if shape[-1] == 1 else "multilabel"
     y_true = (rng.random(shape) > 0.6).astype("float32")
@@ -395,7 +389,7 @@ def test_closed_form_backward_matches_automatic_differentiation(monkeypatch, sha
     y_pred = rng.random(shape).astype("float32")
     grads = []
     for closed_form in (True, False):
-        monkeypatch.setattr(losses, "_CUSTOM_GRADIENT", closed_form)
+        monkeypatch.setattr(statistics, "CUSTOM_GRADIENT", closed_form)
         p = torch.tensor(y_pred, requires_grad=True)
         soft_dice_loss(y_true, p, mode=mode, **options).sum().backward()
         grads.append(p.grad.numpy())
@@ -405,8 +399,6 @@ def test_closed_form_backward_matches_automatic_differentiation(monkeypatch, sha
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="unknown spatial sizes are a tf.function case")
 def test_loss_traces_with_unknown_spatial_size():
-    import tensorflow as tf
-
     y_true, y_pred = make_case(16, "multiclass")
     loss = DiceCELoss(mode="multiclass")
     spec = [tf.TensorSpec((None, None, None, 1), "int32"), tf.TensorSpec((None, None, None, 3))]
@@ -703,6 +695,50 @@ def test_saved_model_restores_loss_and_metric(tmp_path):
     restored = keras.models.load_model(path)
     assert isinstance(restored.loss, DiceCELoss)
     assert restored.loss.get_config() == loss.get_config()
+
+
+def test_a_model_saved_when_losses_and_metrics_were_single_modules_still_loads(tmp_path):
+    """Files saved before the split name ``segdoctor.losses`` / ``segdoctor.metrics`` as module."""
+    inputs = keras.Input((8, 8, 2))
+    outputs = keras.layers.Conv2D(3, 1, activation="softmax")(inputs)
+    model = keras.Model(inputs, outputs)
+    loss = TverskyLoss(mode="multiclass", alpha=0.4, beta=0.6, ignore_index=255)
+    model.compile("adam", loss=loss, metrics=[IoUScore(mode="multiclass", num_classes=3)])
+    path = tmp_path / "model.keras"
+    model.save(path)
+    with zipfile.ZipFile(path) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    config = files["config.json"].decode()
+    old_paths = {
+        '"segdoctor.losses.classes"': '"segdoctor.losses"',
+        '"segdoctor.metrics.keras_metrics"': '"segdoctor.metrics"',
+    }
+    for new, old in old_paths.items():
+        assert new in config  # what this file would have said before the split
+        config = config.replace(new, old)
+    assert '"registered_name": "segdoctor>TverskyLoss"' in config
+    files["config.json"] = config.encode()
+    old_file = tmp_path / "old.keras"
+    with zipfile.ZipFile(old_file, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    restored = keras.models.load_model(old_file)
+    assert type(restored.loss) is TverskyLoss
+    assert restored.loss.get_config() == loss.get_config()
+    x, y = np.zeros((2, 8, 8, 2), "float32"), np.zeros((2, 8, 8, 1), "int32")
+    assert "iou" in restored.evaluate(x, y, verbose=0, return_dict=True)
+    compiled_metrics = restored.metrics[-1].metrics  # built by evaluate
+    assert [type(m) for m in compiled_metrics] == [IoUScore]
+
+
+def test_pickled_losses_resolve_from_the_package_path():
+    """A pickle names ``segdoctor.losses.<Class>`` (old files) or the defining module (new)."""
+    for cls, _, extra in LOSSES.values():
+        assert getattr(losses_package, cls.__name__) is cls
+        loss = cls(mode="binary", **extra)
+        restored = pickle.loads(pickle.dumps(loss))
+        assert type(restored) is cls
+        assert restored.get_config() == loss.get_config()
 
 
 # ------------------------------------------------------------------------ classic recipe

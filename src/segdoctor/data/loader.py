@@ -26,41 +26,39 @@ Validation mode (``training=False``), never augmented:
 Decoded, normalized arrays are cached in memory while they fit in ``cache_limit_mb``. Workers are
 threads running numpy/scipy only (no Keras calls), which is safe on every backend;
 ``use_multiprocessing=True`` is refused on JAX, where forked workers can hang.
+
+The work is split by job: :mod:`segdoctor.data.prepare` (read every pair once, decide, cache),
+:mod:`segdoctor.data.batches` (patches and batches) and here the Keras ``PyDataset``: epochs,
+order, and what ``model.fit`` calls.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 
-from segdoctor.data.augment import (
-    AugmentConfig,
-    Geometry,
-    extract_patch,
-    photometric,
-    sample_geometry,
+from segdoctor.data.augment import AugmentConfig
+from segdoctor.data.batches import (
+    padded_shape,
+    training_patch,
+    validation_batch,
+    validation_batches,
 )
 from segdoctor.data.discover import Pair, PairIndex
-from segdoctor.data.io import display_name, read_pair
-from segdoctor.data.masks import MaskPolicy, decide_mask_policy, inspect_masks, normalize_mask
-from segdoctor.data.normalize import ImageNormalizer, to_channels
-from segdoctor.data.sizing import as_size, pad_to_size, round_up
+from segdoctor.data.files import ON_ERROR
+from segdoctor.data.io import read_pair
+from segdoctor.data.masks import MaskPolicy
+from segdoctor.data.normalize import ImageNormalizer
+from segdoctor.data.prepare import MAX_FOREGROUND_LOCATIONS, Sample, prepare
+from segdoctor.data.sizing import as_size, round_up
+from segdoctor.data.split import split_pairs
 from segdoctor.errors import ConfigError, DataError, check_choice
 
-MAX_FOREGROUND_LOCATIONS = 10_000
-"""Foreground pixel coordinates kept per class and image for oversampling."""
-
-
-@dataclass
-class _Sample:
-    image: np.ndarray  # (C, H, W) float32, normalized; contiguous planes for fast sampling
-    mask: np.ndarray  # (H, W) uint8 or int32, normalized
-    foreground: list[np.ndarray]  # per present foreground class: (N, 2) int32 coordinates
+__all__ = ["MAX_FOREGROUND_LOCATIONS", "SegmentationDataset", "train_val_datasets"]
 
 
 class SegmentationDataset(keras.utils.PyDataset):
@@ -131,50 +129,16 @@ class SegmentationDataset(keras.utils.PyDataset):
         use_multiprocessing: bool = False,
         max_queue_size: int = 10,
     ) -> None:
-        if use_multiprocessing and keras.backend.backend() == "jax":
-            raise ConfigError(
-                "use_multiprocessing=True is not supported on the JAX backend",
-                expected="use_multiprocessing=False (thread workers)",
-                received="use_multiprocessing=True",
-                fix="use workers=N with threads; the loader is numpy-only and releases the GIL "
-                "in its heavy steps.",
-            )
+        _check_workers(use_multiprocessing)
         super().__init__(
             workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size
         )
-        if isinstance(pairs, PairIndex):
-            pairs = pairs.pairs
-        self.pairs: list[Pair] = list(pairs)
-        if not self.pairs:
-            raise DataError(
-                "The dataset has no pairs", expected="at least one image/mask pair", received="none"
-            )
-        missing = [p.name for p in self.pairs if p.mask is None]
-        if missing:
-            raise DataError(
-                "Some pairs have no mask",
-                expected="a mask for every pair in a training/validation dataset",
-                received=", ".join(missing[:10]),
-                fix="drop unlabelled images from the pairs.",
-            )
-        if batch_size < 1:
-            raise ConfigError("batch_size must be >= 1", expected=">= 1", received=repr(batch_size))
-        if not 0 <= foreground_fraction <= 1:
-            raise ConfigError(
-                "foreground_fraction must be in [0, 1]",
-                expected="0 <= foreground_fraction <= 1",
-                received=repr(foreground_fraction),
-            )
+        self.pairs: list[Pair] = _labelled_pairs(pairs)
+        _check_sizes(batch_size, foreground_fraction)
         self.batch_size = int(batch_size)
         self.patch_size = as_size(patch_size)
         self.stride = int(stride)
-        if self.stride < 1 or any(s % self.stride for s in self.patch_size):
-            raise ConfigError(
-                "patch_size must be a multiple of the model stride",
-                expected=f"height and width divisible by {self.stride}",
-                received=f"patch_size={self.patch_size}",
-                fix=f"use e.g. {tuple(round_up(s, max(self.stride, 1)) for s in self.patch_size)}.",
-            )
+        _check_stride(self.patch_size, self.stride)
         self.training = bool(training)
         if augment is None:
             augment = training
@@ -185,16 +149,26 @@ class SegmentationDataset(keras.utils.PyDataset):
         self.validation = check_choice("validation", validation, ("whole", "center"))
         check_choice("cache", cache, ("auto", True, False))
         self.cache_limit_bytes = int(cache_limit_mb * 2**20) if cache else 0
-        self.on_error = check_choice("on_error", on_error, ("raise", "skip"))
+        self.on_error = check_choice("on_error", on_error, ON_ERROR)
         self.max_pixels = max_pixels
         self.seed = int(seed)
-        self.channels = channels
-        self.normalizer = normalizer or ImageNormalizer()
-        self.mask_policy = mask_policy
-        self.skipped: list[tuple[str, str]] = []
-        self._cache: dict[int, _Sample] = {}
-        self._shapes: list[tuple[int, int]] = []
-        self._prepare(ignore_index)
+        prepared = prepare(
+            self.pairs,
+            channels=channels,
+            normalizer=normalizer or ImageNormalizer(),
+            mask_policy=mask_policy,
+            ignore_index=ignore_index,
+            on_error=self.on_error,
+            max_pixels=max_pixels,
+            cache_limit_bytes=self.cache_limit_bytes,
+            seed=self.seed,
+        )
+        self._maker = prepared.maker
+        self.channels: int = prepared.maker.channels
+        self.normalizer: ImageNormalizer = prepared.maker.normalizer
+        self.mask_policy: MaskPolicy = prepared.maker.mask_policy
+        self.skipped: list[tuple[str, str]] = prepared.skipped
+        self.pairs, self._shapes, self._cache = prepared.pairs, prepared.shapes, prepared.cache
         n = len(self.pairs)
         self.samples_per_epoch = int(samples_per_epoch or max(n, self.batch_size))
         self._epoch = 0
@@ -202,140 +176,18 @@ class SegmentationDataset(keras.utils.PyDataset):
         self._lock = threading.Lock()
         self._order_epoch = -1
         self._order = np.arange(n)
-        self._val_batches = self._make_val_batches() if not self.training else []
-
-    # ---------------------------------------------------------------- preparation
-
-    def _skip_or_raise(self, pair: Pair, err: DataError) -> None:
-        if self.on_error == "raise":
-            raise err
-        self.skipped.append((pair.name, str(err)))
-
-    def _prepare(self, ignore_index: int | None) -> None:
-        """Read every pair once: validate, decide mask policy and channels, fit, cache."""
-        raw: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        budget = self.cache_limit_bytes
-        good: list[Pair] = []
-        shapes: list[tuple[int, int]] = []
-        channel_counts: set[int] = set()
-
-        def masks() -> Iterator[tuple[str, np.ndarray]]:
-            nonlocal budget
-            for pair in self.pairs:
-                try:
-                    image, mask = read_pair(pair, max_pixels=self.max_pixels)
-                    c = image.shape[-1] - (1 if image.shape[-1] in (2, 4) else 0)
-                    if self.channels is not None:
-                        to_channels(image[:1, :1], self.channels, name=display_name(pair.image))
-                except DataError as err:
-                    self._skip_or_raise(pair, err)
-                    continue
-                channel_counts.add(c)
-                shapes.append(image.shape[:2])
-                cost = image.shape[0] * image.shape[1] * (4 * (self.channels or c) + 4)
-                if budget >= cost:
-                    raw[len(good)] = (image, mask)
-                    budget -= cost
-                good.append(pair)
-                yield display_name(pair.mask), mask
-
-        if self.mask_policy is None:
-            report = inspect_masks(masks())
-            self.mask_policy = decide_mask_policy(report, ignore_index=ignore_index)
-        else:
-            for _ in masks():
-                pass
-            if ignore_index is not None and ignore_index != self.mask_policy.ignore_index:
-                raise ConfigError(
-                    "ignore_index differs from the given mask_policy",
-                    expected=f"ignore_index={self.mask_policy.ignore_index}",
-                    received=f"ignore_index={ignore_index}",
-                    fix="set ignore_index on the policy only.",
-                )
-        if not good:
-            raise DataError(
-                "Every pair was skipped",
-                expected="at least one readable pair",
-                received="; ".join(f"{n}: {m}" for n, m in self.skipped[:5]),
-            )
-        self.pairs, self._shapes = good, shapes
-        if self.channels is None:
-            self.channels = self._decide_channels(channel_counts)
-        if not self.normalizer.fitted:
-            self.normalizer = self.normalizer.fit(
-                to_channels(self._raw(i, raw)[0], self.channels) for i in range(len(good))
-            )
-        keep: list[Pair] = []
-        cache: dict[int, _Sample] = {}
-        keep_shapes = []
-        for i, pair in enumerate(good):
-            try:
-                sample = self._build(pair, *self._raw(i, raw))
-            except DataError as err:
-                self._skip_or_raise(pair, err)
-                continue
-            if i in raw:
-                cache[len(keep)] = sample
-            keep.append(pair)
-            keep_shapes.append(shapes[i])
-        if not keep:
-            raise DataError(
-                "Every pair was skipped",
-                expected="at least one usable pair",
-                received="; ".join(f"{n}: {m}" for n, m in self.skipped[:5]),
-            )
-        self.pairs, self._shapes, self._cache = keep, keep_shapes, cache
-
-    def _raw(self, i: int, raw: dict) -> tuple[np.ndarray, np.ndarray]:
-        if i in raw:
-            return raw[i]
-        return read_pair(self.pairs[i], max_pixels=self.max_pixels)
-
-    @staticmethod
-    def _decide_channels(counts: set[int]) -> int:
-        if counts <= {1, 3}:
-            return 3 if 3 in counts else 1
-        if len(counts) == 1:
-            return counts.pop()
-        raise DataError(
-            "Images have different channel counts that cannot be reconciled",
-            expected="gray/RGB/RGBA images, or one common channel count",
-            received=f"channel counts {sorted(counts)}",
-            fix="pass channels= explicitly, or convert the files.",
+        self._val_batches = (
+            []
+            if self.training
+            else validation_batches(self.validation, self._shapes, self.batch_size, self.stride)
         )
 
-    def _build(self, pair: Pair, image: np.ndarray, mask: np.ndarray) -> _Sample:
-        policy = self.mask_policy
-        assert policy is not None
-        image = to_channels(image, self.channels, name=display_name(pair.image))
-        norm = np.ascontiguousarray(self.normalizer(image).transpose(2, 0, 1))  # (C, H, W)
-        labels = normalize_mask(mask, policy, name=display_name(pair.mask))  # (H, W) int32
-        if labels.min() >= 0 and labels.max() <= 255:
-            labels = labels.astype(np.uint8)
-        return _Sample(norm, labels, self._foreground(labels, pair.name))
-
-    def _foreground(self, labels: np.ndarray, name: str) -> list[np.ndarray]:
-        policy = self.mask_policy
-        ignore = policy.ignore_index if policy else None
-        present = [int(v) for v in np.unique(labels) if v > 0 and v != ignore]
-        if policy is not None and policy.keep_instances:
-            present = [1] if present else []
-            labels = (labels > 0).astype(np.uint8)
-        rng = np.random.default_rng([self.seed, len(name), sum(map(ord, name))])
-        out = []
-        for value in present:
-            coords = np.argwhere(labels == value).astype(np.int32)  # (N, 2)
-            if len(coords) > MAX_FOREGROUND_LOCATIONS:
-                coords = coords[rng.choice(len(coords), MAX_FOREGROUND_LOCATIONS, replace=False)]
-            out.append(coords)
-        return out
-
-    def _sample(self, i: int) -> _Sample:
+    def _sample(self, i: int) -> Sample:
         cached = self._cache.get(i)
         if cached is not None:
             return cached
         pair = self.pairs[i]
-        return self._build(pair, *read_pair(pair, max_pixels=self.max_pixels))
+        return self._maker.build(pair, *read_pair(pair, max_pixels=self.max_pixels))
 
     # ---------------------------------------------------------------- properties
 
@@ -399,7 +251,7 @@ class SegmentationDataset(keras.utils.PyDataset):
             or len({self._padded_shape(b[0]) for b in self._val_batches}) < 2
         ):
             return self
-        import tensorflow as tf
+        import tensorflow as tf  # noqa: PLC0415 - optional backend, only on TensorFlow
 
         x, y = self[0]
         signature = (
@@ -416,8 +268,7 @@ class SegmentationDataset(keras.utils.PyDataset):
         return dataset.apply(tf.data.experimental.assert_cardinality(len(self)))
 
     def _padded_shape(self, i: int) -> tuple[int, int]:
-        h, w = self._shapes[i]
-        return round_up(h, self.stride), round_up(w, self.stride)
+        return padded_shape(self._shapes[i], self.stride)
 
     def on_epoch_end(self) -> None:
         """Mark the epoch as finished: the next batch comes from a new permutation/patches.
@@ -482,83 +333,74 @@ class SegmentationDataset(keras.utils.PyDataset):
         masks = np.empty((b, ph, pw, 1), np.int32)  # (B, h, w, 1)
         for k in range(b):
             sample = self._sample(int(order[idx * b + k]))
-            img, msk = self._training_patch(sample, force_fg=k >= b - n_fg, rng=rng)
+            img, msk = training_patch(
+                sample,
+                self.patch_size,
+                self.augment,
+                self.mask_fill,
+                force_fg=k >= b - n_fg,
+                rng=rng,
+            )
             images[k] = img
             masks[k, ..., 0] = msk
         return images, masks
 
-    def _training_patch(
-        self, sample: _Sample, *, force_fg: bool, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray]:
-        h, w = sample.mask.shape
-        ph, pw = self.patch_size
-        lo = (min(0, h - ph), min(0, w - pw))
-        hi = (max(0, h - ph), max(0, w - pw))
-        if force_fg and sample.foreground:
-            coords = sample.foreground[int(rng.integers(len(sample.foreground)))]
-            r, c = coords[int(rng.integers(len(coords)))]
-            start = (
-                int(np.clip(r - ph // 2, lo[0], hi[0])),
-                int(np.clip(c - pw // 2, lo[1], hi[1])),
-            )
-        else:
-            start = (int(rng.integers(lo[0], hi[0] + 1)), int(rng.integers(lo[1], hi[1] + 1)))
-        geo = sample_geometry(self.augment, rng, self.patch_size)
-        img, msk = extract_patch(
-            sample.image,
-            sample.mask,
-            start,
-            self.patch_size,
-            geo,
-            image_order=self.augment.image_order,
-            fill=self.augment.fill,
-            mask_fill=self.mask_fill,
-            channels_first=True,
-            copy=False,  # copied into the batch below
-        )
-        img = photometric(img, self.augment, rng)
-        return img, msk
-
-    def _make_val_batches(self) -> list[list[int]]:
-        if self.validation == "center":
-            ids = list(range(len(self.pairs)))
-            return [ids[i : i + self.batch_size] for i in range(0, len(ids), self.batch_size)]
-        buckets: dict[tuple[int, int], list[int]] = {}
-        for i in range(len(self._shapes)):
-            buckets.setdefault(self._padded_shape(i), []).append(i)
-        batches = []
-        for key in sorted(buckets):
-            ids = buckets[key]
-            batches += [ids[i : i + self.batch_size] for i in range(0, len(ids), self.batch_size)]
-        return batches
-
     def _validation_batch(self, idx: int) -> tuple[np.ndarray, np.ndarray]:
-        images, masks = [], []
-        for i in self._val_batches[idx]:
-            sample = self._sample(i)
-            if self.validation == "center":
-                h, w = sample.mask.shape
-                ph, pw = self.patch_size
-                start = ((h - ph) // 2, (w - pw) // 2)
-                img, msk = extract_patch(
-                    sample.image,
-                    sample.mask,
-                    start,
-                    self.patch_size,
-                    Geometry(),
-                    mask_fill=self.mask_fill,
-                    channels_first=True,
-                )
-            else:
-                h, w = sample.mask.shape
-                size = (round_up(h, self.stride), round_up(w, self.stride))
-                img, _ = pad_to_size(sample.image.transpose(1, 2, 0), size, value=0.0)
-                msk, _ = pad_to_size(sample.mask, size, value=self.mask_fill)
-            images.append(img)
-            masks.append(msk)
-        x = np.stack(images).astype(np.float32, copy=False)  # (B, h, w, C)
-        y = np.stack(masks).astype(np.int32)[..., None]  # (B, h, w, 1)
-        return x, y
+        samples = [self._sample(i) for i in self._val_batches[idx]]
+        return validation_batch(
+            samples, self.validation, self.patch_size, self.stride, self.mask_fill
+        )
+
+
+def _check_workers(use_multiprocessing: bool) -> None:
+    if use_multiprocessing and keras.backend.backend() == "jax":
+        raise ConfigError(
+            "use_multiprocessing=True is not supported on the JAX backend",
+            expected="use_multiprocessing=False (thread workers)",
+            received="use_multiprocessing=True",
+            fix="use workers=N with threads; the loader is numpy-only and releases the GIL "
+            "in its heavy steps.",
+        )
+
+
+def _check_sizes(batch_size: int, foreground_fraction: float) -> None:
+    if batch_size < 1:
+        raise ConfigError("batch_size must be >= 1", expected=">= 1", received=repr(batch_size))
+    if not 0 <= foreground_fraction <= 1:
+        raise ConfigError(
+            "foreground_fraction must be in [0, 1]",
+            expected="0 <= foreground_fraction <= 1",
+            received=repr(foreground_fraction),
+        )
+
+
+def _labelled_pairs(pairs: Sequence[Pair] | PairIndex) -> list[Pair]:
+    if isinstance(pairs, PairIndex):
+        pairs = pairs.pairs
+    pairs = list(pairs)
+    if not pairs:
+        raise DataError(
+            "The dataset has no pairs", expected="at least one image/mask pair", received="none"
+        )
+    missing = [p.name for p in pairs if p.mask is None]
+    if missing:
+        raise DataError(
+            "Some pairs have no mask",
+            expected="a mask for every pair in a training/validation dataset",
+            received=", ".join(missing[:10]),
+            fix="drop unlabelled images from the pairs.",
+        )
+    return pairs
+
+
+def _check_stride(patch_size: tuple[int, int], stride: int) -> None:
+    if stride < 1 or any(s % stride for s in patch_size):
+        raise ConfigError(
+            "patch_size must be a multiple of the model stride",
+            expected=f"height and width divisible by {stride}",
+            received=f"patch_size={patch_size}",
+            fix=f"use e.g. {tuple(round_up(s, max(stride, 1)) for s in patch_size)}.",
+        )
 
 
 def train_val_datasets(
@@ -582,8 +424,6 @@ def train_val_datasets(
         >>> tr.mask_policy == va.mask_policy
         True
     """
-    from segdoctor.data.split import split_pairs
-
     if isinstance(pairs, PairIndex):
         pairs = pairs.pairs
     train_pairs, val_pairs = split_pairs(pairs, val_fraction, seed, group_by)

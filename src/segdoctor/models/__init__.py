@@ -14,46 +14,38 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from segdoctor.errors import ConfigError, did_you_mean
+from segdoctor.registry import Registry
 
-_REGISTRY: dict[str, Callable[..., Any]] = {}
+MODELS: Registry[Callable[..., Any]] = Registry("model", sort=True)
+"""Model name -> builder (names listed alphabetically)."""
 
 
 def register_model(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator that registers a model builder under ``name``."""
+    """Decorator that registers a model builder under ``name``.
 
-    def decorate(builder: Callable[..., Any]) -> Callable[..., Any]:
-        if name in _REGISTRY:
-            raise ConfigError(
-                f"A model named {name!r} is already registered", fix="pick another name."
-            )
-        _REGISTRY[name] = builder
-        return builder
-
-    return decorate
+    Example:
+        >>> @register_model("my_net")  # doctest: +SKIP
+        ... def my_net(input_shape, **kwargs): ...
+    """
+    return MODELS.register(name)
 
 
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model`, sorted."""
-    _load_builtin()
-    return sorted(_REGISTRY)
+    return MODELS.names()
 
 
 def create_model(name: str, **kwargs: Any):
-    """Build a registered model by name; keyword arguments go to its builder."""
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise ConfigError(
-            f"Unknown model {name!r}",
-            expected="one of " + ", ".join(sorted(_REGISTRY)),
-            received=repr(name),
-            fix=f"pass a registered name.{did_you_mean(name, _REGISTRY)}",
-        )
-    return _REGISTRY[name](**kwargs)
+    """Build a registered model by name; keyword arguments go to its builder.
+
+    Raises:
+        ConfigError: for an unknown name (the message lists the registered ones).
+    """
+    return MODELS.create(name, **kwargs)
 
 
-def _load_builtin() -> None:
-    from segdoctor.models import unet  # noqa: F401  (registers "unet" and "resunet")
+# The built-in architectures register themselves with register_model, so they are imported once
+# it exists (unet.py imports it from this package).
+from segdoctor.models import unet  # noqa: E402, F401
 
-
-__all__ = ["create_model", "list_models", "register_model"]
+__all__ = ["MODELS", "create_model", "list_models", "register_model"]
