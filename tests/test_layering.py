@@ -32,6 +32,9 @@ LAYERS: dict[str, tuple[int, str]] = {
             "_backend",
             "_io",
             "_torch_sums",
+            "jsonsafe",  # the one JSON sanitizer (NaN/inf -> null), for every JSON segdoctor writes
+            "plotting",  # the one plotting stack (Figure on its own Agg canvas), for both reports
+            "lr_range",  # the LR range test and the LR reader, for train and doctor
             "data",
             "losses",
             "metrics",

@@ -17,10 +17,10 @@ import pytest
 
 from segdoctor._io import atomic_path, atomic_write_text, check_writable
 from segdoctor.errors import ConfigError, SegdoctorError
+from segdoctor.lr_range import LRFindResult, lr_range_test, suggest
 from segdoctor.models import create_model
 from segdoctor.train.callbacks import HistoryWriter, NanGuard, RunCheckpoint, RunState, TimeBudget
 from segdoctor.train.config import config_from_dict, config_to_dict, dump_yaml, resolve_config
-from segdoctor.train.lr_find import LRFindResult, lr_range_test, suggest
 from tests.helpers import write_disc_dataset
 
 # -------------------------------------------------------------------------------- configuration

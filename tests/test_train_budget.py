@@ -12,19 +12,18 @@ import keras
 import numpy as np
 import pytest
 
+from segdoctor.lr_range import lr_range_test, lr_test_steps
 from segdoctor.train.budget import (
     Candidate,
     Deadline,
     choose_configuration,
     evaluation_reserve,
-    lr_test_steps,
     must_stop,
     plan_steps,
     tolerance_s,
 )
 from segdoctor.train.callbacks import TimeBudget
 from segdoctor.train.config import dump_yaml, load_yaml, resolve_config
-from segdoctor.train.lr_find import lr_range_test
 from segdoctor.train.measure import width_candidates
 from tests.helpers import write_disc_dataset
 

@@ -166,18 +166,6 @@ def evaluation_reserve(
     return load_s + RESERVE_FACTOR * per_image_s * n_images + report_s
 
 
-def lr_test_steps(allowance_s: float, step_s: float, steps: int, done: int = 0) -> int:
-    """Steps of the LR range test that fit in ``allowance_s`` (``done`` already ran).
-
-    Example:
-        >>> lr_test_steps(30.0, 1.0, 50, done=3), lr_test_steps(300.0, 1.0, 50, done=3)
-        (33, 50)
-    """
-    if step_s <= 0 or math.isinf(allowance_s):
-        return steps
-    return max(done, min(steps, done + int(allowance_s // step_s)))
-
-
 @dataclass(frozen=True)
 class StepPlan:
     """How many steps the schedule spans, and in how many (fractional) epochs."""

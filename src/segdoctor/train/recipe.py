@@ -32,6 +32,7 @@ import numpy as np
 
 from segdoctor._io import atomic_write_text, check_writable
 from segdoctor.errors import ConfigError, SegdoctorError
+from segdoctor.lr_range import lr_range_test
 from segdoctor.train import budget as bud
 from segdoctor.train import callbacks as cb
 from segdoctor.train.budget import Deadline
@@ -325,8 +326,6 @@ def find_lr(
     ``max_seconds``: its share of a time budget (fewer steps when they do not fit). ``model``: a
     throwaway model of ``config`` already compiled (and stepped) by a measurement, reused so
     that its training step is not compiled twice."""
-    from segdoctor.train.lr_find import lr_range_test
-
     model = model if model is not None else _throwaway_model(config, prepared)
     data = fit_data(model, prepared.train)
     result = lr_range_test(model, data, steps=steps, max_seconds=max_seconds)
