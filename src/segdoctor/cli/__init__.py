@@ -23,6 +23,10 @@ STARTED = time.monotonic()
 """When the command started (this module is the entry point's first import): ``--max-minutes``
 and the demo's ``--minutes`` count from here, the seconds of importing Keras included."""
 
+# Each command imports its modules inside its function: they all import Keras, which must come
+# after main() has set up the backend's environment (XLA_FLAGS for --devices, TensorFlow's log
+# level) and after STARTED, and `segdoctor --help` should not pay for importing Keras.
+
 
 def _err(message: str) -> None:
     print(f"segdoctor: error: {message}", file=sys.stderr)
@@ -44,9 +48,9 @@ def _overrides(pairs: Sequence[str]) -> dict[str, str]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``segdoctor train DATA --out RUN``: the default recipe on a data folder."""
-    from segdoctor.cli.train import resume_training, run_training
-    from segdoctor.train.budget import Deadline
-    from segdoctor.train.config import resolve_config
+    from segdoctor.cli.train import resume_training, run_training  # noqa: PLC0415 - the backend is chosen first
+    from segdoctor.train.budget import Deadline  # noqa: PLC0415 - the backend is chosen first
+    from segdoctor.train.config import resolve_config  # noqa: PLC0415 - the backend is chosen first
 
     started = Deadline(None, started=STARTED)  # the budget, once known, counts from the start
 
@@ -93,10 +97,10 @@ def _positive_int(text: str) -> int:
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     """``segdoctor diagnose DATA``: data checks, plus model/probe/history checks on request."""
-    from segdoctor.cli.diagnose import cli_diagnose
+    from segdoctor.cli.diagnose import cli_diagnose  # noqa: PLC0415 - the backend is chosen first
 
     if args.verify or args.write_fixed:
-        from segdoctor.cli.verify import cmd_verify
+        from segdoctor.cli.verify import cmd_verify  # noqa: PLC0415 - the backend is chosen first
 
         return cmd_verify(args)
     return cli_diagnose(
@@ -113,7 +117,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``segdoctor evaluate MODEL DATA``: per-image Dice and IoU at full size."""
-    from segdoctor.cli.evaluate import evaluate_command
+    from segdoctor.cli.evaluate import evaluate_command  # noqa: PLC0415 - the backend is chosen first
 
     return evaluate_command(
         args.model,
@@ -128,15 +132,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """``segdoctor predict MODEL IMAGES --out DIR``: masks at each input's own size."""
-    from segdoctor.cli.evaluate import predict_command
+    from segdoctor.cli.evaluate import predict_command  # noqa: PLC0415 - the backend is chosen first
 
     return predict_command(args.model, args.images, args.out, unsafe=args.unsafe, tta=args.tta)
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
     """``segdoctor lr-find DATA``: the loss-versus-LR curve and a suggested learning rate."""
-    from segdoctor.cli.train import lr_find_command
-    from segdoctor.train.config import resolve_config
+    from segdoctor.cli.train import lr_find_command  # noqa: PLC0415 - the backend is chosen first
+    from segdoctor.train.config import resolve_config  # noqa: PLC0415 - the backend is chosen first
 
     overrides = _overrides(args.set or [])
     overrides["data.path"] = str(args.data)
@@ -146,8 +150,8 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``segdoctor demo``: diagnose and train on the bundled nuclei sample."""
-    from segdoctor.cli.demo import run_demo
-    from segdoctor.train.budget import Deadline
+    from segdoctor.cli.demo import run_demo  # noqa: PLC0415 - the backend is chosen first
+    from segdoctor.train.budget import Deadline  # noqa: PLC0415 - the backend is chosen first
 
     deadline = Deadline(args.minutes * 60.0, started=STARTED)  # the whole demo, imports included
 

@@ -8,13 +8,13 @@ diagnosis, LR range test, final evaluation and report included: one deadline, st
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from segdoctor._io import atomic_write_text, check_writable
 from segdoctor.cli.train import run_training
 from segdoctor.doctor import diagnose
+from segdoctor.jsonsafe import dumps
 from segdoctor.sample_data import sample_path
 from segdoctor.train.budget import Deadline
 from segdoctor.train.config import resolve_config
@@ -75,14 +75,13 @@ def run_demo(
     }
     atomic_write_text(
         out / "demo.json",
-        json.dumps(
+        dumps(
             {
                 "files": files,
                 "evaluation": result.evaluation.get("summary", {}),
                 "best_val_dice": result.best_val_dice,
             },
             indent=2,
-            default=str,
         ),
     )
     print(

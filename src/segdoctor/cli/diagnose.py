@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from segdoctor._io import check_writable
 from segdoctor.doctor import diagnose
 from segdoctor.errors import SegdoctorError
@@ -56,8 +58,6 @@ def cli_diagnose(
         print(f"segdoctor: error: could not run the diagnosis: {err}", file=sys.stderr)
         return 2
     if console is None:
-        from rich.console import Console
-
         console = Console()
     report.to_terminal(console)
     if json_path is not None:

@@ -11,7 +11,6 @@ Example:
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,9 +21,10 @@ from segdoctor import data as sd
 from segdoctor._io import atomic_write_bytes, atomic_write_text, check_writable
 from segdoctor.data.io import file_stem, is_supported
 from segdoctor.errors import DataError, SegdoctorError
-from segdoctor.runfiles import load_model
+from segdoctor.jsonsafe import dumps
+from segdoctor.runfiles import load_model, read_run_meta, run_meta_path
 from segdoctor.train.data import load_pair
-from segdoctor.train.evaluate import evaluate_pairs, json_safe, predict_image, rows_to_csv
+from segdoctor.train.evaluate import evaluate_pairs, predict_image, rows_to_csv
 from segdoctor.train.inference import to_labels
 
 Log = Callable[[str], None]
@@ -34,13 +34,12 @@ def _run_context(model_path: str | Path, data: str | Path):
     """Mask policy, normalizer and channels: from the run folder when there is one, else the data."""
     model_path = Path(model_path)
     run_dir = model_path if model_path.is_dir() else model_path.parent
-    run_json = run_dir / "run.json"
     index = sd.discover_pairs(data)
-    if run_json.exists() and (run_dir / "mask_policy.json").exists():
-        meta = json.loads(run_json.read_text(encoding="utf-8"))
+    if run_meta_path(run_dir).exists() and (run_dir / "mask_policy.json").exists():
+        meta = read_run_meta(run_dir)
         policy = sd.MaskPolicy.from_json((run_dir / "mask_policy.json").read_text(encoding="utf-8"))
-        normalizer = sd.ImageNormalizer.from_dict(meta["normalizer"])
-        channels = int(meta["channels"])
+        normalizer = sd.ImageNormalizer.from_dict(meta.normalizer)
+        channels = meta.channels
     else:
         report = sd.inspect_masks(
             sd.read_mask(p.mask, slice_index=p.slice_index) for p in index.pairs
@@ -93,9 +92,8 @@ def evaluate_command(
         + (f" (test-time {mirroring})." if tta else ".")
     )
     log(f"Empty policy: {summary['empty_policy']}.")
-    payload = json_safe({"summary": summary, "per_image": rows})
     if json_path:
-        atomic_write_text(json_path, json.dumps(payload, indent=2))
+        atomic_write_text(json_path, dumps({"summary": summary, "per_image": rows}, indent=2))
         log(f"JSON: {json_path}")
     if csv_path:
         atomic_write_text(csv_path, rows_to_csv(rows))
@@ -118,9 +116,8 @@ def predict_command(
     run_dir = model_path if model_path.is_dir() else model_path.parent
     normalizer = sd.ImageNormalizer(mode="image")
     channels = int(keras_model.input_shape[-1] or 1)
-    if (run_dir / "run.json").exists():
-        meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-        normalizer = sd.ImageNormalizer.from_dict(meta["normalizer"])
+    if run_meta_path(run_dir).exists():
+        normalizer = sd.ImageNormalizer.from_dict(read_run_meta(run_dir).normalizer)
     source = Path(images)
     files = (
         [source]

@@ -24,6 +24,7 @@ import keras
 from segdoctor._io import atomic_write_text, check_writable
 from segdoctor.doctor import Report, make_finding
 from segdoctor.doctor.callback import DoctorCallback
+from segdoctor.jsonsafe import dumps
 from segdoctor.train.budget import Deadline
 from segdoctor.train.config import RunConfig
 from segdoctor.train.data import PreparedData, prepare_data
@@ -145,7 +146,7 @@ def lr_find_command(config: RunConfig, out: Path, log: Log = _print) -> int:
     out = check_writable(out)
     prepared = prepare_data(config, log=log, run_dir=None)
     result = find_lr(config, prepared, steps=80, log=log)
-    atomic_write_text(out / "lr_find.json", json.dumps(result.to_dict(), indent=2))
+    atomic_write_text(out / "lr_find.json", dumps(result.to_dict(), indent=2))
     plot_lr_find(result.lrs, result.smoothed, result.suggestion, out / "lr_find.png")
     if result.suggestion is None:
         log("The LR range test was inconclusive (too few steps ran before the loss diverged).")

@@ -1,28 +1,24 @@
-"""Small matplotlib figures that prove a finding, rendered to PNG bytes (headless, Agg).
+"""Small figures that prove a finding, rendered to PNG bytes (headless, Agg).
 
-Every function returns PNG bytes, so reports embed them as base64 and never touch global pyplot state.
+Drawn with :mod:`segdoctor.plotting`, the plotting stack the run report uses too. Every function
+returns PNG bytes, so reports embed them as base64 and never touch global pyplot state.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from segdoctor.plotting import new_figure, png_bytes
+
 
 def _figure(width: float = 5.0, height: float = 3.0):
-    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
-
-    fig = Figure(figsize=(width, height), dpi=80)
-    return fig, fig.add_subplot(1, 1, 1)
+    return new_figure(figsize=(width, height), dpi=80)
 
 
 def _png(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return png_bytes(fig, tight_layout=True)
 
 
 def curves_png(

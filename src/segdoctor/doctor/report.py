@@ -9,6 +9,8 @@ JSON schema (version 1, kept stable)::
       "version": {"segdoctor": str, "schema": 1}
     }
 
+Numbers that are not finite (NaN, inf) are written as ``null`` (:mod:`segdoctor.jsonsafe`).
+
 Findings are ranked: errors first, then warnings, then info; within a severity the most confident
 first, then in catalog order (data before model before history: root causes first). The same finding id is reported once (the most severe, most confident instance wins).
 """
@@ -24,9 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.text import Text
+
+from segdoctor import __version__
 from segdoctor._io import atomic_write_text as write_text_atomic
 from segdoctor.doctor.catalog import CATALOG
 from segdoctor.doctor.findings import SEVERITIES, Finding
+from segdoctor.jsonsafe import to_jsonable
 
 SCHEMA_VERSION = 1
 _COLOURS = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -103,8 +110,6 @@ class Report:
     # -- JSON ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON structure (see the module docstring)."""
-        from segdoctor import __version__
-
         counts = {sev: sum(f.severity == sev for f in self.findings) for sev in SEVERITIES}
         summary = {
             **{k: v for k, v in self.summary.items() if k not in ("errors", "warnings", "info")},
@@ -122,7 +127,7 @@ class Report:
 
     def to_json(self, path: str | Path | None = None, *, indent: int = 2) -> str:
         """Serialize to JSON; with ``path``, also write it atomically."""
-        text = json.dumps(self.to_dict(), indent=indent, sort_keys=False)
+        text = json.dumps(to_jsonable(self.to_dict()), indent=indent, allow_nan=False)
         if path is not None:
             write_text_atomic(path, text + "\n")
         return text
@@ -149,9 +154,6 @@ class Report:
 
         One block per finding: severity, id and title; the evidence on one line; the fix.
         """
-        from rich.console import Console
-        from rich.text import Text
-
         buffer = io.StringIO()
         target = Console(file=buffer, width=width, force_terminal=False, color_system=None)
         d = self.to_dict()["summary"]

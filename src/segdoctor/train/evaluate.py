@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,10 @@ from typing import Any
 import numpy as np
 
 from segdoctor._io import atomic_write_text
+from segdoctor.data import sliding_window_predict
+from segdoctor.jsonsafe import dumps
+from segdoctor.metrics import per_image_scores
+from segdoctor.train import report as rp
 from segdoctor.train.inference import (
     batch_predictor,
     load_model,
@@ -32,14 +35,23 @@ from segdoctor.train.inference import (
 Log = Callable[[str], None]
 EMPTY_POLICY = "skip"
 SLIDING_THRESHOLD = 1024  # images larger than this on a side are predicted by sliding window
+EMPTY_POLICY_TEXT = (
+    "images whose truth and prediction are both empty are skipped; empty truth with a predicted "
+    "object scores 0"
+)
 
 
 def hd95(truth: np.ndarray, pred: np.ndarray) -> float:
     """95th-percentile symmetric Hausdorff distance between two binary masks, in pixels.
 
     NaN when either mask is empty (the distance is undefined there).
+
+    Example:
+        >>> a = np.zeros((8, 8), bool); a[2:5, 2:5] = True
+        >>> hd95(a, np.roll(a, 2, axis=1))
+        2.0
     """
-    from scipy import ndimage
+    from scipy import ndimage  # noqa: PLC0415 - slow to import; only for --hausdorff
 
     truth, pred = truth.astype(bool), pred.astype(bool)
     if not truth.any() or not pred.any():
@@ -62,8 +74,6 @@ def predict_image(
     stride = model_stride(model)
     if max(image.shape[:2]) <= SLIDING_THRESHOLD:
         return predict_full(model, image, stride, tta=tta)
-    from segdoctor.data import sliding_window_predict
-
     size = patch or 512
     size -= size % stride
     return sliding_window_predict(batch_predictor(model, tta), image, patch=size, overlap=0.25)
@@ -77,47 +87,60 @@ def score_images(
     ignore_index: int | None = None,
     hausdorff: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Per-image Dice/IoU (and per class for multi-class) plus dataset means."""
-    from segdoctor.metrics import confusion_stats, dice_from_stats, iou_from_stats
+    """Per-image Dice/IoU (and per class for multi-class) plus dataset means.
 
+    The scores are :func:`segdoctor.metrics.per_image_scores` (background not scored, empty
+    policy ``"skip"``); an image's Dice is the mean over its scored foreground classes.
+
+    Example:
+        >>> t = [np.array([[0, 1], [1, 1]])]; p = [np.array([[0, 1], [0, 1]])]
+        >>> summary, rows = score_images(["a"], t, p, num_classes=2)
+        >>> round(rows[0]["dice"], 3), summary["n_scored"]
+        (0.8, 1)
+    """
+    scores = per_image_scores(
+        list(truths), list(preds), num_classes, ignore_index=ignore_index, empty=EMPTY_POLICY
+    )
+    image_dice, image_iou = scores.image_dice, scores.image_iou  # (N,) each
     rows: list[dict[str, Any]] = []
-    for name, truth, pred in zip(names, truths, preds, strict=True):
-        tp, fp, fn = confusion_stats(
-            truth[None], pred[None], num_classes, ignore_index=ignore_index
-        )  # (1, K)
-        dice = np.asarray(dice_from_stats(tp, fp, fn, empty=EMPTY_POLICY))[0]  # (K,)
-        iou = np.asarray(iou_from_stats(tp, fp, fn, empty=EMPTY_POLICY))[0]
-        fg = slice(1, None)  # background is not scored
+    for i, (name, truth, pred) in enumerate(zip(names, truths, preds, strict=True)):
         row: dict[str, Any] = {
             "name": name,
-            "dice": _nanmean(dice[fg]),
-            "iou": _nanmean(iou[fg]),
+            "dice": float(image_dice[i]),
+            "iou": float(image_iou[i]),
             "foreground_fraction": float(np.mean(truth > 0)),
             "predicted_fraction": float(np.mean(pred > 0)),
         }
         if num_classes > 2:
             for k in range(1, num_classes):
-                row[f"dice_class{k}"] = float(dice[k])
+                row[f"dice_class{k}"] = float(scores.dice[i, k])
         if hausdorff:
             row["hd95"] = hd95(truth > 0, pred > 0)
         rows.append(row)
-    dices = np.array([r["dice"] for r in rows], dtype=float)
+    return _summarize(rows, num_classes, hausdorff), rows
+
+
+def _summarize(rows: Sequence[dict[str, Any]], num_classes: int, hausdorff: bool) -> dict[str, Any]:
+    """Dataset means of the per-image rows (NaN rows, the skipped images, left out)."""
+
+    def column(key: str) -> np.ndarray:
+        return np.array([r[key] for r in rows], dtype=float)
+
+    dices = column("dice")
     summary: dict[str, Any] = {
         "n_images": len(rows),
         "n_scored": int(np.isfinite(dices).sum()),
         "dice_mean": _nanmean(dices),
         "dice_median": float(np.nanmedian(dices)) if np.isfinite(dices).any() else float("nan"),
-        "iou_mean": _nanmean(np.array([r["iou"] for r in rows], dtype=float)),
-        "empty_policy": "images whose truth and prediction are both empty are skipped; empty truth with a predicted object scores 0",
+        "iou_mean": _nanmean(column("iou")),
+        "empty_policy": EMPTY_POLICY_TEXT,
     }
     if hausdorff:
-        summary["hd95_mean"] = _nanmean(np.array([r["hd95"] for r in rows], dtype=float))
+        summary["hd95_mean"] = _nanmean(column("hd95"))
     if num_classes > 2:
         for k in range(1, num_classes):
-            summary[f"dice_class{k}_mean"] = _nanmean(
-                np.array([r[f"dice_class{k}"] for r in rows], dtype=float)
-            )
-    return summary, rows
+            summary[f"dice_class{k}_mean"] = _nanmean(column(f"dice_class{k}"))
+    return summary
 
 
 def _nanmean(values: np.ndarray) -> float:
@@ -126,29 +149,18 @@ def _nanmean(values: np.ndarray) -> float:
 
 
 def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """Per-image rows as CSV text, one column per key of the first row."""
+    """Per-image rows as CSV text, one column per key of the first row.
+
+    Example:
+        >>> rows_to_csv([{"name": "a", "dice": 0.5}])
+        'name,dice\\na,0.5\\n'
+    """
     buffer = io.StringIO()
     if rows:
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     return buffer.getvalue()
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by None (JSON has no NaN), recursively.
-
-    Example:
-        >>> json_safe({"dice": [0.5, float("nan")]})
-        {'dice': [0.5, None]}
-    """
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def evaluate_pairs(
@@ -178,33 +190,26 @@ def evaluate_pairs(
 
 
 def finish_run(result, prepared, log: Log = print) -> None:
-    """After fit: evaluate the best model at full size, draw the plots, write report.html."""
-    from segdoctor.train import report as rp
+    """After fit: evaluate the best model at full size, draw the plots, write report.html.
 
+    Writes into the run folder: learning_curves.png, evaluation.json, per_image.csv,
+    dice_histogram.png, best/worst_cases.png and report.html; ``result.files`` names them and
+    ``result.evaluation`` holds the scores.
+    """
     run_dir = Path(result.run_dir)
     files = result.files
-    best = run_dir / "best.keras"
-    files.update(
-        {
-            "config": run_dir / "config.yaml",
-            "history": run_dir / "history.csv",
-            "best model": best,
-            "last model": run_dir / "last.keras",
-            "doctor findings": run_dir / "doctor.json",
-            "LR range test": run_dir / "lr_find.png",
-        }
-    )
+    files.update(_run_files(run_dir))
     rows_hist = _read_history(run_dir / "history.csv")
     if rows_hist:
         files["learning curves"] = rp.plot_learning_curves(
             rows_hist, run_dir / "learning_curves.png"
         )
-    if not best.exists() or not prepared.val_pairs:
+    if not files["best model"].exists() or not prepared.val_pairs:
         log("No best model to evaluate (no epoch finished with a finite validation Dice).")
         return
-    model = load_model(best)
+    model = load_model(files["best model"])
     log(f"Evaluating the best model on {len(prepared.val_pairs)} validation images at full size...")
-    summary, rows, (images, truths, preds) = evaluate_pairs(
+    summary, rows, arrays = evaluate_pairs(
         model,
         prepared.val_pairs,
         prepared.load,
@@ -213,20 +218,48 @@ def finish_run(result, prepared, log: Log = print) -> None:
         keep=True,
     )
     result.evaluation = {"summary": summary, "per_image": rows}
-    atomic_write_text(
-        run_dir / "evaluation.json", json.dumps(json_safe(result.evaluation), indent=2)
-    )
+    atomic_write_text(run_dir / "evaluation.json", dumps(result.evaluation, indent=2))
     atomic_write_text(run_dir / "per_image.csv", rows_to_csv(rows))
     files["evaluation"] = run_dir / "evaluation.json"
     files["per-image scores"] = run_dir / "per_image.csv"
     files["dice histogram"] = rp.plot_dice_histogram(
         [r["dice"] for r in rows], run_dir / "dice_histogram.png"
     )
-    order = [i for i in np.argsort([r["dice"] if np.isfinite(r["dice"]) else 2.0 for r in rows])]
-    scored = [i for i in order if np.isfinite(rows[i]["dice"])]
-    k = min(3, len(scored))
+    files.update(_plot_extremes(run_dir, rows, arrays))
+    files["report"] = rp.write_report_html(
+        run_dir / "report.html",
+        f"segdoctor run: {run_dir.name}",
+        _summary_table(result, summary),
+        _figures(files, run_dir),
+        [prepared.policy.describe(), *result.notes],
+        rows,
+    )
 
-    def cases(indices):
+
+def _run_files(run_dir: Path) -> dict[str, Path]:
+    """The files every run folder lists, whether or not the run got as far as writing them."""
+    return {
+        "config": run_dir / "config.yaml",
+        "history": run_dir / "history.csv",
+        "best model": run_dir / "best.keras",
+        "last model": run_dir / "last.keras",
+        "doctor findings": run_dir / "doctor.json",
+        "LR range test": run_dir / "lr_find.png",
+    }
+
+
+def _plot_extremes(
+    run_dir: Path, rows: Sequence[dict[str, Any]], arrays: tuple[list, list, list], k: int = 3
+) -> dict[str, Path]:
+    """Overlays of the ``k`` worst and best scored images (skipped images are left out)."""
+    images, truths, preds = arrays
+    order = np.argsort([r["dice"] if np.isfinite(r["dice"]) else 2.0 for r in rows])
+    scored = [int(i) for i in order if np.isfinite(rows[i]["dice"])]
+    k = min(k, len(scored))
+    if not k:
+        return {}
+
+    def cases(indices: Sequence[int]) -> list[dict[str, Any]]:
         return [
             {
                 "name": rows[i]["name"],
@@ -238,15 +271,19 @@ def finish_run(result, prepared, log: Log = print) -> None:
             for i in indices
         ]
 
-    if k:
-        files["worst cases"] = rp.plot_cases(
+    return {
+        "worst cases": rp.plot_cases(
             cases(scored[:k]), run_dir / "worst_cases.png", "Worst validation images"
-        )
-        files["best cases"] = rp.plot_cases(
+        ),
+        "best cases": rp.plot_cases(
             cases(scored[::-1][:k]), run_dir / "best_cases.png", "Best validation images"
-        )
-    notes = [prepared.policy.describe(), *result.notes]
-    summary_table = {
+        ),
+    }
+
+
+def _summary_table(result, summary: dict[str, Any]) -> dict[str, Any]:
+    """The report's head table: how the run went and its full-size scores."""
+    return {
         "status": result.status,
         "epochs": result.epochs_run,
         "learning rate": result.lr,
@@ -258,6 +295,10 @@ def finish_run(result, prepared, log: Log = print) -> None:
         "validation images": summary["n_images"],
         "empty policy": summary["empty_policy"],
     }
+
+
+def _figures(files: dict[str, Path], run_dir: Path) -> list[tuple[str, Path]]:
+    """(caption, PNG) of the report, in reading order; the LR range test last when it ran."""
     figures = [
         (caption, files[key])
         for key, caption in [
@@ -270,14 +311,7 @@ def finish_run(result, prepared, log: Log = print) -> None:
     ]
     if (run_dir / "lr_find.png").exists():
         figures.append(("LR range test", run_dir / "lr_find.png"))
-    files["report"] = rp.write_report_html(
-        run_dir / "report.html",
-        f"segdoctor run: {run_dir.name}",
-        summary_table,
-        figures,
-        notes,
-        rows,
-    )
+    return figures
 
 
 def _read_history(path: Path) -> list[dict[str, Any]]:

@@ -1,34 +1,33 @@
 """Plots and the self-contained HTML report of a run folder.
 
-All figures are written as PNG with matplotlib's non-interactive Agg backend; ``report.html`` embeds
-them as base64 so it opens offline, from anywhere, and every user-controlled string in it (file
-names, class names, paths) is HTML-escaped.
+All figures are drawn by :mod:`segdoctor.plotting` (figures on their own Agg canvas: importing this
+module leaves matplotlib's global backend alone) and written as PNG; ``report.html`` embeds them as
+base64 so it opens offline, from anywhere, and every user-controlled string in it (file names,
+class names, paths) is HTML-escaped.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "hist.png"
+    >>> plot_dice_histogram([0.5, 0.9, float("nan")], out).exists()
+    True
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import MaxNLocator
 
-from segdoctor._io import atomic_write_bytes, atomic_write_text
+from segdoctor._io import atomic_write_text
+from segdoctor.plotting import integer_ticks, new_figure, save_png
 
 
 def _save(fig, path: Path) -> Path:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return save_png(fig, path, dpi=100, tight=True)
 
 
 def _column(rows: Sequence[dict[str, Any]], key: str) -> np.ndarray:
@@ -43,7 +42,7 @@ def plot_learning_curves(rows: Sequence[dict[str, Any]], path: Path) -> Path:
         ("dice", "Dice (higher is better)"),
         ("learning_rate", "Learning rate"),
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = new_figure(1, 3, figsize=(13, 3.6))
     for ax, (key, title) in zip(axes, panels, strict=True):
         if rows and key in rows[0]:
             ax.plot(
@@ -61,7 +60,7 @@ def plot_learning_curves(rows: Sequence[dict[str, Any]], path: Path) -> Path:
             ax.set_ylim(0, 1)
         ax.set_title(title)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        integer_ticks(ax.xaxis)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
@@ -71,7 +70,7 @@ def plot_learning_curves(rows: Sequence[dict[str, Any]], path: Path) -> Path:
 def plot_dice_histogram(scores: Sequence[float], path: Path, title: str = "Per-image Dice") -> Path:
     """Histogram of per-image Dice on [0, 1] with the mean and median marked."""
     values = np.asarray([s for s in scores if np.isfinite(s)])
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = new_figure(figsize=(6, 3.6))
     ax.hist(values, bins=np.linspace(0, 1, 21), color="#4c72b0", edgecolor="white")
     if values.size:
         ax.axvline(values.mean(), color="#c44e52", label=f"mean {values.mean():.3f}")
@@ -115,7 +114,7 @@ def overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarra
 def plot_cases(cases: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
     """Rows of (image, truth, prediction, overlay); each case has name, image, truth, pred, dice."""
     n = max(len(cases), 1)
-    fig, axes = plt.subplots(n, 4, figsize=(12, 3.1 * n), squeeze=False)
+    fig, axes = new_figure(n, 4, figsize=(12, 3.1 * n), squeeze=False)
     for row, case in zip(axes, cases, strict=False):
         truth = np.asarray(case["truth"]) > 0
         pred = np.asarray(case["pred"]) > 0
@@ -194,7 +193,7 @@ def plot_lr_find(
     lrs: Sequence[float], losses: Sequence[float], suggestion: float | None, path: Path
 ) -> Path:
     """Loss against learning rate (log scale) with the suggestion marked."""
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = new_figure(figsize=(6, 3.6))
     ax.plot(lrs, losses)
     ax.set_xscale("log")
     if suggestion:
