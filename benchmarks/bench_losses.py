@@ -7,11 +7,12 @@ Measures, on the current Keras backend and in the same run:
   softmax output (multiclass), probabilities as predictions (``from_logits=False``); DiceLoss
   also with float32 one-hot labels;
 * ``keras.losses.Dice()`` (one score pooled over every pixel and class of the batch, the issue's
-  reference), and the Keras loss that computes what each segdoctor loss computes: the pooled Dice
-  for binary DiceLoss; ``keras.losses.Dice(axis=(0, 1, 2))`` (a score per class pooled over the
-  batch, then averaged: segdoctor's default) or ``axis=(1, 2)`` (per image and class:
-  ``per_image=True``) for multi-class DiceLoss, preceded by ``ops.one_hot`` for sparse labels;
-  Keras Dice plus Keras cross-entropy for DiceCELoss.
+  reference), and the Keras loss that computes what each segdoctor loss computes:
+  ``keras.losses.Dice(axis=(1, 2, 3))`` (one score per image) for binary DiceLoss (its default
+  ``per_image=True``); ``keras.losses.Dice(axis=(1, 2))`` (per image and class, then averaged:
+  the default) or ``axis=(0, 1, 2)`` (a score per class pooled over the batch:
+  ``per_image=False``) for multi-class DiceLoss, preceded by ``ops.one_hot`` for sparse labels;
+  that Keras Dice plus Keras cross-entropy for DiceCELoss.
 
 Each timed call is the loss value plus its gradient with respect to the predictions, executed the
 way ``model.fit`` executes it on that backend: eagerly on torch (so segdoctor's eager value checks
@@ -59,6 +60,15 @@ import numpy as np  # noqa: E402
 
 from segdoctor.losses import DiceCELoss, DiceLoss  # noqa: E402
 from segdoctor.losses import statistics as loss_statistics  # noqa: E402
+from segdoctor.models import create_model  # noqa: E402
+
+BACKEND = keras.backend.backend()
+if BACKEND == "torch":  # the backend's own module: gradients, compilation, thread settings
+    import torch
+elif BACKEND == "jax":
+    import jax
+else:
+    import tensorflow as tf
 
 BATCH, SIZE, CLASSES = 8, 256, 4
 
@@ -81,10 +91,7 @@ def _inputs(channels: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 def _fwd_bwd(loss: Callable, y_true: np.ndarray, y_pred: np.ndarray) -> Callable[[], float]:
     """A zero-argument callable computing loss and d(loss)/d(y_pred), as model.fit would."""
-    backend = keras.backend.backend()
-    if backend == "torch":
-        import torch
-
+    if BACKEND == "torch":
         labels = torch.as_tensor(y_true)
         preds = torch.tensor(y_pred, requires_grad=True)
 
@@ -95,9 +102,7 @@ def _fwd_bwd(loss: Callable, y_true: np.ndarray, y_pred: np.ndarray) -> Callable
             return float(value.detach())
 
         return step
-    if backend == "jax":
-        import jax
-
+    if BACKEND == "jax":
         labels, preds = jax.numpy.asarray(y_true), jax.numpy.asarray(y_pred)
         value_and_grad = jax.jit(jax.value_and_grad(lambda p: loss(labels, p)))
 
@@ -107,8 +112,6 @@ def _fwd_bwd(loss: Callable, y_true: np.ndarray, y_pred: np.ndarray) -> Callable
             return float(value)
 
         return step
-    import tensorflow as tf
-
     labels, preds = tf.constant(y_true), tf.constant(y_pred)
 
     @tf.function
@@ -128,8 +131,6 @@ def _fwd_bwd(loss: Callable, y_true: np.ndarray, y_pred: np.ndarray) -> Callable
 
 def _unet_step_seconds(steps: int) -> float:
     """Median seconds of one training step of the default U-Net at 256x256, batch 8."""
-    from segdoctor.models import create_model
-
     model = create_model("unet", input_shape=(SIZE, SIZE, 1), depth=4, base_filters=32)
     model.compile(optimizer="adam", loss=DiceCELoss(mode="binary"))
     rng = np.random.default_rng(0)
@@ -149,15 +150,13 @@ def _keras_candidates(channels: int, data: dict) -> list[tuple]:
     ops = keras.ops
     pooled = keras.losses.Dice()  # one score over every pixel and class of the batch
     if channels == 1:
+        image_dice = keras.losses.Dice(axis=(1, 2, 3))  # one score per image: per_image=True
         bce = keras.losses.BinaryCrossentropy()
+        image_dice_bce = "keras Dice(axis=(1, 2, 3)) + BinaryCrossentropy"
         return [
             ("keras.losses.Dice", pooled, data["sparse"], None),
-            (
-                "keras Dice + BinaryCrossentropy",
-                lambda y, p: pooled(y, p) + bce(y, p),
-                data["dense"],
-                None,
-            ),
+            ("keras.losses.Dice(axis=(1, 2, 3))", image_dice, data["sparse"], None),
+            (image_dice_bce, lambda y, p: image_dice(y, p) + bce(y, p), data["dense"], None),
             (
                 # no cross-entropy computes less than one logarithm per pixel: its value needs
                 # sum(log p_true), its gradient 1 / p_true (hard labels; soft ones need two)
@@ -166,18 +165,18 @@ def _keras_candidates(channels: int, data: dict) -> list[tuple]:
                 data["dense"],
                 None,
             ),
-            ("segdoctor DiceLoss", DiceLoss(mode="binary"), data["sparse"], "keras.losses.Dice"),
             (
-                "segdoctor DiceCELoss",
-                DiceCELoss(mode="binary"),
+                "segdoctor DiceLoss",
+                DiceLoss(mode="binary"),
                 data["sparse"],
-                "keras Dice + BinaryCrossentropy",
+                "keras.losses.Dice(axis=(1, 2, 3))",
             ),
+            ("segdoctor DiceCELoss", DiceCELoss(mode="binary"), data["sparse"], image_dice_bce),
         ]
-    # keras.losses.Dice with an axis computes what segdoctor's DiceLoss computes: axis=(0, 1, 2)
-    # one score per class pooled over the batch (segdoctor's default, nnU-Net's "batch Dice"),
-    # axis=(1, 2) one score per image and class (per_image=True, the recipe's choice); both
-    # averaged over the classes by the Loss reduction.
+    # keras.losses.Dice with an axis computes what segdoctor's DiceLoss computes: axis=(1, 2) one
+    # score per image and class (per_image=True, segdoctor's default), axis=(0, 1, 2) one score per
+    # class pooled over the batch (per_image=False, nnU-Net's "batch Dice"); both averaged over the
+    # classes by the Loss reduction.
     batch_dice = keras.losses.Dice(axis=(0, 1, 2))
     image_dice = keras.losses.Dice(axis=(1, 2))
     cce = keras.losses.CategoricalCrossentropy()
@@ -185,16 +184,16 @@ def _keras_candidates(channels: int, data: dict) -> list[tuple]:
     def one_hot(y):
         return ops.one_hot(ops.squeeze(y, -1), channels)
 
-    sparse_dice = "keras.losses.Dice(axis=(0, 1, 2)) + one_hot"
-    sparse_dice_ce = "keras Dice(axis=(0, 1, 2)) + one_hot + CategoricalCrossentropy"
+    sparse_dice = "keras.losses.Dice(axis=(1, 2)) + one_hot"
+    sparse_dice_ce = "keras Dice(axis=(1, 2)) + one_hot + CategoricalCrossentropy"
     return [
         ("keras.losses.Dice", pooled, data["dense"], None),
         ("keras.losses.Dice(axis=(0, 1, 2))", batch_dice, data["dense"], None),
         ("keras.losses.Dice(axis=(1, 2))", image_dice, data["dense"], None),
-        (sparse_dice, lambda y, p: batch_dice(one_hot(y), p), data["sparse"], None),
+        (sparse_dice, lambda y, p: image_dice(one_hot(y), p), data["sparse"], None),
         (
             sparse_dice_ce,
-            lambda y, p: batch_dice(one_hot(y), p) + cce(one_hot(y), p),
+            lambda y, p: image_dice(one_hot(y), p) + cce(one_hot(y), p),
             data["sparse"],
             None,
         ),
@@ -202,13 +201,13 @@ def _keras_candidates(channels: int, data: dict) -> list[tuple]:
             "segdoctor DiceLoss, one-hot labels",
             DiceLoss(mode="multiclass"),
             data["dense"],
-            "keras.losses.Dice(axis=(0, 1, 2))",
+            "keras.losses.Dice(axis=(1, 2))",
         ),
         (
-            "segdoctor DiceLoss(per_image=True), one-hot labels",
-            DiceLoss(mode="multiclass", per_image=True),
+            "segdoctor DiceLoss(per_image=False), one-hot labels",
+            DiceLoss(mode="multiclass", per_image=False),
             data["dense"],
-            "keras.losses.Dice(axis=(1, 2))",
+            "keras.losses.Dice(axis=(0, 1, 2))",
         ),
         (
             "segdoctor DiceLoss, sparse labels",
@@ -350,13 +349,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"--threads {args.threads} on JAX: only --threads 1 (one XLA thread) can be set here; "
             "leave it out for XLA's default thread pool"
         )
-    if args.threads is not None and keras.backend.backend() == "torch":
-        import torch
-
+    if args.threads is not None and BACKEND == "torch":
         torch.set_num_threads(args.threads)
-    if args.threads is not None and keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
+    if args.threads is not None and BACKEND == "tensorflow":
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
