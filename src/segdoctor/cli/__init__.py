@@ -166,14 +166,8 @@ def _add_tta_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="segdoctor",
-        description="Train segmentation models with Dice the right way, and find out why validation Dice is not improving.",
-    )
-    parser.add_argument("--version", action="version", version=f"segdoctor {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def _add_demo(sub) -> None:
+    """``segdoctor demo`` and its options."""
     p = sub.add_parser(
         "demo", help="diagnose and train on the bundled nuclei sample (a few minutes)"
     )
@@ -187,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=40, help="maximum epochs (default: 40)")
     p.set_defaults(func=cmd_demo)
 
+
+def _add_train(sub) -> None:
+    """``segdoctor train`` and its options."""
     p = sub.add_parser("train", help="train the default recipe on DATA (images/ + masks/)")
     p.add_argument("data", nargs="?", help="data folder")
     p.add_argument("--out", default="runs/latest", help="run folder (default: runs/latest)")
@@ -220,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_train)
 
+
+def _add_diagnose(sub) -> None:
+    """``segdoctor diagnose`` and its options (``--verify`` included)."""
     p = sub.add_parser("diagnose", help="explain why validation Dice is not improving")
     p.add_argument("data", help="data folder")
     p.add_argument(
@@ -262,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_diagnose)
 
+
+def _add_evaluate(sub) -> None:
+    """``segdoctor evaluate`` and its options."""
     p = sub.add_parser("evaluate", help="per-image Dice/IoU of a model on DATA")
     p.add_argument("model", help="a .keras file or a run folder (its best model)")
     p.add_argument("data", help="data folder")
@@ -276,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unsafe", action="store_true", help="allow loading models with Lambda layers")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_predict(sub) -> None:
+    """``segdoctor predict`` and its options."""
     p = sub.add_parser("predict", help="write predicted masks for a folder of images")
     p.add_argument("model", help="a .keras file or a run folder")
     p.add_argument("images", help="an image file or a folder of images")
@@ -284,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unsafe", action="store_true", help="allow loading models with Lambda layers")
     p.set_defaults(func=cmd_predict)
 
+
+def _add_lr_find(sub) -> None:
+    """``segdoctor lr-find`` and its options."""
     p = sub.add_parser(
         "lr-find", help="LR range test: loss-vs-LR plot and a suggested learning rate"
     )
@@ -292,6 +301,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML configuration file")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
     p.set_defaults(func=cmd_lr_find)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``segdoctor`` argument parser: one sub-command per command function."""
+    parser = argparse.ArgumentParser(
+        prog="segdoctor",
+        description="Train segmentation models with Dice the right way, and find out why validation Dice is not improving.",
+    )
+    parser.add_argument("--version", action="version", version=f"segdoctor {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    _add_demo(sub)
+    _add_train(sub)
+    _add_diagnose(sub)
+    _add_evaluate(sub)
+    _add_predict(sub)
+    _add_lr_find(sub)
     return parser
 
 
