@@ -54,7 +54,7 @@ def test_a_run_json_without_version_reads_as_version_1_and_round_trips(tmp_path)
     write_run_meta(tmp_path, meta)
     written = json.loads(run_meta_path(tmp_path).read_text())
     assert written == {"version": RUN_META_VERSION, **LEGACY}  # same keys and values, versioned
-    assert next(iter(written)) == "version"
+    assert list(written) == ["version", *LEGACY]  # and in the same order
 
 
 def test_unknown_keys_are_kept_and_updates_write_atomically(tmp_path):

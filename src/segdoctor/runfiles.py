@@ -132,7 +132,7 @@ class RunMetaError(SegdoctorError):
     """A run folder's ``run.json`` is missing, corrupted, or of a version this segdoctor cannot read."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunMeta:
     """The schema of ``run.json``: what a run decided, for resuming, evaluating and predicting.
 
@@ -159,19 +159,20 @@ class RunMeta:
         True
     """
 
+    # in the order of the keys in the file
+    backend: str | None = None
+    keras: str | None = None
     lr: float
+    schedule_epochs: int | None = None
     mode: str
     num_classes: int
     channels: int
-    normalizer: dict[str, Any]
     ignore_index: int | None = None
     mask_policy: dict[str, Any] | None = None
-    schedule_epochs: int | None = None
-    schedule_steps: int | None = None
+    normalizer: dict[str, Any]
     train_names: list[str] = field(default_factory=list)
     val_names: list[str] = field(default_factory=list)
-    backend: str | None = None
-    keras: str | None = None
+    schedule_steps: int | None = None
     configuration: dict[str, Any] | None = None
     budget: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -306,7 +307,8 @@ def update_run_meta(run_dir: str | Path, **changes: Any) -> RunMeta:
     Example:
         >>> import tempfile
         >>> folder = tempfile.mkdtemp()
-        >>> _ = write_run_meta(folder, RunMeta(0.01, "binary", 2, 1, {}))
+        >>> meta = RunMeta(lr=0.01, mode="binary", num_classes=2, channels=1, normalizer={})
+        >>> _ = write_run_meta(folder, meta)
         >>> update_run_meta(folder, schedule_steps=120).schedule_steps
         120
     """
