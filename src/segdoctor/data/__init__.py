@@ -19,12 +19,14 @@ so the rest of this package (used by the CLI and the doctor) stays fast to impor
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from segdoctor.data.augment import AugmentConfig, Augmenter, extract_patch, photometric
 from segdoctor.data.discover import NameClash, Pair, PairIndex, discover_pairs
 from segdoctor.data.io import (
     MAX_PIXELS,
+    ON_ERROR,
     SUPPORTED_EXTENSIONS,
     is_supported,
     read_image,
@@ -54,7 +56,6 @@ from segdoctor.data.split import (
     group_key,
     split_pairs,
 )
-from segdoctor.data.stats import DatasetStats, ImageStats, dataset_stats
 
 if TYPE_CHECKING:
     from segdoctor.data.loader import SegmentationDataset, train_val_datasets
@@ -63,21 +64,18 @@ _LAZY = {"SegmentationDataset", "train_val_datasets"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from segdoctor.data import loader
-
-        return getattr(loader, name)
+    if name in _LAZY:  # PEP 562: the loader (and so Keras) is imported on first use only
+        return getattr(importlib.import_module("segdoctor.data.loader"), name)
     raise AttributeError(f"module 'segdoctor.data' has no attribute {name!r}")
 
 
 __all__ = [
     "MAX_PIXELS",
+    "ON_ERROR",
     "SUPPORTED_EXTENSIONS",
     "AugmentConfig",
     "Augmenter",
-    "DatasetStats",
     "ImageNormalizer",
-    "ImageStats",
     "MaskPolicy",
     "MaskReport",
     "NameClash",
@@ -87,7 +85,6 @@ __all__ = [
     "SegmentationDataset",
     "content_hash",
     "cross_split_duplicates",
-    "dataset_stats",
     "decide_mask_policy",
     "discover_pairs",
     "extract_patch",
