@@ -122,7 +122,7 @@ class Case:
         category: The issue's category of bad input ("truncated file", "zero-byte file", ...).
         culprit: The file name a message must mention, or ``None`` for folder-level problems.
         usable: Whether segdoctor should accept the data (unusual but valid: RGBA, 16-bit, 1x1).
-        skippable: Whether ``data.skip_bad_files=true`` lets training go on without the culprit.
+        skippable: Whether ``data.on_error=skip`` lets training go on without the culprit.
         make: ``make(root)`` damages a freshly written valid folder ``root``.
         diagnose: What ``segdoctor diagnose`` must answer: ``(exit status, finding id or None)``;
             2 means "could not run" (a message on stderr), 1 an error finding, 0 no error.

@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 from segdoctor import losses, metrics
+from segdoctor.data.io import ON_ERROR
 from segdoctor.data.masks import KINDS, decide_mask_policy, inspect_masks
-from segdoctor.errors import ConfigError, DataError
+from segdoctor.errors import ConfigError, DataError, check_choice
 from segdoctor.models import create_model, unet
-from segdoctor.train.config import CHOICES, resolve_config
+from segdoctor.train.config import CHOICES, dump_yaml, resolve_config
 from segdoctor.train.recipe import make_loss
 
 
@@ -82,3 +83,24 @@ def test_every_norm_choice_builds_a_unet(norm):
 def test_modes_have_one_definition():
     assert unet.MODES is losses.MODES
     assert metrics.MODES is losses.MODES
+
+
+@pytest.mark.parametrize("choice", CHOICES[("data", "on_error")])
+def test_every_on_error_choice_is_accepted_by_the_data_layer(choice):
+    assert CHOICES[("data", "on_error")] == ON_ERROR
+    config = resolve_config(overrides={"data.path": "d", "data.on_error": choice})
+    assert config.data.on_error == choice
+    assert config.data.skip_bad_files == (choice == "skip")
+    assert check_choice("on_error", choice, ON_ERROR) == choice  # what prepare() checks
+
+
+@pytest.mark.parametrize(("old", "new"), [("true", "skip"), ("false", "raise")])
+def test_the_old_skip_bad_files_key_still_works_with_a_deprecation_warning(old, new, tmp_path):
+    with pytest.warns(FutureWarning, match=rf"data\.skip_bad_files is deprecated.*on_error={new}"):
+        config = resolve_config(overrides={"data.path": "d", "data.skip_bad_files": old})
+    assert config.data.on_error == new
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text(f"data:\n  path: d\n  skip_bad_files: {old}\n")
+    with pytest.warns(FutureWarning, match="data.on_error"):
+        assert resolve_config(yaml_file).data.on_error == new
+    assert "skip_bad_files" not in dump_yaml(config)

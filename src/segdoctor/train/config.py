@@ -13,12 +13,14 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from segdoctor.data.io import ON_ERROR
 from segdoctor.data.masks import KINDS as MASK_KINDS
 from segdoctor.errors import ConfigError, check_choice, did_you_mean
 from segdoctor.losses import list_losses
@@ -44,7 +46,12 @@ class DataConfig:
     augment: str = "default"  # default | light | none
     samples_per_epoch: int | None = None  # patches drawn per epoch; default: one per image
     cache: bool = True
-    skip_bad_files: bool = False
+    on_error: str = "raise"  # raise | skip: a bad file stops the run, or is skipped and listed
+
+    @property
+    def skip_bad_files(self) -> bool:
+        """``on_error == "skip"`` (the configuration key of that name is deprecated)."""
+        return self.on_error == "skip"
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,7 @@ CHOICES = {
     # Vocabularies owned by the layer that consumes them (one owner each, imported here):
     ("data", "mask_policy"): ("auto", *MASK_KINDS),
     ("data", "augment"): ("default", "light", "none"),
+    ("data", "on_error"): ON_ERROR,
     ("model", "norm"): NORMS,
     ("train", "loss"): tuple(list_losses()),
     ("train", "optimizer"): ("adamw", "adam", "sgd"),
@@ -151,7 +159,25 @@ def _coerce(section: str, name: str, value: Any, annotation: str) -> Any:
         ) from None
 
 
+RENAMED = {("data", "skip_bad_files"): "data.on_error"}
+"""Old keys still read, with a deprecation warning: old key -> new key."""
+
+
+def _renamed(section: str, name: str, value: Any) -> tuple[str, Any]:
+    """``data.skip_bad_files=true`` -> ``("on_error", "skip")``, with a FutureWarning."""
+    new = "skip" if _coerce(section, name, value, "bool") else "raise"
+    warnings.warn(
+        f"segdoctor: the configuration key {section}.{name} is deprecated; "
+        f"use {RENAMED[(section, name)]}={new} instead.",
+        FutureWarning,
+        stacklevel=4,
+    )
+    return "on_error", new
+
+
 def _apply(config: RunConfig, section: str, name: str, value: Any) -> RunConfig:
+    if (section, name) in RENAMED:
+        name, value = _renamed(section, name, value)
     if section not in SECTIONS:
         raise ConfigError(
             f"Unknown configuration section {section!r}",
