@@ -36,9 +36,8 @@ def ensure_backend() -> str:
         >>> ensure_backend() in ("torch", "jax", "tensorflow", "numpy")
         True
     """
-    if "keras" in sys.modules:  # too late to choose: report what Keras already uses
-        import keras
-
+    keras = sys.modules.get("keras")
+    if keras is not None:  # too late to choose: report what Keras already uses
         _SOURCE.setdefault("backend", "already imported")
         return keras.backend.backend()
     chosen = os.environ.get("KERAS_BACKEND")

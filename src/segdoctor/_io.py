@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from segdoctor.errors import SegdoctorError
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
@@ -69,8 +71,6 @@ def atomic_save(target: str | Path, save: Callable[[Path], object], suffix: str 
 
 def check_writable(folder: str | Path) -> Path:
     """Fail early, with a clear message, when ``folder`` cannot be created or written to."""
-    from segdoctor.errors import SegdoctorError
-
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)

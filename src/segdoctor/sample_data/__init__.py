@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from segdoctor.errors import DataError
+
 
 def sample_path(name: str = "nuclei") -> Path:
     """Path of a bundled sample dataset (a folder with ``images/`` and ``masks/``).
@@ -15,8 +17,6 @@ def sample_path(name: str = "nuclei") -> Path:
     """
     path = Path(str(resources.files("segdoctor.sample_data") / name))
     if not path.is_dir():
-        from segdoctor.errors import DataError
-
         raise DataError(
             f"The bundled sample {name!r} is missing from the installed package",
             expected="a folder with images/ and masks/ inside segdoctor/sample_data",
