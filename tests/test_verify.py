@@ -286,7 +286,7 @@ def test_diagnose_verify_on_the_command_line_passes_the_budget_and_writes_json(
 
 
 def test_verify_end_to_end_on_masks_stored_as_0_255(crops255, tmp_path, monkeypatch):
-    monkeypatch.setattr(vf, "MIN_RUN_MINUTES", 0.2)  # seconds of training are enough here
+    monkeypatch.setattr(vf.runs, "MIN_RUN_MINUTES", 0.2)  # seconds of training are enough here
     before = _hashes(crops255)
     messages: list[str] = []
     result = vf.verify(
@@ -319,8 +319,8 @@ def _logits_model(from_logits: bool) -> keras.Model:
 
 
 def test_from_logits_is_verified_on_a_fresh_copy_of_the_users_model(crops255, monkeypatch):
-    monkeypatch.setattr(vf, "MAX_EPOCHS", 3)  # a few epochs are enough to run the path
-    monkeypatch.setattr(vf, "MIN_RUN_MINUTES", 0.2)
+    monkeypatch.setattr(vf.runs, "MAX_EPOCHS", 3)  # a few epochs are enough to run the path
+    monkeypatch.setattr(vf.runs, "MIN_RUN_MINUTES", 0.2)
     model = _logits_model(from_logits=False)
     report = _report(("output-activation-missing", {"from_logits": False}))
     assert vf.prescribe(report, vf.DataPlan(crops255, [], []))[1][0].status == "not-verifiable"

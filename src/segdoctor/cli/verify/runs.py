@@ -1,0 +1,262 @@
+"""The runs of a comparison: the recipe's configuration, the time budget, training and scoring.
+
+Both runs of a comparison share the seed, the settings and the number of epochs; each run's
+best model is scored per image on the same validation images.
+
+Example:
+    >>> plan_budget(5.0, 9)
+    (1.0, 5)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from segdoctor import data as sd
+from segdoctor.cli.verify.data_fixes import _positive
+from segdoctor.cli.verify.plan import DataPlan, materialize, write_csv
+from segdoctor.cli.verify.results import (
+    Labels,
+    Log,
+    Prescription,
+    RunScore,
+    Verification,
+    _failed_verdict,
+    _fmt_dice,
+    verdict,
+)
+from segdoctor.cli.verify.user_model import _fit_user_model
+from segdoctor.metrics import paired_difference
+from segdoctor.runfiles import load_model
+from segdoctor.train.config import RunConfig, resolve_config
+from segdoctor.train.evaluate import predict_image, score_images
+from segdoctor.train.inference import to_labels
+from segdoctor.train.recipe import train_run
+
+SHORT_RUN: dict[str, str] = {
+    "train.lr": "0.001",  # fixed (no LR range test per run), inside the recipe's Adam band
+    # a warm-up and decay planned over a minute or two barely leave the warm-up: constant rate
+    "train.schedule": "constant",
+    "train.warmup_epochs": "0",
+    "train.doctor": "false",
+    "train.early_stopping_patience": "",  # both runs train every planned epoch
+    "model.base_filters": "16",
+    "data.patch_size": "64",
+}
+"""The recipe's settings for both runs of a comparison (``settings=`` overrides them)."""
+MIN_RUN_MINUTES = 0.5
+"""The shortest time budget a run is given; fewer comparisons are made to keep it."""
+MAX_EPOCHS = 200
+"""Epoch limit of the first run of a comparison (its time budget ends it sooner)."""
+FIRST_RUN_SHARE = 0.45
+"""Share of a comparison's time the first run (as diagnosed) is given; the second run (with
+the fix) trains the same number of epochs within what is left of the comparison's time (at
+least :data:`MIN_RUN_MINUTES`), the rest goes to scoring."""
+PAIR_FILL = 0.8
+"""Share of a comparison's time its two runs may use (the rest: scoring, files)."""
+SECOND_RUN_SLACK = 1.25
+"""The second run may take this many times the first run's time, whatever is left."""
+
+
+def run_config(
+    train_csv: Path,
+    val_csv: Path,
+    overrides: Mapping[str, str],
+    *,
+    settings: Mapping[str, str] | None = None,
+    epochs: int = MAX_EPOCHS,
+    minutes: float | None = None,
+    seed: int = 0,
+    verbose: int = 0,
+) -> RunConfig:
+    """The recipe's configuration of one verifying run.
+
+    :data:`SHORT_RUN`, then ``settings``, then the prescription's ``overrides``; the data
+    paths, epochs, time budget, seed and verbosity are the comparison's.
+
+    Example:
+        >>> from pathlib import Path
+        >>> cfg = run_config(Path("t.csv"), Path("v.csv"), {"model.dropout": "0.5"}, epochs=4)
+        >>> cfg.model.dropout, cfg.train.epochs, cfg.train.lr
+        (0.5, 4, 0.001)
+    """
+    values = {
+        **SHORT_RUN,
+        **dict(settings or {}),
+        **dict(overrides),
+        "train.epochs": str(epochs),
+        "train.max_minutes": "" if minutes is None else f"{minutes:.6g}",
+        "train.seed": str(seed),
+        "train.verbose": str(verbose),
+    }
+    config = resolve_config(overrides=values)
+    data = replace(config.data, path=str(train_csv), val_path=str(val_csv))
+    return replace(config, data=data)
+
+
+def plan_budget(max_minutes: float, prescriptions: int) -> tuple[float, int]:
+    """Minutes per comparison, and how many comparisons (two runs each) fit in ``max_minutes``.
+
+    Every comparison gets an equal share, enough for two runs of :data:`MIN_RUN_MINUTES`;
+    ``(0.0, 0)`` when not even one fits.
+
+    Example:
+        >>> plan_budget(5.0, 9)
+        (1.0, 5)
+    """
+    count = min(prescriptions, int(max_minutes / (2 * MIN_RUN_MINUTES) + 1e-9))
+    return (max_minutes / count, count) if count else (0.0, 0)
+
+
+Scorer = tuple[Sequence[sd.Pair], Labels, Labels]
+"""Validation pairs, truth transform and prediction transform a run's best model is rescored with."""
+
+
+def _rescore(run_dir: Path, scorer: Scorer) -> dict[str, float]:
+    """Per-image Dice of a run's best model against the foreground of the given masks."""
+    val_pairs, truth_fn, pred_fn = scorer
+    meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    normalizer = sd.ImageNormalizer.from_dict(meta["normalizer"])
+    model = load_model(run_dir / "best.keras")
+    names, truths, preds = [], [], []
+    for pair in val_pairs:
+        image, mask = sd.read_pair(pair)
+        x = normalizer(sd.to_channels(image, int(meta["channels"]), name=pair.name))  # (H, W, C)
+        labels = to_labels(predict_image(model, x))  # (H, W)
+        names.append(pair.name)
+        truths.append(np.asarray(truth_fn(mask)).astype(np.int32))
+        preds.append(np.asarray(pred_fn(labels)).astype(np.int32))
+    _, rows = score_images(names, truths, preds, 2)
+    return {row["name"]: float(row["dice"]) for row in rows}
+
+
+def _train_and_score(
+    config: RunConfig, run_dir: Path, label: str, scorer: Scorer | None, log: Log
+) -> RunScore:
+    """Train one run with the recipe; a run that fails is a result, not an exception."""
+    start = time.monotonic()
+    try:
+        result = train_run(config, run_dir, log=log)
+        if scorer is None:
+            rows = result.evaluation.get("per_image", [])
+            per_image = {row["name"]: float(row["dice"]) for row in rows}
+        elif (run_dir / "best.keras").exists():
+            per_image = _rescore(run_dir, scorer)
+        else:
+            per_image = {}
+    except Exception as err:  # the as-diagnosed run may fail: that is the finding
+        what = getattr(err, "what", None) or f"{type(err).__name__}: {err}"
+        log(f"failed: {what}")
+        return RunScore(label, "failed", seconds=time.monotonic() - start, error=str(what))
+    seconds = time.monotonic() - start
+    return RunScore(label, result.status, result.epochs_run, seconds, per_image)
+
+
+Sides = tuple[tuple[list, list], tuple[list, list], list]
+"""(train, val) of the as-diagnosed run, (train, val) of the run with the fix, the truth."""
+
+
+def _sides(p: Prescription, plan: DataPlan, folder: Path) -> Sides:
+    """What each run trains and validates on; masks a run reads differently written as copies."""
+    if p.data is None:
+        extra = [q for q in plan.unreadable if q.name in p.extra_train]
+        fixed_train = [q for q in plan.train if q.name not in p.drop_train]
+        return ([*plan.train, *extra], plan.val), (fixed_train, plan.val), []
+    d, masks = p.data, folder / "masks"
+    diagnosed = tuple(
+        materialize(g, d.diagnosed_masks, masks / f"diagnosed_{side}")
+        for side, g in zip(("train", "val"), d.diagnosed, strict=True)
+    )
+    fixed = tuple(
+        materialize(g, d.fixed_masks, masks / f"fixed_{side}")
+        for side, g in zip(("train", "val"), d.fixed, strict=True)
+    )
+    truth = materialize(d.truth, d.fixed_masks, masks / "truth") if d.truth else []
+    return diagnosed, fixed, truth  # type: ignore[return-value]
+
+
+def _scorer(p: Prescription, tag: str, val: Sequence[sd.Pair], truth: list) -> Scorer | None:
+    """How a run is scored: against the truth, through the foreground map, or by the recipe."""
+    pred = p.foreground if tag == "diagnosed" else None
+    if truth:
+        return truth, _positive, (lambda labels: _positive(pred(labels))) if pred else _positive
+    if pred is not None:
+        return val, pred, pred
+    return None
+
+
+def verify_prescription(
+    p: Prescription,
+    plan: DataPlan,
+    work: Path,
+    *,
+    minutes: float,
+    settings: Mapping[str, str] | None = None,
+    seed: int = 0,
+    verbose: int = 0,
+    log: Log = print,
+) -> Verification:
+    """Run the as-diagnosed and the fixed training of one prescription and compare them.
+
+    The as-diagnosed run goes first, within :data:`FIRST_RUN_SHARE` of ``minutes`` (the
+    recipe's own time budget); the run with the fix then trains the same number of epochs (all
+    of them when the first run failed), within what is left of ``minutes`` (a safety net). The
+    fix never trains longer than the fault: a fault that slows training (a 256-class head for
+    0/255 masks) does not turn into an advantage measured for the fix.
+    """
+    start = time.monotonic()
+    folder = work / p.finding_id
+    diagnosed_data, fixed_data, truth = _sides(p, plan, folder)
+    common = {"settings": settings, "seed": seed, "verbose": verbose, "log": log}
+    diagnosed = _one_run(
+        p, "as diagnosed", p.diagnosed, diagnosed_data, folder / "diagnosed", truth,
+        epochs=MAX_EPOCHS, minutes=minutes * FIRST_RUN_SHARE, **common,
+    )  # fmt: skip
+    fixed = _one_run(
+        p, "with the fix", p.fixed, fixed_data, folder / "fixed", truth,
+        epochs=diagnosed.epochs or MAX_EPOCHS,
+        minutes=_second_run_minutes(minutes, (time.monotonic() - start) / 60.0), **common,
+    )  # fmt: skip
+    if p.data is not None and p.data.score_names:  # compared where both splits hold out
+        for run in (diagnosed, fixed):
+            run.per_image = {k: v for k, v in run.per_image.items() if k in p.data.score_names}
+    if diagnosed.dice_mean is None or fixed.dice_mean is None:
+        return Verification(p, diagnosed, fixed, {"images": 0}, _failed_verdict(diagnosed, fixed))
+    comparison = paired_difference(fixed.per_image, diagnosed.per_image, seed=seed)
+    return Verification(p, diagnosed, fixed, comparison, verdict(comparison, p.expect))
+
+
+def _second_run_minutes(minutes: float, first: float) -> float:
+    """The second run's time limit: what is left of the comparison's share, but at least
+    :data:`SECOND_RUN_SLACK` times what the first run took (the same epochs at the same speed)."""
+    return max(minutes * PAIR_FILL - first, SECOND_RUN_SLACK * first, MIN_RUN_MINUTES)
+
+
+def _one_run(p, label, overrides, data, run_dir, truth, *, log, **config_args) -> RunScore:
+    tag = run_dir.name
+    train, val = data
+    train_csv = write_csv(run_dir.parent / f"train_{tag}.csv", train)
+    val_csv = write_csv(run_dir.parent / f"val_{tag}.csv", val)
+    epochs, minutes = config_args["epochs"], config_args["minutes"]
+    limit = f"{epochs} epochs" if epochs < MAX_EPOCHS else f"{minutes:.1f} min"
+    log(f"{p.finding_id}: training {label} ({limit})...")
+    config = run_config(train_csv, val_csv, overrides, **config_args)
+    prefixed = _prefixed(log, p, label)
+    if p.from_logits is not None:
+        from_logits = p.from_logits[0 if tag == "diagnosed" else 1]
+        score = _fit_user_model(p.model, from_logits, config, label, prefixed)
+    else:
+        score = _train_and_score(config, run_dir, label, _scorer(p, tag, val, truth), prefixed)
+    log(f"{p.finding_id}: {label}: {_fmt_dice(score)}")
+    return score
+
+
+def _prefixed(log: Log, p: Prescription, label: str) -> Log:
+    prefix = f"  [{p.finding_id}, {label}] "
+    return lambda message: log(prefix + message)
