@@ -25,6 +25,7 @@ from segdoctor.losses import (
     LogCoshDiceLoss,
     TverskyLoss,
     check_probabilities,
+    confusion_terms,
     dice_ce_loss,
     dice_coef,
     dice_loss,
@@ -187,6 +188,18 @@ def test_soft_confusion_counts_by_hand():
     assert tp[0, 0] == pytest.approx(1.1)
     assert fp[0, 0] == pytest.approx(0.6)
     assert fn[0, 0] == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_confusion_terms_takes_float32_numpy_arrays(channels):
+    """numpy float32 inputs are made backend tensors (torch's closed-form sums need them)."""
+    rng = np.random.default_rng(4)
+    probs = rng.random((2, 4, 4, channels)).astype("float32")
+    target = (rng.random((2, 4, 4, channels)) > 0.5).astype("float32")
+    tp, fp, fn = (to_numpy(x) for x in confusion_terms(probs, target))
+    np.testing.assert_allclose(tp, (probs * target).sum((1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(fp, (probs * (1 - target)).sum((1, 2)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fn, ((1 - probs) * target).sum((1, 2)), rtol=1e-5, atol=1e-6)
 
 
 def test_sparse_one_hot_and_rank3_labels_agree():

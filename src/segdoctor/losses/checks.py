@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from segdoctor.errors import ConfigError, DataError
@@ -43,7 +44,11 @@ def as_float32(x: Tensor) -> Tensor:
         True
     """
     dtype = getattr(x, "dtype", None)
-    if dtype is not None and keras.backend.standardize_dtype(dtype) == "float32":
+    if (
+        dtype is not None
+        and not isinstance(x, np.ndarray)  # numpy arrays become backend tensors (torch needs them)
+        and keras.backend.standardize_dtype(dtype) == "float32"
+    ):
         return x
     return ops.cast(x, "float32")
 

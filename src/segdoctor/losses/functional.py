@@ -6,7 +6,7 @@ loss per image ``(B,)`` (``per_image=True``, the default) or the pooled loss as 
 Example:
     >>> import numpy as np
     >>> y = np.ones((2, 4, 4, 1), "float32")
-    >>> soft_dice_loss(y, y).shape
+    >>> tuple(soft_dice_loss(y, y).shape)
     (2,)
 """
 

@@ -136,9 +136,8 @@ def masses(probs: Tensor, target: Tensor, squared: bool, pooled: bool) -> list[T
         Three ``(B, C)`` tensors, ``(1, C)`` when pooled.
 
     Example:
-        >>> import numpy as np
-        >>> [float(x[0, 0]) for x in masses(np.ones((1, 2, 2, 1), "float32"),
-        ...                                  np.ones((1, 2, 2, 1), "float32"), False, False)]
+        >>> ones = ops.ones((1, 2, 2, 1))  # backend tensors, as confusion_terms passes them
+        >>> [float(x[0, 0]) for x in masses(ones, ones, squared=False, pooled=False)]
         [4.0, 4.0, 4.0]
     """
     channels = probs.shape[-1]

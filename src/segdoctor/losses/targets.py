@@ -7,7 +7,7 @@ result is a float32 one-hot (multiclass) or 0/1 target of the prediction's shape
 Example:
     >>> import numpy as np
     >>> t = prepare_targets(np.array([[[0, 1]]]), np.zeros((1, 1, 2, 2)), mode="multiclass")
-    >>> t.target.shape, t.valid is None
+    >>> tuple(t.target.shape), t.valid is None
     ((1, 1, 2, 2), True)
 """
 
