@@ -12,6 +12,7 @@ from typing import Any
 from segdoctor.doctor.findings import Finding
 from segdoctor.doctor.loss_probe import background_severity
 from segdoctor.doctor.report import Report
+from segdoctor.doctor.update_ratio import probe_update_ratio
 from segdoctor.errors import SegdoctorError
 
 
@@ -115,6 +116,8 @@ def diagnose(
         x, y = load_probe_batch(data, model, size=probe_size)
         skipped: list[str] = []
         findings += run_probes(model, x, y, batch_size=batch_size, skipped=skipped)
+        if "lr-too-high" not in {f.id for f in findings}:  # a range test on one batch can miss it
+            findings += probe_update_ratio(model, x[:4], y[:4])
         summary["checked"].append("probes")
         if skipped:  # cut short by the time budget: no verdict, and the report says so
             summary["probes_skipped"] = skipped

@@ -11,7 +11,15 @@ every ``watch_gradients`` epochs it takes one backward pass of the compiled loss
 (the validation sample, else the first training images it saw) in inference mode, so that no
 weight or BatchNorm statistic changes, and checks per-layer ``|grad| / |w|`` (exploding and
 vanishing gradients, logged as ``grad_norm``); it prints each finding once, as soon as it is sure;
-at the end it writes the report (the same JSON as ``segdoctor diagnose``).
+at the end it writes the report (the same JSON as ``segdoctor diagnose``). It also reports a
+NaN/inf loss as soon as an epoch logs one (``nan-loss``, with a float16 fix under a
+``mixed_float16`` policy), measures how far the first ``UPDATE_STEPS`` steps move the weights
+(``lr-too-high``, :mod:`segdoctor.doctor.update_ratio`), and raises ``dice-includes-background``
+to a warning when the median peeked image has less than 10% foreground.
+
+Keras internals it relies on: ``model.train_function`` (replaced by a peeking wrapper for the
+first ``PEEK_BATCHES`` steps, then restored), and, to find the sibling callbacks, the
+``CallbackList`` in the caller's frame.
 
 A Keras callback has no public handle on the other callbacks. The doctor finds the ``CallbackList``
 that calls it (the caller's frame, on Keras 3); when that fails it still catches a misdirected
@@ -41,6 +49,14 @@ from segdoctor.doctor.history import (
 from segdoctor.doctor.loss_probe import background_severity
 from segdoctor.doctor.model_data import Targets
 from segdoctor.doctor.report import Report
+from segdoctor.doctor.update_ratio import (
+    UPDATE_STEPS,
+    kernel_indices,
+    optimizer_state,
+    relative_update,
+    snapshot,
+    update_findings,
+)
 
 PEEK_BATCHES = 3
 GRAD_IMAGES = 4
@@ -137,6 +153,9 @@ class DoctorCallback(keras.callbacks.Callback):
         self._alignment: list[float] = []
         self._targets: list[Targets] = []  # classes seen in the peeked batches
         self._fg_fractions: list[float] = []  # per image of the peeked batches
+        self._kernels: list[int] = []  # weights whose first updates are measured (update_ratio)
+        self._before: list[np.ndarray] | None = None
+        self._update_ratios: list[float] = []
 
     # -- helpers ---------------------------------------------------------------------------------
     def _emit(self, found: list[Finding]) -> None:
@@ -177,6 +196,9 @@ class DoctorCallback(keras.callbacks.Callback):
 
         self._siblings = self._sibling_callbacks()
         self._emit(check_model(self.model, self._siblings or (), probe_loss_fn=self.probe_loss))
+        if getattr(self.model, "optimizer", None) is not None:
+            self._kernels = kernel_indices(self.model)
+            self._before = snapshot(self.model, self._kernels)
         original = getattr(self.model, "train_function", None)
         if callable(original):
             self._original_train_function = original
@@ -252,6 +274,21 @@ class DoctorCallback(keras.callbacks.Callback):
         if self._fg_fractions:
             share = float(np.median(self._fg_fractions))
             self.findings = [background_severity(f, share) for f in self.findings]
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        """The first ``UPDATE_STEPS`` steps: how much each one moved the weights (``lr-too-high``)."""
+        if self._before is None:
+            return
+        start = time.perf_counter()
+        after = snapshot(self.model, self._kernels)
+        self._update_ratios.append(relative_update(self._before, after))
+        self._before = after
+        if len(self._update_ratios) >= UPDATE_STEPS:
+            self._before = None  # measured: no more copies
+            lr, name = optimizer_state(self.model)
+            where = f"first {UPDATE_STEPS} training steps"
+            self._emit(update_findings(self._update_ratios, lr, name, where))
+        self.overhead_s += time.perf_counter() - start
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         start = time.perf_counter()
