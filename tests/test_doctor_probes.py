@@ -14,8 +14,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from examples._synthetic import disks
 
-from segdoctor.doctor import probes
+from segdoctor.doctor import DoctorCallback, probes
 from segdoctor.doctor._grad import model_value_and_grads, value_and_grad
+from segdoctor.losses import DiceCELoss
+from segdoctor.models import create_model
+from segdoctor.sample_data import sample_path
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +122,6 @@ def test_nan_loss(batch):
 
 def nuclei_unet(momentum=0.99):
     """U-Net depth 2, 8 filters, BatchNorm, Dice+CE, Adam 1e-3: a small but realistic setup."""
-    from segdoctor.losses import DiceCELoss
-    from segdoctor.models import create_model
 
     keras.utils.set_random_seed(0)
     model = create_model("unet", input_shape=(None, None, 1), depth=2, base_filters=8)
@@ -134,7 +135,6 @@ def nuclei_unet(momentum=0.99):
 @pytest.fixture(scope="module")
 def nuclei():
     """8 real nuclei images (256x256, masks binarized as the loader does), cropped to 64x64."""
-    from segdoctor.sample_data import sample_path
 
     x, y = probes.load_probe_batch(sample_path(), nuclei_unet(), size=256, n=8)
     return probes.crop_batch(x, y, 64)
@@ -220,7 +220,6 @@ def test_bn_train_infer_gap_silent_with_momentum_09_and_on_untrained_models(nucl
 
 def test_callback_watches_gradients_during_fit(batch):
     """DoctorCallback checks gradients after the first epoch (and every ``watch_gradients``)."""
-    from segdoctor.doctor import DoctorCallback
 
     x, y = batch
 
@@ -259,7 +258,6 @@ def test_batch_size_noisy_fires_on_label_noise_at_batch_1_and_not_at_8():
 
 def test_noise_scale_estimator_matches_a_direct_computation():
     """The bootstrap-free estimate equals the closed form on explicit per-image gradients."""
-    from segdoctor.doctor._grad import model_value_and_grads
 
     x, y = disks(6)
     model = net(depth=2)

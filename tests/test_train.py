@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import signal
@@ -10,17 +11,39 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
 import pytest
+import yaml
 
 from segdoctor._io import atomic_path, atomic_write_text, check_writable
+from segdoctor.cli.train import record_nan_finding, resume_training, run_training
+from segdoctor.doctor import Report, make_finding
 from segdoctor.errors import ConfigError, SegdoctorError
 from segdoctor.lr_range import LRFindResult, lr_range_test, suggest
 from segdoctor.models import create_model
-from segdoctor.train.callbacks import HistoryWriter, NanGuard, RunCheckpoint, RunState, TimeBudget
+from segdoctor.train import environment, recipe
+from segdoctor.train.callbacks import (
+    HistoryWriter,
+    MainOutputLogs,
+    NanGuard,
+    RunCheckpoint,
+    RunState,
+    TimeBudget,
+)
 from segdoctor.train.config import config_from_dict, config_to_dict, dump_yaml, resolve_config
+from segdoctor.train.inference import load_model, predict_full
+from segdoctor.train.recipe import (
+    choose_lr,
+    compile_model,
+    deep_supervision_weights,
+    make_model,
+    resume_run,
+    resume_schedule_note,
+    train_run,
+)
 from tests.helpers import write_disc_dataset
 
 # -------------------------------------------------------------------------------- configuration
@@ -41,7 +64,6 @@ def test_config_round_trips_through_yaml():
     cfg = resolve_config(
         overrides={"data.path": "d", "train.max_minutes": "2.5", "data.ignore_index": "11"}
     )
-    import yaml
 
     again = config_from_dict(yaml.safe_load(dump_yaml(cfg)))
     assert again == cfg
@@ -151,8 +173,6 @@ def test_checkpoint_refuses_auto_mode(tmp_path):
 
 
 def test_main_output_names_reach_every_log_the_progress_bar_reads():
-    from segdoctor.train.callbacks import MainOutputLogs
-
     cb = MainOutputLogs("mask", ["dice", "iou"])
     batch = {"loss": 0.5, "mask_dice": 0.7, "aux1_loss": 0.2}
     held = batch  # the progress bar holds the same dict
@@ -203,8 +223,6 @@ def test_lr_range_test_finds_a_finite_rate_below_divergence():
 
 
 def test_choose_lr_keeps_adam_within_its_band_and_says_so():
-    from segdoctor.train.recipe import choose_lr
-
     no_divergence = LRFindResult(suggestion=0.54, min_loss_lr=5.4, steepest_lr=0.08, diverged=False)
     lr, message = choose_lr(no_divergence, "adamw")
     assert lr == pytest.approx(3e-3)
@@ -277,24 +295,16 @@ def test_a_run_killed_mid_epoch_resumes_from_its_last_completed_epoch(tmp_path):
     with open(run / "history.csv") as fh:
         epochs = [int(r["epoch"]) for r in csv.DictReader(fh)]
     assert epochs == list(range(target))
-    from segdoctor.train.inference import load_model
 
     assert load_model(run / "last.keras", compile=True).optimizer.iterations.numpy() > 0  # intact
 
 
 def test_resume_without_a_run_folder_is_explained(tmp_path):
-    from segdoctor.train.recipe import resume_run
-
     with pytest.raises(SegdoctorError, match="Cannot resume"):
         resume_run(Path(tmp_path))
 
 
 def test_a_nan_loss_leaves_a_doctor_finding(tmp_path):
-    import numpy as np
-
-    from segdoctor.cli.train import record_nan_finding
-    from segdoctor.doctor import Report, make_finding
-
     path = tmp_path / "doctor.json"
     before = Report(
         [make_finding("plateau", {"epochs": 9}, "lower the LR")], {"checked": ["model"]}
@@ -311,8 +321,6 @@ def test_a_nan_loss_leaves_a_doctor_finding(tmp_path):
 
 
 def test_a_nan_loss_without_the_doctor_creates_its_report(tmp_path):
-    from segdoctor.cli.train import record_nan_finding
-
     path = tmp_path / "doctor.json"
     record_nan_finding(path, {"epoch": 0, "batch": 1, "loss": "inf", "lr": 0.1})
     written = json.loads(path.read_text())
@@ -345,10 +353,6 @@ def _history(run: Path) -> list[dict[str, float]]:
 
 
 def test_deep_supervision_loss_weights_halve_per_decoder_level():
-    from types import SimpleNamespace
-
-    from segdoctor.train.recipe import compile_model, deep_supervision_weights, make_model
-
     cfg = _run_config(Path("d"), **{"model.depth": "4", "model.deep_supervision": "true"})
     prepared = SimpleNamespace(mode="binary", num_classes=2, channels=1, ignore_index=None)
     model = compile_model(make_model(cfg, prepared), cfg, prepared, lr=1e-3, steps_per_epoch=1)
@@ -360,8 +364,6 @@ def test_deep_supervision_loss_weights_halve_per_decoder_level():
 
 
 def test_resume_past_the_planned_schedule_says_what_happens(tmp_path):
-    from segdoctor.train.recipe import resume_schedule_note
-
     longer = _run_config(tmp_path, **{"train.epochs": "30", "train.schedule": "cosine"})
     note = resume_schedule_note(longer, {"schedule_epochs": 20})
     assert note and "planned for 20 epochs" in note and "epochs 21-30" in note
@@ -373,9 +375,6 @@ def test_resume_past_the_planned_schedule_says_what_happens(tmp_path):
 
 @pytest.mark.timeout(180)
 def test_deep_supervision_trains_watches_val_dice_and_saves_the_main_output(tmp_path):
-    from segdoctor.cli.train import resume_training, run_training
-    from segdoctor.train.inference import load_model, predict_full
-
     data = write_disc_dataset(tmp_path / "data", n=8)
     run = tmp_path / "run"
     cfg = _run_config(
@@ -413,8 +412,6 @@ def test_deep_supervision_trains_watches_val_dice_and_saves_the_main_output(tmp_
 
 @pytest.mark.timeout(180)
 def test_mixed_precision_computes_in_bfloat16_and_restores_the_global_policy(tmp_path, monkeypatch):
-    from segdoctor.train import recipe
-
     data = write_disc_dataset(tmp_path / "data", n=8)
     before = keras.config.dtype_policy().name
     seen: dict[str, str] = {}
@@ -449,10 +446,6 @@ def test_mixed_precision_computes_in_bfloat16_and_restores_the_global_policy(tmp
 
 @pytest.mark.timeout(180)
 def test_tensorboard_writes_event_files_into_the_run_folder(tmp_path):
-    import importlib.util
-
-    from segdoctor.train.recipe import train_run
-
     if not all(importlib.util.find_spec(m) for m in ("tensorflow", "tensorboard")):
         pytest.skip("Keras' TensorBoard callback needs tensorflow and tensorboard installed")
     data = write_disc_dataset(tmp_path / "data", n=8)
@@ -466,8 +459,6 @@ def test_tensorboard_writes_event_files_into_the_run_folder(tmp_path):
 
 
 def test_tensorboard_without_its_packages_is_refused_before_training(tmp_path, monkeypatch):
-    from segdoctor.train.recipe import train_run
-
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if it were not installed
     cfg = _run_config(tmp_path / "data", **{"train.tensorboard": "true"})
     with pytest.raises(ConfigError, match="needs tensorboard") as info:
@@ -480,7 +471,6 @@ def test_tensorboard_without_its_packages_is_refused_before_training(tmp_path, m
 @pytest.mark.timeout(180)
 def test_time_budget_shortens_the_cosine_schedule(tmp_path):
     """With --max-minutes the cosine decay spans the epochs that fit, not train.epochs."""
-    from segdoctor.train.recipe import train_run
 
     data = write_disc_dataset(tmp_path / "data", n=8)
     messages: list[str] = []
@@ -498,30 +488,26 @@ def test_time_budget_shortens_the_cosine_schedule(tmp_path):
 
 
 def test_mixed_precision_setting_words_and_auto(monkeypatch):
-    from segdoctor.train import recipe
-
     for word, expected in (("true", "on"), ("off", "off"), ("auto", "auto"), ("No", "off")):
         cfg = _run_config(Path("d"), **{"train.mixed_precision": word})
         assert cfg.train.mixed_precision == expected
     assert _run_config(Path("d")).train.mixed_precision == "auto"
     with pytest.raises(ConfigError):
         _run_config(Path("d"), **{"train.mixed_precision": "fp8"})
-    assert recipe.resolve_mixed_precision("on")[0] is True
-    assert recipe.resolve_mixed_precision("off")[0] is False
+    assert environment.resolve_mixed_precision("on")[0] is True
+    assert environment.resolve_mixed_precision("off")[0] is False
     # auto: on only for TensorFlow on a CPU with native bfloat16 units (where it was measured
     # to pay: AMX, and AVX512-BF16 without AMX)
     on_tf = keras.backend.backend() == "tensorflow"
     for units in ("AMX", "AVX512-BF16"):
-        monkeypatch.setattr(recipe, "cpu_bf16_units", lambda units=units: units)
-        on, why = recipe.resolve_mixed_precision("auto")
+        monkeypatch.setattr(environment, "cpu_bf16_units", lambda units=units: units)
+        on, why = environment.resolve_mixed_precision("auto")
         assert on is on_tf and (units in why or not on_tf)
-    monkeypatch.setattr(recipe, "cpu_bf16_units", lambda: None)
-    assert recipe.resolve_mixed_precision("auto")[0] is False
+    monkeypatch.setattr(environment, "cpu_bf16_units", lambda: None)
+    assert environment.resolve_mixed_precision("auto")[0] is False
 
 
 def test_cpu_bf16_units_reads_the_flags(monkeypatch, tmp_path):
-    from segdoctor.train import recipe
-
     cpuinfo = tmp_path / "cpuinfo"
     real_open = open
 
@@ -530,8 +516,8 @@ def test_cpu_bf16_units_reads_the_flags(monkeypatch, tmp_path):
 
     monkeypatch.setattr("builtins.open", fake_open)
     cpuinfo.write_text("processor : 0\nflags : fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
-    assert recipe.cpu_bf16_units() == "AVX512-BF16"
+    assert environment.cpu_bf16_units() == "AVX512-BF16"
     cpuinfo.write_text("flags : fpu avx2 avx512_bf16 amx_bf16 amx_tile\n")
-    assert recipe.cpu_bf16_units() == "AMX"
+    assert environment.cpu_bf16_units() == "AMX"
     cpuinfo.write_text("flags : fpu avx2 fma\n")
-    assert recipe.cpu_bf16_units() is None
+    assert environment.cpu_bf16_units() is None

@@ -22,9 +22,11 @@ from segdoctor.train.budget import (
     plan_steps,
     tolerance_s,
 )
-from segdoctor.train.callbacks import TimeBudget
+from segdoctor.train.callbacks import BudgetSchedule, StepProgbar, TimeBudget
 from segdoctor.train.config import dump_yaml, load_yaml, resolve_config
-from segdoctor.train.measure import width_candidates
+from segdoctor.train.measure import Measurement, width_candidates
+from segdoctor.train.planning import lr_test_skipped
+from segdoctor.train.recipe import resume_run, train_run
 from tests.helpers import write_disc_dataset
 
 
@@ -141,6 +143,26 @@ def test_time_budget_without_a_deadline_counts_from_the_fit():
         TimeBudget()
 
 
+@pytest.mark.parametrize("verbose", [1, 2])
+def test_the_progress_bar_of_an_epoch_stopped_mid_way_shows_the_steps_that_ran(capsys, verbose):
+    x = np.random.default_rng(0).normal(size=(16, 2)).astype("float32")
+
+    class StopAtThree(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 2:  # as TimeBudget does mid-epoch
+                self.model.stop_training = True
+
+    def fit(progbar):
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        model.fit(x, x[:, :1], batch_size=2, callbacks=[StopAtThree(), progbar], verbose=verbose)
+        return capsys.readouterr().out
+
+    assert "8/8" in fit(keras.callbacks.ProgbarLogger())  # Keras' own: the full epoch
+    shown = fit(StepProgbar())
+    assert "3/8" in shown and "8/8" not in shown
+
+
 # -------------------------------------------------------------------------------- LR range test
 
 
@@ -241,7 +263,6 @@ def _tiny_config(data: Path, **overrides: str):
 def test_the_command_ends_within_its_budget_when_steps_are_much_slower_than_planned(tmp_path):
     """A step measured at ~0.05 s before training takes 8 s during it (a virtual clock: the run
     sees the slowness, the test stays fast). The deadline must hold and the checkpoints agree."""
-    from segdoctor.train.recipe import train_run
 
     data = write_disc_dataset(tmp_path / "data", n=16)
     offset = {"s": 0.0}
@@ -276,7 +297,6 @@ def test_the_command_ends_within_its_budget_when_steps_are_much_slower_than_plan
     assert meta["configuration"]["chosen"] == {"model.base_filters": 4}  # the user's, kept
     assert (run / "report.html").exists()
     # --resume continues from the partial epoch's checkpoint, under a budget of its own
-    from segdoctor.train.recipe import resume_run
 
     offset["s"] = 0.0
     budget = Deadline(60.0, clock=clock)
@@ -289,8 +309,6 @@ def test_the_command_ends_within_its_budget_when_steps_are_much_slower_than_plan
 
 @pytest.mark.timeout(240)
 def test_a_budgeted_run_chooses_the_width_the_user_left_open_and_records_why(tmp_path):
-    from segdoctor.train.recipe import train_run
-
     data = write_disc_dataset(tmp_path / "data", n=12)
     settings = {**TINY, "train.epochs": "2", "train.max_minutes": "1.5"}
     del settings["model.base_filters"]  # left open: the recipe chooses
@@ -306,8 +324,6 @@ def test_a_budgeted_run_chooses_the_width_the_user_left_open_and_records_why(tmp
 
 
 def test_budget_schedule_refits_in_steps_when_told_the_steps_per_epoch():
-    from segdoctor.train.callbacks import BudgetSchedule
-
     clock = FakeClock()
 
     class Ticker(keras.callbacks.Callback):
@@ -343,19 +359,16 @@ def test_a_command_start_recorded_first_counts_once_the_budget_is_known():
 
 
 def test_the_lr_range_test_is_skipped_when_its_share_holds_too_few_steps():
-    from segdoctor.train.measure import Measurement
-    from segdoctor.train.recipe import _lr_test_skipped
-
     cfg = resolve_config(overrides={"data.path": "d"})  # no train.lr: a range test is due
     slow = Measurement(step_s=3.0, per_image_s=0.5, trace_s=0.0, seconds=10.0)
     fast = Measurement(step_s=0.3, per_image_s=0.5, trace_s=0.0, seconds=10.0)
     four_minutes = Deadline(240.0)  # 8%: 19 s, 6 steps of 3 s
-    why = _lr_test_skipped(cfg, slow, four_minutes)
+    why = lr_test_skipped(cfg, slow, four_minutes)
     assert why is not None and "only 6 steps fit" in why
-    assert _lr_test_skipped(cfg, fast, four_minutes) is None  # 64 steps fit
+    assert lr_test_skipped(cfg, fast, four_minutes) is None  # 64 steps fit
     given = resolve_config(overrides={"data.path": "d", "train.lr": "0.001"})
-    assert _lr_test_skipped(given, slow, four_minutes) is None  # no range test to skip
-    assert _lr_test_skipped(cfg, slow, Deadline(None)) is None  # no budget: never skipped
+    assert lr_test_skipped(given, slow, four_minutes) is None  # no range test to skip
+    assert lr_test_skipped(cfg, slow, Deadline(None)) is None  # no budget: never skipped
 
 
 @pytest.mark.timeout(240)
@@ -363,7 +376,6 @@ def test_the_deadline_holds_in_real_time_with_a_sleeping_step(tmp_path):
     """The same with the real clock: every step sleeps 4 s more than the ~0.05 s it was timed at
     before training (an epoch of 7 steps: 28 s); the whole call, from before train_run to its
     return, ends within a few seconds of the budget, far inside the tolerance."""
-    from segdoctor.train.recipe import train_run
 
     data = write_disc_dataset(tmp_path / "data", n=16)
 

@@ -21,10 +21,10 @@ import numpy as np
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
 from segdoctor.errors import DataError
+from segdoctor.lr_range import LR_KEYS
 
 History = dict[str, list[float]]
 _DICE_WORDS = ("dice", "iou", "io_u", "jaccard", "f1", "fscore", "f_score")
-LR_KEYS = ("learning_rate", "lr")
 PRED_FG, TRUE_FG = "doctor_pred_fg", "doctor_true_fg"
 VAL_GAP_EPOCH = 0.05
 """``val-better-than-train``: an epoch counts when validation Dice leads training by more."""

@@ -20,13 +20,7 @@ bn-train-infer-gap  training- vs inference-mode predictions of the batch (:mod:`
 batch-size-noisy    gradient noise scale ``B_simple = tr(Sigma) / |G|^2`` vs the batch size
 =================== ===================================================================
 
-The noise scale (McCandlish et al. 2018, "An Empirical Model of Large-Batch Training") is the batch
-size at which the gradient's noise and its signal have equal size: far below it, a step follows the
-noise more than the gradient. It is estimated from per-image gradients ``g_i`` of the probe images
-in inference mode (BatchNorm with its moving statistics, so that the batch gradient is exactly the
-mean of the per-image ones; in training mode a batch of one normalizes with its own statistics and
-is another function): ``|G|^2`` and ``tr(Sigma)`` from the unbiased estimators of the two-batch-size
-method with batch sizes 1 and N, with a bootstrap over the images for a conservative lower bound.
+The gradient probes and the noise scale are in :mod:`.gradient_probes`.
 """
 
 from __future__ import annotations
@@ -35,14 +29,33 @@ import math
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
+from PIL import Image
 
+from segdoctor.data.discover import discover_pairs
+from segdoctor.data.io import read_image, read_mask
+from segdoctor.data.masks import inspect_masks, normalize_mask
 from segdoctor.doctor._probe_model import clone as _clone
+from segdoctor.doctor._probe_model import foreground, probabilities
 from segdoctor.doctor._probe_model import loss_fn as _loss_fn
-from segdoctor.doctor._probe_model import probabilities
 from segdoctor.doctor.bn_gap import probe_bn_gap
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
+from segdoctor.doctor.gradient_probes import (
+    EXPLODE_REL,
+    gradient_findings,
+    gradient_noise_scale,
+    gradient_stats,
+    probe_gradients,
+    probe_noise_scale,
+)
+from segdoctor.doctor.model_checks import (
+    _layers,
+    input_channels,
+    output_activation,
+    output_channels,
+)
 from segdoctor.doctor.model_data import (
     compare_input_channels,
     compare_output_classes,
@@ -60,18 +73,19 @@ The shared range test (:func:`segdoctor.lr_range.suggest`) places the steepest d
 differences in log-LR, one sweep step (1.7x at 30 steps over 7 decades) above the forward
 differences this probe used with a factor of 1000; 2000 keeps its verdicts (measured on the
 probe tests' models: a healthy Adam at 1e-3 stays silent, 1e-7 is too low)."""
-EXPLODE_REL = 10.0
-"""``exploding-gradients`` when some kernel's gradient norm exceeds this many times its norm."""
 PROBE_CROP = 64
 """Side of the crops that fully convolutional models are probed on."""
 PROBE_BUDGET_S = 90.0
 """The training probes stop (and give no verdict) past this many seconds."""
 
-__all__ = [
+__all__ = [  # the gradient probes are re-exported from .gradient_probes
+    "EXPLODE_REL",
     "OVERFIT_STEPS",
     "configured_lr",
     "crop_batch",
+    "gradient_findings",
     "gradient_noise_scale",
+    "gradient_stats",
     "load_probe_batch",
     "lr_range_test",
     "probe_bn_gap",
@@ -97,13 +111,9 @@ def configured_lr(model) -> float | None:
 
 def probe_init_loss(model, x, y) -> list[Finding]:
     """``init-loss-anomaly``: loss at the current weights far above a constant 0.5 prediction."""
-    import keras
-
     loss = _loss_fn(model)
     pred = model(x, training=False)
     value = float(keras.ops.convert_to_numpy(keras.ops.mean(loss(y, pred))))
-    from segdoctor.doctor.model_checks import output_activation
-
     half = np.full(
         tuple(pred.shape), 0.5 if pred.shape[-1] == 1 else 1.0 / pred.shape[-1], "float32"
     )
@@ -188,10 +198,6 @@ def probe_lr(model, x, y) -> list[Finding]:
 
 def probe_dead_relu(model, x) -> list[Finding]:
     """``dead-relu``: ReLU channels that output zero on every pixel of every sample."""
-    import keras
-
-    from segdoctor.doctor.model_checks import _layers
-
     outs = []
     for layer in _layers(model):
         act = getattr(layer, "activation", None)
@@ -235,162 +241,6 @@ def probe_dead_relu(model, x) -> list[Finding]:
     return []
 
 
-def gradient_stats(model, x, y, *, training: bool = True) -> dict:
-    """Per-kernel gradient statistics from one backward pass of the compiled loss.
-
-    Returns:
-        ``{"loss", "global_norm", "rel": [|g| / |w| per kernel, input to output], "names",
-        "finite"}``; ``finite`` is False when a gradient holds NaN or inf.
-    """
-    from segdoctor.doctor._grad import model_value_and_grads
-
-    loss, grads = model_value_and_grads(model, _loss_fn(model), x, y, training=training)
-    kernels = [
-        (v.path, g, np.asarray(v.numpy() if hasattr(v, "numpy") else v))
-        for v, g in zip(model.trainable_variables, grads, strict=True)
-        if len(v.shape) >= 2
-    ]
-    finite = all(np.all(np.isfinite(g)) for g in grads)
-    sq = sum(float(np.sum(np.square(g, dtype="float64"))) for g in grads) if finite else math.inf
-    return {
-        "loss": loss,
-        "global_norm": math.sqrt(sq),
-        "rel": [
-            float(np.linalg.norm(g)) / (float(np.linalg.norm(w)) + 1e-12) for _, g, w in kernels
-        ],
-        "names": [name for name, _, _ in kernels],
-        "finite": finite,
-    }
-
-
-def gradient_findings(stats: dict, where: str = "probe batch") -> list[Finding]:
-    """``exploding-gradients`` and ``vanishing-gradients`` from :func:`gradient_stats`."""
-    rel = stats["rel"]
-    if not stats["finite"] or (rel and max(rel) > EXPLODE_REL):
-        worst = int(np.argmax(rel)) if rel and stats["finite"] else 0
-        return [
-            make_finding(
-                "exploding-gradients",
-                {
-                    "finite": stats["finite"],
-                    "max_rel_grad": max(rel) if stats["finite"] and rel else "inf/nan",
-                    "layer": stats["names"][worst] if stats["names"] else "",
-                    "threshold": EXPLODE_REL,
-                    "global_grad_norm": stats["global_norm"],
-                    "where": where,
-                },
-                "One gradient step would move weights by more than their own size. Clip gradients "
-                "(keras.optimizers.Adam(1e-3, clipnorm=1.0)), use he_normal kernels "
-                "(variance-preserving init), add BatchNormalization, and lower the learning rate.",
-            )
-        ]
-    if len(rel) >= 2 and rel[-1] > 0 and rel[0] < 1e-4 * rel[-1]:
-        return [
-            make_finding(
-                "vanishing-gradients",
-                {
-                    "first_layer_rel_grad": rel[0],
-                    "last_layer_rel_grad": rel[-1],
-                    "ratio": rel[0] / rel[-1],
-                    "layers": len(rel),
-                    "where": where,
-                },
-                "The first layers receive almost no gradient: use ReLU (not sigmoid/tanh) inside the "
-                "network, BatchNormalization, skip connections (a U-Net), and he_normal init.",
-            )
-        ]
-    return []
-
-
-def probe_gradients(model, x, y) -> list[Finding]:
-    """``exploding-gradients`` / ``vanishing-gradients`` from one backward pass (training mode).
-
-    The model's weights are unchanged; on torch and tensorflow the BatchNorm moving statistics
-    take one update, as in a training step (run it on a clone to avoid even that).
-    """
-    return gradient_findings(gradient_stats(model, x, y))
-
-
-NOISY_FACTOR = 4.0
-"""``batch-size-noisy`` when the noise scale's lower bound exceeds this many times the batch size."""
-NOISE_BOOTSTRAP = 200
-
-
-def gradient_noise_scale(model, x, y, *, seed: int = 0) -> dict:
-    """Estimate the simple gradient noise scale from per-image gradients (inference mode).
-
-    Returns:
-        ``{"b_simple", "b_simple_low", "grad_sq", "trace_sigma", "images"}``: the estimate, the
-        20th percentile of its bootstrap (a negative ``|G|^2`` estimate counts as infinite noise
-        scale: the signal is not resolved with this many images), and the two terms.
-    """
-    from segdoctor.doctor._grad import model_value_and_grads
-
-    loss = _loss_fn(model)
-    vectors = []
-    for i in range(len(x)):
-        _, grads = model_value_and_grads(model, loss, x[i : i + 1], y[i : i + 1], training=False)
-        vectors.append(np.concatenate([np.ravel(g) for g in grads]).astype("float32"))
-    stacked = np.stack(vectors)
-    del vectors
-    gram = (stacked.astype("float64") @ stacked.T.astype("float64")) if len(stacked) else None
-    del stacked
-    n = len(x)
-
-    def estimate(weights: np.ndarray) -> tuple[float, float, float]:
-        w = weights / weights.sum()
-        mean_sq = float(np.sum(w * np.diag(gram)))  # E|g_i|^2
-        sq_mean = float(w @ gram @ w)  # |mean g|^2
-        trace = (mean_sq - sq_mean) * n / (n - 1)
-        signal = sq_mean - trace / n
-        return (trace / signal if signal > 0 else math.inf), signal, trace
-
-    b, signal, trace = estimate(np.ones(n))
-    rng = np.random.default_rng(seed)
-    boot = [
-        estimate(rng.multinomial(n, np.full(n, 1 / n)) + 1e-9)[0] for _ in range(NOISE_BOOTSTRAP)
-    ]
-    return {
-        "b_simple": b,
-        "b_simple_low": float(np.percentile(boot, 20)),
-        "grad_sq": signal,
-        "trace_sigma": trace,
-        "images": n,
-    }
-
-
-def probe_noise_scale(model, x, y, batch_size: int | None) -> list[Finding]:
-    """``batch-size-noisy``: the gradient noise scale far above the training batch size."""
-    if batch_size is None or len(x) < 4:
-        return []
-    est = gradient_noise_scale(model, x, y)
-    if not est["b_simple_low"] > NOISY_FACTOR * batch_size:
-        return []
-
-    def show(v: float) -> float | str:
-        return round(v, 1) if math.isfinite(v) else f"> {len(x)} (signal not resolved)"
-
-    target = est["b_simple"] if math.isfinite(est["b_simple"]) else NOISY_FACTOR * batch_size
-    return [
-        make_finding(
-            "batch-size-noisy",
-            {
-                "noise_scale_b_simple": show(est["b_simple"]),
-                "noise_scale_lower_bound": show(est["b_simple_low"]),
-                "batch_size": batch_size,
-                "probe_images": est["images"],
-            },
-            f"Each step at batch size {batch_size} follows gradient noise more than the gradient "
-            f"(noise scale about {show(est['b_simple'])}). Raise the effective batch toward "
-            f"{int(min(target, 64 * batch_size))}: a larger batch, or gradient accumulation "
-            "(keras.optimizers.AdamW(..., gradient_accumulation_steps=4)); or lower the learning "
-            "rate, which averages the noise over more steps. With BatchNorm and batches under 8, "
-            "use GroupNormalization.",
-            confidence=0.6,
-        )
-    ]
-
-
 def crop_batch(x: np.ndarray, y: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Crop ``(B, H, W, C)`` inputs and their targets to ``size`` squares centred on the foreground.
 
@@ -402,8 +252,6 @@ def crop_batch(x: np.ndarray, y: np.ndarray, size: int) -> tuple[np.ndarray, np.
         >>> [a.shape for a in crop_batch(x, y, 64)]
         [(2, 64, 64, 1), (2, 64, 64, 1)]
     """
-    from segdoctor.doctor._probe_model import foreground
-
     h, w = x.shape[1:3]
     if h <= size and w <= size:
         return x, y
@@ -427,8 +275,6 @@ def _fully_convolutional(model) -> bool:
 
 def _model_vs_probe_batch(model, x, y) -> list[Finding]:
     """The model's input channels and output classes against the probe batch (model_data)."""
-    from segdoctor.doctor.model_checks import input_channels, output_activation, output_channels
-
     where = "probe batch"
     found = compare_input_channels(
         input_channels(model), {int(x.shape[-1]): len(x)}, where=where, fed_as_is=True
@@ -502,13 +348,6 @@ def load_probe_batch(
         ``x`` (n, s, s, C) float32 in [0, 1] and ``y`` (n, s, s, 1) float32 class indices (binary
         models get 0/1; softmax models get one-hot (n, s, s, K) when the loss is not sparse).
     """
-    from PIL import Image
-
-    from segdoctor.data.discover import discover_pairs
-    from segdoctor.data.io import read_image, read_mask
-    from segdoctor.data.masks import inspect_masks, normalize_mask
-    from segdoctor.doctor.model_checks import output_channels
-
     index = discover_pairs(data, on_unpaired="skip", strict=False)
     pairs = index.pairs[:: max(1, len(index.pairs) // n)][:n]
     masks = [read_mask(p.mask) for p in pairs]

@@ -10,6 +10,8 @@
 - :class:`TimeBudget` stops training when the next step and its validation would cross the
   budget (mid-epoch); :class:`BudgetSchedule` refits the learning-rate schedule to it from the
   median epoch time.
+- :class:`StepProgbar` is Keras' progress bar, but an epoch stopped mid-way ends at the steps
+  that ran (``12/30``), not at the epoch's length.
 - :class:`LearningRateLogger` adds ``learning_rate`` to the logs (and so to the history).
 - :class:`MainOutputLogs` logs a deep-supervised model's main-output metrics under their plain
   names (``val_dice``, not ``val_mask_dice``), so every callback watches the same key.
@@ -30,13 +32,30 @@ import keras
 import numpy as np
 
 from segdoctor._io import atomic_save, atomic_write_text
+from segdoctor.lr_range import current_lr
 from segdoctor.train.budget import Deadline, must_stop
 
 
-def current_lr(optimizer: Any) -> float:
-    """The optimizer's learning rate now, whether it is a constant or a schedule."""
-    lr = optimizer.learning_rate
-    return float(keras.ops.convert_to_numpy(lr))
+class StepProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, except that an epoch cut short ends at the steps that ran.
+
+    Keras' ``ProgbarLogger`` draws the bar to the epoch's length at every epoch end, so an epoch
+    stopped mid-way (by :class:`TimeBudget` or :class:`NanGuard`) looked complete: ``30/30``
+    after 12 steps. This one ends it at ``12/30``. Put it in the callbacks of ``fit``: Keras then
+    uses it instead of adding its own. It overrides ``ProgbarLogger._finalize_progbar`` and reads
+    its ``seen``, ``target`` and ``progbar`` attributes (Keras 3 internals, checked by
+    tests/test_train_budget.py).
+
+    Example:
+        >>> model.fit(x, y, callbacks=[StepProgbar()], verbose=2)  # doctest: +SKIP
+    """
+
+    def _finalize_progbar(self, logs: dict | None) -> None:
+        cut_short = self.target is not None and 0 < self.seen < self.target
+        if not cut_short or self.progbar is None:
+            super()._finalize_progbar(logs)
+            return
+        self.progbar.update(self.seen, list((logs or {}).items()), finalize=True)
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -47,8 +66,9 @@ class LearningRateLogger(keras.callbacks.Callback):
     """
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if logs is not None:
-            logs["learning_rate"] = current_lr(self.model.optimizer)
+        lr = current_lr(self.model.optimizer)
+        if logs is not None and lr is not None:
+            logs["learning_rate"] = lr
 
 
 class MainOutputLogs(keras.callbacks.Callback):

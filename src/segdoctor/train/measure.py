@@ -28,6 +28,14 @@ from segdoctor.train.data import PreparedData
 from segdoctor.train.evaluate import evaluate_pairs
 
 Log = Callable[[str], None]
+"""Where a run's progress messages go (``print_log`` by default)."""
+
+
+def print_log(message: str) -> None:
+    """Print a progress message at once (the default :data:`Log`)."""
+    print(message, flush=True)
+
+
 Build = Callable[[RunConfig, PreparedData], keras.Model]
 """``(config, prepared) -> compiled throwaway model`` (the recipe's ``_throwaway_model``)."""
 
