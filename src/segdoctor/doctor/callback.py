@@ -49,6 +49,7 @@ from segdoctor.doctor.history import (
 from segdoctor.doctor.loss_probe import background_severity
 from segdoctor.doctor.model_data import Targets
 from segdoctor.doctor.report import Report
+from segdoctor.lr_range import current_lr
 from segdoctor.doctor.update_ratio import (
     UPDATE_STEPS,
     kernel_indices,
@@ -293,11 +294,7 @@ class DoctorCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         start = time.perf_counter()
         logs = logs if logs is not None else {}
-        lr = (
-            _as_numpy(self.model.optimizer.learning_rate)
-            if self.model.optimizer is not None
-            else None
-        )
+        lr = current_lr(self.model.optimizer)
         if lr is not None and "learning_rate" not in logs:
             logs["learning_rate"] = float(lr)
         if self.validation_data is not None:
