@@ -192,7 +192,7 @@ def make_optimizer(
 ) -> keras.optimizers.Optimizer:
     """AdamW/Adam/SGD with the configured schedule; the schedule is saved with the optimizer.
 
-    ``epochs`` is the schedule's horizon (default ``train.epochs``); under a time budget it is the
+    ``epochs`` is the schedule's horizon (default ``train.epochs``); under a time budget the
     horizon is ``total_steps``, the steps that fit in the budget
     (:func:`~segdoctor.train.budget.plan_steps`, then refitted to the measured epoch time by
     :class:`~segdoctor.train.callbacks.BudgetSchedule`), so that a cosine or poly decay reaches
