@@ -14,7 +14,7 @@ from benchmarks.faults import CASES, Case
 from segdoctor.doctor import Finding, Report
 
 
-@pytest.mark.parametrize("name", ["mask-0-255", "mispaired-listing"])
+@pytest.mark.parametrize("name", ["mask-0-255", "mispaired-listing", "mask-jpeg"])
 def test_cheap_case_detected_and_twin_clean(shared_data, name):
     row = evaluate(CASES[name], shared_data)
     assert row["fault"]["crash"] is None and row["twin"]["crash"] is None

@@ -9,6 +9,7 @@ import pytest
 from keras import layers
 from PIL import Image
 
+import segdoctor.doctor.callback as callback_module
 from segdoctor.doctor import DoctorCallback
 from segdoctor.doctor.batch_checks import check_batch, divided_by_255
 from segdoctor.doctor.catalog import make_finding
@@ -144,3 +145,16 @@ def test_softmax_dice_with_background_on_rare_foreground_warns(shared_data, incl
         assert evidence["median_foreground_fraction_per_image"] < BACKGROUND_RARE
     else:
         assert "dice-includes-background" not in found
+
+
+# -- sibling callbacks given explicitly ----------------------------------------------------------
+@pytest.mark.parametrize("given", [True, False])
+def test_callbacks_given_to_the_doctor_replace_the_frame_lookup(shared_data, monkeypatch, given):
+    monkeypatch.setattr(callback_module.inspect, "currentframe", lambda: None)  # lookup fails
+    x, y = _nuclei(shared_data)
+    stop = keras.callbacks.EarlyStopping(monitor="val_dice", mode="min", patience=3)
+    doctor = DoctorCallback(verbose=False, watch_gradients=0, callbacks=[stop] if given else None)
+    model = _tiny(x.shape[1:])
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    model.fit(x / 255.0, y, epochs=1, batch_size=4, verbose=0, callbacks=[stop, doctor])
+    assert ("monitor-mode" in {f.id for f in doctor.findings}) == given

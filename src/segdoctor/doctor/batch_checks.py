@@ -11,6 +11,13 @@ import numpy as np
 from segdoctor.doctor.alignment import MISALIGNED_BELOW, alignment_score
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
+from segdoctor.doctor.model_checks import (
+    _layers,
+    check_batchnorm_batch,
+    input_channels,
+    output_activation,
+    output_channels,
+)
 from segdoctor.doctor.model_data import (
     Targets,
     compare_input_channels,
@@ -24,8 +31,6 @@ MISALIGNED_FRACTION = 0.25
 
 
 def _has_scaling(model) -> bool:
-    from segdoctor.doctor.model_checks import _layers
-
     return any(type(layer).__name__ in _SCALING_LAYERS for layer in _layers(model))
 
 
@@ -64,8 +69,6 @@ def alignment_finding(scores: list[float], where: str = "training batches") -> l
 
 def _model_vs_batch(model, x, y, targets_out: list[Targets] | None) -> list[Finding]:
     """Input channels and output classes of the model against one batch (see model_data)."""
-    from segdoctor.doctor.model_checks import input_channels, output_activation, output_channels
-
     where = "training batch"
     found = compare_input_channels(
         input_channels(model), {int(x.shape[-1]): len(x)}, where=where, fed_as_is=True
@@ -86,8 +89,6 @@ def classes_finding(model, seen: list[Targets], where: str) -> list[Finding]:
     Example:
         >>> classes_finding(model, [Targets(max_label=1, images=8)], "first 3 batches")  # doctest: +SKIP
     """
-    from segdoctor.doctor.model_checks import output_activation, output_channels
-
     if not seen:
         return []
     pooled = seen[0]
@@ -183,8 +184,6 @@ def check_batch(
     found: list[Finding] = []
     channels = None
     if model is not None:
-        from segdoctor.doctor.model_checks import check_batchnorm_batch, output_channels
-
         channels = output_channels(model)
         found += check_batchnorm_batch(model, len(x))  # no weights: on JAX they are in the step
     sparse = y.shape[-1] == 1 or (channels is not None and y.shape[-1] != channels)

@@ -21,9 +21,10 @@ Keras internals it relies on: ``model.train_function`` (replaced by a peeking wr
 first ``PEEK_BATCHES`` steps, then restored), and, to find the sibling callbacks, the
 ``CallbackList`` in the caller's frame.
 
-A Keras callback has no public handle on the other callbacks. The doctor finds the ``CallbackList``
-that calls it (the caller's frame, on Keras 3); when that fails it still catches a misdirected
-ReduceLROnPlateau or EarlyStopping from its behaviour: the LR is cut, or training stops, while the
+A Keras callback has no public handle on the other callbacks. Give them to the doctor
+(``DoctorCallback(callbacks=[...])`` or :meth:`DoctorCallback.set_callbacks`); otherwise it finds
+the ``CallbackList`` that calls it (the caller's frame, on Keras 3); when that fails it still
+catches a misdirected ReduceLROnPlateau or EarlyStopping from its behaviour: the LR is cut, or training stops, while the
 validation Dice is still rising.
 """
 
@@ -31,12 +32,14 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
+from segdoctor.doctor.batch_checks import alignment_finding, check_batch, classes_finding
 from segdoctor.doctor.catalog import CATALOG, make_finding
 from segdoctor.doctor.findings import Finding
 from segdoctor.doctor.history import (
@@ -47,9 +50,10 @@ from segdoctor.doctor.history import (
     nan_loss_findings,
 )
 from segdoctor.doctor.loss_probe import background_severity
+from segdoctor.doctor.model_checks import check_model
 from segdoctor.doctor.model_data import Targets
+from segdoctor.doctor.probes import gradient_findings, gradient_stats
 from segdoctor.doctor.report import Report
-from segdoctor.lr_range import current_lr
 from segdoctor.doctor.update_ratio import (
     UPDATE_STEPS,
     kernel_indices,
@@ -58,6 +62,7 @@ from segdoctor.doctor.update_ratio import (
     snapshot,
     update_findings,
 )
+from segdoctor.lr_range import current_lr
 
 PEEK_BATCHES = 3
 GRAD_IMAGES = 4
@@ -118,6 +123,8 @@ class DoctorCallback(keras.callbacks.Callback):
         probe_loss: probe the compiled loss on synthetic cases at train begin (< 1 s).
         watch_gradients: check gradients after the first epoch and then every this many epochs
             (one backward pass on at most ``GRAD_IMAGES`` images); 0 disables it.
+        callbacks: the other callbacks of the same ``fit`` (``monitor-mode`` and the stop rule
+            read them); None: found from the caller's frame.
 
     Attributes:
         findings: what was found so far (list of Finding).
@@ -136,8 +143,10 @@ class DoctorCallback(keras.callbacks.Callback):
         verbose: bool = True,
         probe_loss: bool = True,
         watch_gradients: int = 5,
+        callbacks: Sequence[Any] | None = None,
     ) -> None:
         super().__init__()
+        self._given_callbacks = None if callbacks is None else list(callbacks)
         self.watch_gradients = int(watch_gradients)
         self._grad_batch: tuple[np.ndarray, np.ndarray] | None = None
         self.report_path = None if report is None else Path(report)
@@ -169,7 +178,20 @@ class DoctorCallback(keras.callbacks.Callback):
                 first = f.fix.splitlines()[0] if f.fix else ""
                 print(f"[segdoctor] {f.severity.upper()} {f.id}: {f.title}. Fix: {first}")
 
+    def set_callbacks(self, callbacks: Sequence[Any]) -> None:
+        """Tell the doctor the other callbacks of the fit (instead of the caller's-frame lookup).
+
+        Example:
+            >>> stop = keras.callbacks.EarlyStopping(monitor="val_dice", mode="max")
+            >>> doctor = DoctorCallback(verbose=False)
+            >>> doctor.set_callbacks([stop])
+            >>> model.fit(x, y, callbacks=[stop, doctor])  # doctest: +SKIP
+        """
+        self._given_callbacks = [c for c in callbacks if c is not self]
+
     def _sibling_callbacks(self) -> list[Any] | None:
+        if self._given_callbacks is not None:
+            return [c for c in self._given_callbacks if c is not self]
         frame = inspect.currentframe()
         try:
             for _ in range(6):
@@ -193,8 +215,6 @@ class DoctorCallback(keras.callbacks.Callback):
     # -- Keras hooks -----------------------------------------------------------------------------
     def on_train_begin(self, logs=None) -> None:
         start = time.perf_counter()
-        from segdoctor.doctor.model_checks import check_model
-
         self._siblings = self._sibling_callbacks()
         self._emit(check_model(self.model, self._siblings or (), probe_loss_fn=self.probe_loss))
         if getattr(self.model, "optimizer", None) is not None:
@@ -240,8 +260,6 @@ class DoctorCallback(keras.callbacks.Callback):
         self.overhead_s += time.perf_counter() - t0
 
     def _peek(self, batch: tuple[np.ndarray, np.ndarray]) -> None:
-        from segdoctor.doctor.batch_checks import check_batch
-
         self._peeked += 1
         self._count_foreground(batch[1])
         if self._grad_batch is None:
@@ -267,8 +285,6 @@ class DoctorCallback(keras.callbacks.Callback):
     def _pooled_batch_findings(self) -> None:
         """What needs several batches: alignment, classes the masks never show, and how rare the
         foreground is per image (``dice-includes-background`` is a warning on rare foreground)."""
-        from segdoctor.doctor.batch_checks import alignment_finding, classes_finding
-
         self._emit(alignment_finding(self._alignment))
         where = f"first {self._peeked} training batch(es)"
         self._emit(classes_finding(self._model, self._targets, where))
@@ -336,8 +352,6 @@ class DoctorCallback(keras.callbacks.Callback):
 
     def _check_gradients(self, epoch: int) -> float | None:
         """One backward pass on a few images: exploding/vanishing gradients, the global norm."""
-        from segdoctor.doctor.probes import gradient_findings, gradient_stats
-
         if self.validation_data is not None:
             x, y = self.validation_data
             batch = (np.asarray(x[:GRAD_IMAGES]), np.asarray(y[:GRAD_IMAGES]))

@@ -18,13 +18,18 @@ from typing import Any
 
 import numpy as np
 
+from segdoctor.data.discover import discover_pairs
+from segdoctor.data.io import display_name, read_image, read_mask
+from segdoctor.data.masks import decide_mask_policy, inspect_masks
+from segdoctor.data.split import content_hash
 from segdoctor.doctor.alignment import MISALIGNED_BELOW, alignment_score
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
 from segdoctor.doctor.format_checks import format_findings, image_format
 from segdoctor.doctor.mask_format import RingingStats, edge_counts, lossy_findings, lossy_format
+from segdoctor.doctor.plots import histogram_png
 from segdoctor.doctor.split_checks import check_splits, discovery_findings, pair_stats
-from segdoctor.errors import DataError
+from segdoctor.errors import DataError, SegdoctorError
 
 ALIGNMENT_SAMPLE = 32
 """Pairs whose edge alignment is measured (evenly spread over the dataset)."""
@@ -99,10 +104,6 @@ class _PairRecord:
 
 def _read_pair(pair, measure_alignment: bool) -> _PairRecord:
     """Everything the checks need from one pair (runs in a worker thread)."""
-    from segdoctor.data.io import display_name, read_image, read_mask
-    from segdoctor.data.split import content_hash
-    from segdoctor.errors import SegdoctorError
-
     record = _PairRecord(pair.name, pair.split or "")
     try:
         image = read_image(pair.image, slice_index=pair.slice_index)  # (H, W, C)
@@ -185,9 +186,6 @@ def check_data(root: str | Path, *, plots: bool = True) -> tuple[list[Finding], 
         >>> from segdoctor.sample_data import sample_path  # doctest: +SKIP
         >>> findings, summary, _ = check_data(sample_path())  # doctest: +SKIP
     """
-    from segdoctor.data.discover import discover_pairs
-    from segdoctor.data.masks import inspect_masks
-
     index = discover_pairs(root, on_unpaired="skip", strict=False)  # clashes become findings
     summary = DataSummary(root=str(root), layout=index.layout)
     n = len(index.pairs)
@@ -220,9 +218,6 @@ def check_data(root: str | Path, *, plots: bool = True) -> tuple[list[Finding], 
 
 def _policy_findings(report) -> list[Finding]:
     """Masks that training would refuse (e.g. negative values) must not pass the doctor silently."""
-    from segdoctor.data.masks import decide_mask_policy
-    from segdoctor.errors import SegdoctorError
-
     try:
         decide_mask_policy(report)
     except SegdoctorError as err:
@@ -449,8 +444,6 @@ def _content_findings(summary: DataSummary) -> list[Finding]:
 
 
 def _plots(report, summary: DataSummary) -> dict[str, list[tuple[str, bytes]]]:
-    from segdoctor.doctor.plots import histogram_png
-
     out: dict[str, list[tuple[str, bytes]]] = {}
     if report.value_counts and report.kind in (
         "scale-255",

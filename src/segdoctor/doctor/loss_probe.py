@@ -21,7 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from keras import ops
 
+from segdoctor.doctor._grad import value_and_grad
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
 
@@ -122,17 +124,11 @@ class _Caller:
         return _to_logits(p, self.channels) if self.from_logits else p
 
     def value(self, truths: list[np.ndarray], preds: list[np.ndarray]) -> float:
-        from keras import ops
-
         y = ops.convert_to_tensor(self._y(truths))
         out = self.loss(y, ops.convert_to_tensor(self._p(preds)))
         return float(ops.convert_to_numpy(ops.mean(ops.cast(out, "float32"))))
 
     def grad(self, truths: list[np.ndarray], preds: list[np.ndarray]) -> np.ndarray:
-        from keras import ops
-
-        from segdoctor.doctor._grad import value_and_grad
-
         y = ops.convert_to_tensor(self._y(truths))
         _, g = value_and_grad(lambda p: self.loss(y, p), self._p(preds))
         return g

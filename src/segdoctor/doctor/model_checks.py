@@ -10,12 +10,13 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import keras
 import numpy as np
 
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
 from segdoctor.doctor.history import is_dice_like
-from segdoctor.doctor.loss_probe import loss_from_logits, loss_name, probe_loss
+from segdoctor.doctor.loss_probe import loss_from_logits, loss_name, measure_loss, probe_loss
 from segdoctor.doctor.model_data import (
     Targets,
     compare_activation,
@@ -249,8 +250,6 @@ def check_loss(model) -> list[Finding]:
     if loss is None:
         return []
     if isinstance(loss, str):
-        import keras
-
         loss = keras.losses.get(loss)
     if isinstance(loss, (list, tuple, dict)):
         return []  # multi-output models: not probed
@@ -259,8 +258,6 @@ def check_loss(model) -> list[Finding]:
     try:
         if from_logits is None and act == "linear":
             # The loss receives logits. A loss written for probabilities misbehaves on them.
-            from segdoctor.doctor.loss_probe import measure_loss
-
             m = measure_loss(loss, channels=channels, from_logits=True)
             values = [m.perfect, m.empty_small, m.empty_large, m.inverted_large, m.full_small]
             as_probabilities = measure_loss(loss, channels=channels, from_logits=False)
@@ -304,8 +301,6 @@ def _layers(model) -> list[Any]:
 
 def check_batchnorm_batch(model, batch_size: int | None) -> list[Finding]:
     """``batchnorm-small-batch``: trainable BatchNorm with batches under 4 (reads no weights)."""
-    import keras
-
     bns = [
         layer.name
         for layer in _layers(model)
@@ -326,8 +321,6 @@ def check_batchnorm_batch(model, batch_size: int | None) -> list[Finding]:
 
 def check_layers(model, batch_size: int | None = None) -> list[Finding]:
     """Dropout, BatchNorm with small batches, weight decay / L2 and weight initialisation scale."""
-    import keras
-
     found = []
     layers = _layers(model)
     high = [
