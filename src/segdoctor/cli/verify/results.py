@@ -177,9 +177,9 @@ class Verification:
 
     @property
     def improved(self) -> bool:
-        """Whether the fix raised validation Dice measurably (interval above 0)."""
+        """Whether the fix raised validation Dice measurably (interval above 0, equal epochs)."""
         ci = self.comparison.get("ci95")
-        return bool(ci and ci[0] > 0)
+        return bool(ci and ci[0] > 0 and self.comparison.get("equal_epochs", True))
 
     def to_dict(self) -> dict[str, Any]:
         return {
