@@ -59,6 +59,10 @@ def _verify(report, folder: str, minutes: float) -> dict[str, Any]:
             "improved": v.improved,
             "ci95": v.comparison.get("ci95"),
             "mean_difference": v.comparison.get("mean_difference"),
+            "images": v.comparison.get("images", 0),
+            "dice": {"as_diagnosed": v.diagnosed.dice_mean, "with_fix": v.fixed.dice_mean},
+            "epochs": [v.diagnosed.epochs, v.fixed.epochs],
+            "change": v.prescription.change,
         }
         for v in result.verified
     ]
@@ -66,7 +70,7 @@ def _verify(report, folder: str, minutes: float) -> dict[str, Any]:
         "fixable": bool(verified),
         "improved": any(v["improved"] for v in verified),
         "verified": verified,
-        "unverified": [u.finding_id for u in result.unverified],
+        "unverified": {u.finding_id: u.status for u in result.unverified},
         "seconds": round(time.perf_counter() - t0, 1),
     }
 
