@@ -9,13 +9,21 @@ from __future__ import annotations
 import numpy as np
 import tifffile
 from benchmarks.faults import Case, Context
-from benchmarks.faults.real import RealPair, membrane, nuclei, save_png, streets, write_pairs
+from benchmarks.faults.real import (
+    RealPair,
+    membrane,
+    nuclei,
+    save_png,
+    streets,
+    write_pairs,
+    write_splits,
+)
 from PIL import Image
+
+from segdoctor.doctor import diagnose
 
 
 def _diagnose(folder, ctx: Context):
-    from segdoctor.doctor import diagnose
-
     ctx.notes["data"] = str(folder)  # for --verify, which trains on the same folder
     return diagnose(data=folder, plots=False)
 
@@ -108,8 +116,6 @@ def class_absent_val(ctx: Context):
     else:
         train, val = pairs[0::2], pairs[1::2]
     ctx.notes["class_in"] = [sum(_presence(train, cls)), sum(_presence(val, cls))]
-    from benchmarks.faults.real import write_splits
-
     return _diagnose(write_splits(ctx.workdir / "data", {"train": train, "val": val}), ctx)
 
 
@@ -130,8 +136,6 @@ def patch_validation(ctx: Context):
                 crop = (slice(top, top + 32), slice(left, left + 32))
                 patches.append(RealPair(f"{p.name}_p{k}", p.image[crop], p.mask[crop]))
         val = patches
-    from benchmarks.faults.real import write_splits
-
     return _diagnose(write_splits(ctx.workdir / "data", {"train": train, "val": val}), ctx)
 
 

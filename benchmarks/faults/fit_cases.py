@@ -13,6 +13,9 @@ from benchmarks.faults.kit import dice_coef, dice_loss, fit_with_doctor, small_u
 from benchmarks.faults.real import RealPair, nuclei, stack, write_pairs
 from keras import ops
 
+from segdoctor.doctor import diagnose
+from segdoctor.losses import DiceCELoss, DiceLoss
+
 
 def _crops(ctx: Context, n: int = 16, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """``x`` (N, size, size, 1) in [0, 1] and ``y`` (N, size, size, 1) 0/1 from nuclei."""
@@ -126,9 +129,6 @@ def smooth_rewards_empty(ctx: Context):
 def lr_too_high(ctx: Context):
     """Adam at 0.1 (a rate copied from an SGD recipe) on a Dice + cross-entropy loss; the user runs
     ``diagnose(data, model, probe=True)`` as the docs suggest. The twin uses 1e-3."""
-    from segdoctor.doctor import diagnose
-    from segdoctor.losses import DiceCELoss
-
     folder = write_pairs(ctx.workdir / "data", nuclei(ctx.data_root, n=16, size=64))
     model = small_unet((64, 64, 1))
     model.compile(
@@ -182,8 +182,6 @@ def metric_probabilities(ctx: Context):
 def include_background_softmax(ctx: Context):
     """Two-channel softmax with a Dice that averages in the background class (MONAI's
     ``DiceLoss(include_background=True, softmax=True)``), on rare foreground. The twin excludes it."""
-    from segdoctor.losses import DiceLoss
-
     x, y = _rare_foreground(ctx)
     model = small_unet(x.shape[1:], out_channels=2, activation="softmax")
     model.compile(

@@ -12,6 +12,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from segdoctor.doctor import DoctorCallback
+
 
 def small_unet(
     shape: tuple[int, int, int],
@@ -70,8 +72,6 @@ def fit_with_doctor(
     doctor_validation: tuple[np.ndarray, np.ndarray] | None = None,
 ):
     """``model.fit`` with ``DoctorCallback`` attached; returns the doctor's report."""
-    from segdoctor.doctor import DoctorCallback
-
     doctor = DoctorCallback(verbose=False, validation_data=doctor_validation)
     kwargs: dict[str, Any] = {"epochs": epochs, "verbose": 0}
     if y is not None:

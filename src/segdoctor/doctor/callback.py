@@ -24,8 +24,8 @@ first ``PEEK_BATCHES`` steps, then restored), and, to find the sibling callbacks
 A Keras callback has no public handle on the other callbacks. Give them to the doctor
 (``DoctorCallback(callbacks=[...])`` or :meth:`DoctorCallback.set_callbacks`); otherwise it finds
 the ``CallbackList`` that calls it (the caller's frame, on Keras 3); when that fails it still
-catches a misdirected ReduceLROnPlateau or EarlyStopping from its behaviour: the LR is cut, or training stops, while the
-validation Dice is still rising.
+catches a misdirected ReduceLROnPlateau or EarlyStopping from its behaviour: the LR is cut, or
+training stops, while the validation Dice is still rising.
 """
 
 from __future__ import annotations
