@@ -3,6 +3,8 @@ background averaged into the Dice on rare foreground (DoctorCallback, batch and 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import keras
 import numpy as np
 import pytest
@@ -150,7 +152,9 @@ def test_softmax_dice_with_background_on_rare_foreground_warns(shared_data, incl
 # -- sibling callbacks given explicitly ----------------------------------------------------------
 @pytest.mark.parametrize("given", [True, False])
 def test_callbacks_given_to_the_doctor_replace_the_frame_lookup(shared_data, monkeypatch, given):
-    monkeypatch.setattr(callback_module.inspect, "currentframe", lambda: None)  # lookup fails
+    # The caller's-frame lookup finds nothing (only in the callback's module: Keras and
+    # TensorFlow use inspect themselves).
+    monkeypatch.setattr(callback_module, "inspect", SimpleNamespace(currentframe=lambda: None))
     x, y = _nuclei(shared_data)
     stop = keras.callbacks.EarlyStopping(monitor="val_dice", mode="min", patience=3)
     doctor = DoctorCallback(verbose=False, watch_gradients=0, callbacks=[stop] if given else None)
