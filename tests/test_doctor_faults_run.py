@@ -12,7 +12,7 @@ from keras import layers
 from PIL import Image
 
 import segdoctor.doctor.callback as callback_module
-from segdoctor.doctor import DoctorCallback
+from segdoctor.doctor import DoctorCallback, diagnose
 from segdoctor.doctor.batch_checks import check_batch, divided_by_255
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.history import analyze_history, nan_loss_findings
@@ -162,3 +162,25 @@ def test_callbacks_given_to_the_doctor_replace_the_frame_lookup(shared_data, mon
     model.compile(optimizer="adam", loss="binary_crossentropy")
     model.fit(x / 255.0, y, epochs=1, batch_size=4, verbose=0, callbacks=[stop, doctor])
     assert ("monitor-mode" in {f.id for f in doctor.findings}) == given
+
+
+def _write_folder(root, x, y):
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i, (image, mask) in enumerate(zip(x, y, strict=True)):
+        Image.fromarray(image[..., 0].astype("uint8")).save(root / "images" / f"{i:02d}.png")
+        Image.fromarray(mask[..., 0].astype("uint8")).save(root / "masks" / f"{i:02d}.png")
+    return root
+
+
+@pytest.mark.parametrize("rare", [True, False])
+def test_diagnose_data_and_model_grades_background_by_the_folder(shared_data, tmp_path, rare):
+    x, y = _nuclei(shared_data, n=12, size=32)  # corner crops: little foreground
+    if not rare:  # the same images with masks 75% foreground
+        y = np.ones_like(y)
+        y[:, :8] = 0
+    folder = _write_folder(tmp_path / "d", x, y)
+    model = _tiny(x.shape[1:], out_channels=2, activation="softmax")
+    model.compile(optimizer="adam", loss=DiceLoss(mode="multiclass", include_background=True))
+    found = {f.id: f for f in diagnose(data=folder, model=model, plots=False).findings}
+    assert found["dice-includes-background"].severity == ("warning" if rare else "info")
