@@ -19,8 +19,10 @@ One smoothing and one divergence rule, for both callers (measured on the doctor'
   (the recipe's rule), or back above the start after it had clearly fallen below it (the start:
   the mean of the first :data:`MIN_STEPS` losses; clearly: by more than twice their standard
   deviation and 1%). The second arm is the doctor's rule made safe for batch noise: a bounded
-  loss (Dice, in [0, 1]) rarely reaches 4x its minimum, so the 4x rule alone never saw a
-  Dice-loss model diverge; the margin keeps an easy first batch from passing for divergence.
+  loss (Dice, in [0, 1]) rarely reaches 4x its minimum, so the 4x rule alone saw none of the
+  measured Dice-loss models diverge; the margin keeps an easy first batch from passing for
+  divergence. For the recipe the arm can only end the test earlier, after the lowest loss seen,
+  which with its steepest descent is what the suggestion is made of.
 
 The suggestion (:func:`suggest`) is the learning rate at the minimum of the smoothed loss divided
 by 10 (fastai's ``lr_min``); ``steepest_lr`` is where the smoothed loss falls fastest per decade.
