@@ -6,35 +6,14 @@ arrays), so that the JSON report and the terminal view show exactly the same fac
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from segdoctor.errors import check_choice
+from segdoctor.errors import ConfigError, check_choice
+from segdoctor.jsonsafe import to_jsonable
 
 SEVERITIES: tuple[str, ...] = ("error", "warning", "info")
 SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
-
-
-def _plain(value: Any) -> Any:
-    """Convert numpy scalars/arrays and tuples into plain JSON types.
-
-    Floats keep 6 decimals, or 6 significant digits below 0.001 (a learning rate of 1e-7 must
-    not read as 0).
-    """
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        value = value.tolist()
-    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
-        return value
-    if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            return str(value)
-        return round(value, 6) if abs(value) >= 1e-3 else float(f"{value:.6g}")
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return str(value)
 
 
 @dataclass(frozen=True)
@@ -67,14 +46,13 @@ class Finding:
     def __post_init__(self) -> None:
         check_choice("severity", self.severity, SEVERITIES)
         if not 0.0 <= float(self.confidence) <= 1.0:
-            from segdoctor.errors import ConfigError
-
             raise ConfigError(
                 "Finding confidence out of range",
                 expected="a number in [0, 1]",
                 received=repr(self.confidence),
             )
-        object.__setattr__(self, "evidence", _plain(dict(self.evidence)))
+        # plain JSON types; floats to 6 decimals (6 significant digits below 0.001); NaN/inf -> None
+        object.__setattr__(self, "evidence", to_jsonable(dict(self.evidence), digits=6))
         object.__setattr__(self, "confidence", float(self.confidence))
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,14 +11,13 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import keras
 
-from segdoctor._io import atomic_write_text
+from segdoctor.runfiles import update_run_meta
 from segdoctor.train import callbacks as cb
 from segdoctor.train.build import DECAYING_SCHEDULES, main_output, make_metrics, make_schedule
 from segdoctor.train.config import RunConfig
@@ -38,10 +37,7 @@ def budget_schedule(
     lr, steps, horizon = plan
 
     def on_replan(old: int, new: int, epoch_s: float) -> None:
-        meta = json.loads((run_dir / "run.json").read_text())
-        meta["schedule_steps"] = new
-        meta["schedule_epochs"] = math.ceil(new / steps)
-        atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2))
+        update_run_meta(run_dir, schedule_steps=new, schedule_epochs=math.ceil(new / steps))
         log(
             f"Epochs take {epoch_s:.0f} s here (median), not what the plan assumed: the "
             f"{config.train.schedule} schedule now spans {new} steps ({new / steps:.1f} epochs) "

@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,9 @@ import keras
 import numpy as np
 
 from segdoctor._io import atomic_write_text
+from segdoctor.jsonsafe import dumps
 from segdoctor.lr_range import LRFindResult, lr_range_test
+from segdoctor.runfiles import RunMeta, update_run_meta, write_run_meta
 from segdoctor.train import budget as bud
 from segdoctor.train import callbacks as cb
 from segdoctor.train.budget import Deadline
@@ -206,9 +207,7 @@ def budget_notes(budget: cb.TimeBudget) -> list[str]:
 
 def record_budget(run_dir: Path, deadline: Deadline, log: Log) -> None:
     """Add the budget and the wall time of each phase to run.json, and say how it went."""
-    meta = json.loads((run_dir / "run.json").read_text())
-    meta["budget"] = deadline.to_dict()
-    atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2))
+    update_run_meta(run_dir, budget=deadline.to_dict())
     phases = ", ".join(f"{k} {v:.0f} s" for k, v in deadline.phases.items())
     log(f"Time budget: {deadline.elapsed():.0f} s of {deadline.total_s:.0f} s used ({phases}).")
 
@@ -224,24 +223,24 @@ def write_run_files(
 ) -> None:
     """config.yaml, run.json and, after an LR range test, lr_find.json and lr_find.png."""
     atomic_write_text(run_dir / "config.yaml", dump_yaml(config))
-    meta = {
-        "backend": keras.backend.backend(),
-        "keras": keras.__version__,
-        "lr": lr,
-        "schedule_epochs": schedule_epochs or config.train.epochs,
-        "mode": prepared.mode,
-        "num_classes": prepared.num_classes,
-        "channels": prepared.channels,
-        "ignore_index": prepared.ignore_index,
-        "mask_policy": prepared.policy_json,
-        "normalizer": prepared.normalizer_dict,
-        "train_names": [p.name for p in prepared.train_pairs],
-        "val_names": [p.name for p in prepared.val_pairs],
+    meta = RunMeta(
+        backend=keras.backend.backend(),
+        keras=keras.__version__,
+        lr=lr,
+        schedule_epochs=schedule_epochs or config.train.epochs,
+        mode=prepared.mode,
+        num_classes=prepared.num_classes,
+        channels=prepared.channels,
+        ignore_index=prepared.ignore_index,
+        mask_policy=prepared.policy_json,
+        normalizer=prepared.normalizer_dict,
+        train_names=[p.name for p in prepared.train_pairs],
+        val_names=[p.name for p in prepared.val_pairs],
         **(extra or {}),
-    }
-    atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2))
+    )
+    write_run_meta(run_dir, meta)
     if lr_result is not None and lr_result.lrs:
-        atomic_write_text(run_dir / "lr_find.json", json.dumps(lr_result.to_dict(), indent=2))
+        atomic_write_text(run_dir / "lr_find.json", dumps(lr_result.to_dict(), indent=2))
         plot_lr_find(
             lr_result.lrs, lr_result.smoothed, lr_result.suggestion, run_dir / "lr_find.png"
         )

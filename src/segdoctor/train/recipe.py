@@ -34,7 +34,7 @@ import numpy as np
 from segdoctor._io import atomic_write_text, check_writable
 from segdoctor.errors import SegdoctorError
 from segdoctor.lr_range import LRFindResult
-from segdoctor.runfiles import load_model
+from segdoctor.runfiles import load_model, read_run_meta
 from segdoctor.train import budget as bud
 from segdoctor.train import callbacks as cb
 from segdoctor.train.assembly import (
@@ -277,15 +277,15 @@ def _resumed_plan(
     log: Log,
 ) -> _Plan:
     """The last checkpoint with its optimizer (and schedule) as saved, from the next epoch."""
-    meta = json.loads((run_dir / "run.json").read_text())
-    lr = float(meta["lr"])
+    meta = read_run_meta(run_dir)
+    lr = meta.lr
     model = load_model(_resume_checkpoint(run_dir, config), compile=True)
     initial_epoch = int(state.data["epoch"]) + 1
     log(
         f"Resuming from epoch {initial_epoch + 1} (last completed: {initial_epoch}), learning rate {lr:.3g}."
     )
     plan = _Plan(model, lr, initial_epoch)
-    note = resume_schedule_note(config, meta)
+    note = resume_schedule_note(config, meta.to_dict())
     if note:
         log(note)
         plan.notes.append(note)

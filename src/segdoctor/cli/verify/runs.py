@@ -10,7 +10,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -33,7 +32,7 @@ from segdoctor.cli.verify.results import (
 )
 from segdoctor.cli.verify.user_model import _fit_user_model
 from segdoctor.metrics import paired_difference
-from segdoctor.runfiles import load_model
+from segdoctor.runfiles import load_model, read_run_meta
 from segdoctor.train.config import RunConfig, resolve_config
 from segdoctor.train.evaluate import predict_image, score_images
 from segdoctor.train.inference import to_labels
@@ -124,13 +123,13 @@ Scorer = tuple[Sequence[sd.Pair], Labels, Labels]
 def _rescore(run_dir: Path, scorer: Scorer) -> dict[str, float]:
     """Per-image Dice of a run's best model against the foreground of the given masks."""
     val_pairs, truth_fn, pred_fn = scorer
-    meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    normalizer = sd.ImageNormalizer.from_dict(meta["normalizer"])
+    meta = read_run_meta(run_dir)
+    normalizer = sd.ImageNormalizer.from_dict(meta.normalizer)
     model = load_model(run_dir / "best.keras")
     names, truths, preds = [], [], []
     for pair in val_pairs:
         image, mask = sd.read_pair(pair)
-        x = normalizer(sd.to_channels(image, int(meta["channels"]), name=pair.name))  # (H, W, C)
+        x = normalizer(sd.to_channels(image, meta.channels, name=pair.name))  # (H, W, C)
         labels = to_labels(predict_image(model, x))  # (H, W)
         names.append(pair.name)
         truths.append(np.asarray(truth_fn(mask)).astype(np.int32))
