@@ -106,6 +106,13 @@ def test_verdict_says_plainly_when_the_short_run_cannot_tell_the_two_apart():
     assert "inflated" in leak
 
 
+def test_a_difference_after_few_epochs_is_called_early_training():
+    above = {"images": 5, "mean_difference": 0.06, "ci95": [0.02, 0.1]}
+    assert "early training" in vf.runs.early_training(above, vf.runs.FEW_EPOCHS - 1)
+    assert vf.runs.early_training(above, vf.runs.FEW_EPOCHS) == ""
+    assert vf.runs.early_training({"images": 5, "ci95": [-0.02, 0.1]}, 3) == ""
+
+
 def test_a_run_without_scores_is_reported_as_such_never_as_a_difference():
     fixed = vf.RunScore("with the fix", "completed", 3, 1.0, {"a": 0.8})
     failed = vf.RunScore("as diagnosed", "failed", error="DataError: cannot read x.png")

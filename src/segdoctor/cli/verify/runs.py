@@ -59,6 +59,10 @@ the fix) trains the same number of epochs within what is left of the comparison'
 least :data:`MIN_RUN_MINUTES`), the rest goes to scoring."""
 PAIR_FILL = 0.8
 """Share of a comparison's time its two runs may use (the rest: scoring, files)."""
+FEW_EPOCHS = 20
+"""Below this many epochs a difference is early training: on the fault benchmark, +0.064 after 7
+epochs (JPEG masks) and +0.033 after 9 (a re-split) had intervals above 0, and their 2.5x longer
+runs (55 and 174 epochs) included 0. The verdict says so."""
 SECOND_RUN_SLACK = 3.0
 """The second run may take this many times the first run's time, whatever is left: it must train
 as many epochs as the first, and a busy machine can slow a run down several-fold (measured: an
@@ -234,7 +238,24 @@ def verify_prescription(
     if diagnosed.epochs != fixed.epochs:
         comparison["equal_epochs"] = False
         return Verification(p, diagnosed, fixed, comparison, unequal_epochs(diagnosed, fixed))
-    return Verification(p, diagnosed, fixed, comparison, verdict(comparison, p.expect))
+    said = verdict(comparison, p.expect) + early_training(comparison, diagnosed.epochs)
+    return Verification(p, diagnosed, fixed, comparison, said)
+
+
+def early_training(comparison: Mapping, epochs: int) -> str:
+    """A caution for a difference measured after fewer than :data:`FEW_EPOCHS` epochs.
+
+    Example:
+        >>> early_training({"images": 5, "ci95": [0.02, 0.1]}, 7)[:25]
+        ' Measured after 7 epochs'
+    """
+    ci = comparison.get("ci95")
+    if not ci or ci[0] <= 0 < ci[1] or epochs >= FEW_EPOCHS:
+        return ""
+    return (
+        f" Measured after {epochs} epochs: early training, which a longer run may not confirm "
+        "(give more --max-minutes before acting on a small difference)."
+    )
 
 
 def unequal_epochs(diagnosed: RunScore, fixed: RunScore) -> str:
