@@ -246,7 +246,7 @@ def early_training(comparison: Mapping, epochs: int) -> str:
     """A caution for a difference measured after fewer than :data:`FEW_EPOCHS` epochs.
 
     Example:
-        >>> early_training({"images": 5, "ci95": [0.02, 0.1]}, 7)[:25]
+        >>> early_training({"images": 5, "ci95": [0.02, 0.1]}, 7)[:24]
         ' Measured after 7 epochs'
     """
     ci = comparison.get("ci95")
