@@ -15,6 +15,8 @@ import sys
 import keras
 from keras import ops
 
+from segdoctor.doctor import DoctorCallback
+
 try:
     from examples._synthetic import disks
 except ImportError:  # run as a script from examples/
@@ -58,8 +60,6 @@ def build(corrected: bool):
 
 
 def main(corrected: bool = False, epochs: int = 4, report: str | None = None):
-    from segdoctor.doctor import DoctorCallback
-
     model, callbacks, (x, y) = build(corrected)
     doctor = DoctorCallback(report=report, verbose=False)
     model.fit(

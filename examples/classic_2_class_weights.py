@@ -16,6 +16,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from segdoctor.doctor import DoctorCallback
+
 try:
     from examples._synthetic import disks
 except ImportError:
@@ -54,8 +56,6 @@ def build(corrected: bool):
 
 
 def main(corrected: bool = False, epochs: int = 2, report: str | None = None):
-    from segdoctor.doctor import DoctorCallback
-
     model, callbacks, (x, y) = build(corrected)
     doctor = DoctorCallback(report=report, verbose=False)
     model.fit(x, y, batch_size=8, epochs=epochs, verbose=0, callbacks=[doctor, *callbacks])

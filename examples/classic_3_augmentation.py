@@ -15,6 +15,8 @@ import sys
 
 import keras
 
+from segdoctor.doctor import DoctorCallback
+
 try:
     from examples._synthetic import disks
 except ImportError:
@@ -57,8 +59,6 @@ def build(corrected: bool):
 
 
 def main(corrected: bool = False, epochs: int = 1, report: str | None = None):
-    from segdoctor.doctor import DoctorCallback
-
     model, callbacks, data = build(corrected)
     doctor = DoctorCallback(report=report, verbose=False)
     model.fit(data, epochs=epochs, verbose=0, callbacks=[doctor, *callbacks])

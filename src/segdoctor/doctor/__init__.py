@@ -13,6 +13,7 @@ Example:
 """
 
 from segdoctor.doctor.api import diagnose, load_model
+from segdoctor.doctor.callback import DoctorCallback
 from segdoctor.doctor.catalog import CATALOG, CatalogEntry, implemented_ids, make_finding
 from segdoctor.doctor.findings import SEVERITIES, Finding
 from segdoctor.doctor.history import analyze_history, load_history
@@ -32,11 +33,3 @@ __all__ = [
     "load_model",
     "make_finding",
 ]
-
-
-def __getattr__(name: str):
-    if name == "DoctorCallback":  # imports Keras: only when asked for
-        from segdoctor.doctor.callback import DoctorCallback
-
-        return DoctorCallback
-    raise AttributeError(name)

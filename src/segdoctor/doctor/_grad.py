@@ -13,18 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import keras
 import numpy as np
+from keras import ops
 
 
 def _backend() -> str:
-    import keras
-
     return keras.backend.backend()
 
 
 def _mean(value):
-    from keras import ops
-
     return ops.mean(ops.cast(value, "float32"))
 
 
@@ -40,7 +38,7 @@ def value_and_grad(fn: Callable, x: np.ndarray) -> tuple[float, np.ndarray]:
     name = _backend()
     x = np.asarray(x, dtype="float32")
     if name == "torch":
-        import torch
+        import torch  # noqa: PLC0415 - the running backend only; the others may not be installed
 
         t = torch.tensor(x, requires_grad=True)
         out = _mean(fn(t))
@@ -50,12 +48,12 @@ def value_and_grad(fn: Callable, x: np.ndarray) -> tuple[float, np.ndarray]:
         g = np.zeros_like(x) if grad is None else grad.detach().cpu().numpy()
         return float(out.detach()), g
     if name == "jax":
-        import jax
+        import jax  # noqa: PLC0415 - the running backend only; the others may not be installed
 
         val, grad = jax.value_and_grad(lambda t: _mean(fn(t)))(x)
         return float(val), np.asarray(grad)
     if name == "tensorflow":
-        import tensorflow as tf
+        import tensorflow as tf  # noqa: PLC0415 - the running backend only; the others may not be installed
 
         t = tf.Variable(x)
         with tf.GradientTape() as tape:
@@ -76,7 +74,7 @@ def model_value_and_grads(
     name = _backend()
     variables = model.trainable_variables
     if name == "torch":
-        import torch
+        import torch  # noqa: PLC0415 - the running backend only; the others may not be installed
 
         pred = model(x, training=training)
         out = _mean(loss_fn(y, pred))
@@ -86,7 +84,7 @@ def model_value_and_grads(
             for v, g in zip(variables, grads, strict=True)
         ]
     if name == "jax":
-        import jax
+        import jax  # noqa: PLC0415 - the running backend only; the others may not be installed
 
         non_trainable = [v.value for v in model.non_trainable_variables]
 
@@ -97,7 +95,7 @@ def model_value_and_grads(
         val, grads = jax.value_and_grad(f)([v.value for v in variables])
         return float(val), [np.asarray(g) for g in grads]
     if name == "tensorflow":
-        import tensorflow as tf
+        import tensorflow as tf  # noqa: PLC0415 - the running backend only; the others may not be installed
 
         with tf.GradientTape() as tape:
             pred = model(x, training=training)

@@ -14,13 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import contextmanager
 
+import keras
 import numpy as np
+
+from segdoctor.doctor.model_checks import all_layers, output_activation
 
 
 def loss_fn(model) -> Callable:
     """The compiled loss as a callable ``(y_true, y_pred) -> loss`` (BCE when not compiled)."""
-    import keras
-
     loss = getattr(model, "loss", None)
     if loss is None:
         return keras.losses.BinaryCrossentropy()
@@ -35,8 +36,6 @@ def clone(model, learning_rate: float | None = None, optimizer: str | None = Non
         learning_rate: overrides the optimizer's learning rate.
         optimizer: ``"adam"`` to use Adam whatever the model's optimizer is; None keeps its class.
     """
-    import keras
-
     try:  # from the layer config only: clone_model would also deserialize an unregistered loss
         copy = type(model).from_config(model.get_config())
     except Exception:
@@ -57,9 +56,9 @@ def clone(model, learning_rate: float | None = None, optimizer: str | None = Non
 @contextmanager
 def no_dropout(model):
     """Dropout layers pass everything through inside the block (training-mode calls stay exact)."""
-    from segdoctor.doctor.model_checks import _layers
-
-    saved = [(layer, layer.rate) for layer in _layers(model) if "Dropout" in type(layer).__name__]
+    saved = [
+        (layer, layer.rate) for layer in all_layers(model) if "Dropout" in type(layer).__name__
+    ]
     for layer, _ in saved:
         layer.rate = 0.0
     try:
@@ -71,10 +70,6 @@ def no_dropout(model):
 
 def probabilities(model, x: np.ndarray, *, training: bool = False) -> np.ndarray:
     """Model output as probabilities ``(B, H, W, K)`` float64 (logit outputs get sigmoid/softmax)."""
-    import keras
-
-    from segdoctor.doctor.model_checks import output_activation
-
     p = keras.ops.convert_to_numpy(model(x, training=training)).astype("float64")
     if output_activation(model) == "linear":
         if p.shape[-1] == 1:

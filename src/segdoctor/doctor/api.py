@@ -9,11 +9,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from segdoctor.doctor.data_checks import check_data
 from segdoctor.doctor.findings import Finding
+from segdoctor.doctor.history import LR_KEYS, analyze_history, is_dice_like, load_history
 from segdoctor.doctor.loss_probe import background_severity
+from segdoctor.doctor.model_checks import check_model, check_model_vs_files
+from segdoctor.doctor.plots import curves_png
+from segdoctor.doctor.probes import load_probe_batch, run_probes
 from segdoctor.doctor.report import Report
 from segdoctor.doctor.update_ratio import probe_update_ratio
 from segdoctor.errors import SegdoctorError
+from segdoctor.runfiles import load_model as safe_load
 
 
 def load_model(path: str | Path, *, safe_mode: bool = True):
@@ -23,8 +29,6 @@ def load_model(path: str | Path, *, safe_mode: bool = True):
     ``safe_mode`` is on unless the user opts in, and a refused or broken file raises a
     :class:`ModelLoadError` that says why and names ``--unsafe``.
     """
-    from segdoctor.runfiles import load_model as safe_load
-
     return safe_load(path, unsafe=not safe_mode, compile=True)
 
 
@@ -70,8 +74,6 @@ def diagnose(
     report = Report()
     num_classes = None
     if data is not None:
-        from segdoctor.doctor.data_checks import check_data
-
         data_findings, data_summary, data_plots = check_data(data, plots=plots)
         findings += data_findings
         summary.update(data_summary.to_dict())
@@ -81,22 +83,16 @@ def diagnose(
             for caption, png in items:
                 report.add_plot(key, caption, png)
     if model is not None:
-        from segdoctor.doctor.model_checks import check_model
-
         if isinstance(model, (str, Path)):
             model = load_model(model, safe_mode=safe_mode)
         findings += check_model(model, callbacks, num_classes=num_classes, batch_size=batch_size)
         if data is not None:  # the model's input against the image files (model_data)
-            from segdoctor.doctor.model_checks import check_model_vs_files
-
             findings += check_model_vs_files(model, data)
             fg = sorted(data_summary.foreground_fractions)  # per image
             if fg:  # dice-includes-background: a warning when the median image is mostly empty
                 findings = [background_severity(f, fg[len(fg) // 2]) for f in findings]
         summary["checked"].append("model")
     if history is not None:
-        from segdoctor.doctor.history import analyze_history, load_history
-
         h = load_history(history)
         history_findings = analyze_history(h)
         findings += history_findings
@@ -111,8 +107,6 @@ def diagnose(
                 expected="diagnose(data=FOLDER, model=MODEL, probe=True)",
                 fix="pass both (CLI: segdoctor diagnose DATA --model MODEL --probe).",
             )
-        from segdoctor.doctor.probes import load_probe_batch, run_probes
-
         x, y = load_probe_batch(data, model, size=probe_size)
         skipped: list[str] = []
         findings += run_probes(model, x, y, batch_size=batch_size, skipped=skipped)
@@ -125,9 +119,6 @@ def diagnose(
 
 
 def _history_plots(report: Report, h: Mapping[str, Sequence[float]], found: list[Finding]) -> None:
-    from segdoctor.doctor.history import LR_KEYS, is_dice_like
-    from segdoctor.doctor.plots import curves_png
-
     dice = [k for k in h if is_dice_like(k)]
     losses = [k for k in h if k in ("loss", "val_loss")]
     for f in found:

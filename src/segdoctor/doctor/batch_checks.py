@@ -12,7 +12,7 @@ from segdoctor.doctor.alignment import MISALIGNED_BELOW, alignment_score
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
 from segdoctor.doctor.model_checks import (
-    _layers,
+    all_layers,
     check_batchnorm_batch,
     input_channels,
     output_activation,
@@ -31,7 +31,7 @@ MISALIGNED_FRACTION = 0.25
 
 
 def _has_scaling(model) -> bool:
-    return any(type(layer).__name__ in _SCALING_LAYERS for layer in _layers(model))
+    return any(type(layer).__name__ in _SCALING_LAYERS for layer in all_layers(model))
 
 
 def alignment_finding(scores: list[float], where: str = "training batches") -> list[Finding]:

@@ -17,11 +17,13 @@ at 1e-4): momentum 0.9 and batch 8: agreement 0.995; momentum 0.99: 0.28; batch 
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 
 from segdoctor.doctor._probe_model import foreground, foreground_dice, no_dropout, probabilities
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
+from segdoctor.doctor.model_checks import all_layers
 
 AGREEMENT_BELOW = 0.7
 """``bn-train-infer-gap`` when training- and inference-mode foregrounds agree less than this."""
@@ -31,11 +33,9 @@ MIN_FOREGROUND = 0.005
 
 def batchnorm_layers(model) -> list:
     """The BatchNormalization layers of a model, nested models included."""
-    import keras
-
-    from segdoctor.doctor.model_checks import _layers
-
-    return [layer for layer in _layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    return [
+        layer for layer in all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)
+    ]
 
 
 def _untrained(layers) -> bool:

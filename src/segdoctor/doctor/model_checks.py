@@ -290,12 +290,12 @@ def check_loss(model) -> list[Finding]:
         return []
 
 
-def _layers(model) -> list[Any]:
+def all_layers(model) -> list[Any]:
     out = []
     for layer in model.layers:
         out.append(layer)
         if hasattr(layer, "layers"):
-            out.extend(_layers(layer))
+            out.extend(all_layers(layer))
     return out
 
 
@@ -303,7 +303,7 @@ def check_batchnorm_batch(model, batch_size: int | None) -> list[Finding]:
     """``batchnorm-small-batch``: trainable BatchNorm with batches under 4 (reads no weights)."""
     bns = [
         layer.name
-        for layer in _layers(model)
+        for layer in all_layers(model)
         if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
     ]
     if bns and batch_size is not None and batch_size < 4:
@@ -322,7 +322,7 @@ def check_batchnorm_batch(model, batch_size: int | None) -> list[Finding]:
 def check_layers(model, batch_size: int | None = None) -> list[Finding]:
     """Dropout, BatchNorm with small batches, weight decay / L2 and weight initialisation scale."""
     found = []
-    layers = _layers(model)
+    layers = all_layers(model)
     high = [
         (layer.name, float(layer.rate))
         for layer in layers

@@ -51,7 +51,7 @@ from segdoctor.doctor.gradient_probes import (
     probe_noise_scale,
 )
 from segdoctor.doctor.model_checks import (
-    _layers,
+    all_layers,
     input_channels,
     output_activation,
     output_channels,
@@ -199,7 +199,7 @@ def probe_lr(model, x, y) -> list[Finding]:
 def probe_dead_relu(model, x) -> list[Finding]:
     """``dead-relu``: ReLU channels that output zero on every pixel of every sample."""
     outs = []
-    for layer in _layers(model):
+    for layer in all_layers(model):
         act = getattr(layer, "activation", None)
         name = getattr(act, "__name__", type(layer).__name__.lower())
         if name in ("relu", "ReLU") or type(layer).__name__ == "ReLU":
