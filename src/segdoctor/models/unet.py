@@ -120,6 +120,39 @@ def build_unet(
     check_choice("mode", mode, MODES)
     check_choice("norm", norm, NORMS)
     check_choice("output", output, OUTPUTS)
+    _check_architecture(input_shape, depth, base_filters, dropout)
+    channels = _output_channels(mode, num_classes)
+
+    inputs = keras.Input(shape=input_shape, name="image")  # (B, H, W, C)
+    x, skips = _encoder(inputs, depth, base_filters, norm, residual)
+    x = _conv_block(x, base_filters * 2**depth, norm, residual, "bottleneck")
+    if dropout > 0:
+        x = layers.Dropout(dropout, name="bottleneck_dropout")(x)
+    heads = {"channels": channels, "mode": mode, "output": output}
+    main, aux_outputs = _decoder(x, skips, base_filters, norm, residual, deep_supervision, heads)
+    outputs: Any = [main, *aux_outputs] if deep_supervision else main
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _check_architecture(
+    input_shape: tuple[int | None, int | None, int], depth: int, base_filters: int, dropout: float
+) -> None:
+    """Raise ConfigError when depth, width, dropout or input shape cannot build a U-Net.
+
+    Args:
+        input_shape: (H, W, C); H and W must be multiples of ``2 ** depth`` or None.
+        depth: number of downsampling steps, 1 to 7.
+        base_filters: filters at full resolution, a positive integer.
+        dropout: bottleneck dropout rate, ``0 <= dropout < 1``.
+
+    Example:
+        >>> _check_architecture((64, 64, 1), depth=4, base_filters=8, dropout=0.0)  # fine
+        >>> try:
+        ...     _check_architecture((60, 64, 1), depth=4, base_filters=8, dropout=0.0)
+        ... except ConfigError as err:
+        ...     print(err.what)
+        Input size 60 is not a multiple of the U-Net stride 16 (depth 4)
+    """
     if not isinstance(depth, int) or not 1 <= depth <= 7:
         raise ConfigError(
             "U-Net depth out of range",
@@ -156,41 +189,104 @@ def build_unet(
                 received=repr(input_shape),
                 fix=f"pad or crop to a multiple of {stride}, or use a smaller depth.",
             )
-    if mode == "binary":
-        channels = 1
-    else:
-        if num_classes < 2:
-            raise ConfigError(
-                f"mode={mode!r} needs num_classes >= 2",
-                received=f"num_classes={num_classes}",
-                fix='use mode="binary" for a single foreground class (one sigmoid channel).',
-            )
-        channels = num_classes
 
-    inputs = keras.Input(shape=input_shape, name="image")
-    x = inputs
+
+def _output_channels(mode: str, num_classes: int) -> int:
+    """Channels of the output head: 1 for "binary", else ``num_classes`` (at least 2).
+
+    Example:
+        >>> _output_channels("binary", 5), _output_channels("multiclass", 4)
+        (1, 4)
+    """
+    if mode == "binary":
+        return 1
+    if num_classes < 2:
+        raise ConfigError(
+            f"mode={mode!r} needs num_classes >= 2",
+            received=f"num_classes={num_classes}",
+            fix='use mode="binary" for a single foreground class (one sigmoid channel).',
+        )
+    return num_classes
+
+
+def _encoder(x, depth: int, base_filters: int, norm: str, residual: bool):
+    """The contracting path: ``depth`` conv blocks, each followed by 2x2 max pooling.
+
+    Layers are named ``enc{level}_*`` and ``pool{level}``, created level by level.
+
+    Args:
+        x: the input tensor, (B, H, W, C).
+        depth: number of levels (poolings).
+        base_filters: filters of level 0, doubled at every level.
+        norm: normalization kind (see :data:`NORMS`).
+        residual: residual conv blocks.
+
+    Returns:
+        ``(x, skips)``: the pooled tensor (B, H / 2**depth, W / 2**depth, F * 2**(depth-1)) and
+        the block outputs before pooling, level 0 first: skip ``l`` is
+        (B, H / 2**l, W / 2**l, F * 2**l).
+
+    Example:
+        >>> x, skips = _encoder(keras.Input((32, 32, 1)), 2, 4, "batch", False)
+        >>> x.shape, [s.shape for s in skips]
+        ((None, 8, 8, 8), [(None, 32, 32, 4), (None, 16, 16, 8)])
+    """
     skips = []
     for level in range(depth):
         x = _conv_block(x, base_filters * 2**level, norm, residual, f"enc{level}")
-        skips.append(x)
+        skips.append(x)  # (B, H / 2**level, W / 2**level, F * 2**level)
         x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
-    x = _conv_block(x, base_filters * 2**depth, norm, residual, "bottleneck")
-    if dropout > 0:
-        x = layers.Dropout(dropout, name="bottleneck_dropout")(x)
+    return x, skips
+
+
+def _decoder(
+    x,
+    skips: list,
+    base_filters: int,
+    norm: str,
+    residual: bool,
+    deep_supervision: bool,
+    heads: dict[str, Any],
+):
+    """The expanding path: upsample, concatenate the skip, conv block; heads on top.
+
+    Layers are named ``up{level}``, ``skip{level}``, ``dec{level}_*`` (deepest level first), the
+    auxiliary heads ``aux{level}_up`` / ``aux{level}`` on levels ``1..depth-2`` and the main head
+    ``mask``, created in that order.
+
+    Args:
+        x: the bottleneck output, (B, H / 2**depth, W / 2**depth, F * 2**depth).
+        skips: the encoder's skip tensors, level 0 first.
+        base_filters: filters of level 0 (``F``).
+        norm: normalization kind (see :data:`NORMS`).
+        residual: residual conv blocks.
+        deep_supervision: add the auxiliary heads.
+        heads: ``channels``, ``mode`` and ``output`` of every head (see :func:`_head`).
+
+    Returns:
+        ``(main, aux_outputs)``: the main output (B, H, W, K) and the auxiliary outputs, each
+        upsampled to (B, H, W, K), deepest first (empty without deep supervision).
+
+    Example:
+        >>> x, skips = _encoder(keras.Input((32, 32, 1)), 2, 4, "batch", False)
+        >>> heads = {"channels": 1, "mode": "binary", "output": "logits"}
+        >>> main, aux = _decoder(x, skips, 4, "batch", False, False, heads)
+        >>> main.shape, aux
+        ((None, 32, 32, 1), [])
+    """
+    depth = len(skips)
     aux_outputs = []
     for level in reversed(range(depth)):
         filters = base_filters * 2**level
         x = layers.Conv2DTranspose(
             filters, 2, strides=2, kernel_initializer="he_normal", name=f"up{level}"
-        )(x)
-        x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])
+        )(x)  # (B, H / 2**level, W / 2**level, F * 2**level)
+        x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])  # channels doubled
         x = _conv_block(x, filters, norm, residual, f"dec{level}")
         if deep_supervision and 0 < level < depth - 1:
             aux = layers.UpSampling2D(2**level, interpolation="bilinear", name=f"aux{level}_up")(x)
-            aux_outputs.append(_head(aux, channels, mode, output, f"aux{level}"))
-    main = _head(x, channels, mode, output, "mask")
-    outputs: Any = [main, *aux_outputs] if deep_supervision else main
-    return keras.Model(inputs, outputs, name=name)
+            aux_outputs.append(_head(aux, name=f"aux{level}", **heads))  # (B, H, W, K)
+    return _head(x, name="mask", **heads), aux_outputs
 
 
 @register_model("resunet")
