@@ -19,7 +19,7 @@ import numpy as np
 from segdoctor import data as sd
 from segdoctor.data.io import display_name
 from segdoctor.errors import DataError
-from segdoctor.train.config import RunConfig
+from segdoctor.train.config import DataConfig, RunConfig
 
 Log = Callable[[str], None]
 
@@ -60,8 +60,63 @@ def load_pair(pair, policy, normalizer, channels: int) -> tuple[np.ndarray, np.n
 
 
 def prepare_data(config: RunConfig, log: Log = print, run_dir: Path | None = None) -> PreparedData:
-    """Discover, split, inspect and normalize; build the training and validation loaders."""
+    """Discover, split, inspect and normalize; build the training and validation loaders.
+
+    Every decision is logged through ``log`` in that order (data, split, skipped files, masks,
+    images); with ``run_dir`` the mask decision is saved as ``mask_policy.json`` there.
+
+    Example:
+        >>> from segdoctor.sample_data import sample_path
+        >>> cfg = RunConfig(data=DataConfig(path=str(sample_path()), patch_size=64))
+        >>> prepared = prepare_data(cfg, log=lambda line: None)
+        >>> prepared.mode, prepared.channels, len(prepared.val_pairs) > 0
+        ('binary', 3, True)
+    """
     d = config.data
+    train_pairs, val_pairs = _discover_and_split(d, log)
+    train_pairs, val_pairs, policy = _decide_masks(d, train_pairs, val_pairs, log)
+    if run_dir is not None:
+        policy.save(Path(run_dir) / "mask_policy.json")
+
+    normalizer = sd.ImageNormalizer(mode="image")
+    train, val = _build_loaders(config, train_pairs, val_pairs, policy, normalizer, log)
+    channels = train.channels
+    log(f"Images: {channels} channel(s); {normalizer.describe()}")
+    mode = "binary" if policy.is_binary else "multiclass"
+    num_classes = 2 if mode == "binary" else policy.num_classes
+    return PreparedData(
+        train=train,
+        val=val,
+        train_pairs=list(train_pairs),
+        val_pairs=list(val_pairs),
+        policy=policy,
+        normalizer=normalizer,
+        channels=channels,
+        mode=mode,
+        num_classes=num_classes,
+        ignore_index=policy.ignore_index,
+    )
+
+
+def _discover_and_split(d: DataConfig, log: Log) -> tuple[list, list]:
+    """Training and validation pairs: ``d.val_path`` when set, else a seeded split of ``d.path``.
+
+    Args:
+        d: the data section of the run configuration.
+        log: receives one line on the data found and one on the split.
+
+    Returns:
+        ``(train_pairs, val_pairs)``.
+
+    Raises:
+        DataError: ``d.path`` is empty, or discovery fails (:func:`segdoctor.data.discover_pairs`).
+
+    Example:
+        >>> from segdoctor.sample_data import sample_path
+        >>> train, val = _discover_and_split(DataConfig(path=str(sample_path())), lambda line: None)
+        >>> len(train) > len(val) > 0
+        True
+    """
     if not d.path:
         raise DataError(
             "No data folder configured",
@@ -81,8 +136,34 @@ def prepare_data(config: RunConfig, log: Log = print, run_dir: Path | None = Non
     log(
         f"Split: {len(train_pairs)} training and {len(val_pairs)} validation pairs (seed {d.split_seed})."
     )
+    return train_pairs, val_pairs
 
-    masks: dict[str, np.ndarray] = {}
+
+def _decide_masks(d: DataConfig, train_pairs: list, val_pairs: list, log: Log) -> tuple:
+    """Read and inspect every mask once, then decide how masks become class indices.
+
+    With ``d.on_error == "skip"`` a mask that cannot be read is logged and its pair dropped from
+    both sides; otherwise its :class:`DataError` stops the run.
+
+    Args:
+        d: the data section of the run configuration (``mask_policy``, ``num_classes``,
+            ``ignore_index``, ``on_error``).
+        train_pairs: training pairs.
+        val_pairs: validation pairs.
+        log: receives the skipped files and the mask decision.
+
+    Returns:
+        ``(train_pairs, val_pairs, policy)``: the pairs whose masks were read and the
+        :class:`segdoctor.data.MaskPolicy`.
+
+    Example:
+        >>> from segdoctor.sample_data import sample_path
+        >>> pairs = sd.discover_pairs(sample_path()).pairs
+        >>> _, _, policy = _decide_masks(DataConfig(), pairs[:4], pairs[4:6], lambda line: None)
+        >>> policy.is_binary
+        True
+    """
+    masks: dict[str, np.ndarray] = {}  # name -> (H, W) raw mask
     bad: set[str] = set()
     for pair in [*train_pairs, *val_pairs]:
         try:
@@ -107,10 +188,40 @@ def prepare_data(config: RunConfig, log: Log = print, run_dir: Path | None = Non
         ignore_index=d.ignore_index,
     )
     log(f"Masks: {policy.describe()}")
-    if run_dir is not None:
-        policy.save(Path(run_dir) / "mask_policy.json")
+    return train_pairs, val_pairs, policy
 
-    normalizer = sd.ImageNormalizer(mode="image")
+
+def _build_loaders(
+    config: RunConfig, train_pairs: list, val_pairs: list, policy: Any, normalizer: Any, log: Log
+) -> tuple[Any, Any]:
+    """The training and validation :class:`segdoctor.data.SegmentationDataset` of a run.
+
+    Both share the mask decision, the normalizer and the channel count (decided on the training
+    side); pairs a loader skips are logged.
+
+    Args:
+        config: the run configuration (data, ``model.depth`` for the stride, ``train.seed``).
+        train_pairs: training pairs.
+        val_pairs: validation pairs.
+        policy: the mask decision (:class:`segdoctor.data.MaskPolicy`).
+        normalizer: the :class:`segdoctor.data.ImageNormalizer`.
+        log: receives one line per skipped pair.
+
+    Returns:
+        ``(train, val)``: training patches ``(B, h, w, C)`` float32 / ``(B, h, w, 1)`` int32,
+        and whole validation images padded to the stride.
+
+    Example:
+        >>> from segdoctor.sample_data import sample_path
+        >>> pairs = sd.discover_pairs(sample_path()).pairs
+        >>> cfg = RunConfig(data=DataConfig(patch_size=64))
+        >>> policy = _decide_masks(cfg.data, pairs[:4], pairs[4:6], lambda line: None)[2]
+        >>> norm = sd.ImageNormalizer()
+        >>> train, val = _build_loaders(cfg, pairs[:4], pairs[4:6], policy, norm, print)
+        >>> train[0][0].shape[1:3], val.training
+        ((64, 64), False)
+    """
+    d = config.data
     stride = 2**config.model.depth
     common = {
         "mask_policy": policy,
@@ -132,25 +243,10 @@ def prepare_data(config: RunConfig, log: Log = print, run_dir: Path | None = Non
         channels=d.channels,
         **common,
     )
-    channels = train.channels
     val = sd.SegmentationDataset(
-        val_pairs, training=False, channels=channels, validation="whole", **common
+        val_pairs, training=False, channels=train.channels, validation="whole", **common
     )
     for dataset in (train, val):
         for name, why in dataset.skipped:
             log(f"Skipped {name}: {why}")
-    log(f"Images: {channels} channel(s); {normalizer.describe()}")
-    mode = "binary" if policy.is_binary else "multiclass"
-    num_classes = 2 if mode == "binary" else policy.num_classes
-    return PreparedData(
-        train=train,
-        val=val,
-        train_pairs=list(train_pairs),
-        val_pairs=list(val_pairs),
-        policy=policy,
-        normalizer=normalizer,
-        channels=channels,
-        mode=mode,
-        num_classes=num_classes,
-        ignore_index=policy.ignore_index,
-    )
+    return train, val
