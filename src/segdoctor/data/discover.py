@@ -108,14 +108,7 @@ def discover_pairs(
     """
     check_choice("layout", layout, LAYOUTS)
     check_choice("on_unpaired", on_unpaired, ("error", "skip"))
-    root = Path(root)
-    if not root.exists():
-        raise DataError(
-            f"The data path {root} does not exist",
-            expected="a folder with images/ and masks/, or a CSV file of pairs",
-            received=str(root),
-            fix="check the path.",
-        )
+    root = _existing_root(root)
     if layout == "auto":
         layout = _detect_layout(root)
     clashes: list[NameClash] | None = None if strict else []
@@ -129,26 +122,53 @@ def discover_pairs(
             received="nothing readable",
             fix="check the folder layout (see docs/data.md).",
         )
-    index = PairIndex(
-        sorted(pairs, key=lambda p: (p.name, p.split or "")),
-        ui,
-        um,
-        layout,
-        root,
-        ignored,
-        metadata,
-        clashes or [],
-    )
+    pairs = sorted(pairs, key=lambda p: (p.name, p.split or ""))
+    index = PairIndex(pairs, ui, um, layout, root, ignored, metadata, clashes or [])
+    _check_complete(index, on_unpaired)
+    return index
+
+
+def _existing_root(root: str | Path) -> Path:
+    """``root`` as a :class:`Path`; DataError when nothing exists there.
+
+    Example:
+        >>> from segdoctor.sample_data import sample_path
+        >>> _existing_root(str(sample_path())) == sample_path()
+        True
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DataError(
+            f"The data path {root} does not exist",
+            expected="a folder with images/ and masks/, or a CSV file of pairs",
+            received=str(root),
+            fix="check the path.",
+        )
+    return root
+
+
+def _check_complete(index: PairIndex, on_unpaired: str) -> None:
+    """Raise DataError for unpaired files (``on_unpaired="error"``) or when no image has a mask.
+
+    Args:
+        index: the discovered index.
+        on_unpaired: ``"error"`` raises naming every file without a counterpart; ``"skip"``
+            accepts them as long as one complete pair remains.
+
+    Example:
+        >>> from segdoctor.sample_data import sample_path
+        >>> _check_complete(discover_pairs(sample_path()), "error")  # complete: no error
+    """
     if on_unpaired == "error":
         index.raise_if_incomplete()
     if not index.pairs:
         raise DataError(
-            f"No image in {root} has a mask",
+            f"No image in {index.root} has a mask",
             expected="masks with the same file stem as the images",
-            received=f"images: {names_text(ui)}; masks: {names_text(um)}",
+            received=f"images: {names_text(index.unpaired_images)}; "
+            f"masks: {names_text(index.unpaired_masks)}",
             fix="rename the masks to match the image names.",
         )
-    return index
 
 
 def _scan(
