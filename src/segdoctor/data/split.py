@@ -114,17 +114,61 @@ def split_pairs(
         (8, 2, 'val')
     """
     pairs = sorted(pairs, key=lambda p: p.name)
-    if respect_existing and pairs and all(p.split in ("train", "val") for p in pairs):
-        train = [p for p in pairs if p.split == "train"]
-        val = [p for p in pairs if p.split == "val"]
-        if train and val:
-            return train, val
+    existing = _existing_split(pairs) if respect_existing else None
+    if existing is not None:
+        return existing
     if not 0 < val_fraction < 1:
         raise ConfigError(
             "val_fraction must be between 0 and 1",
             expected="0 < val_fraction < 1",
             received=repr(val_fraction),
         )
+    groups = _group_pairs(pairs, group_by, keep_duplicates_together)
+    keys = sorted(groups)
+    val_keys = _choose_val_groups(keys, groups, len(pairs), val_fraction, seed)
+    train = [replace(p, split="train") for k in keys if k not in val_keys for p in groups[k]]
+    val = [replace(p, split="val") for k in keys if k in val_keys for p in groups[k]]
+    return sorted(train, key=lambda p: p.name), sorted(val, key=lambda p: p.name)
+
+
+def _existing_split(pairs: Sequence[Pair]) -> tuple[list[Pair], list[Pair]] | None:
+    """``(train, val)`` as the pairs' own ``split`` fields say, or None.
+
+    None unless every pair is marked "train" or "val" and both sides are non-empty.
+
+    Example:
+        >>> from pathlib import Path
+        >>> a = Pair("a", Path("a.png"), Path("a_mask.png"), split="val")
+        >>> b = replace(a, name="b", split="train")
+        >>> [[p.name for p in side] for side in _existing_split([a, b])]
+        [['b'], ['a']]
+    """
+    if not pairs or not all(p.split in ("train", "val") for p in pairs):
+        return None
+    train = [p for p in pairs if p.split == "train"]
+    val = [p for p in pairs if p.split == "val"]
+    return (train, val) if train and val else None
+
+
+def _group_pairs(
+    pairs: Sequence[Pair], group_by: GroupBy, keep_duplicates_together: bool
+) -> dict[str, list[Pair]]:
+    """Pairs by group key (see :func:`group_key`), in the order of ``pairs``; at least two groups.
+
+    Args:
+        pairs: The pairs, sorted by name.
+        group_by: See :func:`group_key`.
+        keep_duplicates_together: Merge the groups of pixel-identical images.
+
+    Raises:
+        ConfigError: fewer than two groups.
+
+    Example:
+        >>> from pathlib import Path
+        >>> ps = [Pair(n, Path(f"{n}.png"), Path(f"{n}m.png")) for n in ("a_1", "a_2", "b_1")]
+        >>> {k: len(v) for k, v in _group_pairs(ps, "prefix", False).items()}
+        {'a': 2, 'b': 1}
+    """
     keys_of = {pair.name: group_key(pair, group_by) for pair in pairs}
     if keep_duplicates_together:
         keys_of = _merge_duplicate_groups(pairs, keys_of)
@@ -138,9 +182,30 @@ def split_pairs(
             received=f"{len(pairs)} pairs in {len(groups)} group(s)",
             fix="add data, or pass a separate validation folder.",
         )
-    keys = sorted(groups)
+    return groups
+
+
+def _choose_val_groups(
+    keys: list[str], groups: dict[str, list[Pair]], n_pairs: int, val_fraction: float, seed: int
+) -> set[str]:
+    """Group keys for validation: whole groups in a seeded order until ``n * val_fraction`` pairs.
+
+    At least one group goes to validation and at least one stays for training.
+
+    Args:
+        keys: The group keys, sorted.
+        groups: Pairs by group key.
+        n_pairs: Number of pairs in all groups.
+        val_fraction: Target fraction of pairs for validation.
+        seed: Seed of the permutation of ``keys``.
+
+    Example:
+        >>> groups = {k: [None] * 2 for k in "abcde"}
+        >>> len(_choose_val_groups(sorted(groups), groups, 10, 0.4, seed=0))
+        2
+    """
     order = np.random.default_rng(seed).permutation(len(keys))
-    target = max(1, round(len(pairs) * val_fraction))
+    target = max(1, round(n_pairs * val_fraction))
     val_keys: set[str] = set()
     count = 0
     for i in order:
@@ -148,9 +213,7 @@ def split_pairs(
             break
         val_keys.add(keys[i])
         count += len(groups[keys[i]])
-    train = [replace(p, split="train") for k in keys if k not in val_keys for p in groups[k]]
-    val = [replace(p, split="val") for k in keys if k in val_keys for p in groups[k]]
-    return sorted(train, key=lambda p: p.name), sorted(val, key=lambda p: p.name)
+    return val_keys
 
 
 def _merge_duplicate_groups(pairs: Sequence[Pair], keys_of: dict[str, str]) -> dict[str, str]:
