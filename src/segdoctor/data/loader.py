@@ -140,11 +140,7 @@ class SegmentationDataset(keras.utils.PyDataset):
         self.stride = int(stride)
         _check_stride(self.patch_size, self.stride)
         self.training = bool(training)
-        if augment is None:
-            augment = training
-        if augment is True:
-            augment = AugmentConfig()
-        self.augment: AugmentConfig = augment or AugmentConfig.none()
+        self.augment: AugmentConfig = _resolve_augment(augment, training)
         self.foreground_fraction = float(foreground_fraction)
         self.validation = check_choice("validation", validation, ("whole", "center"))
         check_choice("cache", cache, ("auto", True, False))
@@ -152,6 +148,29 @@ class SegmentationDataset(keras.utils.PyDataset):
         self.on_error = check_choice("on_error", on_error, ON_ERROR)
         self.max_pixels = max_pixels
         self.seed = int(seed)
+        self._prepare_samples(channels, normalizer, mask_policy, ignore_index)
+        self.samples_per_epoch = int(samples_per_epoch or max(len(self.pairs), self.batch_size))
+        self._reset_order()
+
+    def _prepare_samples(
+        self,
+        channels: int | None,
+        normalizer: ImageNormalizer | None,
+        mask_policy: MaskPolicy | None,
+        ignore_index: int | None,
+    ) -> None:
+        """Read every pair once and decide (:func:`segdoctor.data.prepare.prepare`).
+
+        Sets the decisions (:attr:`channels`, :attr:`normalizer`, :attr:`mask_policy`), the
+        readable :attr:`pairs`, :attr:`skipped`, the image shapes and the memory cache. Needs
+        ``pairs``, ``on_error``, ``max_pixels``, ``cache_limit_bytes`` and ``seed`` set first.
+
+        Args:
+            channels: See the class arguments.
+            normalizer: See the class arguments (None: per-image z-score).
+            mask_policy: See the class arguments.
+            ignore_index: See the class arguments.
+        """
         prepared = prepare(
             self.pairs,
             channels=channels,
@@ -159,7 +178,7 @@ class SegmentationDataset(keras.utils.PyDataset):
             mask_policy=mask_policy,
             ignore_index=ignore_index,
             on_error=self.on_error,
-            max_pixels=max_pixels,
+            max_pixels=self.max_pixels,
             cache_limit_bytes=self.cache_limit_bytes,
             seed=self.seed,
         )
@@ -169,13 +188,17 @@ class SegmentationDataset(keras.utils.PyDataset):
         self.mask_policy: MaskPolicy = prepared.maker.mask_policy
         self.skipped: list[tuple[str, str]] = prepared.skipped
         self.pairs, self._shapes, self._cache = prepared.pairs, prepared.shapes, prepared.cache
-        n = len(self.pairs)
-        self.samples_per_epoch = int(samples_per_epoch or max(n, self.batch_size))
+
+    def _reset_order(self) -> None:
+        """Start at epoch 0 with no batch served; group validation images into batches.
+
+        Needs the prepared pairs and shapes (:meth:`_prepare_samples`) and ``batch_size``.
+        """
         self._epoch = 0
         self._served = self._pending = False
         self._lock = threading.Lock()
         self._order_epoch = -1
-        self._order = np.arange(n)
+        self._order = np.arange(len(self.pairs))
         self._val_batches = (
             []
             if self.training
@@ -350,6 +373,22 @@ class SegmentationDataset(keras.utils.PyDataset):
         return validation_batch(
             samples, self.validation, self.patch_size, self.stride, self.mask_fill
         )
+
+
+def _resolve_augment(augment: AugmentConfig | bool | None, training: bool) -> AugmentConfig:
+    """The augmentation of a loader: ``None`` follows ``training``, ``True`` is the default config.
+
+    Example:
+        >>> _resolve_augment(None, training=False) == AugmentConfig.none()
+        True
+        >>> _resolve_augment(True, training=False) == AugmentConfig()
+        True
+    """
+    if augment is None:
+        augment = training
+    if augment is True:
+        augment = AugmentConfig()
+    return augment or AugmentConfig.none()
 
 
 def _check_workers(use_multiprocessing: bool) -> None:
