@@ -222,10 +222,58 @@ def sliding_window_predict(
         )
     ph, pw = as_size(patch)
     padded, info = pad_to_size(image, (ph, pw), value=pad_value)  # (H', W', C)
-    hh, ww = padded.shape[:2]
-    step_h, step_w = max(1, int(ph * (1 - overlap))), max(1, int(pw * (1 - overlap)))
-    starts = [(r, c) for r in _starts(hh, ph, step_h) for c in _starts(ww, pw, step_w)]
+    starts = _window_starts(padded.shape[:2], (ph, pw), overlap)
     weights = _window_weights((ph, pw), blend)[..., None]  # (ph, pw, 1)
+    total, norm = _blend_windows(predict_fn, padded, starts, weights, batch_size)
+    return unpad(total / norm, info)  # (H, W, K)
+
+
+def _window_starts(
+    size: tuple[int, int], patch: tuple[int, int], overlap: float
+) -> list[tuple[int, int]]:
+    """Top-left corners of the windows that tile ``size``, row by row.
+
+    Starts step by ``patch * (1 - overlap)`` (at least 1 pixel); the last window of a row or
+    column is flush with the border.
+
+    Example:
+        >>> _window_starts((100, 64), (64, 64), 0.5)
+        [(0, 0), (32, 0), (36, 0)]
+    """
+    (hh, ww), (ph, pw) = size, patch
+    step_h, step_w = max(1, int(ph * (1 - overlap))), max(1, int(pw * (1 - overlap)))
+    return [(r, c) for r in _starts(hh, ph, step_h) for c in _starts(ww, pw, step_w)]
+
+
+def _blend_windows(
+    predict_fn: Callable[[np.ndarray], np.ndarray],
+    padded: np.ndarray,
+    starts: list[tuple[int, int]],
+    weights: np.ndarray,
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predict the windows at ``starts`` in batches and sum their weighted outputs.
+
+    Args:
+        predict_fn: Maps ``(B, ph, pw, C)`` float32 to ``(B, ph, pw, K)``.
+        padded: ``(H', W', C)`` image, at least one patch in each dimension.
+        starts: Top-left corners of the windows (at least one).
+        weights: ``(ph, pw, 1)`` per-pixel weight of every window.
+        batch_size: Windows per call of ``predict_fn``.
+
+    Returns:
+        ``(total, norm)``: ``(H', W', K)`` weighted sum of the outputs and ``(H', W', 1)`` sum of
+        the weights; ``total / norm`` is the blended prediction.
+
+    Example:
+        >>> import numpy as np
+        >>> total, norm = _blend_windows(lambda x: x + 1, np.zeros((4, 6, 1)), [(0, 0), (0, 2)],
+        ...                              np.ones((4, 4, 1), np.float32), batch_size=1)
+        >>> norm[0, :, 0].tolist(), (total / norm)[0, :, 0].tolist()
+        ([1.0, 1.0, 2.0, 2.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    """
+    ph, pw = weights.shape[:2]
+    hh, ww = padded.shape[:2]
     total: np.ndarray | None = None  # (H', W', K)
     norm = np.zeros((hh, ww, 1), np.float32)
     for i in range(0, len(starts), batch_size):
@@ -245,4 +293,4 @@ def sliding_window_predict(
             total[r : r + ph, c : c + pw] += o * weights
             norm[r : r + ph, c : c + pw] += weights
     assert total is not None  # at least one window always exists
-    return unpad(total / norm, info)
+    return total, norm
