@@ -168,21 +168,66 @@ def prepare_targets(
     sparse = _check_label_shape(true_shape, tuple(y_pred.shape), mode, channels)
 
     y_true = ops.cast(y_true, "float32")
-    keep = None
-    if ignore_index is not None:
-        if mode == "multiclass" and not sparse:
-            raise ConfigError(
-                "ignore_index needs sparse labels in multiclass mode",
-                received=f"one-hot labels of shape {true_shape}",
-                fix="pass class-index masks (B, H, W) with the ignore label, not one-hot labels.",
-            )
-        keep = ops.not_equal(y_true, float(ignore_index))  # (B, *spatial, 1 or C)
+    keep = _keep_mask(y_true, ignore_index, mode=mode, sparse=sparse)  # None or bool
     if validate:
         check_label_values(y_true, keep, mode=mode, sparse=sparse, channels=channels)
+    return _aligned_targets(y_true, keep, sparse=sparse, channels=channels)
 
+
+def _keep_mask(
+    y_true: Tensor, ignore_index: int | None, *, mode: str, sparse: bool
+) -> Tensor | None:
+    """Bool mask of the labels that count (not ``ignore_index``), or None without one.
+
+    Args:
+        y_true: float32 ``(B, *spatial, 1)`` sparse or ``(B, *spatial, C)`` dense labels.
+        ignore_index: label value of pixels that count nowhere.
+        mode: "binary", "multiclass" or "multilabel".
+        sparse: ``y_true`` holds class indices (multiclass).
+
+    Returns:
+        bool, the shape of ``y_true``: ``(B, *spatial, 1 or C)``.
+
+    Raises:
+        ConfigError: ``ignore_index`` with one-hot labels in multiclass mode.
+
+    Example:
+        >>> import numpy as np
+        >>> keep = _keep_mask(np.array([[[[0.0], [11.0]]]]), 11, mode="multiclass", sparse=True)
+        >>> ops.convert_to_numpy(keep)[0, 0, :, 0].tolist()
+        [True, False]
+    """
+    if ignore_index is None:
+        return None
+    if mode == "multiclass" and not sparse:
+        raise ConfigError(
+            "ignore_index needs sparse labels in multiclass mode",
+            received=f"one-hot labels of shape {tuple(y_true.shape)}",
+            fix="pass class-index masks (B, H, W) with the ignore label, not one-hot labels.",
+        )
+    return ops.not_equal(y_true, float(ignore_index))  # (B, *spatial, 1 or C)
+
+
+def _aligned_targets(
+    y_true: Tensor, keep: Tensor | None, *, sparse: bool, channels: int
+) -> Targets:
+    """The :class:`Targets` of checked float32 labels: one-hot when sparse, 0 where ignored.
+
+    Args:
+        y_true: float32 ``(B, *spatial, 1)`` sparse or ``(B, *spatial, C)`` dense labels.
+        keep: bool mask of the labels that count (:func:`_keep_mask`), or None.
+        sparse: ``y_true`` holds class indices to one-hot encode.
+        channels: ``C``, the prediction's channel count.
+
+    Example:
+        >>> import numpy as np
+        >>> t = _aligned_targets(ops.convert_to_tensor([[[[1.0]]]]), None, sparse=True, channels=3)
+        >>> ops.convert_to_numpy(t.target).tolist(), t.valid, t.one_hot
+        ([[[[0.0, 1.0, 0.0]]]], None, True)
+    """
     valid = None if keep is None else ops.cast(keep, "float32")
     if sparse:
-        target = _one_hot(y_true, channels)
+        target = _one_hot(y_true, channels)  # (B, *spatial, C)
         if valid is not None:
             target = target * valid
         return Targets(target, valid, one_hot=True)
