@@ -198,11 +198,35 @@ def _apply(config: RunConfig, section: str, name: str, value: Any) -> RunConfig:
 
 
 def validate(config: RunConfig) -> RunConfig:
-    """Check ranges and choices; return the config unchanged or raise ConfigError."""
+    """Check ranges and choices; return the config unchanged or raise ConfigError.
+
+    Example:
+        >>> validate(RunConfig()).model.depth
+        4
+    """
     for (section, name), options in CHOICES.items():
         check_choice(f"{section}.{name}", getattr(getattr(config, section), name), options)
+    for ok, key, expected, received in _range_checks(config):
+        if not ok:
+            raise ConfigError(
+                f"Invalid value for {key}",
+                expected=expected,
+                received=repr(received),
+                fix=f"change {key}.",
+            )
+    _check_consistency(config)
+    return config
+
+
+def _range_checks(config: RunConfig) -> list[tuple[bool, str, str, Any]]:
+    """``(ok, key, expected, value)`` of every single-value range check, in reporting order.
+
+    Example:
+        >>> [key for ok, key, _, _ in _range_checks(RunConfig()) if not ok]
+        []
+    """
     d, t, m = config.data, config.train, config.model
-    checks = [
+    return [
         (0.0 <= d.val_fraction < 1.0, "data.val_fraction", "0 <= value < 1", d.val_fraction),
         (d.batch_size >= 1, "data.batch_size", ">= 1", d.batch_size),
         (d.patch_size >= 16, "data.patch_size", ">= 16", d.patch_size),
@@ -229,14 +253,22 @@ def validate(config: RunConfig) -> RunConfig:
         (m.base_filters >= 1, "model.base_filters", ">= 1", m.base_filters),
         (0 <= m.dropout < 1, "model.dropout", "0 <= dropout < 1", m.dropout),
     ]
-    for ok, key, expected, received in checks:
-        if not ok:
-            raise ConfigError(
-                f"Invalid value for {key}",
-                expected=expected,
-                received=repr(received),
-                fix=f"change {key}.",
-            )
+
+
+def _check_consistency(config: RunConfig) -> None:
+    """Raise ConfigError when values that are each in range do not fit together.
+
+    The batch must split evenly over the devices, deep supervision needs depth >= 3, and the
+    patch must be a multiple of the model stride ``2 ** depth``.
+
+    Example:
+        >>> try:
+        ...     _check_consistency(RunConfig(data=DataConfig(patch_size=100)))
+        ... except ConfigError as err:
+        ...     print(err.fix)
+        use data.patch_size=96.
+    """
+    d, t, m = config.data, config.train, config.model
     if d.batch_size % t.devices:
         raise ConfigError(
             f"data.batch_size {d.batch_size} cannot be split evenly over {t.devices} devices",
@@ -258,7 +290,6 @@ def validate(config: RunConfig) -> RunConfig:
             received=str(d.patch_size),
             fix=f"use data.patch_size={max(stride, d.patch_size // stride * stride)}.",
         )
-    return config
 
 
 def resolve_config(
