@@ -33,12 +33,6 @@ from segdoctor.train.report import plot_lr_find
 
 Log = Callable[[str], None]
 
-NAN_FIX = (
-    "Training stopped at the first non-finite loss and kept the last good checkpoint. Lower the "
-    "learning rate (or use warm-up), check the inputs for NaN/Inf, and keep the loss in float32 "
-    "under mixed precision; resume with `segdoctor train --resume RUN` after the fix."
-)
-
 
 def _print(message: str) -> None:
     print(message, flush=True)
@@ -87,7 +81,7 @@ def record_nan_finding(path: Path, event: Mapping[str, Any]) -> Report:
     before = (
         Report.from_dict(json.loads(path.read_text(encoding="utf-8"))) if path.exists() else None
     )
-    findings = [make_finding("nan-loss", evidence, NAN_FIX)]
+    findings = [make_finding("nan-loss", evidence, variant="run")]
     report = Report(
         findings + (before.findings if before else []), before.summary if before else {}
     )

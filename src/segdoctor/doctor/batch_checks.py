@@ -58,10 +58,7 @@ def alignment_finding(scores: list[float], where: str = "training batches") -> l
                 "samples": len(scores),
                 "where": where,
             },
-            "Mask boundaries in the training batches do not follow image edges: augmentation is "
-            "applied to the images but not to the masks (or with different random parameters). "
-            "Augment both in one call:\naug = keras.layers.RandomFlip()\n"
-            "out = aug({'images': x, 'segmentation_masks': y}); x, y = out['images'], out['segmentation_masks']",
+            variant="batch",
             confidence=0.8,
         )
     ]
@@ -134,22 +131,9 @@ def _fractional_finding(y: np.ndarray, values: np.ndarray) -> Finding:
         k = round(float(values.max()) * 255)
         evidence["values_times_255"] = np.round(values[:8] * 255).astype(int).tolist()
         return make_finding(
-            "mask-fractional",
-            evidence,
-            f"The targets are class indices divided by 255 (foreground {values.max():.5f} = "
-            f"{k}/255): the pipeline divides masks by 255 although they already hold 0/1 (or "
-            "0..K-1), so a sigmoid is asked to output 1/255 where the object is. Remove the "
-            "division for masks (y = mask, or y = (mask > 0) for 0/1); divide only 0/255 masks, "
-            "once. segdoctor's loader decides this per dataset and says what it did.",
-            title="Masks were divided by 255 although they already held class indices",
+            "mask-fractional", evidence, variant="divided-twice", foreground=values.max(), k=k
         )
-    return make_finding(
-        "mask-fractional",
-        evidence,
-        "Masks in the training batches have in-between values: the pipeline resizes or "
-        "augments masks with bilinear interpolation. Use nearest-neighbour for masks "
-        "(keras augmentation layers do it when given {'images': x, 'segmentation_masks': y}).",
-    )
+    return make_finding("mask-fractional", evidence, variant="batch")
 
 
 def check_batch(
@@ -196,7 +180,6 @@ def check_batch(
                 make_finding(
                     "mask-scale-255",
                     {"values": values.tolist(), "where": "training batch"},
-                    "Divide the masks by 255 in the pipeline: y = y / 255 (or (y > 127)).",
                 )
             )
         elif channels is not None and values.max() >= max(channels, 2) and len(values) > 16:
@@ -209,8 +192,7 @@ def check_batch(
                         "output_channels": channels,
                         "where": "training batch",
                     },
-                    "The masks hold labels the model cannot output. For instance labels use the "
-                    "foreground (y > 0); for K classes use a K-channel softmax output.",
+                    variant="batch",
                 )
             )
         fg = (y[..., 0] > 0) if y.shape[-1] == 1 else y.argmax(-1) > 0
@@ -229,8 +211,6 @@ def check_batch(
                     "input_max": float(np.max(x)),
                     "where": "training batch",
                 },
-                "Inputs reach the network unscaled. Scale them in the pipeline (x = x / 255.0) or add "
-                "keras.layers.Rescaling(1 / 255) as the first layer.",
             )
         )
     flat = x.reshape(len(x), -1)
@@ -240,8 +220,7 @@ def check_batch(
             make_finding(
                 "input-constant",
                 {"constant_images": constant, "batch": len(x), "where": "training batch"},
-                "Some inputs are constant: check the pipeline (a normalization dividing by zero, "
-                "a wrong channel, blank crops).",
+                variant="batch",
                 severity="error" if constant > len(x) // 2 else "warning",
             )
         )

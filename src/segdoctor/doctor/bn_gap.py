@@ -91,21 +91,11 @@ def probe_bn_gap(model, x: np.ndarray, *, batch_size: int | None = None) -> list
     if fg < MIN_FOREGROUND or r["agreement"] >= AGREEMENT_BELOW:
         return []
     momentum = max(float(layer.momentum) for layer in layers)
-    advice = []
-    if b < 4:
-        advice.append(
-            f"batches of {b} give noisy statistics: use a larger batch (smaller crops) or "
-            "GroupNormalization (segdoctor: norm='group')"
-        )
+    advice = ["small-batch"] if b < 4 else []
+    slow = {}
     if momentum > 0.95:
-        advice.append(
-            f"momentum={momentum} averages over ~{round(1 / (1 - momentum))} steps, too slow for a "
-            "short run: use keras.layers.BatchNormalization(momentum=0.9)"
-        )
-    advice.append(
-        "or re-estimate the statistics after training: run the model in training mode over ~50 "
-        "training batches with the weights frozen (only the moving statistics change)"
-    )
+        advice.append("slow-momentum")
+        slow["momentum_steps"] = round(1 / (1 - momentum))  # steps the moving average spans
     return [
         make_finding(
             "bn-train-infer-gap",
@@ -116,7 +106,7 @@ def probe_bn_gap(model, x: np.ndarray, *, batch_size: int | None = None) -> list
                 "momentum": momentum,
                 "threshold": AGREEMENT_BELOW,
             },
-            "The same images are segmented differently in training and inference mode, so the "
-            "validation Dice understates what the network learned. " + "; ".join(advice) + ".",
+            variant="-".join(advice) or None,
+            **slow,
         )
     ]

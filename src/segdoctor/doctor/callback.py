@@ -419,10 +419,8 @@ class DoctorCallback(keras.callbacks.Callback):
                         f"{keys[0]}_last": recent,
                         "best_before": max(before),
                     },
-                    "Training was stopped while the Dice was still rising: EarlyStopping watches a "
-                    "Dice-like metric in 'min' mode. Use\nkeras.callbacks.EarlyStopping("
-                    f"monitor='{keys[0]}', mode='max', patience=10, restore_best_weights=True)",
-                    title="Training stopped while validation Dice was still improving",
+                    variant="stopped-early",
+                    monitor=keys[0],
                     confidence=0.9,
                 )
             ]

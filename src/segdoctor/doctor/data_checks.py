@@ -225,9 +225,7 @@ def _policy_findings(report) -> list[Finding]:
             make_finding(
                 "mask-invalid-values",
                 {"problem": err.what, "received": err.received or "", "kinds": report.kind},
-                err.fix
-                or "Masks must hold class indices 0..K-1 (or an ignore value): fix the files, or "
-                "set data.ignore_index for a void label.",
+                err.fix or None,  # the policy's own fix, else the catalog's
             )
         ]
     return []
@@ -243,10 +241,8 @@ def _mask_findings(report, summary: DataSummary) -> list[Finding]:
             make_finding(
                 "mask-scale-255",
                 {"values": values, "masks": report.n_masks, "dtypes": list(report.dtypes)},
-                f"Convert to 0/1 when loading: mask = (mask == {top}).astype('uint8'). With "
-                f"segdoctor this is automatic (the loader maps {top} -> 1 and says so); a Dice on "
-                f"raw 0/{top} masks is not a Dice and sigmoid outputs can never reach {top}.",
-                title=f"Masks are stored as 0/{top}, not 0/1",
+                variant="folder",
+                top=top,
             )
         )
     elif report.kind == "instance":
@@ -260,10 +256,6 @@ def _mask_findings(report, summary: DataSummary) -> list[Finding]:
                     "single_blob_fraction": report.single_blob_fraction,
                     "dtypes": list(report.dtypes),
                 },
-                "Each object has its own label (1..N): used as class indices they ask the model to "
-                "predict hundreds of classes. For semantic segmentation use the foreground:\n"
-                "mask = (mask > 0).astype('uint8')\n"
-                "(segdoctor's loader does this by default and says so).",
             )
         )
     elif report.kind == "fractional":
@@ -275,9 +267,6 @@ def _mask_findings(report, summary: DataSummary) -> list[Finding]:
                     "fraction_of_pixels": report.fractional_fraction,
                     "dtypes": list(report.dtypes),
                 },
-                "Masks were resized with bilinear interpolation or saved as JPEG. Re-export them as "
-                "PNG and resize with nearest neighbour:\n"
-                "Image.fromarray(mask).resize(size, Image.NEAREST)",
             )
         )
     elif report.kind == "palette":
@@ -285,8 +274,6 @@ def _mask_findings(report, summary: DataSummary) -> list[Finding]:
             make_finding(
                 "mask-rgb-palette",
                 {"colors": [list(c) for c in report.colors[:12]], "n_colors": len(report.colors)},
-                "Masks are colour images: map each colour to a class index before training "
-                "(segdoctor does it with an explicit palette: MaskPolicy(kind='palette', palette=[...])).",
             )
         )
     fg = np.asarray(summary.foreground_fractions)
@@ -307,9 +294,6 @@ def _mask_findings(report, summary: DataSummary) -> list[Finding]:
                             [v for v in report.values if v > absent[0]]
                         ).strip(" ()"),
                     },
-                    "These class indices never appear: either the class map has gaps (remap to "
-                    "0..K-1) or the class is missing from this data (collect examples, or drop the "
-                    "class). Its Dice is undefined and drags the mean.",
                 )
             )
     if len(fg) and binary_like:
@@ -320,8 +304,6 @@ def _mask_findings(report, summary: DataSummary) -> list[Finding]:
                 make_finding(
                     "mask-foreground-majority",
                     {"median_foreground_fraction": float(np.median(nonempty)), "masks": len(fg)},
-                    "Foreground covers most pixels: check the labels are not inverted (membrane vs "
-                    "cell interior). If the thin structure is the target: mask = 1 - mask.",
                     confidence=0.6,
                 )
             )
@@ -330,9 +312,6 @@ def _mask_findings(report, summary: DataSummary) -> list[Finding]:
                 make_finding(
                     "class-imbalance",
                     {"foreground_fraction": overall, "masks": len(fg)},
-                    "Foreground is rare: pixel losses (cross-entropy) are dominated by background. "
-                    "Use a per-image Dice term: segdoctor.losses.DiceCELoss(per_image=True), and "
-                    "sample crops that contain foreground.",
                 )
             )
     return found
@@ -349,8 +328,6 @@ def _pair_findings(index, summary: DataSummary) -> list[Finding]:
                     "masks_without_image": list(index.unpaired_masks[:10]),
                     "counts": [len(index.unpaired_images), len(index.unpaired_masks)],
                 },
-                "Give each image a mask with the same file stem (images/a.png <-> masks/a.png); "
-                "unpaired files are skipped. Never pair by sort order.",
             )
         )
     if summary.shape_mismatch:
@@ -363,8 +340,6 @@ def _pair_findings(index, summary: DataSummary) -> list[Finding]:
                     ],
                     "count": len(summary.shape_mismatch),
                 },
-                "Image and mask must have the same height and width. Re-export the masks at the "
-                "image size (nearest-neighbour resize), or check that the pairing is right.",
             )
         )
     if len(summary.alignment) >= 4:
@@ -381,9 +356,6 @@ def _pair_findings(index, summary: DataSummary) -> list[Finding]:
                         "pairs_measured": len(scores),
                         "lowest": [f"{n}: {s:.2f}" for n, s in worst],
                     },
-                    "Mask boundaries do not follow image edges: the masks are shifted, flipped or "
-                    "rotated relative to the images (or paired wrongly). Check an overlay of a few "
-                    "pairs; re-export, or pair by name.",
                     confidence=0.8,
                 )
             )
@@ -412,7 +384,6 @@ def _content_findings(summary: DataSummary) -> list[Finding]:
                         f"{_relative(p, summary.root)}: {e}" for p, e in summary.unreadable[:5]
                     ],
                 },
-                "Re-export or remove these files; the loader skips or refuses them.",
             )
         )
     if summary.constant:
@@ -420,8 +391,6 @@ def _content_findings(summary: DataSummary) -> list[Finding]:
             make_finding(
                 "input-constant",
                 {"images": summary.constant[:10], "count": len(summary.constant)},
-                "These images have a single value everywhere (blank export, wrong bit depth or "
-                "channel). Remove or re-export them.",
                 severity="error" if len(summary.constant) > 0.1 * max(n, 1) else "warning",
             )
         )
@@ -435,9 +404,6 @@ def _content_findings(summary: DataSummary) -> list[Finding]:
                     "fraction": len(summary.empty) / n,
                     "examples": summary.empty[:5],
                 },
-                "Many images have no foreground: a pooled Dice rewards predicting nothing. Use a "
-                "per-image Dice with smoothing (segdoctor.losses.DiceLoss(per_image=True, "
-                "smooth=1e-5)) and oversample images with foreground.",
             )
         )
     return found  # duplicates: split_checks (duplicate-across-splits)

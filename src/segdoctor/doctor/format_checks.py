@@ -60,11 +60,6 @@ PICTURE_EXTENSIONS = PIL_EXTENSIONS + TIFF_EXTENSIONS
 """Files judged for used range and intensity outliers. NIfTI/NPY are left out: their signed
 16-bit volumes (MRI 0..3000) are read as uint16, and the slices of a volume are not files."""
 
-LOADER_NORMALIZES = (
-    "segdoctor's loader (and `segdoctor train`, always) z-scores each image on its own, clipped "
-    "to the 0.5/99.5 percentiles for 16-bit images"
-)
-
 
 @dataclass(frozen=True)
 class ImageFormat:
@@ -190,13 +185,7 @@ def _range_findings(formats: list[ImageFormat]) -> list[Finding]:
     span = int(max(f.vmax - f.vmin for f in narrow))
     groups = Counter(_range_group(f) for f in narrow)
     groups["wider"] = len(wide) - len(narrow)
-    if top <= 255:
-        title = f"16-bit images use only 0..{top} of 0..65535"
-    elif top <= NARROW_MAX:
-        title = f"{_bits(top)}-bit data stored in 16-bit files (max {top} of 65535)"
-    else:
-        title = f"16-bit images use a narrow band of values (at most {span} of 0..65535)"
-    scale = f"divide by the real maximum (x / {top}), or " if top <= NARROW_MAX else ""
+    variant = "8-bit" if top <= 255 else ("12-bit" if top <= NARROW_MAX else "offset")
     return [
         make_finding(
             "image-range-narrow",
@@ -210,14 +199,8 @@ def _range_findings(formats: list[ImageFormat]) -> list[Finding]:
                 "fraction_of_range_used": span / 65535,
                 "threshold_span": NARROW_MAX,
             },
-            f"{LOADER_NORMALIZES}, so it trains on these files as they are; only "
-            "ImageNormalizer(mode='none') divides by 65535, and then the images have almost no "
-            f"contrast (at most {span / 65535:.4f} between darkest and brightest). A hand-written "
-            "pipeline must not divide by 65535 either (nor cast to uint8, which wraps): "
-            f"{scale}normalize each image: x = (x - x.mean()) / (x.std() + 1e-6), or by "
-            "percentiles: lo, hi = np.percentile(x, (0.5, 99.5)); "
-            "x = np.clip((x - lo) / (hi - lo), 0, 1).",
-            title=title,
+            variant=variant,
+            bits=_bits(top),
         )
     ]
 
@@ -248,13 +231,6 @@ def _depth_findings(formats: list[ImageFormat]) -> list[Finding]:
                 "count": len(odd_depth),
                 "value_range_per_type": ranges,
             },
-            f"{LOADER_NORMALIZES}, so the mix does not matter there; with "
-            "ImageNormalizer(mode='none' or 'dataset'), one scale for all files, the files of "
-            "the other depth come out black or saturated. A hand-written pipeline that divides "
-            "everything by 255 saturates the 16-bit files (values up to 257); one that divides "
-            "by 65535 makes the 8-bit files black. Convert the files to one depth (e.g. "
-            "x = (x / x.max() * 255).astype('uint8') for the 16-bit ones) or normalize each "
-            "image by its own statistics.",
         )
     ]
 
@@ -266,25 +242,12 @@ def _channel_findings(formats: list[ImageFormat]) -> list[Finding]:
     groups, odd = _minority(formats, lambda f: f.mode)
     has_alpha = {f.channels in (2, 4) for f in formats}
     severity = "warning" if has_alpha == {True, False} else "info"
-    fix = (
-        "segdoctor's loader drops the alpha channel and converts every image to one channel count "
-        "(gray repeated to RGB when any file is RGB, or data.channels=1/3), so training sees one "
-        "shape. A hand-written pipeline gets arrays of different shapes ((H, W), (H, W, 3), "
-        "(H, W, 4)): stacking them fails, and a 4th channel shifts any per-channel "
-        "normalization. Convert on reading: Image.open(f).convert('RGB') (or 'L' for gray)."
-    )
-    if severity == "info":
-        fix += (
-            " Gray and RGB files mixed is often genuine (e.g. fluorescence and histology in one "
-            "set): then nothing is wrong with the files, but check that the split has both kinds."
-        )
     return [
         make_finding(
             "image-mixed-channels",
             {"groups": groups, "files": _names(odd), "count": len(odd), "of": len(formats)},
-            fix,
+            variant=None if severity == "warning" else "gray-and-rgb",
             severity=severity,
-            title=None if severity == "warning" else "Gray and RGB images mixed",
         )
     ]
 
@@ -304,13 +267,7 @@ def _alpha_findings(formats: list[ImageFormat]) -> list[Finding]:
                     "alpha_ranges": [[f.alpha[0], f.alpha[1]] for f in varying[:LIST_CAP]],
                     "files_with_alpha": len(with_alpha),
                 },
-                "segdoctor's loader drops the alpha channel: the colour under transparent pixels "
-                "is used as it is stored (often black or arbitrary). A hand-written pipeline that "
-                "keeps alpha feeds it as a 4th channel. If transparency marks 'no data', composite "
-                "on a fixed background before training: "
-                "Image.alpha_composite(Image.new('RGBA', im.size, 'black'), im).convert('RGB'), "
-                "and consider excluding those pixels with ignore_index in the mask.",
-                title="Alpha channel with real transparency (not constant)",
+                variant="varying",
             )
         ]
     if len(with_alpha) < len(formats):
@@ -323,12 +280,8 @@ def _alpha_findings(formats: list[ImageFormat]) -> list[Finding]:
                 "count": len(with_alpha),
                 "alpha_value": with_alpha[0].alpha[0],
             },
-            "Every image carries a constant alpha channel: harmless, but a 4th channel. "
-            "segdoctor's loader drops it. A hand-written pipeline must drop it too "
-            "(x = x[..., :3], or Image.open(f).convert('RGB')), or a 3-channel model (e.g. a "
-            "pretrained encoder) will not accept the images.",
+            variant="constant",
             severity="info",
-            title="Constant alpha channel in every image (a 4th channel that carries nothing)",
         )
     ]
 
@@ -373,12 +326,6 @@ def _outlier_findings(formats: list[ImageFormat]) -> list[Finding]:
                 "groups": groups,
                 "threshold_z": OUTLIER_Z,
             },
-            f"{LOADER_NORMALIZES}, which removes a global brightness or contrast difference; with "
-            "ImageNormalizer(mode='dataset') these files come out far off-scale. A hand-written "
-            "pipeline with one fixed scale (x / 255, or one dataset mean/std) feeds them far "
-            "outside what the model learns from the rest. Open them: a wrong export (bit depth, "
-            "window, saturation) should be re-exported; if they are genuine, normalize per image: "
-            "x = (x - x.mean()) / (x.std() + 1e-6).",
             confidence=0.7,
         )
     ]

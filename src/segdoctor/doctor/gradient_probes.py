@@ -77,9 +77,6 @@ def gradient_findings(stats: dict, where: str = "probe batch") -> list[Finding]:
                     "global_grad_norm": stats["global_norm"],
                     "where": where,
                 },
-                "One gradient step would move weights by more than their own size. Clip gradients "
-                "(keras.optimizers.Adam(1e-3, clipnorm=1.0)), use he_normal kernels "
-                "(variance-preserving init), add BatchNormalization, and lower the learning rate.",
             )
         ]
     if len(rel) >= 2 and rel[-1] > 0 and rel[0] < 1e-4 * rel[-1]:
@@ -93,8 +90,6 @@ def gradient_findings(stats: dict, where: str = "probe batch") -> list[Finding]:
                     "layers": len(rel),
                     "where": where,
                 },
-                "The first layers receive almost no gradient: use ReLU (not sigmoid/tanh) inside the "
-                "network, BatchNormalization, skip connections (a U-Net), and he_normal init.",
             )
         ]
     return []
@@ -176,12 +171,7 @@ def probe_noise_scale(model, x, y, batch_size: int | None) -> list[Finding]:
                 "batch_size": batch_size,
                 "probe_images": est["images"],
             },
-            f"Each step at batch size {batch_size} follows gradient noise more than the gradient "
-            f"(noise scale about {show(est['b_simple'])}). Raise the effective batch toward "
-            f"{int(min(target, 64 * batch_size))}: a larger batch, or gradient accumulation "
-            "(keras.optimizers.AdamW(..., gradient_accumulation_steps=4)); or lower the learning "
-            "rate, which averages the noise over more steps. With BatchNorm and batches under 8, "
-            "use GroupNormalization.",
+            target_batch=int(min(target, 64 * batch_size)),
             confidence=0.6,
         )
     ]

@@ -199,24 +199,10 @@ def nan_loss_findings(
     evidence = {"first_non_finite_epoch": bad, "finite_epochs_before": first - 1}
     if policy:
         evidence["dtype_policy"] = policy
-    if policy and policy.startswith("mixed_float16"):
-        fix = (
-            f"Under '{policy}' the layers compute in float16, whose largest value is 65504: "
-            "inputs above it (raw 16-bit intensities), or sums over a whole batch in a Dice, "
-            "become inf and the loss NaN. Scale inputs in the pipeline before the model "
-            "(x = x / 65535.0; a Rescaling layer runs after the cast to float16), keep the output "
-            "and loss in float32 (last layer dtype='float32'; cast y_pred to float32 in the "
-            "loss), or use 'mixed_bfloat16', which has float32's range."
-        )
-    else:
-        fix = (
-            "The loss became NaN or infinite: add a smoothing term to Dice (smooth=1e-5: empty "
-            "masks give 0/0), compute cross-entropy from logits (from_logits=True, no log(0)), "
-            "lower the learning rate, and stop such runs early with "
-            "keras.callbacks.TerminateOnNaN()."
-        )
-    title = "The loss becomes NaN or infinite" + (f" under {policy}" if policy else "")
-    return [make_finding("nan-loss", evidence, fix, title=title)]
+    variant = None
+    if policy:
+        variant = "mixed-float16" if policy.startswith("mixed_float16") else "policy"
+    return [make_finding("nan-loss", evidence, variant=variant)]
 
 
 def _finite(values: Sequence[float]) -> np.ndarray:
@@ -239,10 +225,6 @@ def _metric_constant(h: History, patience: int | None) -> list[Finding]:
         make_finding(
             "metric-constant",
             {"metrics": keys, "values": {k: v for k, v, _ in out}, "epochs": out[0][2]},
-            "A metric that never moves means no gradient reaches the weights or the metric cannot "
-            "see the predictions. Check that the loss is differentiable (no round/threshold), that "
-            "masks hold 0/1 (not 0/255), that the output activation matches the loss, and run "
-            "`segdoctor diagnose DATA --model MODEL --probe`.",
         )
     ]
 
@@ -280,10 +262,7 @@ def _collapse(kind: str, evidence: dict, confidence: float = 1.0) -> Finding:
     return make_finding(
         "prediction-collapse",
         {"predicted_as": kind, **evidence},
-        "The model found the trivial answer. Use a loss that rewards the rare class: "
-        "`segdoctor.losses.DiceCELoss(per_image=True)` (or Dice + focal), check masks are 0/1, "
-        "and that the output activation matches the loss (sigmoid + from_logits=False).",
-        title=f"The model predicts everything as {kind}",
+        variant="named-class",
         confidence=confidence,
     )
 
@@ -350,13 +329,6 @@ def _lr_reduced_while_improving(h: History, patience: int | None) -> list[Findin
     lr, dice = np.asarray(h[lr_key], float), np.asarray(h[dice_key], float)
     n = min(len(lr), len(dice))
     lr, dice = lr[:n], dice[:n]
-    fix = (
-        "A scheduler cut the learning rate while the Dice was still rising: it watches a "
-        "Dice/IoU metric in 'min' mode (Keras 2's mode='auto' chose 'min' for any metric without "
-        "'acc' in its name). Use\n"
-        f"keras.callbacks.ReduceLROnPlateau(monitor='{dice_key}', mode='max', factor=0.5, "
-        "patience=5)"
-    )
     replayed = _min_mode_replay(lr, dice)
     if replayed is not None:
         # A min-mode plateau on a rising Dice cuts every `patience` epochs, like a clock: the
@@ -374,7 +346,7 @@ def _lr_reduced_while_improving(h: History, patience: int | None) -> list[Findin
                     f"{dice_key}_first": float(dice[0]),
                     f"{dice_key}_best": float(np.nanmax(dice)),
                 },
-                fix,
+                monitor=dice_key,
             )
         ]
     for i in range(3, n):
@@ -398,7 +370,7 @@ def _lr_reduced_while_improving(h: History, patience: int | None) -> list[Findin
                             f"{dice_key}_recent": [float(v) for v in recent],
                             f"{dice_key}_best_before": float(np.nanmax(before)),
                         },
-                        fix,
+                        monitor=dice_key,
                     )
                 ]
     return []
@@ -445,9 +417,6 @@ def _overfit_finding(key, best, va, tr, train_gain, drop) -> Finding:
             "validation_worse_by": drop,
             "training_better_by": train_gain,
         },
-        "Keep the best epoch (ModelCheckpoint(monitor=..., mode='max', save_best_only=True) on "
-        "the Dice), then regularize: joint image+mask augmentation "
-        "(segdoctor.data augmentation), weight decay ~1e-4, fewer filters, or more data.",
     )
 
 
@@ -467,9 +436,6 @@ def _underfitting(h: History, patience: int | None) -> list[Finding]:
                         "best": float(np.max(tr)),
                         f"gain_last_{window}_epochs": gain,
                     },
-                    "The model does not even fit the training set. Check the data first "
-                    "(`segdoctor diagnose DATA`: mask values, pairing, alignment), then the loss "
-                    "(`--probe`), then raise capacity or the learning rate (LR range test).",
                     confidence=0.8,
                 )
             ]
@@ -497,10 +463,7 @@ def _plateau(h: History, patience: int | None) -> list[Finding]:
                     "best_epoch": best + 1,
                     "epochs_since_best": since,
                 },
-                "Validation Dice stopped improving. Lower the learning rate on plateau with the right "
-                f"direction: ReduceLROnPlateau(monitor='{key}', mode='max', factor=0.5, patience=5); "
-                "if it persists, look at the worst validation images (`segdoctor evaluate`) and the "
-                "data findings.",
+                monitor=key,
                 confidence=0.7,
             )
         ]
@@ -530,8 +493,6 @@ def _loss_oscillation(h: History, patience: int | None) -> list[Finding]:
                     "total_variation": path,
                     "net_change": net,
                 },
-                "The training loss jumps up and down: the learning rate is likely too high. Divide it "
-                "by 3-10 or run an LR range test (`segdoctor diagnose DATA --model M --probe`).",
                 confidence=0.8,
             )
         ]
@@ -573,23 +534,9 @@ def _val_better_than_train(h: History, patience: int | None) -> list[Finding]:
                     "epochs": n,
                     "warning_above": VAL_GAP_WARN,
                 },
-                "Validation leads training by far more than the lag of a running training mean "
-                "and the run-to-run noise: train and validation differ. Check, in this order: no "
-                "validation image is also in training (`duplicate-across-splits`); validation is "
-                "not easier (fewer empty masks, larger objects: the split-* findings of "
-                "`segdoctor diagnose DATA`); augmentation or noise applied to training only is "
-                "not stronger than intended; dropout >= 0.5 (`dropout-high`)."
-                if warn
-                else "Often harmless (dropout and augmentation are active only in training), but "
-                "check that no validation image is also in training (`duplicate-across-splits`) "
-                "and that validation is not easier (fewer empty masks, larger objects).",
+                variant="large-lead" if warn else None,
                 severity="warning" if warn else "info",
                 confidence=0.8 if warn else 0.6,
-                title=(
-                    f"Validation Dice is {late_median:.2f} above training Dice through the run"
-                    if warn
-                    else None
-                ),
             )
         ]
     return []

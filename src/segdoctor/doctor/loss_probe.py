@@ -231,7 +231,7 @@ def background_severity(finding: Finding, foreground_fraction: float) -> Finding
             "rare_below": BACKGROUND_RARE,
         },
         finding.fix,
-        title="Dice averages in the background class, and the foreground is rare",
+        variant="rare-foreground",
         severity="warning",
         confidence=finding.confidence,
     )
@@ -263,9 +263,6 @@ def probe_loss(
             make_finding(
                 "loss-not-differentiable",
                 {**base, "max_abs_gradient_at_p=0.5": 0.0, "loss_at_p=0.5": None},
-                "The loss thresholds or rounds the prediction (round, >, argmax, cast), so its "
-                "gradient is zero and nothing trains. Use soft probabilities in the loss:\n"
-                "segdoctor.losses.DiceLoss(from_logits=False)  # no round() inside",
             )
         )
     wrong = max(m.empty_large, m.inverted_large)
@@ -279,9 +276,6 @@ def probe_loss(
                     "loss_all_wrong": m.inverted_large,
                     "loss_empty": m.empty_large,
                 },
-                "The function passed as the loss is higher for a perfect prediction than for a wrong "
-                "one: it is a score (e.g. dice_coef) used as a loss. Minimize 1 - dice instead:\n"
-                "model.compile(loss=segdoctor.losses.DiceLoss(), metrics=[segdoctor.metrics.DiceScore()])",
             )
         )
         return found
@@ -299,9 +293,7 @@ def probe_loss(
                         "loss_missed_256px_object": m.empty_large,
                         "estimated_smooth": smooth,
                     },
-                    "The smoothing term dominates small objects: predicting nothing costs "
-                    f"{m.empty_small:.2f} of a maximum {ref:.2f}. Use smooth=1e-5 (or 1), computed "
-                    "per image:\nsegdoctor.losses.DiceLoss(smooth=1e-5, per_image=True)",
+                    maximum=ref,
                 )
             )
         if channels > 1 and ratio < 0.2:
@@ -314,11 +306,6 @@ def probe_loss(
                         "loss_all_wrong": ref,
                         "ratio": ratio,
                     },
-                    "Missing every object costs almost nothing: classes (background included) are "
-                    "pooled into one Dice, so class weights and small objects do not count. Compute "
-                    "Dice per class, then average (with weights if you want them):\n"
-                    "segdoctor.losses.DiceLoss(mode='multiclass', include_background=False, "
-                    "class_weights=[...])",
                 )
             )
         elif channels > 1 and abs(ratio - (channels - 1) / channels) < 0.08 and ratio < 0.9:
@@ -330,9 +317,6 @@ def probe_loss(
                         "loss_missed_all_objects": m.empty_small,
                         "expected_without_background": ref,
                     },
-                    "The background class is averaged into the Dice: it is near 1 almost always, "
-                    "which dilutes the signal of the foreground classes. Exclude it:\n"
-                    "segdoctor.losses.DiceLoss(mode='multiclass', include_background=False)",
                 )
             )
         if not math.isfinite(m.empty_truth_empty_pred) or m.empty_truth_empty_pred > 0.5 * ref:
@@ -340,9 +324,6 @@ def probe_loss(
                 make_finding(
                     "dice-empty-penalized",
                     {**base, "loss_empty_truth_empty_prediction": m.empty_truth_empty_pred},
-                    "A correct empty prediction on an empty mask should cost 0 (keras.losses.Dice "
-                    "scores it 1.0; without smoothing it is 0/0). Use a Dice with a small smooth "
-                    "term or an explicit empty policy:\nsegdoctor.losses.DiceLoss(smooth=1e-5)",
                 )
             )
     if (
@@ -358,9 +339,6 @@ def probe_loss(
                     "loss_batch": m.pooled_batch,
                     "mean_of_per_image_losses": m.per_image_mean,
                 },
-                "The loss sums over the whole batch before dividing, so a missed small object next to "
-                "a large one barely counts. Reduce per image (sum over H, W only), then average:\n"
-                "segdoctor.losses.DiceLoss(per_image=True)",
             )
         )
     return found

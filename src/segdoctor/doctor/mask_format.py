@@ -173,36 +173,28 @@ def lossy_findings(stats: RingingStats, mask_kind: str | None = None) -> list[Fi
     return [_finding(stats, ringing, damaged, evidence)]
 
 
+def _snap_code(top: int) -> str:
+    """The line that snaps ringing values back to the labels ``0..top`` (a threshold for 0/255)."""
+    if top >= 128:
+        return "mask = (mask > 127).astype('uint8')"
+    return f"mask = np.clip(mask, 0, {top}).astype('uint8')"
+
+
 def _finding(stats: RingingStats, ringing: list[int], damaged: bool, evidence: dict) -> Finding:
-    extra = f"values {ringing} at object borders" if ringing else "in-between values at borders"
-    top = max((v for v in stats.pixels if v not in ringing), default=1)
-    snap = (
-        "mask = (mask > 127).astype('uint8')"
-        if top >= 128
-        else f"mask = np.clip(mask, 0, {top}).astype('uint8')"
-    )
+    snap = _snap_code(max((v for v in stats.pixels if v not in ringing), default=1))
     if stats.lossy_files:
-        fix = (
-            f"{len(stats.lossy_files)} mask file(s) are JPEG, a lossy format: compression "
-            f"changes label values along object edges ({extra}, which training reads as extra "
-            "classes or wrong labels). Save masks as PNG (lossless) from the original labels, "
-            "e.g. Image.fromarray(mask.astype('uint8')).save('mask.png') or "
-            "cv2.imwrite('mask.png', mask). If only the JPEGs exist, snap the values back to "
-            f"the labels before training ({snap}) and expect ragged borders."
+        return make_finding(
+            "mask-lossy-format",
+            evidence,
+            variant=None if ringing else "in-between",
+            severity="error" if damaged else "warning",
+            snap=snap,
         )
-        severity = "error" if damaged else "warning"
-        title = "Masks are stored as JPEG (lossy): label values change at object borders"
-        return make_finding("mask-lossy-format", evidence, fix, title=title, severity=severity)
-    fix = (
-        f"Mask values {ringing} are rare and lie only along object borders: the trace of JPEG "
-        "compression (masks saved as JPEG once, then converted). Re-export the masks losslessly "
-        f"(PNG) from the original labels, or snap the values back ({snap})."
-    )
     return make_finding(
         "mask-lossy-format",
         evidence,
-        fix,
-        title="Mask values look like JPEG compression ringing at object borders",
+        variant="converted",
         severity="warning",
         confidence=0.6,
+        snap=snap,
     )

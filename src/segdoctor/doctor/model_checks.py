@@ -143,10 +143,9 @@ def check_callbacks(model, callbacks: Iterable[Any]) -> list[Finding]:
                         "mode": mode,
                         "metric_direction": direction or "unknown",
                     },
-                    f"{name} watches {monitor!r}, which must go {'up' if wrong == 'max' else 'down'}. "
-                    f"Pass the direction explicitly:\nkeras.callbacks.{name}(monitor={monitor!r}, "
-                    f"mode={wrong!r}, ...)",
-                    title=f"{name} watches {monitor} in the wrong direction (mode={mode!r})",
+                    variant="named-callback",
+                    must_go="up" if wrong == "max" else "down",
+                    mode_needed=wrong,
                 )
             )
     return found
@@ -171,8 +170,6 @@ def check_output(model, num_classes: int | None = None) -> list[Finding]:
             make_finding(
                 "softmax-single-channel",
                 base,
-                "Softmax over one channel is always 1.0, so the prediction cannot change. For binary "
-                "segmentation use one channel with sigmoid:\nkeras.layers.Conv2D(1, 1, activation='sigmoid')",
             )
         )
     if act == "linear" and loss is not None:
@@ -182,10 +179,7 @@ def check_output(model, num_classes: int | None = None) -> list[Finding]:
                 make_finding(
                     "output-activation-missing",
                     base | {"from_logits": from_logits},
-                    "The last layer has no activation (it outputs logits) but the loss expects "
-                    "probabilities. Either add the activation:\n"
-                    f"keras.layers.Conv2D({channels}, 1, activation='{'sigmoid' if channels == 1 else 'softmax'}')\n"
-                    "or keep logits and tell the loss: from_logits=True.",
+                    head_activation="sigmoid" if channels == 1 else "softmax",
                 )
             )
     if act in ("sigmoid", "softmax") and from_logits is True:
@@ -193,9 +187,6 @@ def check_output(model, num_classes: int | None = None) -> list[Finding]:
             make_finding(
                 "from-logits-mismatch",
                 base | {"from_logits": True},
-                f"The model already applies {act}, and the loss applies it again (from_logits=True): "
-                "gradients shrink and probabilities are squashed. Use from_logits=False, or remove "
-                "the activation from the last layer.",
             )
         )
     mismatch = None
@@ -212,9 +203,6 @@ def check_output(model, num_classes: int | None = None) -> list[Finding]:
             make_finding(
                 "activation-loss-mismatch",
                 base | {"problem": mismatch},
-                "Match them: binary -> Conv2D(1, 1, activation='sigmoid') + BinaryCrossentropy / "
-                "DiceLoss(mode='binary'); K classes -> Conv2D(K, 1, activation='softmax') + "
-                "SparseCategoricalCrossentropy / DiceLoss(mode='multiclass').",
                 severity="error" if channels == 1 else "warning",
             )
         )
@@ -275,10 +263,9 @@ def check_loss(model) -> list[Finding]:
                             "loss_on_perfect_logits": m.perfect,
                             "loss_on_wrong_logits": m.inverted_large,
                         },
-                        "The model outputs logits and the loss treats them as probabilities (it "
-                        "goes negative or prefers wrong logits). Add the activation:\n"
-                        f"keras.layers.Conv2D({channels}, 1, activation='"
-                        f"{'sigmoid' if channels == 1 else 'softmax'}')",
+                        variant="probed",
+                        output_channels=channels,
+                        head_activation="sigmoid" if channels == 1 else "softmax",
                         confidence=0.9,
                     )
                 ]
@@ -311,9 +298,6 @@ def check_batchnorm_batch(model, batch_size: int | None) -> list[Finding]:
             make_finding(
                 "batchnorm-small-batch",
                 {"batch_size": batch_size, "batchnorm_layers": len(bns)},
-                "BatchNorm statistics from fewer than 4 images are noisy and differ from the moving "
-                "averages used at validation. Use GroupNormalization(groups=8) instead, or a larger "
-                "batch (smaller crops), or freeze BatchNorm (layer.trainable = False).",
             )
         ]
     return []
@@ -334,8 +318,6 @@ def check_layers(model, batch_size: int | None = None) -> list[Finding]:
             make_finding(
                 "dropout-high",
                 {"layers": [n for n, _ in high], "rates": [r for _, r in high]},
-                "Dropout >= 0.5 in a segmentation network slows learning and makes the training Dice "
-                "lag the validation Dice. Use rate 0.1-0.3 (SpatialDropout2D) or none with BatchNorm.",
             )
         )
     found += check_batchnorm_batch(model, batch_size)
@@ -355,9 +337,6 @@ def check_layers(model, batch_size: int | None = None) -> list[Finding]:
                     "l2_layers": [n for n, _ in l2][:10],
                     "l2": sorted({f for _, f in l2}),
                 },
-                "Strong weight decay pulls the weights to zero faster than the loss can move them. "
-                "Use AdamW(weight_decay=1e-4) or L2 of 1e-5..1e-4 (keras.regularizers.l2(1e-4); "
-                "its default, 0.01, is far too strong for conv nets).",
             )
         )
     bad = []
@@ -385,9 +364,6 @@ def check_layers(model, batch_size: int | None = None) -> list[Finding]:
                     "std_times_sqrt_fan_in": [s for _, s in bad][:10],
                     "expected": "about 1 (Glorot) to 1.4 (He)",
                 },
-                "Weights start far from a variance-preserving scale, so activations vanish or explode "
-                "through the depth. Use kernel_initializer='he_normal' for ReLU convolutions "
-                "(or Keras' default 'glorot_uniform').",
             )
         )
     return found

@@ -160,13 +160,13 @@ def compare_output_classes(
     if depth is not None:
         evidence["one_hot_depth"] = depth
         if depth != k:
-            return [_mismatch(evidence, f"one-hot targets of depth {depth}", k, depth)]
+            return [_mismatch(evidence, "one-hot", depth)]
     if k == 1:
         if classes <= 2:
             return []
-        return [_mismatch(evidence, f"class indices up to {classes - 1}", k, classes)]
+        return [_mismatch(evidence, "class-indices", classes)]
     if classes > k:
-        return [_mismatch(evidence, f"class indices up to {classes - 1}", k, classes)]
+        return [_mismatch(evidence, "class-indices", classes)]
     if classes >= 2 and k > max(classes, 2) and final:
         return [_extra(evidence, k, classes, targets)]
     return []
@@ -178,28 +178,26 @@ def _head(classes: int) -> str:
     return f"Conv2D({classes}, 1, activation='softmax')"
 
 
-def _mismatch(evidence: dict, what: str, k: int, classes: int) -> Finding:
+def _mismatch(evidence: dict, variant: str, classes: int) -> Finding:
+    """``variant``: ``"one-hot"`` (``classes`` is the one-hot depth) or ``"class-indices"``."""
     return make_finding(
         "output-classes-mismatch",
         evidence,
-        f"The masks hold {what} but the model outputs {k} channel(s): the loss cannot score the "
-        f"classes the head does not have. Use {_head(classes)} as the last layer, or fix the masks "
-        "if the class count is wrong (instance labels: use the foreground, y > 0).",
-        title=f"The model outputs {k} channel(s) but the masks hold {classes} classes",
+        variant=variant,
+        classes=classes,
+        max_label=classes - 1,
+        head=_head(classes),
     )
 
 
 def _extra(evidence: dict, k: int, classes: int, targets: Targets) -> Finding:
-    seen = "every mask" if targets.complete else f"{targets.images} masks ({targets.source})"
     return make_finding(
         "output-channels-extra",
         evidence,
-        f"In {seen} the classes are 0..{classes - 1}, but the head has {k} channels: "
-        f"{k - classes} class(es) never occur. A Dice averaged over the channels counts them "
-        "(it reads 0, or 1 with smoothing, whatever the model learns), and the masks may not hold "
-        f"what the head was built for. Use {_head(classes)}, or check that the mask conversion "
-        "did not merge classes.",
-        title=f"The model outputs {k} channels but the masks hold only {classes} classes",
+        variant="every-mask" if targets.complete else "sampled",
+        max_label=classes - 1,
+        missing=k - classes,
+        head=_head(classes),
         confidence=1.0 if targets.complete or classes == 2 else 0.7,
     )
 
@@ -222,8 +220,6 @@ def compare_activation(
     """
     if activation in PROBABILITY_ACTIVATIONS or activation in LOGIT_ACTIVATIONS:
         return []
-    prob = "sigmoid" if output_channels == 1 else "softmax"
-    read_as = "logits" if from_logits else "probabilities"
     return [
         make_finding(
             "output-activation-unsuited",
@@ -232,11 +228,9 @@ def compare_activation(
                 "output_channels": output_channels,
                 "loss_from_logits": from_logits,
             },
-            f"The last layer applies {activation!r}, whose output is neither a probability nor "
-            f"an unbounded logit; the loss reads it as {read_as}. End the model with\n"
-            f"keras.layers.Conv2D({output_channels}, 1, activation='{prob}') and a loss with "
-            "from_logits=False, or with no activation and from_logits=True.",
-            title=f"The output activation {activation!r} is unsuited to segmentation",
+            variant="named",
+            read_as="logits" if from_logits else "probabilities",
+            head_activation="sigmoid" if output_channels == 1 else "softmax",
         )
     ]
 
@@ -296,22 +290,21 @@ def compare_input_channels(
         "where": where,
     }
     if fed_as_is:
-        severity = "error"
-        fix = "The batches reach the model with other channels than its input expects. "
+        severity, variant = "error", "batch"
     elif model_channels == 1 and colour_images:
-        severity = "warning"
-        fix = "Colour images meet a 1-channel model: converting them to gray discards colour. "
+        severity, variant = "warning", "colour-to-gray"
     else:
-        severity = "info"
-        fix = "The files' channels differ from the model's input. "
-    fix += (
-        f"segdoctor's loader converts them (SegmentationDataset(..., channels={model_channels}): "
-        "gray is repeated into RGB, RGB becomes luminance, alpha is dropped); a hand-written "
-        "pipeline must do the same, e.g. PIL Image.open(p).convert("
-        f"'{'RGB' if model_channels == 3 else 'L'}'), or build the model with "
-        f"keras.Input((None, None, {_common(image_channels)}))."
-    )
-    return [make_finding("input-channels-mismatch", evidence, fix, severity=severity)]
+        severity, variant = "info", None
+    return [
+        make_finding(
+            "input-channels-mismatch",
+            evidence,
+            variant=variant,
+            severity=severity,
+            convert_to="RGB" if model_channels == 3 else "L",
+            common_channels=_common(image_channels),
+        )
+    ]
 
 
 def _usable(channels: int) -> int:

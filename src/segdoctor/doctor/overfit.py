@@ -98,10 +98,7 @@ def probe_overfit(
             make_finding(
                 "nan-loss",
                 {"step": len(losses), "losses_before": losses[-4:-1]},
-                "The loss became NaN/inf: a division by zero (Dice without smoothing on empty "
-                "masks), log(0) (cross-entropy on probabilities of exactly 0/1: use "
-                "from_logits=True), or a learning rate that diverges. Add smooth=1e-5 to the Dice, "
-                "and lower the LR.",
+                variant="probe",
             )
         ], losses
     if len(losses) < steps or int(foreground(y).sum()) < MIN_FOREGROUND_PIXELS:
@@ -127,22 +124,12 @@ def probe_overfit(
         "loss_first_last": [losses[0], losses[-1]],
         "control_dice_with_other_images_masks": control_dice,
     }
-    cause = (
-        "The masks fit no better than masks of other images: they do not belong to their images. "
-        "Check the pairing (sorted names: 'img_10' vs 'img_2'), and augment image and mask in one "
-        "call:\nout = aug({'images': x, 'segmentation_masks': y})"
-        if pairing
-        else "The masks fit better than masks of other images, yet not well: the model or the loss "
-        "cannot express the target. Check the output activation and channels against the loss, a "
-        "loss with no gradient (thresholding inside it), and that the model has enough capacity "
-        "and receptive field."
-    )
     return [
         make_finding(
             "cannot-overfit",
             evidence,
-            f"A copy of the model trained {len(losses)} steps with Adam({OVERFIT_LR}) on {len(x)} "
-            f"samples reaches Dice {dice:.2f} on them. {cause}",
+            variant="pairing" if pairing else None,
+            optimizer_lr=OVERFIT_LR,
             confidence=0.9 if pairing else 0.7,
         )
     ], losses

@@ -135,10 +135,6 @@ def probe_init_loss(model, x, y) -> list[Finding]:
                     "loss_of_uniform_prediction": baseline,
                     "saturated_pixels": saturated,
                 },
-                "The untrained model is confidently wrong: its outputs are saturated, so the first "
-                "updates fight large gradients or none at all. Use default initialisers "
-                "('he_normal' kernels, zero biases) and, for rare foreground, set the last bias to "
-                "log(p/(1-p)) with p the foreground fraction.",
             )
         ]
     return []
@@ -177,19 +173,13 @@ def probe_lr(model, x, y) -> list[Finding]:
     r = lr_range_test(model, x, y)
     ev = {"configured_lr": lr, "steepest_lr": r["steepest_lr"], "diverge_lr": r["diverge_lr"]}
     if r["diverge_lr"] is not None and lr >= r["diverge_lr"]:
-        return [
-            make_finding(
-                "lr-too-high",
-                ev,
-                f"Use a learning rate near {r['steepest_lr'] / 10:.1e} (a tenth of the LR where the loss falls fastest).",
-            )
-        ]
+        return [make_finding("lr-too-high", ev, suggested_lr=r["steepest_lr"] / 10)]
     if lr < r["steepest_lr"] / LR_LOW_FACTOR:
         return [
             make_finding(
                 "lr-too-low",
                 ev,
-                f"Raise the learning rate towards {r['steepest_lr'] / 10:.1e}; at {lr:.1e} training barely moves.",
+                suggested_lr=r["steepest_lr"] / 10,
                 confidence=0.7,
             )
         ]
@@ -233,9 +223,6 @@ def probe_dead_relu(model, x) -> list[Finding]:
                         f"{n}: {d:.0%}" for n, d in sorted(worst, key=lambda t: -t[1])[:5]
                     ],
                 },
-                "Many ReLU channels never activate, so they get no gradient. Lower the learning rate, "
-                "use he_normal kernels with zero biases, add BatchNormalization before the ReLU, or "
-                "use LeakyReLU(0.1).",
             )
         ]
     return []

@@ -287,10 +287,6 @@ def _class_absent(pair: tuple[_Split, _Split], source: str, mask_kind: str | Non
         make_finding(
             "split-class-absent",
             evidence,
-            "A class missing from validation has an undefined (or 0) validation Dice; missing from "
-            "training, it is never learnt. Move some images that contain it to the other split "
-            "(or split with segdoctor.data.split_pairs, stratifying by hand with group_by), or "
-            "drop the class.",
             severity=severity,
         )
     ]
@@ -313,9 +309,6 @@ def _empty_rate(pair: tuple[_Split, _Split], source: str) -> list[Finding]:
         make_finding(
             "split-empty-masks",
             evidence,
-            "The splits have very different shares of empty masks, so validation Dice measures a "
-            "different task than training optimizes (a split of mostly empty masks rewards "
-            "predicting nothing). Re-split so that both sides have a similar share.",
         )
     ]
 
@@ -346,9 +339,6 @@ def _object_size(pair: tuple[_Split, _Split], source: str) -> list[Finding]:
         make_finding(
             "split-object-size",
             evidence,
-            "Objects in one split are much larger or smaller than in the other (different "
-            "magnification or resolution): a model tuned on one scale segments the other poorly. "
-            "Resample the images to one pixel size, or mix both sources into both splits.",
         )
     ]
 
@@ -376,10 +366,6 @@ def _intensity(pair: tuple[_Split, _Split], source: str) -> list[Finding]:
         make_finding(
             "split-intensity-shift",
             evidence,
-            "The images of the splits come from different intensity distributions (another "
-            "scanner, stain, exposure or bit depth): validation measures transfer, not fit. Mix "
-            "the sources into both splits, or normalize per image (segdoctor's loader does: "
-            "ImageNormalizer(mode='image')) and check the worst split's images.",
         )
     ]
 
@@ -411,25 +397,14 @@ def _duplicates(splits: list[_Split], source: str, declared: bool) -> list[Findi
         "across_existing_splits": bool(across) and declared,
     }
     if across:
-        severity, title = "error", None
+        severity, variant = "error", None
     elif same_name:
-        severity, title = "warning", "The same file names in two splits (pixels differ)"
+        severity, variant = "warning", "same-name"
     elif declared:
-        severity, title = "warning", "Identical images within one split"
+        severity, variant = "warning", "within-split"
     else:
-        severity, title = "warning", "Identical images: any random split puts copies on both sides"
-    return [
-        make_finding(
-            "duplicate-across-splits",
-            evidence,
-            "Identical images in training and validation inflate validation Dice. Keep each image "
-            "in one split only (remove the copies from validation), or split with "
-            "segdoctor.data.split_pairs(..., keep_duplicates_together=True). Same names with "
-            "different pixels are often one image re-encoded or resized: check them.",
-            severity=severity,
-            title=title,
-        )
-    ]
+        severity, variant = "warning", "unsplit"
+    return [make_finding("duplicate-across-splits", evidence, variant=variant, severity=severity)]
 
 
 def discovery_findings(index) -> list[Finding]:
@@ -460,9 +435,6 @@ def discovery_findings(index) -> list[Finding]:
                     "count": len(clashes),
                     "used": [c.files[0] for c in clashes[:10] if c.kind != "same-name"],
                 },
-                "Files that share a name make the pairing ambiguous: the doctor used the first file "
-                "of each clash (sorted order), and `segdoctor train` stops on them. Remove or "
-                "rename one file of each clash so that every stem is unique in its folder.",
             )
         )
     if index.ignored:
@@ -470,9 +442,6 @@ def discovery_findings(index) -> list[Finding]:
             make_finding(
                 "unsupported-file",
                 {"files": list(index.ignored[:10]), "count": len(index.ignored)},
-                "These files are not of a type segdoctor reads (PNG, JPEG, BMP, TIFF, NPY, NIfTI) "
-                "and were left out of every check and of training. Convert them, or move them out "
-                "of the image and mask folders.",
             )
         )
     return found

@@ -79,10 +79,8 @@ def update_findings(
     ratio = float(np.mean(finite))
     if ratio < UPDATE_WARN:
         return []
-    lr_text = f"{learning_rate:.3g}" if learning_rate is not None else "the configured rate"
     # Adam-like steps scale with the LR: aim at a ratio of ~0.01 (a healthy 1e-3..1e-2).
     target = learning_rate * 0.01 / ratio if learning_rate else None
-    suggest = f"about {target:.0e}" if target else "10-100x lower"
     return [
         make_finding(
             "lr-too-high",
@@ -94,12 +92,9 @@ def update_findings(
                 "warn_from": UPDATE_WARN,
                 "where": where,
             },
-            f"Each of the first {len(finite)} steps of {optimizer} at learning rate {lr_text} "
-            f"changed the weights by {ratio:.0%} of their size (healthy runs: ~0.1-5%): the "
-            f"learning rate is too high, whatever a range test on one batch says. Lower it to "
-            f"{suggest}, e.g. keras.optimizers.{optimizer}(learning_rate="
-            f"{target or 1e-3:.0e}), or use segdoctor's LR range test with warm-up.",
-            title="Every update rewrites a large part of the weights: the learning rate is too high",
+            variant="update-ratio" if target else "update-ratio-no-rate",
+            ratio=ratio,
+            target_lr=target,
             severity="error" if ratio >= UPDATE_ERROR else "warning",
         )
     ]

@@ -1,0 +1,367 @@
+"""Catalog entries of the data checks (masks, pairs, files, splits), with their fix texts.
+
+Checks: :mod:`segdoctor.doctor.data_checks` (a folder), :mod:`segdoctor.doctor.batch_checks`
+(training batches, variant ``"batch"``), :mod:`~segdoctor.doctor.mask_format`,
+:mod:`~segdoctor.doctor.format_checks` and :mod:`~segdoctor.doctor.split_checks`.
+"""
+
+from __future__ import annotations
+
+from segdoctor.doctor.catalog.entry import CatalogEntry
+
+LOADER_NORMALIZES = (
+    "segdoctor's loader (and `segdoctor train`, always) z-scores each image on its own, clipped "
+    "to the 0.5/99.5 percentiles for 16-bit images"
+)
+_JOINT_AUGMENT = "{{'images': x, 'segmentation_masks': y}}"  # literal braces of quoted code
+_RANGE_FIX = (
+    LOADER_NORMALIZES + ", so it trains on these files as they are; only "
+    "ImageNormalizer(mode='none') divides by 65535, and then the images have almost no "
+    "contrast (at most {fraction_of_range_used:.4f} between darkest and brightest). A hand-written "
+    "pipeline must not divide by 65535 either (nor cast to uint8, which wraps): "
+    "{scale}normalize each image: x = (x - x.mean()) / (x.std() + 1e-6), or by "
+    "percentiles: lo, hi = np.percentile(x, (0.5, 99.5)); "
+    "x = np.clip((x - lo) / (hi - lo), 0, 1)."
+)
+_CHANNELS_FIX = (
+    "segdoctor's loader drops the alpha channel and converts every image to one channel count "
+    "(gray repeated to RGB when any file is RGB, or data.channels=1/3), so training sees one "
+    "shape. A hand-written pipeline gets arrays of different shapes ((H, W), (H, W, 3), "
+    "(H, W, 4)): stacking them fails, and a 4th channel shifts any per-channel "
+    "normalization. Convert on reading: Image.open(f).convert('RGB') (or 'L' for gray)."
+)
+_LOSSY_FILES_FIX = (
+    "{jpeg_masks} mask file(s) are JPEG, a lossy format: compression "
+    "changes label values along object edges (values {ringing_values} at object borders, which "
+    "training reads as extra "
+    "classes or wrong labels). Save masks as PNG (lossless) from the original labels, "
+    "e.g. Image.fromarray(mask.astype('uint8')).save('mask.png') or "
+    "cv2.imwrite('mask.png', mask). If only the JPEGs exist, snap the values back to "
+    "the labels before training ({snap}) and expect ragged borders."
+)
+
+MASK_ENTRIES: tuple[CatalogEntry, ...] = (
+    CatalogEntry(
+        "mask-scale-255",
+        "data",
+        "error",
+        "Masks are stored as 0/255, not 0/1",
+        fix="Divide the masks by 255 in the pipeline: y = y / 255 (or (y > 127)).",
+        variants={
+            "folder": "Convert to 0/1 when loading: mask = (mask == {top}).astype('uint8'). With "
+            "segdoctor this is automatic (the loader maps {top} -> 1 and says so); a Dice on "
+            "raw 0/{top} masks is not a Dice and sigmoid outputs can never reach {top}."
+        },
+        titles={"folder": "Masks are stored as 0/{top}, not 0/1"},
+    ),
+    CatalogEntry(
+        "mask-fractional",
+        "data",
+        "error",
+        "Masks have in-between values (interpolated or JPEG)",
+        fix="Masks were resized with bilinear interpolation or saved as JPEG. Re-export them as "
+        "PNG and resize with nearest neighbour:\n"
+        "Image.fromarray(mask).resize(size, Image.NEAREST)",
+        variants={
+            "batch": "Masks in the training batches have in-between values: the pipeline resizes "
+            "or augments masks with bilinear interpolation. Use nearest-neighbour for masks "
+            "(keras augmentation layers do it when given " + _JOINT_AUGMENT + ").",
+            "divided-twice": "The targets are class indices divided by 255 (foreground "
+            "{foreground:.5f} = {k}/255): the pipeline divides masks by 255 although they already "
+            "hold 0/1 (or 0..K-1), so a sigmoid is asked to output 1/255 where the object is. "
+            "Remove the division for masks (y = mask, or y = (mask > 0) for 0/1); divide only "
+            "0/255 masks, once. segdoctor's loader decides this per dataset and says what it did.",
+        },
+        titles={
+            "divided-twice": "Masks were divided by 255 although they already held class indices"
+        },
+    ),
+    CatalogEntry(
+        "mask-lossy-format",
+        "data",
+        "error",
+        "Masks are stored as JPEG (lossy): label values change at object borders",
+        fix=_LOSSY_FILES_FIX,
+        variants={
+            "in-between": _LOSSY_FILES_FIX.replace(
+                "values {ringing_values} at object borders", "in-between values at borders"
+            ),
+            "converted": "Mask values {ringing_values} are rare and lie only along object borders: "
+            "the trace of JPEG compression (masks saved as JPEG once, then converted). Re-export "
+            "the masks losslessly (PNG) from the original labels, or snap the values back ({snap}).",
+        },
+        titles={"converted": "Mask values look like JPEG compression ringing at object borders"},
+    ),
+    CatalogEntry(
+        "mask-instance-labels",
+        "data",
+        "error",
+        "Masks are instance labels (1..N objects), not classes",
+        fix="Each object has its own label (1..N): used as class indices they ask the model to "
+        "predict hundreds of classes. For semantic segmentation use the foreground:\n"
+        "mask = (mask > 0).astype('uint8')\n"
+        "(segdoctor's loader does this by default and says so).",
+        variants={
+            "batch": "The masks hold labels the model cannot output. For instance labels use the "
+            "foreground (y > 0); for K classes use a K-channel softmax output."
+        },
+    ),
+    CatalogEntry(
+        "mask-rgb-palette",
+        "data",
+        "error",
+        "Masks are RGB colour images, not class indices",
+        fix="Masks are colour images: map each colour to a class index before training "
+        "(segdoctor does it with an explicit palette: MaskPolicy(kind='palette', palette=[...])).",
+    ),
+    CatalogEntry(
+        "mask-foreground-majority",
+        "data",
+        "warning",
+        "Foreground covers most of the image: labels may be inverted",
+        fix="Foreground covers most pixels: check the labels are not inverted (membrane vs "
+        "cell interior). If the thin structure is the target: mask = 1 - mask.",
+    ),
+    CatalogEntry(
+        "pair-missing",
+        "data",
+        "warning",
+        "Images without masks (or masks without images)",
+        fix="Give each image a mask with the same file stem (images/a.png <-> masks/a.png); "
+        "unpaired files are skipped. Never pair by sort order.",
+    ),
+    CatalogEntry(
+        "pair-shape-mismatch",
+        "data",
+        "error",
+        "Image and mask sizes differ",
+        fix="Image and mask must have the same height and width. Re-export the masks at the "
+        "image size (nearest-neighbour resize), or check that the pairing is right.",
+    ),
+    CatalogEntry(
+        "pair-misaligned",
+        "data",
+        "error",
+        "Mask boundaries do not follow image edges: image and mask misaligned",
+        fix="Mask boundaries do not follow image edges: the masks are shifted, flipped or "
+        "rotated relative to the images (or paired wrongly). Check an overlay of a few "
+        "pairs; re-export, or pair by name.",
+        variants={
+            "batch": "Mask boundaries in the training batches do not follow image edges: "
+            "augmentation is applied to the images but not to the masks (or with different random "
+            "parameters). Augment both in one call:\naug = keras.layers.RandomFlip()\n"
+            "out = aug(" + _JOINT_AUGMENT + "); x, y = out['images'], out['segmentation_masks']"
+        },
+    ),
+    CatalogEntry(
+        "empty-masks",
+        "data",
+        "warning",
+        "Many masks are empty",
+        fix="Many images have no foreground: a pooled Dice rewards predicting nothing. Use a "
+        "per-image Dice with smoothing (segdoctor.losses.DiceLoss(per_image=True, "
+        "smooth=1e-5)) and oversample images with foreground.",
+    ),
+    CatalogEntry(
+        "class-imbalance",
+        "data",
+        "warning",
+        "Foreground is a tiny fraction of the pixels",
+        fix="Foreground is rare: pixel losses (cross-entropy) are dominated by background. "
+        "Use a per-image Dice term: segdoctor.losses.DiceCELoss(per_image=True), and "
+        "sample crops that contain foreground.",
+    ),
+    CatalogEntry(
+        "class-absent",
+        "data",
+        "warning",
+        "A class never appears in the masks",
+        fix="These class indices never appear: either the class map has gaps (remap to "
+        "0..K-1) or the class is missing from this data (collect examples, or drop the "
+        "class). Its Dice is undefined and drags the mean.",
+    ),
+    CatalogEntry(
+        "mask-invalid-values",
+        "data",
+        "error",
+        "Mask values that are not class indices",
+        fix="Masks must hold class indices 0..K-1 (or an ignore value): fix the files, or "
+        "set data.ignore_index for a void label.",
+    ),
+    CatalogEntry(
+        "input-not-normalized",
+        "data",
+        "warning",
+        "Model inputs are not scaled (0..255 fed to the network)",
+        fix="Inputs reach the network unscaled. Scale them in the pipeline (x = x / 255.0) or add "
+        "keras.layers.Rescaling(1 / 255) as the first layer.",
+    ),
+    CatalogEntry(
+        "input-constant",
+        "data",
+        "error",
+        "Constant images (no information)",
+        fix="These images have a single value everywhere (blank export, wrong bit depth or "
+        "channel). Remove or re-export them.",
+        variants={
+            "batch": "Some inputs are constant: check the pipeline (a normalization dividing by "
+            "zero, a wrong channel, blank crops)."
+        },
+    ),
+)
+
+FILE_ENTRIES: tuple[CatalogEntry, ...] = (
+    CatalogEntry(
+        "duplicate-across-splits",
+        "data",
+        "error",
+        "The same image is in training and validation",
+        fix="Identical images in training and validation inflate validation Dice. Keep each image "
+        "in one split only (remove the copies from validation), or split with "
+        "segdoctor.data.split_pairs(..., keep_duplicates_together=True). Same names with "
+        "different pixels are often one image re-encoded or resized: check them.",
+        titles={
+            "same-name": "The same file names in two splits (pixels differ)",
+            "within-split": "Identical images within one split",
+            "unsplit": "Identical images: any random split puts copies on both sides",
+        },
+    ),
+    CatalogEntry(
+        "unreadable-file",
+        "data",
+        "error",
+        "Files that cannot be read",
+        fix="Re-export or remove these files; the loader skips or refuses them.",
+    ),
+    CatalogEntry(
+        "split-class-absent",
+        "data",
+        "error",
+        "A class is present in one split and absent from the other",
+        fix="A class missing from validation has an undefined (or 0) validation Dice; missing "
+        "from training, it is never learnt. Move some images that contain it to the other split "
+        "(or split with segdoctor.data.split_pairs, stratifying by hand with group_by), or "
+        "drop the class.",
+    ),
+    CatalogEntry(
+        "split-empty-masks",
+        "data",
+        "warning",
+        "The splits have very different shares of empty masks",
+        fix="The splits have very different shares of empty masks, so validation Dice measures a "
+        "different task than training optimizes (a split of mostly empty masks rewards "
+        "predicting nothing). Re-split so that both sides have a similar share.",
+    ),
+    CatalogEntry(
+        "split-object-size",
+        "data",
+        "warning",
+        "Objects are much larger in one split than the other",
+        fix="Objects in one split are much larger or smaller than in the other (different "
+        "magnification or resolution): a model tuned on one scale segments the other poorly. "
+        "Resample the images to one pixel size, or mix both sources into both splits.",
+    ),
+    CatalogEntry(
+        "split-intensity-shift",
+        "data",
+        "warning",
+        "Image intensities of the splits come from different distributions",
+        fix="The images of the splits come from different intensity distributions (another "
+        "scanner, stain, exposure or bit depth): validation measures transfer, not fit. Mix "
+        "the sources into both splits, or normalize per image (segdoctor's loader does: "
+        "ImageNormalizer(mode='image')) and check the worst split's images.",
+    ),
+    CatalogEntry(
+        "name-clash",
+        "data",
+        "error",
+        "Files share a name: the pairing is ambiguous",
+        fix="Files that share a name make the pairing ambiguous: the doctor used the first file "
+        "of each clash (sorted order), and `segdoctor train` stops on them. Remove or "
+        "rename one file of each clash so that every stem is unique in its folder.",
+    ),
+    CatalogEntry(
+        "unsupported-file",
+        "data",
+        "warning",
+        "Files of a type segdoctor cannot read were skipped",
+        fix="These files are not of a type segdoctor reads (PNG, JPEG, BMP, TIFF, NPY, NIfTI) "
+        "and were left out of every check and of training. Convert them, or move them out "
+        "of the image and mask folders.",
+    ),
+    CatalogEntry(
+        "image-range-narrow",
+        "data",
+        "warning",
+        "16-bit images use a small part of their range (e.g. 12-bit data in 16-bit files)",
+        fix=_RANGE_FIX.replace("{scale}", "divide by the real maximum (x / {largest_value}), or "),
+        variants={"offset": _RANGE_FIX.replace("{scale}", "")},
+        titles={
+            "8-bit": "16-bit images use only 0..{largest_value} of 0..65535",
+            "12-bit": "{bits}-bit data stored in 16-bit files (max {largest_value} of 65535)",
+            "offset": "16-bit images use a narrow band of values (at most {largest_span} of "
+            "0..65535)",
+        },
+    ),
+    CatalogEntry(
+        "image-mixed-bit-depth",
+        "data",
+        "warning",
+        "Images of different bit depths mixed (e.g. 16-bit TIFFs among 8-bit PNGs)",
+        fix=LOADER_NORMALIZES + ", so the mix does not matter there; with "
+        "ImageNormalizer(mode='none' or 'dataset'), one scale for all files, the files of "
+        "the other depth come out black or saturated. A hand-written pipeline that divides "
+        "everything by 255 saturates the 16-bit files (values up to 257); one that divides "
+        "by 65535 makes the 8-bit files black. Convert the files to one depth (e.g. "
+        "x = (x / x.max() * 255).astype('uint8') for the 16-bit ones) or normalize each "
+        "image by its own statistics.",
+    ),
+    CatalogEntry(
+        "image-mixed-channels",
+        "data",
+        "warning",
+        "Images with and without an alpha channel mixed (e.g. RGBA among gray)",
+        fix=_CHANNELS_FIX,
+        variants={
+            "gray-and-rgb": _CHANNELS_FIX
+            + " Gray and RGB files mixed is often genuine (e.g. fluorescence and histology in one "
+            "set): then nothing is wrong with the files, but check that the split has both kinds."
+        },
+        titles={"gray-and-rgb": "Gray and RGB images mixed"},
+    ),
+    CatalogEntry(
+        "image-alpha",
+        "data",
+        "warning",
+        "Alpha channel with real transparency",
+        fix="segdoctor's loader drops the alpha channel: the colour under transparent pixels "
+        "is used as it is stored (often black or arbitrary). A hand-written pipeline that "
+        "keeps alpha feeds it as a 4th channel. If transparency marks 'no data', composite "
+        "on a fixed background before training: "
+        "Image.alpha_composite(Image.new('RGBA', im.size, 'black'), im).convert('RGB'), "
+        "and consider excluding those pixels with ignore_index in the mask.",
+        variants={
+            "constant": "Every image carries a constant alpha channel: harmless, but a 4th "
+            "channel. segdoctor's loader drops it. A hand-written pipeline must drop it too "
+            "(x = x[..., :3], or Image.open(f).convert('RGB')), or a 3-channel model (e.g. a "
+            "pretrained encoder) will not accept the images."
+        },
+        titles={
+            "varying": "Alpha channel with real transparency (not constant)",
+            "constant": "Constant alpha channel in every image (a 4th channel that carries "
+            "nothing)",
+        },
+    ),
+    CatalogEntry(
+        "image-intensity-outlier",
+        "data",
+        "warning",
+        "Images whose brightness or contrast is far from the rest",
+        fix=LOADER_NORMALIZES + ", which removes a global brightness or contrast difference; with "
+        "ImageNormalizer(mode='dataset') these files come out far off-scale. A hand-written "
+        "pipeline with one fixed scale (x / 255, or one dataset mean/std) feeds them far "
+        "outside what the model learns from the rest. Open them: a wrong export (bit depth, "
+        "window, saturation) should be re-exported; if they are genuine, normalize per image: "
+        "x = (x - x.mean()) / (x.std() + 1e-6).",
+    ),
+)

@@ -1,0 +1,242 @@
+"""Catalog entries of the model, compile and loss checks, with their fix texts.
+
+Checks: :mod:`segdoctor.doctor.model_checks`, :mod:`~segdoctor.doctor.model_data`,
+:mod:`~segdoctor.doctor.loss_probe` and :mod:`~segdoctor.doctor.callback` (``monitor-mode``).
+"""
+
+from __future__ import annotations
+
+from segdoctor.doctor.catalog.entry import CatalogEntry
+
+_CHANNELS_CONVERT = (
+    "segdoctor's loader converts them (SegmentationDataset(..., channels={model_input_channels}): "
+    "gray is repeated into RGB, RGB becomes luminance, alpha is dropped); a hand-written "
+    "pipeline must do the same, e.g. PIL Image.open(p).convert("
+    "'{convert_to}'), or build the model with "
+    "keras.Input((None, None, {common_channels}))."
+)
+_CLASSES_MISMATCH = (
+    "The masks hold {what} but the model outputs {output_channels} channel(s): the loss cannot "
+    "score the classes the head does not have. Use {head} as the last layer, or fix the masks "
+    "if the class count is wrong (instance labels: use the foreground, y > 0)."
+)
+_CLASSES_MISMATCH_TITLE = (
+    "The model outputs {output_channels} channel(s) but the masks hold {classes} classes"
+)
+_CHANNELS_EXTRA = (
+    "In {seen} the classes are 0..{max_label}, but the head has {output_channels} channels: "
+    "{missing} class(es) never occur. A Dice averaged over the channels counts them "
+    "(it reads 0, or 1 with smoothing, whatever the model learns), and the masks may not hold "
+    "what the head was built for. Use {head}, or check that the mask conversion "
+    "did not merge classes."
+)
+_CHANNELS_EXTRA_TITLE = "The model outputs {output_channels} channels but the masks hold only {classes_in_masks} classes"
+
+MODEL_ENTRIES: tuple[CatalogEntry, ...] = (
+    CatalogEntry(
+        "monitor-mode",
+        "model",
+        "error",
+        "A callback watches Dice/IoU in the wrong direction",
+        fix="{callback} watches {monitor!r}, which must go {must_go}. "
+        "Pass the direction explicitly:\nkeras.callbacks.{callback}(monitor={monitor!r}, "
+        "mode={mode_needed!r}, ...)",
+        variants={
+            "stopped-early": "Training was stopped while the Dice was still rising: EarlyStopping "
+            "watches a Dice-like metric in 'min' mode. Use\nkeras.callbacks.EarlyStopping("
+            "monitor='{monitor}', mode='max', patience=10, restore_best_weights=True)"
+        },
+        titles={
+            "named-callback": "{callback} watches {monitor} in the wrong direction (mode={mode!r})",
+            "stopped-early": "Training stopped while validation Dice was still improving",
+        },
+    ),
+    CatalogEntry(
+        "softmax-single-channel",
+        "model",
+        "error",
+        "Softmax over a single channel always outputs 1",
+        fix="Softmax over one channel is always 1.0, so the prediction cannot change. For binary "
+        "segmentation use one channel with sigmoid:\nkeras.layers.Conv2D(1, 1, activation='sigmoid')",
+    ),
+    CatalogEntry(
+        "output-activation-missing",
+        "model",
+        "error",
+        "The model outputs logits but the loss expects probabilities",
+        fix="The last layer has no activation (it outputs logits) but the loss expects "
+        "probabilities. Either add the activation:\n"
+        "keras.layers.Conv2D({output_channels}, 1, activation='{head_activation}')\n"
+        "or keep logits and tell the loss: from_logits=True.",
+        variants={
+            "probed": "The model outputs logits and the loss treats them as probabilities (it "
+            "goes negative or prefers wrong logits). Add the activation:\n"
+            "keras.layers.Conv2D({output_channels}, 1, activation='{head_activation}')"
+        },
+    ),
+    CatalogEntry(
+        "from-logits-mismatch",
+        "model",
+        "error",
+        "from_logits=True on a model that outputs probabilities",
+        fix="The model already applies {output_activation}, and the loss applies it again "
+        "(from_logits=True): gradients shrink and probabilities are squashed. Use "
+        "from_logits=False, or remove the activation from the last layer.",
+    ),
+    CatalogEntry(
+        "activation-loss-mismatch",
+        "model",
+        "error",
+        "Output activation and loss do not match",
+        fix="Match them: binary -> Conv2D(1, 1, activation='sigmoid') + BinaryCrossentropy / "
+        "DiceLoss(mode='binary'); K classes -> Conv2D(K, 1, activation='softmax') + "
+        "SparseCategoricalCrossentropy / DiceLoss(mode='multiclass').",
+    ),
+    CatalogEntry(
+        "loss-not-differentiable",
+        "loss",
+        "error",
+        "The loss has zero gradient (thresholding inside the loss)",
+        fix="The loss thresholds or rounds the prediction (round, >, argmax, cast), so its "
+        "gradient is zero and nothing trains. Use soft probabilities in the loss:\n"
+        "segdoctor.losses.DiceLoss(from_logits=False)  # no round() inside",
+    ),
+    CatalogEntry(
+        "loss-wrong-direction",
+        "loss",
+        "error",
+        "The loss rewards wrong predictions (a metric passed as the loss)",
+        fix="The function passed as the loss is higher for a perfect prediction than for a wrong "
+        "one: it is a score (e.g. dice_coef) used as a loss. Minimize 1 - dice instead:\n"
+        "model.compile(loss=segdoctor.losses.DiceLoss(), metrics=[segdoctor.metrics.DiceScore()])",
+    ),
+    CatalogEntry(
+        "loss-background-dominated",
+        "loss",
+        "error",
+        "Missing the objects barely changes the loss: background dominates",
+        fix="Missing every object costs almost nothing: classes (background included) are "
+        "pooled into one Dice, so class weights and small objects do not count. Compute "
+        "Dice per class, then average (with weights if you want them):\n"
+        "segdoctor.losses.DiceLoss(mode='multiclass', include_background=False, "
+        "class_weights=[...])",
+    ),
+    CatalogEntry(
+        "output-classes-mismatch",
+        "model",
+        "error",
+        "Output channels do not match the classes in the masks",
+        fix=_CLASSES_MISMATCH.replace("{what}", "class indices up to {max_label}"),
+        variants={
+            "one-hot": _CLASSES_MISMATCH.replace("{what}", "one-hot targets of depth {classes}")
+        },
+        titles={"class-indices": _CLASSES_MISMATCH_TITLE, "one-hot": _CLASSES_MISMATCH_TITLE},
+    ),
+    CatalogEntry(
+        "output-channels-extra",
+        "model",
+        "warning",
+        "The model outputs more channels than the masks have classes",
+        fix=_CHANNELS_EXTRA.replace("{seen}", "every mask"),
+        variants={"sampled": _CHANNELS_EXTRA.replace("{seen}", "{masks_seen} masks ({where})")},
+        titles={"every-mask": _CHANNELS_EXTRA_TITLE, "sampled": _CHANNELS_EXTRA_TITLE},
+    ),
+    CatalogEntry(
+        "output-activation-unsuited",
+        "model",
+        "error",
+        "The output activation is neither a probability nor a logit (relu, tanh, ...)",
+        fix="The last layer applies {output_activation!r}, whose output is neither a probability "
+        "nor an unbounded logit; the loss reads it as {read_as}. End the model with\n"
+        "keras.layers.Conv2D({output_channels}, 1, activation='{head_activation}') and a loss with "
+        "from_logits=False, or with no activation and from_logits=True.",
+        titles={"named": "The output activation {output_activation!r} is unsuited to segmentation"},
+    ),
+    CatalogEntry(
+        "input-channels-mismatch",
+        "model",
+        "warning",
+        "Image channels differ from the model's input channels",
+        fix="The files' channels differ from the model's input. " + _CHANNELS_CONVERT,
+        variants={
+            "batch": "The batches reach the model with other channels than its input expects. "
+            + _CHANNELS_CONVERT,
+            "colour-to-gray": "Colour images meet a 1-channel model: converting them to gray "
+            "discards colour. " + _CHANNELS_CONVERT,
+        },
+    ),
+    CatalogEntry(
+        "dice-smooth-large",
+        "loss",
+        "warning",
+        "Dice smoothing is large: an empty prediction of a small object scores well",
+        fix="The smoothing term dominates small objects: predicting nothing costs "
+        "{loss_missed_9px_object:.2f} of a maximum {maximum:.2f}. Use smooth=1e-5 (or 1), "
+        "computed per image:\nsegdoctor.losses.DiceLoss(smooth=1e-5, per_image=True)",
+    ),
+    CatalogEntry(
+        "dice-batch-pooled",
+        "loss",
+        "warning",
+        "Dice is pooled over the batch: small objects are ignored",
+        fix="The loss sums over the whole batch before dividing, so a missed small object next to "
+        "a large one barely counts. Reduce per image (sum over H, W only), then average:\n"
+        "segdoctor.losses.DiceLoss(per_image=True)",
+    ),
+    CatalogEntry(
+        "dice-empty-penalized",
+        "loss",
+        "warning",
+        "A correct empty prediction on an empty mask is penalized",
+        fix="A correct empty prediction on an empty mask should cost 0 (keras.losses.Dice "
+        "scores it 1.0; without smoothing it is 0/0). Use a Dice with a small smooth "
+        "term or an explicit empty policy:\nsegdoctor.losses.DiceLoss(smooth=1e-5)",
+    ),
+    CatalogEntry(
+        "dice-includes-background",
+        "loss",
+        "info",
+        "Dice averages in the background class",
+        fix="The background class is averaged into the Dice: it is near 1 almost always, "
+        "which dilutes the signal of the foreground classes. Exclude it:\n"
+        "segdoctor.losses.DiceLoss(mode='multiclass', include_background=False)",
+        titles={
+            "rare-foreground": "Dice averages in the background class, and the foreground is rare"
+        },
+    ),
+    CatalogEntry(
+        "dropout-high",
+        "model",
+        "warning",
+        "Dropout rate is high",
+        fix="Dropout >= 0.5 in a segmentation network slows learning and makes the training Dice "
+        "lag the validation Dice. Use rate 0.1-0.3 (SpatialDropout2D) or none with BatchNorm.",
+    ),
+    CatalogEntry(
+        "batchnorm-small-batch",
+        "model",
+        "warning",
+        "BatchNormalization with a very small batch",
+        fix="BatchNorm statistics from fewer than 4 images are noisy and differ from the moving "
+        "averages used at validation. Use GroupNormalization(groups=8) instead, or a larger "
+        "batch (smaller crops), or freeze BatchNorm (layer.trainable = False).",
+    ),
+    CatalogEntry(
+        "weight-decay-high",
+        "model",
+        "warning",
+        "Weight decay / L2 regularization is high",
+        fix="Strong weight decay pulls the weights to zero faster than the loss can move them. "
+        "Use AdamW(weight_decay=1e-4) or L2 of 1e-5..1e-4 (keras.regularizers.l2(1e-4); "
+        "its default, 0.01, is far too strong for conv nets).",
+    ),
+    CatalogEntry(
+        "bad-init",
+        "model",
+        "warning",
+        "Weights initialised with an unsuitable scale",
+        fix="Weights start far from a variance-preserving scale, so activations vanish or explode "
+        "through the depth. Use kernel_initializer='he_normal' for ReLU convolutions "
+        "(or Keras' default 'glorot_uniform').",
+    ),
+)
