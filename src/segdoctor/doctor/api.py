@@ -72,50 +72,78 @@ def diagnose(
     findings: list[Finding] = []
     summary: dict[str, Any] = {"checked": []}
     report = Report()
-    num_classes = None
+    data_summary = None
     if data is not None:
-        data_findings, data_summary, data_plots = check_data(data, plots=plots)
-        findings += data_findings
-        summary.update(data_summary.to_dict())
-        summary["checked"].append("data")
-        num_classes = data_summary.num_classes
-        for key, items in data_plots.items():
-            for caption, png in items:
-                report.add_plot(key, caption, png)
+        findings, data_summary = _data_findings(data, summary, report if plots else None)
     if model is not None:
         if isinstance(model, (str, Path)):
             model = load_model(model, safe_mode=safe_mode)
-        findings += check_model(model, callbacks, num_classes=num_classes, batch_size=batch_size)
-        if data is not None:  # the model's input against the image files (model_data)
-            findings += check_model_vs_files(model, data)
-            fg = sorted(data_summary.foreground_fractions)  # per image
-            if fg:  # dice-includes-background: a warning when the median image is mostly empty
-                findings = [background_severity(f, fg[len(fg) // 2]) for f in findings]
+        findings += check_model(
+            model,
+            callbacks,
+            num_classes=data_summary.num_classes if data_summary else None,
+            batch_size=batch_size,
+        )
+        if data_summary is not None:
+            findings = _model_vs_data(model, data, data_summary, findings)
         summary["checked"].append("model")
     if history is not None:
-        h = load_history(history)
-        history_findings = analyze_history(h)
-        findings += history_findings
-        summary["checked"].append("history")
-        summary["epochs"] = max((len(v) for v in h.values()), default=0)
-        if plots:
-            _history_plots(report, h, history_findings)
+        findings += _history_findings(history, summary, report if plots else None)
     if probe:
-        if model is None or data is None:
-            raise SegdoctorError(
-                "Probes need a model and data",
-                expected="diagnose(data=FOLDER, model=MODEL, probe=True)",
-                fix="pass both (CLI: segdoctor diagnose DATA --model MODEL --probe).",
-            )
-        x, y = load_probe_batch(data, model, size=probe_size)
-        skipped: list[str] = []
-        findings += run_probes(model, x, y, batch_size=batch_size, skipped=skipped)
-        if "lr-too-high" not in {f.id for f in findings}:  # a range test on one batch can miss it
-            findings += probe_update_ratio(model, x[:4], y[:4])
-        summary["checked"].append("probes")
-        if skipped:  # cut short by the time budget: no verdict, and the report says so
-            summary["probes_skipped"] = skipped
+        findings += _probe_findings(model, data, findings, summary, probe_size, batch_size)
     return Report(findings, summary, report.plots)
+
+
+def _data_findings(data, summary: dict, report: Report | None) -> tuple[list[Finding], Any]:
+    """The data checks; their summary goes into ``summary``, their plots into ``report``."""
+    findings, data_summary, data_plots = check_data(data, plots=report is not None)
+    summary.update(data_summary.to_dict())
+    summary["checked"].append("data")
+    for key, items in data_plots.items():
+        for caption, png in items:
+            report.add_plot(key, caption, png)
+    return findings, data_summary
+
+
+def _model_vs_data(model, data, data_summary, findings: list[Finding]) -> list[Finding]:
+    """The model's input against the image files (model_data), and the background's weight."""
+    findings = findings + check_model_vs_files(model, data)
+    fg = sorted(data_summary.foreground_fractions)  # per image
+    if fg:  # dice-includes-background: a warning when the median image is mostly empty
+        findings = [background_severity(f, fg[len(fg) // 2]) for f in findings]
+    return findings
+
+
+def _history_findings(history, summary: dict, report: Report | None) -> list[Finding]:
+    """The history checks, with the training curves plotted into ``report`` (None: no plots)."""
+    h = load_history(history)
+    found = analyze_history(h)
+    summary["checked"].append("history")
+    summary["epochs"] = max((len(v) for v in h.values()), default=0)
+    if report is not None:
+        _history_plots(report, h, found)
+    return found
+
+
+def _probe_findings(
+    model, data, found: list[Finding], summary: dict, probe_size: int, batch_size: int | None
+) -> list[Finding]:
+    """The probes on one batch of ``data``; ``found``: the findings so far (``lr-too-high``)."""
+    if model is None or data is None:
+        raise SegdoctorError(
+            "Probes need a model and data",
+            expected="diagnose(data=FOLDER, model=MODEL, probe=True)",
+            fix="pass both (CLI: segdoctor diagnose DATA --model MODEL --probe).",
+        )
+    x, y = load_probe_batch(data, model, size=probe_size)
+    skipped: list[str] = []
+    probed = run_probes(model, x, y, batch_size=batch_size, skipped=skipped)
+    if "lr-too-high" not in {f.id for f in [*found, *probed]}:  # one batch's range test can miss it
+        probed += probe_update_ratio(model, x[:4], y[:4])
+    summary["checked"].append("probes")
+    if skipped:  # cut short by the time budget: no verdict, and the report says so
+        summary["probes_skipped"] = skipped
+    return probed
 
 
 def _history_plots(report: Report, h: Mapping[str, Sequence[float]], found: list[Finding]) -> None:

@@ -170,51 +170,53 @@ def check_batch(
     if model is not None:
         channels = output_channels(model)
         found += check_batchnorm_batch(model, len(x))  # no weights: on JAX they are in the step
-    sparse = y.shape[-1] == 1 or (channels is not None and y.shape[-1] != channels)
-    if sparse:
-        values = np.unique(y)
-        if np.any(values != np.round(values)):
-            found.append(_fractional_finding(y, values))
-        elif set(values.tolist()) == {0.0, 255.0}:
-            found.append(
-                make_finding(
-                    "mask-scale-255",
-                    {"values": values.tolist(), "where": "training batch"},
-                )
-            )
-        elif channels is not None and values.max() >= max(channels, 2) and len(values) > 16:
-            found.append(
-                make_finding(
-                    "mask-instance-labels",
-                    {
-                        "distinct_values": len(values),
-                        "max_value": float(values.max()),
-                        "output_channels": channels,
-                        "where": "training batch",
-                    },
-                    variant="batch",
-                )
-            )
-        fg = (y[..., 0] > 0) if y.shape[-1] == 1 else y.argmax(-1) > 0
+    if y.shape[-1] == 1 or (channels is not None and y.shape[-1] != channels):
+        found += _sparse_target_findings(y, channels)
+    found += _input_findings(x, model)
+    if model is not None:
+        found += _model_vs_batch(model, x, y, targets_out)
+    fg = (y[..., 0] > 0) if y.shape[-1] == 1 else y.argmax(-1) > 0  # (B, H, W)
+    scores = [
+        s for i in range(len(x)) if (s := alignment_score(x[i], fg[i].astype("int32"))) is not None
+    ]
+    if scores_out is not None:
+        scores_out.extend(scores)  # the caller pools several batches and decides
     else:
-        fg = y.argmax(-1) > 0
+        found += alignment_finding(scores)
+    return found
+
+
+def _sparse_target_findings(y: np.ndarray, channels: int | None) -> list[Finding]:
+    """Targets of class indices ``(B, H, W, 1)``: in-between values, 0/255, instance labels."""
+    values = np.unique(y)
+    if np.any(values != np.round(values)):
+        return [_fractional_finding(y, values)]
+    if set(values.tolist()) == {0.0, 255.0}:
+        return [
+            make_finding("mask-scale-255", {"values": values.tolist(), "where": "training batch"})
+        ]
+    if channels is not None and values.max() >= max(channels, 2) and len(values) > 16:
+        evidence = {
+            "distinct_values": len(values),
+            "max_value": float(values.max()),
+            "output_channels": channels,
+            "where": "training batch",
+        }
+        return [make_finding("mask-instance-labels", evidence, variant="batch")]
+    return []
+
+
+def _input_findings(x: np.ndarray, model) -> list[Finding]:
+    """``input-not-normalized`` and ``input-constant`` from the inputs ``(B, H, W, C)``."""
+    found = []
     # Unscaled inputs look like raw intensities (0..255, 16-bit counts), not like standardized data:
     # a z-scored image with bright sparse objects can reach 10-20 but has negative values and std ~1.
     x_min, x_max, x_std = float(np.min(x)), float(np.max(x)), float(np.std(x))
     raw_looking = (x_min >= 0 and x_max > 20.0) or x_std > 20.0 or abs(float(np.mean(x))) > 20.0
     if raw_looking and (model is None or not _has_scaling(model)):
-        found.append(
-            make_finding(
-                "input-not-normalized",
-                {
-                    "input_min": float(np.min(x)),
-                    "input_max": float(np.max(x)),
-                    "where": "training batch",
-                },
-            )
-        )
-    flat = x.reshape(len(x), -1)
-    constant = int(np.sum(np.ptp(flat, axis=1) == 0))
+        evidence = {"input_min": x_min, "input_max": x_max, "where": "training batch"}
+        found.append(make_finding("input-not-normalized", evidence))
+    constant = int(np.sum(np.ptp(x.reshape(len(x), -1), axis=1) == 0))
     if constant:
         found.append(
             make_finding(
@@ -224,13 +226,4 @@ def check_batch(
                 severity="error" if constant > len(x) // 2 else "warning",
             )
         )
-    if model is not None:
-        found += _model_vs_batch(model, x, y, targets_out)
-    scores = [
-        s for i in range(len(x)) if (s := alignment_score(x[i], fg[i].astype("int32"))) is not None
-    ]
-    if scores_out is not None:
-        scores_out.extend(scores)  # the caller pools several batches and decides
-    else:
-        found += alignment_finding(scores)
     return found

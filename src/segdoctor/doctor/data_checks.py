@@ -231,90 +231,78 @@ def _policy_findings(report) -> list[Finding]:
     return []
 
 
+_BINARY_LIKE = ("binary", "scale-255", "two-value", "instance")
+"""Mask kinds that training turns into two classes (background, foreground)."""
+
+
 def _mask_findings(report, summary: DataSummary) -> list[Finding]:
-    found = []
-    desc = report.describe()
-    values = list(report.values[:12])
-    if report.kind in ("scale-255", "two-value"):
-        top = int(report.max_value)
-        found.append(
-            make_finding(
-                "mask-scale-255",
-                {"values": values, "masks": report.n_masks, "dtypes": list(report.dtypes)},
-                variant="folder",
-                top=top,
-            )
-        )
-    elif report.kind == "instance":
-        found.append(
-            make_finding(
-                "mask-instance-labels",
-                {
-                    "description": desc,
-                    "median_labels_per_mask": report.labels_per_mask,
-                    "max_label": report.max_value,
-                    "single_blob_fraction": report.single_blob_fraction,
-                    "dtypes": list(report.dtypes),
-                },
-            )
-        )
-    elif report.kind == "fractional":
-        found.append(
-            make_finding(
-                "mask-fractional",
-                {
-                    "description": desc,
-                    "fraction_of_pixels": report.fractional_fraction,
-                    "dtypes": list(report.dtypes),
-                },
-            )
-        )
-    elif report.kind == "palette":
-        found.append(
-            make_finding(
-                "mask-rgb-palette",
-                {"colors": [list(c) for c in report.colors[:12]], "n_colors": len(report.colors)},
-            )
-        )
-    fg = np.asarray(summary.foreground_fractions)
-    binary_like = report.kind in ("binary", "scale-255", "two-value", "instance")
-    if binary_like:
+    """What the mask inspection says (kind, absent classes, foreground share); sets num_classes."""
+    found = _kind_findings(report)
+    if report.kind in _BINARY_LIKE:
         summary.num_classes = 2
+        found += _foreground_findings(np.asarray(summary.foreground_fractions))
     elif report.kind == "multiclass" and report.values:
         summary.num_classes = int(report.max_value) + 1
-        absent = sorted(set(range(int(report.max_value) + 1)) - {int(v) for v in report.values})
-        if absent:
-            found.append(
-                make_finding(
-                    "class-absent",
-                    {
-                        "absent_classes": absent,
-                        "present": values,
-                        "stray_values": report.where(
-                            [v for v in report.values if v > absent[0]]
-                        ).strip(" ()"),
-                    },
-                )
-            )
-    if len(fg) and binary_like:
-        nonempty = fg[fg > 0]
-        overall = float(fg.mean())
-        if len(nonempty) and float(np.median(nonempty)) > 0.5:
-            found.append(
-                make_finding(
-                    "mask-foreground-majority",
-                    {"median_foreground_fraction": float(np.median(nonempty)), "masks": len(fg)},
-                    confidence=0.6,
-                )
-            )
-        elif overall < IMBALANCE_BELOW:
-            found.append(
-                make_finding(
-                    "class-imbalance",
-                    {"foreground_fraction": overall, "masks": len(fg)},
-                )
-            )
+        found += _absent_classes(report)
     return found
+
+
+def _kind_findings(report) -> list[Finding]:
+    """The finding of a mask kind that is not class indices (0/255, instances, in-between, RGB)."""
+    dtypes = list(report.dtypes)
+    if report.kind in ("scale-255", "two-value"):
+        evidence = {"values": list(report.values[:12]), "masks": report.n_masks, "dtypes": dtypes}
+        return [
+            make_finding("mask-scale-255", evidence, variant="folder", top=int(report.max_value))
+        ]
+    if report.kind == "instance":
+        evidence = {
+            "description": report.describe(),
+            "median_labels_per_mask": report.labels_per_mask,
+            "max_label": report.max_value,
+            "single_blob_fraction": report.single_blob_fraction,
+            "dtypes": dtypes,
+        }
+        return [make_finding("mask-instance-labels", evidence)]
+    if report.kind == "fractional":
+        evidence = {
+            "description": report.describe(),
+            "fraction_of_pixels": report.fractional_fraction,
+            "dtypes": dtypes,
+        }
+        return [make_finding("mask-fractional", evidence)]
+    if report.kind == "palette":
+        evidence = {"colors": [list(c) for c in report.colors[:12]], "n_colors": len(report.colors)}
+        return [make_finding("mask-rgb-palette", evidence)]
+    return []
+
+
+def _absent_classes(report) -> list[Finding]:
+    """``class-absent``: indices below the largest one that no mask holds."""
+    absent = sorted(set(range(int(report.max_value) + 1)) - {int(v) for v in report.values})
+    if not absent:
+        return []
+    stray = report.where([v for v in report.values if v > absent[0]]).strip(" ()")
+    evidence = {
+        "absent_classes": absent,
+        "present": list(report.values[:12]),
+        "stray_values": stray,
+    }
+    return [make_finding("class-absent", evidence)]
+
+
+def _foreground_findings(fg: np.ndarray) -> list[Finding]:
+    """``mask-foreground-majority`` or ``class-imbalance`` from the per-mask foreground shares."""
+    if not len(fg):
+        return []
+    nonempty = fg[fg > 0]
+    overall = float(fg.mean())
+    if len(nonempty) and float(np.median(nonempty)) > 0.5:
+        evidence = {"median_foreground_fraction": float(np.median(nonempty)), "masks": len(fg)}
+        return [make_finding("mask-foreground-majority", evidence, confidence=0.6)]
+    if overall < IMBALANCE_BELOW:
+        return [make_finding("class-imbalance", {"foreground_fraction": overall, "masks": len(fg)})]
+    return []
 
 
 def _pair_findings(index, summary: DataSummary) -> list[Finding]:

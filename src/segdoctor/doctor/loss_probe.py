@@ -255,9 +255,8 @@ def probe_loss(
         ['loss-not-differentiable']
     """
     m = measure_loss(loss, channels=channels, from_logits=from_logits)
-    name = loss_name(loss)
+    base = {"loss": loss_name(loss), "channels": channels}
     found: list[Finding] = []
-    base = {"loss": name, "channels": channels}
     if m.grad_abs_max == 0.0:
         found.append(
             make_finding(
@@ -267,78 +266,43 @@ def probe_loss(
         )
     wrong = max(m.empty_large, m.inverted_large)
     if math.isfinite(m.perfect) and m.perfect > wrong + 1e-3:
-        found.append(
-            make_finding(
-                "loss-wrong-direction",
-                {
-                    **base,
-                    "loss_perfect": m.perfect,
-                    "loss_all_wrong": m.inverted_large,
-                    "loss_empty": m.empty_large,
-                },
-            )
-        )
-        return found
+        evidence = {"loss_perfect": m.perfect, "loss_all_wrong": m.inverted_large}
+        evidence["loss_empty"] = m.empty_large
+        return [*found, make_finding("loss-wrong-direction", {**base, **evidence})]
     if m.dice_like:
-        ref = m.inverted_large
-        ratio = m.empty_small / ref
-        if channels == 1 and ratio < 0.5 and m.empty_large / ref > 0.6:
-            smooth = 9 * (1 / max(ratio, 1e-6) - 1)
-            found.append(
-                make_finding(
-                    "dice-smooth-large",
-                    {
-                        **base,
-                        "loss_missed_9px_object": m.empty_small,
-                        "loss_missed_256px_object": m.empty_large,
-                        "estimated_smooth": smooth,
-                    },
-                    maximum=ref,
-                )
-            )
-        if channels > 1 and ratio < 0.2:
-            found.append(
-                make_finding(
-                    "loss-background-dominated",
-                    {
-                        **base,
-                        "loss_missed_all_objects": m.empty_small,
-                        "loss_all_wrong": ref,
-                        "ratio": ratio,
-                    },
-                )
-            )
-        elif channels > 1 and abs(ratio - (channels - 1) / channels) < 0.08 and ratio < 0.9:
-            found.append(
-                make_finding(
-                    "dice-includes-background",
-                    {
-                        **base,
-                        "loss_missed_all_objects": m.empty_small,
-                        "expected_without_background": ref,
-                    },
-                )
-            )
-        if not math.isfinite(m.empty_truth_empty_pred) or m.empty_truth_empty_pred > 0.5 * ref:
-            found.append(
-                make_finding(
-                    "dice-empty-penalized",
-                    {**base, "loss_empty_truth_empty_prediction": m.empty_truth_empty_pred},
-                )
-            )
+        found += _dice_findings(m, channels, base)
     if (
         math.isfinite(m.per_image_mean)
         and m.per_image_mean > 0
         and m.pooled_batch < 0.5 * m.per_image_mean
     ):
-        found.append(
-            make_finding(
-                "dice-batch-pooled",
-                {
-                    **base,
-                    "loss_batch": m.pooled_batch,
-                    "mean_of_per_image_losses": m.per_image_mean,
-                },
-            )
-        )
+        evidence = {"loss_batch": m.pooled_batch, "mean_of_per_image_losses": m.per_image_mean}
+        found.append(make_finding("dice-batch-pooled", {**base, **evidence}))
+    return found
+
+
+def _dice_findings(m: LossProbe, channels: int, base: dict) -> list[Finding]:
+    """Smoothing, background and empty-mask findings of a Dice-like loss, relative to its range.
+
+    ``base``: the evidence every finding shares (the loss' name, the channels).
+    """
+    found = []
+    ref = m.inverted_large  # the loss of an all-wrong prediction: its maximum
+    ratio = m.empty_small / ref
+    if channels == 1 and ratio < 0.5 and m.empty_large / ref > 0.6:
+        evidence = {
+            "loss_missed_9px_object": m.empty_small,
+            "loss_missed_256px_object": m.empty_large,
+            "estimated_smooth": 9 * (1 / max(ratio, 1e-6) - 1),
+        }
+        found.append(make_finding("dice-smooth-large", {**base, **evidence}, maximum=ref))
+    if channels > 1 and ratio < 0.2:
+        evidence = {"loss_missed_all_objects": m.empty_small, "loss_all_wrong": ref, "ratio": ratio}
+        found.append(make_finding("loss-background-dominated", {**base, **evidence}))
+    elif channels > 1 and abs(ratio - (channels - 1) / channels) < 0.08 and ratio < 0.9:
+        evidence = {"loss_missed_all_objects": m.empty_small, "expected_without_background": ref}
+        found.append(make_finding("dice-includes-background", {**base, **evidence}))
+    if not math.isfinite(m.empty_truth_empty_pred) or m.empty_truth_empty_pred > 0.5 * ref:
+        evidence = {"loss_empty_truth_empty_prediction": m.empty_truth_empty_pred}
+        found.append(make_finding("dice-empty-penalized", {**base, **evidence}))
     return found

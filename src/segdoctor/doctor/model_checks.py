@@ -151,6 +151,25 @@ def check_callbacks(model, callbacks: Iterable[Any]) -> list[Finding]:
     return found
 
 
+def _cross_entropy_mismatch(loss_key: str, activation: str, channels: int) -> str | None:
+    """What is wrong with a cross-entropy loss on this head (None: nothing), for the evidence.
+
+    Example:
+        >>> _cross_entropy_mismatch("binary_crossentropy", "softmax", 3)
+        'binary cross-entropy on softmax channels that compete'
+    """
+    categorical = any(loss_key.startswith(k) for k in _CE_CATEGORICAL)
+    if channels == 1 and categorical:
+        return (
+            "categorical cross-entropy over a single channel is constant (always 0): nothing trains"
+        )
+    if channels > 1 and activation == "sigmoid" and categorical:
+        return "categorical cross-entropy on independent sigmoid channels"
+    if channels > 1 and activation == "softmax" and any(loss_key.startswith(k) for k in _CE_BINARY):
+        return "binary cross-entropy on softmax channels that compete"
+    return None
+
+
 def check_output(model, num_classes: int | None = None) -> list[Finding]:
     """Output activation, channels and their match with the loss and the masks."""
     found = []
@@ -189,15 +208,7 @@ def check_output(model, num_classes: int | None = None) -> list[Finding]:
                 base | {"from_logits": True},
             )
         )
-    mismatch = None
-    if channels == 1 and any(key.startswith(k) for k in _CE_CATEGORICAL):
-        mismatch = (
-            "categorical cross-entropy over a single channel is constant (always 0): nothing trains"
-        )
-    elif channels > 1 and act == "sigmoid" and any(key.startswith(k) for k in _CE_CATEGORICAL):
-        mismatch = "categorical cross-entropy on independent sigmoid channels"
-    elif channels > 1 and act == "softmax" and any(key.startswith(k) for k in _CE_BINARY):
-        mismatch = "binary cross-entropy on softmax channels that compete"
+    mismatch = _cross_entropy_mismatch(key, act, channels)
     if mismatch:
         found.append(
             make_finding(
@@ -303,6 +314,22 @@ def check_batchnorm_batch(model, batch_size: int | None) -> list[Finding]:
     return []
 
 
+def _init_scale(layer) -> float | None:
+    """``std(kernel) * sqrt(fan_in)`` (He init gives ~1.41, Glorot ~1); None: not measured."""
+    kernel = getattr(layer, "kernel", None)
+    if kernel is None or len(kernel.shape) < 2 or isinstance(layer, keras.layers.Conv2DTranspose):
+        return None
+    w = np.asarray(keras.ops.convert_to_numpy(kernel), dtype="float64")
+    fan_in = int(np.prod(w.shape[:-1]))
+    if fan_in < 2 or w.shape[-1] < 2:
+        return None
+    return float(w.std()) * math.sqrt(fan_in)
+
+
+def _bad_init_scale(scale: float | None) -> bool:
+    return scale is not None and (scale < 0.05 or scale > 6)
+
+
 def check_layers(model, batch_size: int | None = None) -> list[Finding]:
     """Dropout, BatchNorm with small batches, weight decay / L2 and weight initialisation scale."""
     found = []
@@ -322,12 +349,12 @@ def check_layers(model, batch_size: int | None = None) -> list[Finding]:
         )
     found += check_batchnorm_batch(model, batch_size)
     wd = getattr(getattr(model, "optimizer", None), "weight_decay", None)
-    l2 = []
-    for layer in layers:
-        reg = getattr(layer, "kernel_regularizer", None)
-        factor = getattr(reg, "l2", None)
-        if factor is not None and float(factor) > 1e-3:
-            l2.append((layer.name, float(factor)))
+    l2 = [
+        (layer.name, float(factor))
+        for layer in layers
+        if (factor := getattr(getattr(layer, "kernel_regularizer", None), "l2", None)) is not None
+        and float(factor) > 1e-3
+    ]
     if (wd is not None and float(wd) >= 0.05) or l2:
         found.append(
             make_finding(
@@ -339,22 +366,7 @@ def check_layers(model, batch_size: int | None = None) -> list[Finding]:
                 },
             )
         )
-    bad = []
-    for layer in layers:
-        kernel = getattr(layer, "kernel", None)
-        if (
-            kernel is None
-            or len(kernel.shape) < 2
-            or isinstance(layer, keras.layers.Conv2DTranspose)
-        ):
-            continue
-        w = np.asarray(keras.ops.convert_to_numpy(kernel), dtype="float64")
-        fan_in = int(np.prod(w.shape[:-1]))
-        if fan_in < 2 or w.shape[-1] < 2:
-            continue
-        scale = float(w.std()) * math.sqrt(fan_in)  # He init gives ~1.41, Glorot ~1
-        if scale < 0.05 or scale > 6:
-            bad.append((layer.name, scale))
+    bad = [(layer.name, scale) for layer in layers if _bad_init_scale(scale := _init_scale(layer))]
     if bad:
         found.append(
             make_finding(
