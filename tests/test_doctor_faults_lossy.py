@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from segdoctor.doctor import diagnose
-from segdoctor.doctor.mask_format import RING_NEAR_EDGE, RingingStats, lossy_format
+from segdoctor.doctor.mask_format import RING_NEAR_EDGE, RingingStats, edge_counts, lossy_format
 
 NUCLEI = "dsb2018-nuclei"
 
@@ -83,3 +83,17 @@ def test_a_rare_thin_class_with_an_interior_is_not_ringing():
     stats.add("a.png", "a.png", m)
     assert stats.edge_share(2) < RING_NEAR_EDGE
     assert stats.ringing_values() == []
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, bool])
+def test_edge_counts_by_bincount_equal_the_general_path(dtype):
+    """Integer masks take a bincount shortcut; it counts what the float (np.unique) path counts."""
+    rng = np.random.default_rng(3)
+    high = 2 if dtype is bool else 6
+    mask = rng.integers(0, high, (40, 52)).astype(dtype)
+    mask[5:20, 10:30] = high - 1  # a block: interior pixels are not near an edge
+    fast = edge_counts(mask)
+    assert fast is not None and sum(n for n, _ in fast.values()) == mask.size
+    assert fast == edge_counts(mask.astype(np.float32))
+    many = np.arange(40 * 52, dtype=np.uint16).reshape(40, 52)  # too many values: no counts
+    assert edge_counts(many) is None and edge_counts(many.astype(np.float32)) is None
