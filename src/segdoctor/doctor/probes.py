@@ -160,8 +160,8 @@ def lr_range_test(model, x, y, lo: float = 1e-6, hi: float = 10.0, steps: int = 
 
     Returns:
         ``{"lrs", "losses", "steepest_lr", "diverge_lr"}``: ``steepest_lr`` where the smoothed loss
-        (in the stable part of the sweep, :data:`UNSTABLE_RISE`)
-        falls fastest (the LR of the lowest loss when it falls from the start), ``diverge_lr`` the
+        falls fastest in the stable part of the sweep (:data:`UNSTABLE_RISE`; the LR of the
+        lowest loss when it falls from the start), ``diverge_lr`` the
         LR at which the test diverged (:func:`segdoctor.lr_range.diverges`), else None.
 
     Example:
