@@ -12,8 +12,8 @@ float32 unless a candidate says otherwise. Candidates:
 Options after a colon, combinable (``keras-tensorflow:bf16``): ``bf16`` (Keras mixed_bfloat16, or
 autocast for plain PyTorch), ``xla`` (Keras ``jit_compile=True``), ``mse`` (Keras: mean squared
 error instead of DiceCELoss) and ``nometrics`` (Keras: no Dice/IoU metrics), which together isolate
-the cost of the loss and of the metrics, ``t1`` (one CPU thread), ``fusedbn`` (TensorFlow: batch
-norm by TensorFlow's fused kernel instead of Keras' float32 ops, an experiment).
+the cost of the loss and of the metrics, ``t1`` (one CPU thread), ``kerasbn`` (Keras' own
+BatchNormalization, as segdoctor used before its layer took TensorFlow's fused kernel).
 
 Every candidate lives in its own worker process (Keras fixes its backend per process), built and
 warmed up once; the driver then runs interleaved rounds (a few steps of each candidate in turn, the
@@ -250,6 +250,7 @@ def _keras_worker(kind, opts, x, y, args):
     from segdoctor.losses import DiceCELoss
     from segdoctor.metrics import DiceScore, IoUScore
     from segdoctor.models import create_model
+    from segdoctor.models import unet as unet_module
 
     if "t1" in opts and backend == "torch":
         import torch
@@ -257,9 +258,9 @@ def _keras_worker(kind, opts, x, y, args):
         torch.set_num_threads(1)
     if "bf16" in opts:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    if "fusedbn" in opts:
-        # This worker's process only: every BatchNormalization the U-Net builds becomes the fused one.
-        keras.layers.BatchNormalization = _fused_batchnorm(keras, backend)
+    if "kerasbn" in opts:
+        # This worker's process only: the U-Net builds Keras' own (unfused) BatchNormalization.
+        unet_module.BatchNormalization = keras.layers.BatchNormalization
     keras.utils.set_random_seed(0)
     model = create_model(
         "unet",
@@ -287,43 +288,6 @@ def _keras_worker(kind, opts, x, y, args):
         "trainable": trainable,
     }
     return step, info
-
-
-def _fused_batchnorm(keras, backend: str):
-    """Keras' BatchNormalization computed by TensorFlow's fused kernel (option ``fusedbn``).
-
-    Keras' own layer casts bfloat16 inputs to float32, computes the moments and the normalization
-    as separate ops and casts back; TensorFlow's ``FusedBatchNormV3`` takes bfloat16 in and out
-    with float32 statistics, as PyTorch's autocast does. An experiment: it measures what the casts
-    and the unfused ops cost in one step, it is not what segdoctor's models use.
-    """
-    if backend != "tensorflow":
-        raise SystemExit("option fusedbn: TensorFlow only")
-    import tensorflow as tf
-
-    class FusedBatchNormalization(keras.layers.BatchNormalization):
-        def call(self, inputs, training=None, mask=None):
-            scale, offset = self.gamma.value, self.beta.value
-            if training and self.trainable:
-                out, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-                    inputs, scale, offset, epsilon=self.epsilon, is_training=True
-                )
-                keep = self.momentum
-                self.moving_mean.assign(self.moving_mean * keep + mean * (1.0 - keep))
-                self.moving_variance.assign(self.moving_variance * keep + variance * (1.0 - keep))
-                return out
-            out, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                inputs,
-                scale,
-                offset,
-                mean=self.moving_mean.value,
-                variance=self.moving_variance.value,
-                epsilon=self.epsilon,
-                is_training=False,
-            )
-            return out
-
-    return FusedBatchNormalization
 
 
 def _version(module: str) -> str:

@@ -9,9 +9,12 @@ import pytest
 from segdoctor.lr_range import (
     BETA,
     BETA_ONE_BATCH,
+    UNSTABLE_RISE,
+    LRFindResult,
     current_lr,
     diverges,
     smooth_losses,
+    suggest,
 )
 
 
@@ -58,3 +61,26 @@ def test_current_lr_reads_constants_and_schedules():
     assert current_lr(keras.optimizers.SGD(schedule)) == pytest.approx(1.0)  # step 0
     assert current_lr(None) is None
     assert current_lr(object()) is None
+
+
+def sweep(losses: list[float]) -> LRFindResult:
+    lrs = list(np.geomspace(1e-6, 10.0, len(losses)))
+    return LRFindResult(lrs=lrs, losses=losses, smoothed=smooth_losses(losses, BETA_ONE_BATCH))
+
+
+def test_one_batch_suggestion_ignores_the_sweep_after_its_first_overshoot():
+    # TensorFlow's measured shape: a fall, a 22% rise (the step overshot), then a deep second fall
+    losses = [0.68] * 8 + [0.66, 0.62, 0.569, 0.64, 0.697, 0.6, 0.3, 0.1, 0.03, 0.02]
+    whole, stable = suggest(sweep(losses)), suggest(sweep(losses), stable_rise=UNSTABLE_RISE)
+    first_rise = losses.index(0.64)
+    assert whole.steepest_lr > whole.lrs[first_rise]  # the second fall, past the overshoot
+    assert stable.steepest_lr < stable.lrs[first_rise]  # the first fall
+    assert stable.min_loss_lr == stable.lrs[losses.index(0.569)]
+
+
+def test_a_sweep_without_overshoot_gets_the_same_suggestion_either_way():
+    losses = [0.9] * 8 + [0.88, 0.84, 0.7, 0.5, 0.3, 0.2, 0.15, 0.12]  # rises < 10%: none
+    whole, stable = suggest(sweep(losses)), suggest(sweep(losses), stable_rise=UNSTABLE_RISE)
+    assert (whole.steepest_lr, whole.min_loss_lr) == (stable.steepest_lr, stable.min_loss_lr)
+    early = suggest(sweep([0.5, 0.5, 0.6, 0.3, 0.2, 0.1]), stable_rise=UNSTABLE_RISE)
+    assert early.steepest_lr is None and early.suggestion is None  # stable part too short

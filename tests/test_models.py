@@ -6,8 +6,10 @@ import keras
 import numpy as np
 import pytest
 
+from segdoctor.doctor._grad import value_and_grad
 from segdoctor.errors import ConfigError
 from segdoctor.models import create_model, list_models, register_model
+from segdoctor.models.layers import BatchNormalization
 from segdoctor.train.inference import mirrored, model_stride, predict_full, to_labels
 
 TINY = {"depth": 2, "base_filters": 4}
@@ -212,3 +214,73 @@ def test_batchnorm_inference_agrees_with_training_after_a_short_run():
     infer = keras.ops.convert_to_numpy(model(x, training=False))
     train = keras.ops.convert_to_numpy(model(x, training=True))
     assert np.abs(infer - train).mean() < 0.02
+
+
+def _bn_pair(**kwargs):
+    """segdoctor's BatchNormalization and Keras' own, built alike with equal non-trivial weights."""
+
+    rng = np.random.default_rng(0)
+    ours, theirs = BatchNormalization(**kwargs), keras.layers.BatchNormalization(**kwargs)
+    for layer in (ours, theirs):
+        layer.build((None, 6, 5, 3))
+    weights = [rng.normal(size=3).astype("float32") for _ in theirs.weights]
+    weights[-1] = np.abs(weights[-1]) + 0.5  # a variance
+    for layer in (ours, theirs):
+        layer.set_weights(weights)
+    return ours, theirs
+
+
+@pytest.mark.parametrize("kwargs", [{"momentum": 0.9, "epsilon": 1e-5}, {"center": False}])
+def test_batchnorm_equals_keras_in_training_and_inference(kwargs):
+    """On TensorFlow this is the fused kernel; its outputs, gradients and moving statistics must be
+    Keras' (the kernel's Bessel-corrected batch variance would move the moving variance by 1/n)."""
+    x = (np.random.default_rng(1).normal(size=(2, 6, 5, 3)) * 4 + 2).astype("float32")
+    ours, theirs = _bn_pair(**kwargs)
+    for training in (True, False):
+        outs = [keras.ops.convert_to_numpy(layer(x, training=training)) for layer in (ours, theirs)]
+        np.testing.assert_allclose(outs[0], outs[1], rtol=1e-4, atol=1e-5)
+    for a, b in zip(ours.weights, theirs.weights, strict=True):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), rtol=1e-5
+        )
+    xt = keras.ops.convert_to_tensor(x)
+    grads = [
+        value_and_grad(lambda t, layer=layer: keras.ops.sum(layer(t, training=True) ** 3), xt)[1]
+        for layer in (ours, theirs)
+    ]
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-3, atol=1e-3)
+
+
+def test_batchnorm_under_bfloat16_returns_bfloat16_close_to_keras():
+    x = np.random.default_rng(2).normal(size=(2, 6, 5, 3)).astype("float32")
+    ours, theirs = _bn_pair(dtype="mixed_bfloat16")
+    outs = [layer(x, training=True) for layer in (ours, theirs)]
+    assert [keras.backend.standardize_dtype(o.dtype) for o in outs] == ["bfloat16"] * 2
+    a, b = (keras.ops.convert_to_numpy(keras.ops.cast(o, "float32")) for o in outs)
+    np.testing.assert_allclose(a, b, atol=0.05)  # bfloat16 keeps 8 bits of mantissa
+
+
+def test_unet_checkpoints_with_keras_batchnorm_still_load(tmp_path):
+    """A model saved before segdoctor had its own BatchNormalization (Keras' layer) loads and
+    predicts the same; a new one loads as segdoctor's layer."""
+    model = create_model("unet", input_shape=(None, None, 1), **TINY)
+    assert all(type(v) is BatchNormalization for v in model.layers if "norm" in v.name)
+    old = keras.models.clone_model(
+        model,
+        clone_function=lambda layer: (
+            keras.layers.BatchNormalization.from_config(layer.get_config())
+            if isinstance(layer, BatchNormalization)
+            else layer.__class__.from_config(layer.get_config())
+        ),
+    )
+    old.set_weights(model.get_weights())
+    old.save(tmp_path / "old.keras")
+    loaded = keras.saving.load_model(tmp_path / "old.keras", safe_mode=True)
+    assert not any(isinstance(v, BatchNormalization) for v in loaded.layers)
+    x = np.random.default_rng(3).normal(size=(1, 32, 32, 1)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(model(x)), atol=1e-5
+    )
+    model.save(tmp_path / "new.keras")
+    again = keras.saving.load_model(tmp_path / "new.keras", safe_mode=True)
+    assert any(type(v) is BatchNormalization for v in again.layers)

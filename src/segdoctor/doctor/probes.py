@@ -62,26 +62,18 @@ from segdoctor.doctor.model_data import (
     targets_from_batch,
 )
 from segdoctor.doctor.overfit import OVERFIT_STEPS, probe_overfit
-from segdoctor.lr_range import BETA_ONE_BATCH, LRFindResult, current_lr, suggest
+from segdoctor.lr_range import BETA_ONE_BATCH, UNSTABLE_RISE, current_lr
 from segdoctor.lr_range import lr_range_test as shared_lr_range_test
 
 LR_STEPS = 30
 LR_LOW_FACTOR = 500.0
 """``lr-too-low`` when the configured LR is this many times below the steepest-descent LR.
 
-The steepest descent is looked for in the stable part of the sweep (:data:`UNSTABLE_RISE`), where it
-lies at 0.02 for the probe tests' models on all three backends (Adam): 500x below is 4.4e-5, so the
+The steepest descent is looked for in the stable part of the sweep
+(:data:`segdoctor.lr_range.UNSTABLE_RISE`), where it lies at 0.02 for the probe tests' models on all three backends (Adam): 500x below is 4.4e-5, so the
 learning rates people use with Adam (1e-4 to 1e-3) stay silent and 1e-5 or less is reported. (The
 factor was 2000 while the steepest descent was taken over the whole sweep, 1.1-3.3 on those models.)
 """
-UNSTABLE_RISE = 0.10
-"""The sweep counts as stable until its loss first rises this much (10%) above its lowest value so
-far; the steepest descent is looked for in that part only. The probe's sweep repeats one batch, so
-its raw loss moves only with the updates, and a rise means the step overshot. Past that point a
-one-batch sweep measures the optimizer's instability: on TensorFlow the probe tests' healthy model
-rose from 0.569 to 0.697 (22%) at LR 0.04-0.2, then fell to 0.02 by LR 6, and the steepest descent
-of the whole sweep (3.3) made Adam at 1e-3 "far below the useful range", a false alarm. In the
-stable part the steepest descent lies at LR 0.01-0.03 on TensorFlow and torch."""
 LR_TOLERANCE = 1e-6
 """Relative tolerance of "the configured LR reached the LR that diverged" (the sweep's last LR is
 ``hi`` up to rounding: 10.000000000000009 on JAX for 10)."""
@@ -160,7 +152,7 @@ def lr_range_test(model, x, y, lo: float = 1e-6, hi: float = 10.0, steps: int = 
 
     Returns:
         ``{"lrs", "losses", "steepest_lr", "diverge_lr"}``: ``steepest_lr`` where the smoothed loss
-        falls fastest in the stable part of the sweep (:data:`UNSTABLE_RISE`; the LR of the
+        falls fastest in the stable part of the sweep (``UNSTABLE_RISE``; the LR of the
         lowest loss when it falls from the start), ``diverge_lr`` the
         LR at which the test diverged (:func:`segdoctor.lr_range.diverges`), else None.
 
@@ -169,22 +161,15 @@ def lr_range_test(model, x, y, lo: float = 1e-6, hi: float = 10.0, steps: int = 
         0.87
     """
     clone = _clone(model, learning_rate=lo)
-    result = shared_lr_range_test(clone, [(x, y)], lo, hi, steps, beta=BETA_ONE_BATCH)
-    stable = _stable_part(result)
+    result = shared_lr_range_test(
+        clone, [(x, y)], lo, hi, steps, beta=BETA_ONE_BATCH, stable_rise=UNSTABLE_RISE
+    )
     return {
         "lrs": result.lrs,
         "losses": result.losses,
-        "steepest_lr": stable.steepest_lr or stable.min_loss_lr or lo,
+        "steepest_lr": result.steepest_lr or result.min_loss_lr or lo,
         "diverge_lr": result.diverge_lr,
     }
-
-
-def _stable_part(result: LRFindResult) -> LRFindResult:
-    """The sweep up to its first rise of :data:`UNSTABLE_RISE` above the lowest loss so far."""
-    raw = np.asarray(result.losses[: len(result.smoothed)], float)
-    rises = np.flatnonzero(raw > np.minimum.accumulate(raw) * (1 + UNSTABLE_RISE))
-    end = int(rises[0]) if len(rises) else len(raw)
-    return suggest(LRFindResult(lrs=result.lrs[:end], smoothed=result.smoothed[:end]))
 
 
 def probe_lr(model, x, y) -> list[Finding]:

@@ -28,6 +28,7 @@ from keras import layers
 from segdoctor.errors import ConfigError, check_choice
 from segdoctor.losses import MODES  # one owner: the losses define what a mode means
 from segdoctor.models import register_model
+from segdoctor.models.layers import BatchNormalization
 
 NORMS = ("batch", "group", "instance", "none")
 OUTPUTS = ("probabilities", "logits")
@@ -37,8 +38,9 @@ def _normalization(kind: str, filters: int, name: str) -> layers.Layer | None:
     if kind == "batch":
         # momentum 0.9 (PyTorch's default) instead of Keras' 0.99: with 0.99 the moving statistics
         # need ~500 steps to forget their initial values, so a short run validates with wrong
-        # statistics (validation Dice near 0 while training Dice rises).
-        return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
+        # statistics (validation Dice near 0 while training Dice rises). Keras' layer, computed by
+        # TensorFlow's fused kernel on that backend (segdoctor.models.layers says why).
+        return BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
     if kind == "group":
         return layers.GroupNormalization(groups=min(8, filters), name=name)
     if kind == "instance":
