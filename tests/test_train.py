@@ -18,7 +18,12 @@ import numpy as np
 import pytest
 import yaml
 
-from segdoctor._io import atomic_path, atomic_write_text, check_writable
+from segdoctor._io import (
+    atomic_path,
+    atomic_write_text,
+    check_writable,
+    remove_stale_temporaries,
+)
 from segdoctor.cli.train import record_nan_finding, resume_training, run_training
 from segdoctor.doctor import Report, make_finding
 from segdoctor.errors import ConfigError, SegdoctorError
@@ -108,6 +113,19 @@ def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
         raise RuntimeError("killed mid-write")
     assert target.read_text() == "old"
     assert list(tmp_path.iterdir()) == [target]  # no temporary file left behind
+
+
+def test_temporaries_of_a_killed_writer_are_removed_and_nothing_else(tmp_path):
+    target = tmp_path / "best.keras"
+    atomic_write_text(target, "complete")
+    (tmp_path / "notes.tmp.txt").write_text("the user's")  # not a name atomic_path makes
+    writer = atomic_path(target, suffix=".keras")
+    partial = writer.__enter__()  # the process dies inside the write: no __exit__ runs
+    partial.write_text("half")
+    assert remove_stale_temporaries(tmp_path) == [partial.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.keras", "notes.tmp.txt"]
+    assert target.read_text() == "complete"
+    assert remove_stale_temporaries(tmp_path) == []  # a clean folder: nothing to do
 
 
 def test_unwritable_output_folder_is_reported_before_training(tmp_path):
@@ -278,7 +296,13 @@ def test_a_run_killed_mid_epoch_resumes_from_its_last_completed_epoch(tmp_path):
         proc.stderr.close()
     completed = json.loads(state_file.read_text())["epoch"]
     assert completed >= 1
-    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp") or ".tmp." in p.name]
+
+    def partial_files():
+        return [p.name for p in run.iterdir() if p.name.endswith(".tmp") or ".tmp." in p.name]
+
+    # A kill that lands inside a checkpoint write leaves its temporary file (nothing can remove it
+    # on SIGKILL; seen on JAX, where a save takes longer); the resume removes it.
+    left_by_kill = partial_files()
     target = completed + 2
     resume = [
         sys.executable,
@@ -293,6 +317,8 @@ def test_a_run_killed_mid_epoch_resumes_from_its_last_completed_epoch(tmp_path):
     done = subprocess.run(resume, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"Resuming from epoch {completed + 2}" in done.stdout
+    assert partial_files() == []
+    assert all(name in done.stdout for name in left_by_kill)  # the log names what it removed
     with open(run / "history.csv") as fh:
         epochs = [int(r["epoch"]) for r in csv.DictReader(fh)]
     assert epochs == list(range(target))

@@ -47,6 +47,25 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
             tmp.unlink()
 
 
+TEMPORARY_GLOB = ".*.tmp*"
+"""What :func:`atomic_path` names its temporaries: ``.<target name>.<random>.tmp[<suffix>]``."""
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[str]:
+    """Delete the temporaries that :func:`atomic_path` left in ``directory``; return their names.
+
+    A process killed while it writes (SIGKILL, a power cut) cannot remove its temporary file; the
+    target itself is intact (it is replaced only by a complete file). The next run in the same
+    folder calls this before it writes anything, so the leftovers do not pile up.
+    """
+    removed = []
+    for path in sorted(Path(directory).glob(TEMPORARY_GLOB)):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
+
+
 def atomic_write_text(target: str | Path, text: str) -> Path:
     """Write ``text`` to ``target`` atomically (UTF-8)."""
     with atomic_path(target) as tmp:

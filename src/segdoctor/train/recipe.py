@@ -31,7 +31,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from segdoctor._io import atomic_write_text, check_writable
+from segdoctor._io import atomic_write_text, check_writable, remove_stale_temporaries
 from segdoctor.errors import SegdoctorError
 from segdoctor.lr_range import LRFindResult
 from segdoctor.runfiles import load_model, read_run_meta
@@ -456,4 +456,7 @@ def resume_run(
         )
     if extra_epochs is not None:
         config = replace(config, train=replace(config.train, epochs=extra_epochs))
+    stale = remove_stale_temporaries(run_dir)
+    if stale:
+        log(f"Removed {len(stale)} partial file(s) of the interrupted run: {', '.join(stale)}.")
     return train_run(config, run_dir, log=log, resume=True, callbacks=callbacks, deadline=deadline)
