@@ -106,11 +106,40 @@ def test_verdict_says_plainly_when_the_short_run_cannot_tell_the_two_apart():
     assert "inflated" in leak
 
 
-def test_a_difference_after_few_epochs_is_called_early_training():
-    above = {"images": 5, "mean_difference": 0.06, "ci95": [0.02, 0.1]}
-    assert "early training" in vf.runs.early_training(above, vf.runs.FEW_EPOCHS - 1)
-    assert vf.runs.early_training(above, vf.runs.FEW_EPOCHS) == ""
-    assert vf.runs.early_training({"images": 5, "ci95": [-0.02, 0.1]}, 3) == ""
+def _verification(ci, diagnosed_curve):
+    gaining = vf.results.still_gaining(diagnosed_curve)
+    comparison = {"images": 5, "ci95": ci, "diagnosed_still_gaining": gaining}
+    diagnosed = vf.RunScore(
+        "as diagnosed", "completed", len(diagnosed_curve), curve=diagnosed_curve
+    )
+    prescription = vf.Prescription("mask-lossy-format", "snap", "as stored", {}, {})
+    return vf.Verification(prescription, diagnosed, diagnosed, comparison, "")
+
+
+def test_an_interval_above_what_the_diagnosed_run_still_gained_is_an_improvement():
+    plateau = [0.30, 0.55, 0.62, 0.64, 0.65, 0.64, 0.65, 0.65]  # second half: +0.01
+    assert _verification([0.05, 0.1], plateau).improved
+    assert vf.runs.still_learning({"ci95": [0.05, 0.1], "diagnosed_still_gaining": 0.01}, 8) == ""
+
+
+def test_an_interval_above_0_while_the_diagnosed_run_still_climbs_is_not():
+    # the JPEG-mask case's shape: +0.064 [+0.019, +0.105] after 7 epochs, gone after 55
+    climbing = [0.20, 0.35, 0.45, 0.52, 0.58, 0.63, 0.67]  # second half: +0.15
+    assert not _verification([0.019, 0.105], climbing).improved
+    said = vf.runs.still_learning({"ci95": [0.019, 0.105], "diagnosed_still_gaining": 0.15}, 7)
+    assert "still gaining +0.1500" in said and "7 epochs" in said
+    assert not _verification([0.3, 0.5], [0.2, 0.4]).improved  # 2 epochs: too short to tell
+    assert "too few" in vf.runs.still_learning({"ci95": [0.3, 0.5]}, 2)
+    assert vf.runs.still_learning({"ci95": [-0.02, 0.1]}, 3) == ""  # nothing claimed
+
+
+def test_the_run_length_rule_reads_the_validation_curve_of_a_run(tmp_path):
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,loss,val_dice\n0,0.9,0.2\n1,0.7,\n2,0.5,0.6\n")
+    curve = vf.runs._val_dice_curve(history)
+    assert curve[0] == 0.2 and np.isnan(curve[1]) and curve[2] == 0.6
+    assert vf.runs._val_dice_curve(tmp_path / "missing.csv") == []
+    assert vf.results.still_gaining([0.2, float("nan"), 0.6, 0.5, 0.7]) == pytest.approx(0.1)
 
 
 def test_a_run_without_scores_is_reported_as_such_never_as_a_difference():

@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import csv
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -28,6 +29,7 @@ from segdoctor.cli.verify.results import (
     Verification,
     _failed_verdict,
     _fmt_dice,
+    still_gaining,
     verdict,
 )
 from segdoctor.cli.verify.user_model import _fit_user_model
@@ -59,10 +61,6 @@ the fix) trains the same number of epochs within what is left of the comparison'
 least :data:`MIN_RUN_MINUTES`), the rest goes to scoring."""
 PAIR_FILL = 0.8
 """Share of a comparison's time its two runs may use (the rest: scoring, files)."""
-FEW_EPOCHS = 20
-"""Below this many epochs a difference is early training: on the fault benchmark, +0.064 after 7
-epochs (JPEG masks) and +0.033 after 9 (a re-split) had intervals above 0, and their 2.5x longer
-runs (55 and 174 epochs) included 0. The verdict says so."""
 SECOND_RUN_SLACK = 3.0
 """The second run may take this many times the first run's time, whatever is left: it must train
 as many epochs as the first, and a busy machine can slow a run down several-fold (measured: an
@@ -161,7 +159,16 @@ def _train_and_score(
         log(f"failed: {what}")
         return RunScore(label, "failed", seconds=time.monotonic() - start, error=str(what))
     seconds = time.monotonic() - start
-    return RunScore(label, result.status, result.epochs_run, seconds, per_image)
+    curve = _val_dice_curve(run_dir / "history.csv")
+    return RunScore(label, result.status, result.epochs_run, seconds, per_image, curve=curve)
+
+
+def _val_dice_curve(history: Path) -> list[float]:
+    """The ``val_dice`` column of a run's history.csv (NaN where an epoch has none)."""
+    if not history.exists():
+        return []
+    with open(history, newline="") as fh:
+        return [float(row.get("val_dice") or "nan") for row in csv.DictReader(fh)]
 
 
 Sides = tuple[tuple[list, list], tuple[list, list], list]
@@ -238,23 +245,35 @@ def verify_prescription(
     if diagnosed.epochs != fixed.epochs:
         comparison["equal_epochs"] = False
         return Verification(p, diagnosed, fixed, comparison, unequal_epochs(diagnosed, fixed))
-    said = verdict(comparison, p.expect) + early_training(comparison, diagnosed.epochs)
+    comparison["diagnosed_still_gaining"] = still_gaining(diagnosed.curve)
+    said = verdict(comparison, p.expect) + still_learning(comparison, len(diagnosed.curve))
     return Verification(p, diagnosed, fixed, comparison, said)
 
 
-def early_training(comparison: Mapping, epochs: int) -> str:
-    """A caution for a difference measured after fewer than :data:`FEW_EPOCHS` epochs.
+def still_learning(comparison: Mapping, epochs: int) -> str:
+    """Why an interval above 0 is not yet an improvement: the as-diagnosed run was still gaining
+    at least as much (``comparison["diagnosed_still_gaining"]``, :func:`still_gaining`), or its
+    curve (``epochs`` validated) is too short to tell.
 
     Example:
-        >>> early_training({"images": 5, "ci95": [0.02, 0.1]}, 7)[:24]
-        ' Measured after 7 epochs'
+        >>> still_learning({"ci95": [0.02, 0.1], "diagnosed_still_gaining": 0.05}, 7)[:30]
+        ' Not counted as an improvement'
     """
     ci = comparison.get("ci95")
-    if not ci or ci[0] <= 0 < ci[1] or epochs >= FEW_EPOCHS:
+    if not ci or ci[0] <= 0:
+        return ""
+    gaining = comparison.get("diagnosed_still_gaining")
+    if gaining is None:
+        return (
+            f" Not counted as an improvement yet: {epochs} validated epoch(s) are too few to see "
+            "whether the as-diagnosed run had stopped improving; give more --max-minutes."
+        )
+    if ci[0] > gaining:
         return ""
     return (
-        f" Measured after {epochs} epochs: early training, which a longer run may not confirm "
-        "(give more --max-minutes before acting on a small difference)."
+        f" Not counted as an improvement yet: the as-diagnosed run was still gaining "
+        f"{gaining:+.4f} Dice over the second half of its {epochs} epochs, as much as the fix's "
+        "lower bound, so a longer run may close the gap; give more --max-minutes."
     )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from segdoctor.cli.verify.results import Log, Prescription, RunScore, Unverified
 from segdoctor.doctor import Finding
@@ -87,16 +88,21 @@ def _fit_user_model(
             loss=keras.losses.deserialize(loss),
         )
         limit = (config.train.max_minutes or float("inf")) * 60.0
+        curve = []  # the whole-image validation Dice after each epoch (the rule on run length)
         while done < config.train.epochs and time.monotonic() - start < limit:
             clone.fit(prepared.train, epochs=done + 1, initial_epoch=done, verbose=0)
             done += 1
-        per_image = _score_model(clone, prepared)
+            per_image = _score_model(clone, prepared)
+            finite = [v for v in per_image.values() if np.isfinite(v)]
+            curve.append(float(np.mean(finite)) if finite else float("nan"))
+        if not done:
+            per_image = _score_model(clone, prepared)
     except Exception as err:  # the as-diagnosed run may fail: that is the finding
         log(f"failed: {type(err).__name__}: {err}")
         error = f"{type(err).__name__}: {err}"
         return RunScore(label, "failed", done, time.monotonic() - start, error=error)
     status = "completed" if done >= config.train.epochs else "time budget"
-    return RunScore(label, status, done, time.monotonic() - start, per_image)
+    return RunScore(label, status, done, time.monotonic() - start, per_image, curve=curve)
 
 
 def _score_model(model: keras.Model, prepared: PreparedData) -> dict[str, float]:
