@@ -59,6 +59,7 @@ def _verify(report, folder: str, minutes: float) -> dict[str, Any]:
             "improved": v.improved,
             "ci95": v.comparison.get("ci95"),
             "mean_difference": v.comparison.get("mean_difference"),
+            "diagnosed_still_gaining": v.comparison.get("diagnosed_still_gaining"),
             "images": v.comparison.get("images", 0),
             "dice": {"as_diagnosed": v.diagnosed.dice_mean, "with_fix": v.fixed.dice_mean},
             "epochs": [v.diagnosed.epochs, v.fixed.epochs],
