@@ -70,9 +70,10 @@ LR_LOW_FACTOR = 500.0
 """``lr-too-low`` when the configured LR is this many times below the steepest-descent LR.
 
 The steepest descent is looked for in the stable part of the sweep
-(:data:`segdoctor.lr_range.UNSTABLE_RISE`), where it lies at 0.02 for the probe tests' models on all three backends (Adam): 500x below is 4.4e-5, so the
-learning rates people use with Adam (1e-4 to 1e-3) stay silent and 1e-5 or less is reported. (The
-factor was 2000 while the steepest descent was taken over the whole sweep, 1.1-3.3 on those models.)
+(:data:`segdoctor.lr_range.UNSTABLE_RISE`), where it lies at 0.02 for the probe tests' models on
+all three backends (Adam): 500x below is 4.4e-5, so the learning rates people use with Adam (1e-4
+to 1e-3) stay silent and 1e-5 or less is reported. (The factor was 2000 while the steepest descent
+was taken over the whole sweep, 1.1-3.3 on those models.)
 """
 LR_TOLERANCE = 1e-6
 """Relative tolerance of "the configured LR reached the LR that diverged" (the sweep's last LR is

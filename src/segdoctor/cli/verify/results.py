@@ -136,6 +136,12 @@ class Unverified:
         return {"finding": self.finding_id, "status": self.status, "reason": self.reason}
 
 
+def mean_dice(per_image: Mapping[str, float]) -> float | None:
+    """Mean of the finite per-image Dice scores (NaN: skipped by the empty policy); None: none."""
+    values = [v for v in per_image.values() if np.isfinite(v)]
+    return float(np.mean(values)) if values else None
+
+
 @dataclass
 class RunScore:
     """One short training run and its per-image validation Dice."""
@@ -151,8 +157,7 @@ class RunScore:
     @property
     def dice_mean(self) -> float | None:
         """Mean per-image Dice (images skipped by the empty policy left out); None: no scores."""
-        values = [v for v in self.per_image.values() if np.isfinite(v)]
-        return float(np.mean(values)) if values else None
+        return mean_dice(self.per_image)
 
     def to_dict(self) -> dict[str, Any]:
         return {

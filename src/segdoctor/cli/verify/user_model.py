@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 
-from segdoctor.cli.verify.results import Log, Prescription, RunScore, Unverified
+from segdoctor.cli.verify.results import Log, Prescription, RunScore, Unverified, mean_dice
 from segdoctor.doctor import Finding
 from segdoctor.train.config import RunConfig
 from segdoctor.train.data import PreparedData, prepare_data
@@ -93,8 +92,8 @@ def _fit_user_model(
             clone.fit(prepared.train, epochs=done + 1, initial_epoch=done, verbose=0)
             done += 1
             per_image = _score_model(clone, prepared)
-            finite = [v for v in per_image.values() if np.isfinite(v)]
-            curve.append(float(np.mean(finite)) if finite else float("nan"))
+            dice = mean_dice(per_image)
+            curve.append(float("nan") if dice is None else dice)
         if not done:
             per_image = _score_model(clone, prepared)
     except Exception as err:  # the as-diagnosed run may fail: that is the finding
