@@ -22,6 +22,7 @@ SPLIT_IDS = {
     "split-empty-masks",
     "split-object-size",
     "split-intensity-shift",
+    "split-image-size",
     "duplicate-across-splits",
     "name-clash",
     "unsupported-file",
@@ -186,6 +187,33 @@ def test_object_size_differs_between_splits(shared_data, tmp_path):
     assert f.evidence["median_ratio"] < 1 / 4  # areas grow 9x under a 3x zoom
     assert f.evidence["val"].startswith("object area median")
     assert "split-intensity-shift" not in found  # the zoom keeps the intensities
+
+
+def _crop(size: int):
+    def transform(image, mask):
+        return image[:size, :size].copy(), mask[:size, :size].copy()
+
+    return transform
+
+
+def test_validation_crops_are_named_and_larger_validation_images_are_not(shared_data, tmp_path):
+    found = findings(dsb_split(shared_data, tmp_path / "crops", val_transform=_crop(64)))
+    f = found["split-image-size"]
+    assert f.severity == "warning" and f.evidence["cropped_split"] == "val"
+    assert f.evidence["area_ratio"] == 16.0  # 256x256 training images, 64x64 crops
+    assert f.evidence["train"] == "median 256x256 px over 12 images"
+    assert f.evidence["val"] == "median 64x64 px over 8 images"
+    # the other way round (patches for training, whole images for validation) is right
+    assert "split-image-size" not in findings(
+        dsb_split(shared_data, tmp_path / "zoom", val_transform=_zoom(3))
+    )
+    # half-size crops (a quarter of the pixels) are the threshold's edge: 3/4-side crops are not
+    assert "split-image-size" in findings(
+        dsb_split(shared_data, tmp_path / "half", val_transform=_crop(128))
+    )
+    assert "split-image-size" not in findings(
+        dsb_split(shared_data, tmp_path / "most", val_transform=_crop(192))
+    )
 
 
 def test_intensity_shift_between_splits(shared_data, tmp_path):

@@ -164,6 +164,29 @@ def test_a_split_without_differences_is_not_re_split(tmp_path):
     assert other[0].status == "not-verifiable" and "moves no pair" in other[0].reason
 
 
+def test_empty_validation_crops_are_not_re_split_or_oversampled(tmp_path):
+    crops = _nuclei(12)
+    with_fg = [c for c in crops if c[2].any()]
+    plan = vf.plan_data(
+        _split(tmp_path / "d", with_fg[:6], [(n, i, 0 * m) for n, i, m in crops[6:]])
+    )
+    size = ("split-image-size", {"cropped_split": "val"})
+    rates = {"empty_rate": {"train": 0.0, "val": 1.0}}
+    empty = ("empty-masks", {"empty": 6, "of": 12})
+    found, other = vf.prescribe(_report(size, ("split-empty-masks", rates), empty), plan)
+    assert found == []
+    status = {u.finding_id: (u.status, u.reason) for u in other}
+    assert status["split-image-size"][0] == "not-verifiable"
+    assert "changes what is measured" in status["split-image-size"][1]
+    assert status["split-empty-masks"][0] == status["empty-masks"][0] == "skipped"
+    # without the crops (or with more empty training masks) the re-split is measured as before
+    found, _ = vf.prescribe(_report(("split-empty-masks", rates), empty), plan)
+    assert {p.finding_id for p in found} == {"split-empty-masks", "empty-masks"}
+    flipped = {"empty_rate": {"train": 1.0, "val": 0.0}}
+    found, _ = vf.prescribe(_report(size, ("split-empty-masks", flipped)), plan)
+    assert [p.finding_id for p in found] == ["split-empty-masks"]
+
+
 def test_only_one_re_split_is_measured_per_report(tmp_path):
     crops = _nuclei(12)
     plan = vf.plan_data(_split(tmp_path / "d", crops[:6], crops[6:]))

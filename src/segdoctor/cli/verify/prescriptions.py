@@ -52,7 +52,18 @@ NEEDS_LOSS_SETTING = (
     "a per-image Dice + cross-entropy with its own defaults), so the as-diagnosed run cannot be "
     "reproduced with it."
 )
+MEASUREMENT_ONLY = (
+    "not verifiable: the fix changes what is measured (whole validation images instead of "
+    "crops), not what is learned, and the whole validation images are not in the data, so "
+    "there is no second training to run and no common images to compare."
+)
+EXPLAINED_BY_CROPS = (
+    "skipped: the empty masks are the validation crops' (split-image-size); neither a re-split "
+    "nor oversampling the training crops changes the crops, so the comparison would measure "
+    "noise. Validate on whole images first."
+)
 NOT_VERIFIABLE: dict[str, str] = {
+    "split-image-size": MEASUREMENT_ONLY,
     **dict.fromkeys(
         (
             "activation-loss-mismatch",
@@ -182,11 +193,14 @@ def prescribe(
     found: list[Prescription] = []
     other: list[Unverified] = []
     seen: set[str] = set()
+    cropped = _empties_from_crops(report)
     for f in report.findings:
         if f.severity == "info" or f.id in seen:
             continue
         seen.add(f.id)
-        if f.id in RECIPE_FIXES_IT:
+        if cropped and f.id in ("empty-masks", "split-empty-masks"):
+            other.append(Unverified(f.id, "skipped", EXPLAINED_BY_CROPS))
+        elif f.id in RECIPE_FIXES_IT:
             other.append(Unverified(f.id, "recipe-fixes-it", RECIPE_FIXES_IT[f.id]))
         elif f.id in PRESCRIBERS or f.id in LOGIT_FIXES:
             made = _prescription(f, plan, model, found)
@@ -199,6 +213,26 @@ def prescribe(
             )
             other.append(Unverified(f.id, "not-verifiable", reason))
     return found, other
+
+
+def _empties_from_crops(report: Report) -> bool:
+    """Whether the validation crops (``split-image-size``) hold more empty masks than training.
+
+    Example:
+        >>> from segdoctor.doctor import make_finding
+        >>> crops = make_finding("split-image-size", {"cropped_split": "val"})
+        >>> rates = make_finding("split-empty-masks", {"empty_rate": {"train": 0.0, "val": 0.6}})
+        >>> _empties_from_crops(Report([crops, rates])), _empties_from_crops(Report([rates]))
+        (True, False)
+    """
+    by_id = {f.id: f for f in report.findings}
+    crops, empties = by_id.get("split-image-size"), by_id.get("split-empty-masks")
+    if crops is None or empties is None:
+        return False
+    rates = empties.evidence.get("empty_rate") or {}
+    cropped = rates.get(crops.evidence.get("cropped_split"))
+    others = [r for name, r in rates.items() if name != crops.evidence.get("cropped_split")]
+    return cropped is not None and bool(others) and cropped > max(others)
 
 
 def _prescription(

@@ -272,6 +272,17 @@ FILE_ENTRIES: tuple[CatalogEntry, ...] = (
         "ImageNormalizer(mode='image')) and check the worst split's images.",
     ),
     CatalogEntry(
+        "split-image-size",
+        "data",
+        "warning",
+        "Validation images are crops of a fraction of the training images' size",
+        fix="The validation images are crops (patch-level validation): crops cut objects at their "
+        "borders and many hold no foreground, so their mean Dice is not the whole-image Dice "
+        "you report, and it moves with the cropping, not with the model. Validate on whole "
+        "images (segdoctor's recipe does, padded to the stride), or predict the crops of each "
+        "image, stitch them (segdoctor.data.sliding_window_predict) and score the whole image.",
+    ),
+    CatalogEntry(
         "name-clash",
         "data",
         "error",
