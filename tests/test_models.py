@@ -9,7 +9,7 @@ import pytest
 from segdoctor.doctor._grad import value_and_grad
 from segdoctor.errors import ConfigError
 from segdoctor.models import create_model, list_models, register_model
-from segdoctor.models.layers import BatchNormalization
+from segdoctor.models.layers import BatchNormalization, UpSampling2D
 from segdoctor.train.inference import mirrored, model_stride, predict_full, to_labels
 
 TINY = {"depth": 2, "base_filters": 4}
@@ -105,6 +105,35 @@ def test_deep_supervision_returns_full_size_auxiliary_outputs():
     shapes = [tuple(o.shape) for o in model.outputs]
     assert len(shapes) == 2
     assert all(s == (None, 32, 32, 1) for s in shapes)
+
+
+class _TwoSizes(keras.utils.PyDataset):
+    """Whole images of two sizes, as the recipe validates: height and width unknown when traced."""
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        h, w = ((32, 48), (64, 32))[i]
+        x = np.random.default_rng(i).normal(size=(1, h, w, 1)).astype("float32")
+        return x, ((x > 0).astype("float32"), (x > 0).astype("float32"))
+
+
+def test_deep_supervision_validates_images_of_varying_size():
+    # Keras' bilinear UpSampling2D fails in a TensorFlow graph on unknown sizes (Keras 3.15)
+    model = create_model(
+        "unet", input_shape=(None, None, 1), depth=3, base_filters=4, deep_supervision=True
+    )
+    model.compile(loss=["binary_crossentropy", "binary_crossentropy"])
+    losses = model.evaluate(_TwoSizes(), verbose=0)
+    assert np.all(np.isfinite(losses))
+    x = np.random.default_rng(0).normal(size=(2, 8, 12, 3)).astype("float32")
+    ours = model.get_layer("aux1_up")
+    assert isinstance(ours, UpSampling2D)
+    keras_layer = keras.layers.UpSampling2D(2, interpolation="bilinear")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(keras_layer(x)), atol=1e-6
+    )
 
 
 def test_he_initialization_on_convolutions():

@@ -70,3 +70,29 @@ class BatchNormalization(keras.layers.BatchNormalization):
                 is_training=False,
             )
         return keras.ops.cast(out, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="segdoctor")
+class UpSampling2D(keras.layers.UpSampling2D):
+    """``keras.layers.UpSampling2D`` that also resizes inputs of unknown size on TensorFlow.
+
+    Keras' bilinear path computes the target size from the input's shape and checks it with a
+    Python comparison, which fails in a TensorFlow graph when height and width are unknown
+    (``OperatorNotAllowedInGraphError``): exactly the case of a fully convolutional model
+    validated on whole images of varying size, where the auxiliary heads of deep supervision
+    are upsampled (Keras 3.15). There this layer calls ``tf.image.resize`` with the dynamic size,
+    the op Keras' own TensorFlow resize ends in; everything else runs Keras' code.
+    """
+
+    def call(self, inputs):
+        if (
+            keras.backend.backend() != "tensorflow"
+            or self.interpolation == "nearest"
+            or self.data_format != "channels_last"
+        ):
+            return super().call(inputs)
+        import tensorflow as tf  # noqa: PLC0415 - only on the TensorFlow backend
+
+        shape = tf.shape(inputs)  # (B, H, W, C), H and W possibly unknown until run time
+        size = tf.stack([shape[1] * self.size[0], shape[2] * self.size[1]])
+        return tf.image.resize(inputs, size, method=self.interpolation)

@@ -28,7 +28,7 @@ from keras import layers
 from segdoctor.errors import ConfigError, check_choice
 from segdoctor.losses import MODES  # one owner: the losses define what a mode means
 from segdoctor.models import register_model
-from segdoctor.models.layers import BatchNormalization
+from segdoctor.models.layers import BatchNormalization, UpSampling2D
 
 NORMS = ("batch", "group", "instance", "none")
 OUTPUTS = ("probabilities", "logits")
@@ -286,7 +286,7 @@ def _decoder(
         x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])  # channels doubled
         x = _conv_block(x, filters, norm, residual, f"dec{level}")
         if deep_supervision and 0 < level < depth - 1:
-            aux = layers.UpSampling2D(2**level, interpolation="bilinear", name=f"aux{level}_up")(x)
+            aux = UpSampling2D(2**level, interpolation="bilinear", name=f"aux{level}_up")(x)
             aux_outputs.append(_head(aux, name=f"aux{level}", **heads))  # (B, H, W, K)
     return _head(x, name="mask", **heads), aux_outputs
 
