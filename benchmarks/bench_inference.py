@@ -5,7 +5,9 @@ predicts the run's validation images and the 33 held-out images, as is and with 
 mirroring (``--tta``: the mean of the four flips). Reported: held-out mean Dice at the 0.5
 threshold, the paired held-out difference mirroring - plain (bootstrap 95% interval, sign-flip
 p-value), and the threshold that maximizes the validation Dice with what it gives on the held-out
-images (does a threshold tuned on validation transfer?). Binary models only.
+images (does a threshold tuned on validation transfer?), and the held-out Dice after a clean-up
+of the 0.5 labels (holes filled, predicted components under ``MIN_COMPONENT_PX`` removed).
+``--checkpoint last`` scores ``last.keras`` instead of ``best.keras``. Binary models only.
 
 Usage:
     python benchmarks/bench_inference.py --data ../shared/data/dsb2018-nuclei DIR/default DIR/classic
@@ -24,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from bench_quality import paired, write_split_csv
+from scipy import ndimage
 
 from segdoctor.train.config import resolve_config
 from segdoctor.train.data import load_pair, prepare_data
@@ -31,13 +34,23 @@ from segdoctor.train.evaluate import predict_image, score_images
 from segdoctor.train.inference import load_model
 
 THRESHOLDS = np.round(np.arange(0.2, 0.81, 0.05), 2)
+MIN_COMPONENT_PX = 20
 
 
-def dice_at(probs, samples, threshold: float) -> tuple[float, dict]:
+def cleaned(labels: np.ndarray) -> np.ndarray:
+    """Holes filled, then predicted components under ``MIN_COMPONENT_PX`` pixels removed."""
+    components, _ = ndimage.label(ndimage.binary_fill_holes(labels > 0))
+    keep = np.bincount(components.ravel()) >= MIN_COMPONENT_PX
+    keep[0] = False
+    return keep[components].astype(np.int32)
+
+
+def dice_at(probs, samples, threshold: float, post=None) -> tuple[float, dict]:
     """Mean per-image Dice of thresholded one-channel probabilities, and each image's Dice."""
     names = [name for name, _, _ in samples]
     truths = [truth for _, _, truth in samples]
     labels = [(p[..., 0] > threshold).astype(np.int32) for p in probs]
+    labels = [post(label) for label in labels] if post else labels
     summary, rows = score_images(names, truths, labels, 2)
     return summary["dice_mean"], {r["name"]: r["dice"] for r in rows}
 
@@ -50,8 +63,8 @@ def load(prepared, pairs) -> list:
     ]
 
 
-def measure(run: Path, val, test) -> dict:
-    model = load_model(run / "best.keras")
+def measure(run: Path, val, test, checkpoint: str = "best") -> dict:
+    model = load_model(run / f"{checkpoint}.keras")
     out: dict = {}
     for tta in (False, True):
         started = time.perf_counter()
@@ -65,6 +78,7 @@ def measure(run: Path, val, test) -> dict:
             "val_dice_at_0.5": on_val[0.5],
             "val_tuned_threshold": tuned,
             "test_dice_at_tuned": dice_at(test_probs, test, tuned)[0],
+            "test_dice_cleaned": dice_at(test_probs, test, 0.5, cleaned)[0],
             "seconds": time.perf_counter() - started,
             "per_image": per_image,
         }
@@ -76,6 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="the dsb2018-nuclei folder")
     parser.add_argument("runs", type=Path, nargs="+", help="finished recipe folders")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
     args = parser.parse_args()
     for run in args.runs:
         meta = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else None
@@ -89,7 +104,8 @@ def main() -> None:
         ):
             raise SystemExit(f"{run}: its validation split differs from the one rebuilt here")
 
-        result = measure(run, load(prepared, prepared.val_pairs), load(prepared, test_pairs))
+        val, test = load(prepared, prepared.val_pairs), load(prepared, test_pairs)
+        result = measure(run, val, test, args.checkpoint)
         brief = {k: v for k, v in result.items() if k in ("tta_minus_plain",)}
         for key in ("plain", "tta"):
             brief[key] = {k: v for k, v in result[key].items() if k != "per_image"}
