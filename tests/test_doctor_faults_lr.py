@@ -9,8 +9,10 @@ from keras import layers
 from PIL import Image
 
 from segdoctor.doctor import DoctorCallback
+from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.update_ratio import (
     UPDATE_ERROR,
+    UPDATE_LOW,
     UPDATE_WARN,
     probe_update_ratio,
     relative_update,
@@ -80,3 +82,29 @@ def test_callback_measures_the_first_steps(shared_data, lr, fires):
     if fires:
         assert found["lr-too-high"].evidence["optimizer"] == "Adam"
         assert found["lr-too-high"].evidence["relative_update_per_step"] >= UPDATE_WARN
+
+
+@pytest.mark.parametrize(("lr", "stands"), [(1e-6, True), (1e-3, False)])
+def test_lr_too_low_from_the_range_test_is_checked_against_the_updates(shared_data, lr, stands):
+    """A one-batch range test called Adam 1e-3 too low (steepest descent at 1.08 on the fault
+    benchmark's healthy twin): the weights' first updates keep it at 1e-6 and make it info at 1e-3."""
+    x, y = _nuclei(shared_data, n=4)
+    model = _model(x.shape[1:], lr)
+    low = make_finding("lr-too-low", {"configured_lr": lr, "steepest_lr": 1.08}, suggested_lr=0.1)
+    found = {f.id: f for f in probe_update_ratio(model, x, y, found=[low])}
+    assert set(found) == {"lr-too-low"}  # neither rate makes a kernel move by UPDATE_WARN
+    ratio = found["lr-too-low"].evidence["relative_update_per_step"]
+    assert (ratio < UPDATE_LOW) == stands
+    assert found["lr-too-low"].severity == ("warning" if stands else "info")
+    if not stands:
+        assert "1.1e+00" in found["lr-too-low"].fix and "lr-find" in found["lr-too-low"].fix
+
+
+def test_update_ratio_probe_measures_nothing_it_does_not_need(shared_data):
+    x, y = _nuclei(shared_data, n=4)
+    high = make_finding(
+        "lr-too-high",
+        {"configured_lr": 0.1, "steepest_lr": 0.01, "diverge_lr": 0.1},
+        suggested_lr=1e-3,
+    )
+    assert probe_update_ratio(_model(x.shape[1:], 0.1), x, y, found=[high]) == []

@@ -94,6 +94,21 @@ def test_paired_difference_of_noise_includes_zero_and_has_a_large_p_value():
     assert vf.paired_difference({"a": float("nan")}, {"a": 0.5}) == {"images": 0}
 
 
+def test_an_empty_mask_predicted_empty_counts_against_a_run_that_predicts_foreground():
+    """The lr-too-high case of 2026-12-06: the fix predicted nothing on 2 empty validation crops
+    (NaN under the skip policy), the diagnosed run predicted foreground there (0.0)."""
+    nan = float("nan")
+    fixed = {"a": 0.90, "b": 0.85, "e1": nan, "e2": nan, "both": nan}
+    diagnosed = {"a": 0.95, "b": 0.90, "e1": 0.0, "e2": 0.0, "both": nan}
+    left_out = vf.paired_difference(fixed, diagnosed)
+    assert left_out["images"] == 2 and left_out["mean_difference"] == pytest.approx(-0.05)
+    counted = vf.paired_difference(fixed, diagnosed, empty_correct=1.0)
+    assert counted["images"] == 4 and counted["empty_scored"] == 2  # "both": no difference
+    assert counted["mean_difference"] == pytest.approx((2 - 0.10) / 4)
+    assert counted["wins"] == 2 and counted["losses"] == 2
+    assert vf.runs.EMPTY_CORRECT == 1.0  # what --verify compares with
+
+
 def test_verdict_says_plainly_when_the_short_run_cannot_tell_the_two_apart():
     same = vf.verdict({"images": 12, "mean_difference": 0.01, "ci95": [-0.02, 0.04]})
     assert same.startswith("The short run cannot tell the two apart")
@@ -211,6 +226,22 @@ def test_prescribe_maps_findings_to_recipe_changes_and_says_what_it_cannot_verif
     }
     assert list(status.values()).count("skipped") == 1
     assert "val-better-than-train" not in status
+
+
+@pytest.mark.parametrize(
+    ("evidence", "fixed"),
+    [
+        ({"configured_lr": 0.1, "steepest_lr": 0.02, "diverge_lr": 0.1}, "0.002"),  # range test
+        ({"learning_rate": 0.1, "relative_update_per_step": 0.5, "optimizer": "Adam"}, "0.002"),
+        ({"learning_rate": None, "relative_update_per_step": 0.5}, None),  # a schedule: no rate
+    ],
+)
+def test_learning_rate_prescription_from_either_lr_too_high_evidence(evidence, fixed):
+    found, other = vf.prescribe(_report(("lr-too-high", evidence)), vf.DataPlan(Path("."), [], []))
+    if fixed is None:
+        assert not found and [u.status for u in other] == ["not-verifiable"]
+        return
+    assert found[0].diagnosed == {"train.lr": "0.1"} and found[0].fixed == {"train.lr": fixed}
 
 
 def test_run_config_applies_the_prescription_over_the_short_run_settings(tmp_path):

@@ -194,7 +194,7 @@ CASES = [
         "patch-validation",
         "dsb2018-nuclei",
         "diagnose(data)",
-        ("split-empty-masks", "split-object-size"),
+        ("split-image-size", "split-empty-masks", "split-object-size"),
         "nnU-Net: pseudo Dice on patches during training far from the final whole-image Dice",
         patch_validation,
         cheap=True,

@@ -128,8 +128,12 @@ def smooth_rewards_empty(ctx: Context):
 
 def lr_too_high(ctx: Context):
     """Adam at 0.1 (a rate copied from an SGD recipe) on a Dice + cross-entropy loss; the user runs
-    ``diagnose(data, model, probe=True)`` as the docs suggest. The twin uses 1e-3."""
-    folder = write_pairs(ctx.workdir / "data", nuclei(ctx.data_root, n=16, size=64))
+    ``diagnose(data, model, probe=True)`` as the docs suggest. The twin uses 1e-3.
+
+    48 crops: ``--verify`` trains segdoctor's recipe on the folder, and its validation fifth
+    (10 images) must resolve the difference."""
+    folder = write_pairs(ctx.workdir / "data", nuclei(ctx.data_root, n=48, size=64))
+    ctx.notes["data"] = str(folder)  # for --verify (the learning rate is applied to the recipe)
     model = small_unet((64, 64, 1))
     model.compile(
         optimizer=keras.optimizers.Adam(0.1 if ctx.faulty else 1e-3),

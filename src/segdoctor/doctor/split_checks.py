@@ -142,8 +142,17 @@ def pair_stats(pair, image: np.ndarray | None, mask: np.ndarray, digest: str | N
     if image is not None:
         pixels = image.astype(np.float64, copy=False)
         mean, std = float(pixels.mean()), float(pixels.std())
-    stats_ = (pair.name, pair.split or "", digest, mean, std, values, bool(fg.any()), area)
-    return PairStats(*stats_, shape=(int(fg.shape[0]), int(fg.shape[1])))
+    return PairStats(
+        name=pair.name,
+        split=pair.split or "",
+        digest=digest,
+        mean=mean,
+        std=std,
+        values=values,
+        foreground=bool(fg.any()),
+        object_area=area,
+        shape=(int(fg.shape[0]), int(fg.shape[1])),
+    )
 
 
 @dataclass(frozen=True)
@@ -336,14 +345,28 @@ def _describe(values: Sequence[float], unit: str = "") -> str:
     return f"median {med:.4g}{unit} (IQR {q1:.4g}-{q3:.4g}) over {len(values)} images"
 
 
+def _size_shift(sizes: Sequence[Sequence[float]]) -> tuple[float, float, float] | None:
+    """Two splits' per-image sizes compared: ``(ks_statistic, ks_p, median ratio)``.
+
+    The KS test runs on the logarithms (sizes spread over orders of magnitude); the ratio is the
+    first split's median over the second's. None when a split has fewer than
+    :data:`MIN_PER_SPLIT` sizes, or when the KS test does not call the shift significant and
+    large (:data:`SHIFT_KS_MIN`, :data:`SHIFT_P_MAX`).
+    """
+    if min(len(v) for v in sizes) < MIN_PER_SPLIT:
+        return None
+    d, p = _ks(np.log(sizes[0]), np.log(sizes[1]))
+    if d < SHIFT_KS_MIN or p >= SHIFT_P_MAX:
+        return None
+    return d, p, float(np.median(sizes[0]) / np.median(sizes[1]))
+
+
 def _object_size(pair: tuple[_Split, _Split], source: str) -> list[Finding]:
     areas = [[i.object_area for i in s.items if i.object_area is not None] for s in pair]
-    if min(len(a) for a in areas) < MIN_PER_SPLIT:
+    shift = _size_shift(areas)
+    if shift is None or 1 / OBJECT_SIZE_RATIO < shift[2] < OBJECT_SIZE_RATIO:
         return []
-    d, p = _ks(np.log(areas[0]), np.log(areas[1]))
-    ratio = float(np.median(areas[0]) / np.median(areas[1]))
-    if d < SHIFT_KS_MIN or p >= SHIFT_P_MAX or 1 / OBJECT_SIZE_RATIO < ratio < OBJECT_SIZE_RATIO:
-        return []
+    d, p, ratio = shift
     evidence: dict = {"split": source}
     for a, s in zip(areas, pair, strict=True):
         evidence[s.name] = "object area " + _describe(a, " px")
@@ -358,13 +381,10 @@ def _object_size(pair: tuple[_Split, _Split], source: str) -> list[Finding]:
 
 def _image_size(pair: tuple[_Split, _Split], source: str) -> list[Finding]:
     shapes = [[i.shape for i in s.items if i.shape] for s in pair]
-    if min(len(v) for v in shapes) < MIN_PER_SPLIT:
+    shift = _size_shift([[h * w for h, w in v] for v in shapes])
+    if shift is None or shift[2] < CROP_AREA_RATIO:
         return []
-    areas = [np.array([h * w for h, w in v], float) for v in shapes]
-    ratio = float(np.median(areas[0]) / np.median(areas[1]))
-    d, p = _ks(np.log(areas[0]), np.log(areas[1]))
-    if ratio < CROP_AREA_RATIO or d < SHIFT_KS_MIN or p >= SHIFT_P_MAX:
-        return []
+    d, p, ratio = shift
     evidence: dict = {"split": source}
     for v, s in zip(shapes, pair, strict=True):
         h, w = (int(x) for x in np.median(np.array(v), axis=0))

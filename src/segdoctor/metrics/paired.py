@@ -23,34 +23,48 @@ def paired_difference(
     diagnosed: Mapping[str, float],
     rounds: int = BOOTSTRAP_ROUNDS,
     seed: int = 0,
+    empty_correct: float | None = None,
 ) -> dict[str, Any]:
     """Per-image paired comparison: mean of ``fixed - diagnosed`` with a bootstrap 95% interval.
 
     The method of benchmarks/bench_quality.py: images scored by only one side (NaN, e.g. empty
-    truth and empty prediction under the skip policy) are left out; the interval is the 2.5 and
-    97.5 percentiles of the means of ``rounds`` resamples of the images; the p-value is a
-    two-sided sign-flip permutation test.
+    truth and empty prediction under the skip policy) are left out unless ``empty_correct`` is
+    given; the interval is the 2.5 and 97.5 percentiles of the means of ``rounds`` resamples of
+    the images; the p-value is a two-sided sign-flip permutation test.
 
     Args:
         fixed, diagnosed: Dice per image name.
         rounds: Bootstrap and permutation rounds.
         seed: Seed of the resampling.
+        empty_correct: The score of a NaN (an empty mask predicted empty) on an image the other
+            side scored, e.g. 1.0: one run predicts nothing on an empty mask and the other
+            predicts foreground there (Dice 0), which leaving the image out would hide. Images
+            NaN on both sides are left out either way (both right: no difference to measure).
 
     Returns:
         ``images``, ``mean_difference``, ``median_difference``, ``ci95`` ([low, high]), ``wins``,
-        ``losses``, ``p_value`` (``images`` 0 and no other keys when nothing is paired).
+        ``losses``, ``p_value``, ``empty_scored`` (images scored by ``empty_correct``);
+        ``images`` 0 and no other keys when nothing is paired.
 
     Example:
         >>> r = paired_difference({"a": 1.0, "b": 0.5}, {"a": 0.5, "b": 0.5})
         >>> r["mean_difference"], r["wins"], r["losses"]
         (0.25, 1, 0)
+        >>> nan = float("nan")  # "e": an empty mask, predicted empty by the fix only
+        >>> paired_difference({"a": 1.0, "e": nan}, {"a": 1.0, "e": 0.0}, empty_correct=1.0)["wins"]
+        1
     """
-    names = sorted(
-        n
-        for n in set(fixed) & set(diagnosed)
-        if np.isfinite(fixed[n]) and np.isfinite(diagnosed[n])
-    )
-    d = np.array([fixed[n] - diagnosed[n] for n in names], dtype=float)  # (N,)
+
+    def scored(a: float, b: float) -> bool:
+        return (np.isfinite(a) and np.isfinite(b)) or (
+            empty_correct is not None and (np.isfinite(a) or np.isfinite(b))
+        )
+
+    def score(v: float) -> float:
+        return v if np.isfinite(v) else float(empty_correct)  # type: ignore[arg-type]
+
+    names = sorted(n for n in set(fixed) & set(diagnosed) if scored(fixed[n], diagnosed[n]))
+    d = np.array([score(fixed[n]) - score(diagnosed[n]) for n in names], dtype=float)  # (N,)
     if not len(d):
         return {"images": 0}
     rng = np.random.default_rng(seed)
@@ -70,6 +84,9 @@ def paired_difference(
         "wins": int((d > 1e-4).sum()),
         "losses": int((d < -1e-4).sum()),
         "p_value": float((1 + (null >= abs(d.mean()) - 1e-12).sum()) / (rounds + 1)),
+        "empty_scored": sum(
+            not (np.isfinite(fixed[n]) and np.isfinite(diagnosed[n])) for n in names
+        ),
     }
 
 

@@ -31,6 +31,7 @@ from segdoctor.cli.verify.plan import DataPlan
 from segdoctor.cli.verify.results import Prescription, Unverified
 from segdoctor.cli.verify.user_model import LOGIT_FIXES, _from_logits
 from segdoctor.doctor import Finding, Report
+from segdoctor.doctor.update_ratio import TARGET_UPDATE
 
 RECIPE_FIXES_IT: dict[str, str] = {
     "input-not-normalized": "segdoctor's recipe z-scores every image itself and has no setting "
@@ -98,15 +99,29 @@ def _oversample(f: Finding, plan: DataPlan) -> Prescription:
 
 
 def _learning_rate(f: Finding, plan: DataPlan) -> Prescription | Unverified:
-    lr, steepest = f.evidence.get("configured_lr"), f.evidence.get("steepest_lr")
-    if not lr or not steepest or not 0 < float(lr) < 10:
+    """The range test's rate (a tenth of its steepest descent) or, for ``lr-too-high`` found
+    from the first updates, the rate scaled to a relative update of 0.01 per step."""
+    ev = f.evidence
+    lr, steepest = ev.get("configured_lr"), ev.get("steepest_lr")
+    ratio = ev.get("relative_update_per_step")
+    if steepest and lr:
+        fixed, why = float(steepest) / 10, "a tenth of the steepest descent"
+    elif ev.get("learning_rate") and ratio:  # update-ratio evidence (segdoctor.doctor.update_ratio)
+        lr = ev["learning_rate"]
+        fixed = float(lr) * TARGET_UPDATE / float(ratio)
+        why = (
+            f"weights moved by {float(ratio):.2g} of their size a step; aimed at {TARGET_UPDATE:g}"
+        )
+    else:
+        return Unverified(f.id, "not-verifiable", "the finding names no usable learning rates.")
+    if not 0 < float(lr) < 10 or not 0 < fixed < 10:
         return Unverified(f.id, "not-verifiable", "the finding names no usable learning rates.")
     return Prescription(
         f.id,
-        f"learning rate {float(steepest) / 10:.3g} (a tenth of the steepest descent)",
+        f"learning rate {fixed:.3g} ({why})",
         f"your learning rate {float(lr):.3g}",
         {"train.lr": f"{float(lr):.6g}"},
-        {"train.lr": f"{float(steepest) / 10:.6g}"},
+        {"train.lr": f"{fixed:.6g}"},
         note="measured on segdoctor's U-Net with these learning rates, not on your model.",
     )
 

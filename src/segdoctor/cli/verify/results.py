@@ -279,6 +279,11 @@ def _verification_lines(v: Verification) -> list[str]:
             f"    difference {c['mean_difference']:+.4f}, 95% interval [{lo:+.4f}, {hi:+.4f}] "
             f"over {c['images']} images ({c['wins']} better, {c['losses']} worse)"
         )
+        if c.get("empty_scored"):
+            lines.append(
+                f"    ({c['empty_scored']} of them have an empty mask that one run predicted "
+                "empty: Dice 1 for it, 0 for the run that predicted foreground)"
+            )
     if v.diagnosed.epochs and v.fixed.epochs and v.diagnosed.epochs != v.fixed.epochs:
         lines.append(
             f"    (the as-diagnosed run trained {v.diagnosed.epochs} epochs, the run with the fix "

@@ -51,6 +51,12 @@ SHORT_RUN: dict[str, str] = {
     "data.patch_size": "64",
 }
 """The recipe's settings for both runs of a comparison (``settings=`` overrides them)."""
+EMPTY_CORRECT = 1.0
+"""Dice of an empty validation mask predicted empty, in the paired comparison (the recipe's metric
+skips such images: NaN), when the other run scored the image. Measured on the lr-too-high fault
+case (2026-12-06): the as-diagnosed run predicted foreground on 2 of 10 validation crops whose
+masks are empty (Dice 0), the run with the fix predicted nothing there; leaving the two out
+compared 7 images and called the fix worse although the image means said the opposite."""
 MIN_RUN_MINUTES = 0.5
 """The shortest time budget a run is given; fewer comparisons are made to keep it."""
 MAX_EPOCHS = 200
@@ -241,7 +247,11 @@ def verify_prescription(
             run.per_image = {k: v for k, v in run.per_image.items() if k in p.data.score_names}
     if diagnosed.dice_mean is None or fixed.dice_mean is None:
         return Verification(p, diagnosed, fixed, {"images": 0}, _failed_verdict(diagnosed, fixed))
-    comparison = paired_difference(fixed.per_image, diagnosed.per_image, seed=seed)
+    # An empty mask predicted empty (NaN under the skip policy) is right: Dice 1 against a run
+    # that predicts foreground there (Dice 0), as fixes for empty masks and smoothing aim to do.
+    comparison = paired_difference(
+        fixed.per_image, diagnosed.per_image, seed=seed, empty_correct=EMPTY_CORRECT
+    )
     if diagnosed.epochs != fixed.epochs:
         comparison["equal_epochs"] = False
         return Verification(p, diagnosed, fixed, comparison, unequal_epochs(diagnosed, fixed))
