@@ -72,6 +72,17 @@ def test_epoch_visits_every_pair(sample_pairs):
     assert len(ds) == 3 and set(order[:10].tolist()) == set(range(10))
 
 
+def test_a_longer_epoch_set_after_the_first_batch_is_served_whole(sample_pairs):
+    """The recipe lengthens epochs after its measurements have drawn batches of the first."""
+    ds = SegmentationDataset(sample_pairs[:10], batch_size=4, patch_size=64, augment=False)
+    assert len(ds) == 3 and ds[0][0].shape == (4, 64, 64, 3)  # the order of epoch 0 is drawn
+    ds.set_samples_per_epoch(40)
+    assert len(ds) == 10
+    assert all(ds[i][0].shape == (4, 64, 64, 3) for i in (3, 9))  # past the old order's end
+    with pytest.raises(ValueError, match="training dataset"):
+        SegmentationDataset(sample_pairs[:2], training=False).set_samples_per_epoch(8)
+
+
 def _tiny_foreground(tmp_path, n=4):
     for i in range(n):
         image = np.random.default_rng(i).integers(0, 255, (256, 256), np.uint8)

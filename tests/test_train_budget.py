@@ -14,9 +14,12 @@ import pytest
 
 from segdoctor.lr_range import lr_range_test, lr_test_steps
 from segdoctor.train.budget import (
+    EPOCH_END_S,
+    EPOCH_END_SHARE,
     Candidate,
     Deadline,
     choose_configuration,
+    epoch_steps,
     evaluation_reserve,
     must_stop,
     plan_steps,
@@ -321,6 +324,32 @@ def test_a_budgeted_run_chooses_the_width_the_user_left_open_and_records_why(tmp
     assert chosen in (16, 32) and "16 base filters" in meta["configuration"]["candidates"]
     assert load_yaml(tmp_path / "run" / "config.yaml")["model"]["base_filters"] == chosen
     assert any(m.startswith("Configuration: ") for m in messages)
+    # steps of a few hundredths of a second: one pass over 10 images would spend most of the
+    # budget on epoch ends, so the epoch is lengthened, said, recorded and kept for a resume
+    longer = meta["configuration"]["epoch_length"]
+    assert longer["steps"] > longer["one_pass_steps"]
+    assert any(m.startswith(f"Epochs of {longer['steps']} steps") for m in messages)
+    saved = load_yaml(tmp_path / "run" / "config.yaml")["data"]["samples_per_epoch"]
+    assert saved == longer["samples_per_epoch"] == longer["steps"] * 2
+
+
+def test_epochs_are_lengthened_until_their_end_is_a_tenth_of_them():
+    assert epoch_steps(16, 0.47, 1.4) == 66  # the 2-core EPYC: 16 filters, 27 whole images
+    end = 1.4 + EPOCH_END_S
+    assert end / (66 * 0.47 + end) <= EPOCH_END_SHARE < end / (65 * 0.47 + end)
+    assert epoch_steps(16, 4.0, 1.4) == 16  # slow steps: one pass is long enough already
+    assert epoch_steps(16, 0.0, 1.4) == 16  # no measurement: unchanged
+
+
+def test_a_users_samples_per_epoch_is_kept(tmp_path):
+    data = write_disc_dataset(tmp_path / "data", n=12)
+    cfg = _tiny_config(data, **{"data.samples_per_epoch": "10", "train.epochs": "1"})
+    messages: list[str] = []
+    train_run(cfg, tmp_path / "run", log=messages.append)
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert "epoch_length" not in (meta["configuration"] or {})
+    assert load_yaml(tmp_path / "run" / "config.yaml")["data"]["samples_per_epoch"] == 10
+    assert not any(m.startswith("Epochs of") for m in messages)
 
 
 def test_budget_schedule_refits_in_steps_when_told_the_steps_per_epoch():

@@ -257,6 +257,19 @@ class SegmentationDataset(keras.utils.PyDataset):
             return math.ceil(self.samples_per_epoch / self.batch_size)
         return len(self._val_batches)
 
+    def set_samples_per_epoch(self, samples: int) -> None:
+        """Draw ``samples`` training patches per epoch from the next batch on.
+
+        The recipe lengthens its epochs this way once it has measured the step and validation
+        times (:func:`segdoctor.train.budget.epoch_steps`); the epoch's order is drawn again for
+        the new length.
+        """
+        if not self.training:
+            raise ValueError("only a training dataset has a number of samples per epoch")
+        with self._lock:
+            self.samples_per_epoch = max(int(samples), self.batch_size)
+            self._order_epoch = -1
+
     def for_fit(self):
         """What to pass to ``model.fit``: this dataset, or on TensorFlow a dynamic-shape pipeline.
 

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,47 @@ def schedule_horizon(
             "has decayed when the budget ends."
         )
     return plan.total_steps
+
+
+def lengthen_epochs(
+    config: RunConfig, prepared: PreparedData, sizing: Measurement, lr_result, log: Log
+) -> tuple[RunConfig, dict[str, Any] | None]:
+    """Longer epochs for a budgeted run whose epoch ends would eat its training time.
+
+    Every epoch ends with a validation on whole images, checkpoints and the doctor's checks; with
+    one pass over a small dataset per epoch and fast steps, that took a quarter to 40% of the
+    budget (:data:`~segdoctor.train.budget.EPOCH_END_SHARE`). The epoch is lengthened to the
+    steps that keep it under that share (:func:`~segdoctor.train.budget.epoch_steps`), unless the
+    user set ``data.samples_per_epoch``. The chosen value goes into the config (and so into
+    config.yaml: a resume keeps it).
+
+    Returns:
+        The config (with ``data.samples_per_epoch`` set when lengthened) and what was decided
+        for run.json (None: unchanged).
+    """
+    if config.is_explicit("data.samples_per_epoch"):
+        return config, None
+    step_s, _ = measured_step_s(lr_result, sizing)
+    steps = len(prepared.train)
+    n_val = len(prepared.val_pairs)
+    val_s = sizing.val_s(n_val)
+    longer = bud.epoch_steps(steps, step_s, val_s)
+    if longer <= steps:
+        return config, None
+    samples = longer * config.data.batch_size
+    prepared.train.set_samples_per_epoch(samples)
+    end_s = val_s + bud.EPOCH_END_S
+    why = (
+        f"Epochs of {longer} steps ({samples} patches) instead of one pass over the "
+        f"{len(prepared.train_pairs)} training images ({steps} steps): at {step_s:.2f} s a step, "
+        f"each epoch's end (validation of {n_val} whole images, about {val_s:.1f} s, and "
+        f"checkpoints and checks, about {bud.EPOCH_END_S:.0f} s) would take "
+        f"{end_s / (steps * step_s + end_s):.0%} of the training time; now at most "
+        f"{bud.EPOCH_END_SHARE:.0%}. Set data.samples_per_epoch to choose yourself."
+    )
+    log(why)
+    info = {"steps": longer, "samples_per_epoch": samples, "one_pass_steps": steps, "why": why}
+    return replace(config, data=replace(config.data, samples_per_epoch=samples)), info
 
 
 def lr_test_skipped(

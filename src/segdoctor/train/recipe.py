@@ -9,6 +9,9 @@ The choices, and why:
   silently minimizes (Keras 2) a custom metric.
 - Checkpoints and history are written atomically every epoch, so a killed run resumes from its last
   completed epoch (``segdoctor train --resume RUN``).
+- With a time budget, an epoch is long enough that its end (validation on whole images,
+  checkpoints, the doctor) takes at most a tenth of it (:func:`.planning.lengthen_epochs`);
+  one pass over a small dataset per epoch spent a quarter of the budget there.
 - Deep supervision (``model.deep_supervision``): the same loss on every output, weights halving per
   decoder level (nnU-Net), metrics on the main output; the checkpoints hold the main output only.
 - Global Keras state a run changes (the mixed-precision policy, a distribution) is restored when
@@ -78,6 +81,7 @@ from segdoctor.train.planning import (
     budget_notes,
     choose_lr,
     find_lr,
+    lengthen_epochs,
     lr_test_skipped,
     record_budget,
     resume_schedule_note,
@@ -305,6 +309,10 @@ def _new_plan(
         deadline.mark("configuration")
     notes: list[str] = []
     lr, lr_result = _learning_rate(config, prepared, sizing, deadline, log, notes)
+    if sizing is not None:
+        config, epoch_length = lengthen_epochs(config, prepared, sizing, lr_result, log)
+        if epoch_length is not None and choice is not None:
+            choice = {**choice, "epoch_length": epoch_length}
     steps = len(prepared.train)
     horizon = schedule_horizon(config, prepared, steps, lr_result, log, sizing, deadline)
     keras.utils.set_random_seed(config.train.seed)
