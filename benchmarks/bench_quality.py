@@ -19,8 +19,10 @@ earlier runs in benchmarks/RESULTS.md (in 15 minutes on 2 CPU cores a 32-filter 
 
 - default: segdoctor's recipe unchanged (Dice + CE, AdamW, LR range test, warmup + cosine,
   augmentation, foreground oversampling, checkpoint on val_dice mode="max").
-- classic: the well-known recipe: plain soft Dice loss (the Keras 2 ``dice_coef`` formula), Adam at a
-  fixed 1e-3, no augmentation, ReduceLROnPlateau on val Dice in Keras 2's implicit "min" mode.
+  Its epoch length is the recipe's own choice, as in ``segdoctor train`` (runs before
+  2026-12-06 18:30 UTC fixed 128 patches, 16 steps, for both recipes).
+- classic: the well-known recipe (epochs of 128 patches, 16 steps): plain soft Dice loss (the
+  Keras 2 ``dice_coef`` formula), Adam at a fixed 1e-3, no augmentation, ReduceLROnPlateau on val Dice in Keras 2's implicit "min" mode.
 
 Usage:
     python benchmarks/bench_quality.py --data ../shared/data/dsb2018-nuclei --minutes 15 \
@@ -128,6 +130,7 @@ def recipe_config(name: str, csv_path: Path, minutes: float, common: dict, extra
         }
     else:
         overrides = {
+            "data.samples_per_epoch": "128",  # the recipe's own epochs of 16 steps
             "data.augment": "none",
             "data.foreground_oversample": "0",
             "train.doctor": "false",
@@ -308,7 +311,6 @@ def main() -> None:
     csv_path, test = write_split_csv(args.data, out)
     common = {
         "data.patch_size": args.patch_size,
-        "data.samples_per_epoch": "128",
         "train.seed": str(args.seed),
     }
     if args.base_filters != "auto":

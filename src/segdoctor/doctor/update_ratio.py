@@ -42,10 +42,11 @@ thumb, above Adam 1e-3 on deep kernels (fan-in 4608: RMS 0.021, ratio 0.05) by 5
 UPDATE_ERROR = 0.5
 """... and an error: each step moves the weights by half their size."""
 UPDATE_LOW = 3e-4
-"""Median relative update per step below which an LR range test's ``lr-too-low`` stands. A range
-test on one batch puts its steepest descent anywhere from 0.02 to above 1 from one seed to the next
-(the fault benchmark's healthy twin, Adam 1e-3: 1.08 with seed 0, so ``lr-too-low`` fired), while
-the weights say directly whether training moves. Measured on tests/test_doctor_faults_lr.py's
+"""Relative update per step (median over kernels, mean over the probe's steps) below which an LR
+range test's ``lr-too-low`` stands. A range test on one batch puts its steepest descent anywhere
+from 0.02 to above 1 from one seed to the next (the fault benchmark's healthy twin, Adam 1e-3:
+1.08 with seed 0, so ``lr-too-low`` fired), while the weights say directly whether training
+moves. Measured on tests/test_doctor_faults_lr.py's
 two-layer network (8 real nuclei crops, Adam): 6.2e-3 per step at 1e-3, 6.3e-4 at 1e-4, 6.3e-5 at
 1e-5, 6e-6 at 1e-6; the U-Net of the table above moves 8e-3 at 1e-3. So Adam 1e-4 and up stay
 above this floor and 1e-5 and below fall under it, the range the sweep's rule was meant for.

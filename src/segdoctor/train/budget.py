@@ -54,7 +54,9 @@ Measured (2026-12-06, the 2-core EPYC, default recipe on dsb2018-nuclei, 16 filt
 the checkpoints, 0.3 s the doctor and the rest Keras' epoch end: a quarter of the budget went to
 epoch ends (in the three quality runs of 2026-12-06, 13.4 s an epoch: over 40%)."""
 MIN_EPOCHS_WIDER = 25
-"""A wider U-Net is chosen only when it still trains this many epochs in the budget.
+"""A wider U-Net is chosen only when it still makes this many passes over the training images
+in the budget (counted as epochs of one pass each, with a validation after each: the runs below
+had such epochs; :func:`epoch_steps` may lengthen them afterwards).
 
 benchmarks/RESULTS.md (quality, 15 minutes on 2 cores): the 32-filter U-Net trained 8-15 epochs
 and scored 0.873 held-out Dice; the 16-filter one trained 25-46 epochs and scored 0.876-0.883.
@@ -282,13 +284,17 @@ def choose_configuration(
         for c in candidates
     }
     measured = ", ".join(
-        f"{c.name}: {c.step_s:.2f} s a step, about {epochs[c.name]:.0f} epochs" for c in candidates
+        f"{c.name}: {c.step_s:.2f} s a step, about {epochs[c.name]:.0f} passes over the data"
+        for c in candidates
     )
     enough = [c for c in candidates if epochs[c.name] >= min_epochs]
     if enough:
         chosen = max(enough, key=lambda c: (c.rank, -c.step_s))
-        why = f"the widest that still trains >= {min_epochs} epochs in the budget"
+        why = f"the widest that still makes >= {min_epochs} passes over the data in the budget"
     else:
         chosen = min(candidates, key=lambda c: c.step_s)
-        why = f"none trains {min_epochs} epochs in the budget: the fastest, which trains the most"
+        why = (
+            f"none makes {min_epochs} passes over the data in the budget: the fastest, "
+            "which makes the most"
+        )
     return chosen, f"Configuration: {chosen.name} ({why}; measured {measured})."
