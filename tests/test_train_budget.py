@@ -228,7 +228,7 @@ def test_the_narrow_unet_wins_when_the_wide_one_gets_too_few_epochs():
     # 15 minutes of 16 steps: 2.5 s a step gives the 32-filter net ~20 epochs, 0.9 s ~52.
     chosen, why = choose_configuration(_candidates(2.5, 0.9), 840.0, 16)
     assert chosen.rank == 16
-    assert ">= 25 epochs" in why and "32 base filters: 2.50 s a step" in why
+    assert ">= 25 passes over the data" in why and "32 base filters: 2.50 s a step" in why
 
 
 def test_the_wide_unet_wins_when_it_still_gets_enough_epochs():
