@@ -258,6 +258,9 @@ def test_run_config_applies_the_prescription_over_the_short_run_settings(tmp_pat
     assert cfg.data.path == str(tmp_path / "t.csv") and cfg.data.val_path == str(tmp_path / "v.csv")
     assert (cfg.train.epochs, cfg.train.max_minutes, cfg.train.seed) == (5, 0.5, 3)
     assert cfg.train.lr == 0.001 and cfg.train.doctor is False
+    # one pass per epoch: a budgeted recipe would otherwise lengthen the epochs, and the
+    # comparison's "still gaining" rule needs the per-epoch curve
+    assert cfg.data.samples_per_epoch is None and cfg.is_explicit("data.samples_per_epoch")
 
 
 def test_leak_prescription_drops_the_training_copies_of_validation_images(tmp_path):
