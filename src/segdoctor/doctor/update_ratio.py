@@ -46,9 +46,8 @@ UPDATE_LOW = 3e-4
 range test's ``lr-too-low`` stands. A range test on one batch puts its steepest descent anywhere
 from 0.02 to above 1 from one seed to the next (the fault benchmark's healthy twin, Adam 1e-3:
 1.08 with seed 0, so ``lr-too-low`` fired), while the weights say directly whether training
-moves. Measured on tests/test_doctor_faults_lr.py's
-two-layer network (8 real nuclei crops, Adam): 6.2e-3 per step at 1e-3, 6.3e-4 at 1e-4, 6.3e-5 at
-1e-5, 6e-6 at 1e-6; the U-Net of the table above moves 8e-3 at 1e-3. So Adam 1e-4 and up stay
+moves. Measured on tests/test_doctor_faults_lr.py's two-layer network (8 real nuclei crops,
+Adam): 6.2e-3 per step at 1e-3, 6.3e-4 at 1e-4, 6.3e-5 at 1e-5, 6e-6 at 1e-6; the U-Net of the table above moves 8e-3 at 1e-3. So Adam 1e-4 and up stay
 above this floor and 1e-5 and below fall under it, the range the sweep's rule was meant for.
 Above the floor the finding is kept as info, with the measured update."""
 TARGET_UPDATE = 0.01
