@@ -1,8 +1,10 @@
 """model.fit with segdoctor's loader on every backend (this file runs once per backend).
 
-The case that broke on TensorFlow: whole-image validation whose images come in several sizes. Keras
-infers a tf.data signature from the first batches, which (sorted by size) all have the smallest
-shape; ``SegmentationDataset.for_fit`` declares H and W dynamic instead.
+Two cases that went wrong on TensorFlow, where Keras turns a PyDataset into
+``from_generator(...).prefetch(AUTOTUNE)``: whole-image validation whose images come in several
+sizes (Keras infers the signature from the first batches, which, sorted by size, all have the
+smallest shape), and epochs that began after a wait of up to a minute for tf.data's autotuning
+thread. ``SegmentationDataset.for_fit`` declares H and W dynamic and turns autotuning off.
 """
 
 from __future__ import annotations
@@ -44,12 +46,41 @@ def test_fit_with_whole_image_validation_of_mixed_sizes(tmp_path):
     model.compile(optimizer="adam", loss=DiceCELoss(), metrics=[DiceScore(name="dice")])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        history = model.fit(train, validation_data=val.for_fit(), epochs=2, verbose=0)
+        history = model.fit(train.for_fit(), validation_data=val.for_fit(), epochs=2, verbose=0)
     assert not [w for w in caught if "ran out of data" in str(w.message)]
     assert len(history.history["val_dice"]) == 2
     assert all(np.isfinite(history.history["val_loss"]))
     if keras.backend.backend() != "tensorflow":
         assert val.for_fit() is val  # only TensorFlow needs the dynamic-shape pipeline
+        assert train.for_fit() is train
+
+
+def test_the_training_pipeline_serves_the_datasets_batches_epoch_by_epoch(tmp_path):
+    for i in range(5):
+        _write(tmp_path, f"t{i}", 40, 48)
+    pairs = discover_pairs(tmp_path).pairs
+    common = dict(batch_size=2, patch_size=32, channels=1, seed=3, samples_per_epoch=6)
+    train = SegmentationDataset(pairs, **common)
+    if keras.backend.backend() != "tensorflow":
+        assert train.for_fit() is train
+        return
+    pipeline = train.for_fit()
+    assert pipeline.options().autotune.enabled is False  # its thread stalled epoch starts
+    assert int(pipeline.cardinality()) == len(train) == 3
+    reference = SegmentationDataset(pairs, **common)
+    epochs = []
+    for epoch in range(2):  # a new iterator per epoch, as Keras makes them
+        served = [(x.numpy(), y.numpy()) for x, y in pipeline]
+        epochs.append(served)
+        reference.set_epoch(epoch)
+        expected = [reference[i] for i in range(len(reference))]
+        assert len(served) == len(expected)
+        for (x, y), (ex, ey) in zip(served, expected, strict=True):
+            np.testing.assert_array_equal(x, ex)
+            np.testing.assert_array_equal(y, ey)
+    assert not np.array_equal(epochs[0][0][0], epochs[1][0][0])  # the second epoch drew anew
+    val = SegmentationDataset(pairs, **{**common, "training": False})
+    assert val.for_fit().options().autotune.enabled is False
 
 
 def _one_weight_fit(planned: int, epochs: int = 8, seconds=None, budget_s: float = 100.0):

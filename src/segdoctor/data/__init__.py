@@ -7,11 +7,12 @@ Files -> pairs -> arrays -> batches::
     index = discover_pairs("DATA")             # matched by file stem, never by order
     train, val = train_val_datasets(index, val_fraction=0.2, seed=0, patch_size=256)
     print(train.describe())                    # every decision: masks, channels, normalization
-    model.fit(train, validation_data=val.for_fit(), epochs=50)
+    model.fit(train.for_fit(), validation_data=val.for_fit(), epochs=50)
 
-``val.for_fit()`` is ``val`` itself, except on TensorFlow with whole images of several sizes, where
-it is a ``tf.data`` pipeline with dynamic height and width (Keras would otherwise fix the shape
-from the first batches).
+``for_fit()`` is the dataset itself except on TensorFlow, where it is a ``tf.data`` pipeline over
+the same batches: with tf.data's autotuning off (its optimization thread made epochs start after
+a wait of up to a minute) and, for whole validation images of several sizes, a dynamic height and
+width (Keras would otherwise fix the shape from the first batches).
 
 Only :class:`SegmentationDataset` / :func:`train_val_datasets` import Keras, lazily on first use,
 so the rest of this package (used by the CLI and the doctor) stays fast to import.

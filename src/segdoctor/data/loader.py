@@ -271,28 +271,46 @@ class SegmentationDataset(keras.utils.PyDataset):
             self._order_epoch = -1
 
     def for_fit(self):
-        """What to pass to ``model.fit``: this dataset, or on TensorFlow a dynamic-shape pipeline.
+        """What to pass to ``model.fit``: this dataset, or on TensorFlow a ``tf.data`` pipeline.
 
-        Keras hands a PyDataset to TensorFlow as ``tf.data.Dataset.from_generator`` with a
-        signature inferred from the first few batches. Whole-image validation batches are sorted
-        by size, so that signature would fix H and W to the smallest size and the first larger
-        image would stop training ("`generator` yielded an element of shape ..."). On the
-        TensorFlow backend, when the validation images come in more than one padded size, this
-        returns a ``tf.data.Dataset`` over the same batches that declares H and W unknown.
+        On the TensorFlow backend Keras hands a PyDataset to ``model.fit`` as
+        ``tf.data.Dataset.from_generator(...).prefetch(AUTOTUNE)``, and two things go wrong:
+
+        * Training: tf.data's autotuning runs an optimization thread that sleeps for a period
+          growing towards a minute, and releasing the previous epoch's iterator waits for it. In
+          15-minute runs of the default recipe on 2 cores, 3 to 4 epochs in 10 began with the
+          machine idle for 38-40 s inside that destructor (measured per batch: 1 s of CPU in
+          38 s of wall time; the native stack showed ``RootDataset::Iterator::~Iterator`` waiting
+          on ``Model::OptimizeLoop``), about a tenth of the budget. Here the batches come through
+          a pipeline with autotuning off and a fixed prefetch of two batches, as Keras itself
+          does when it runs its own worker threads.
+        * Validation: whole-image batches are sorted by size, and the signature Keras infers
+          from the first few batches would fix H and W to the smallest size; the first larger
+          image would stop training ("`generator` yielded an element of shape ..."). The pipeline
+          (autotuning off as well) declares H and W unknown when the validation images come in
+          more than one padded size.
+
+        Call it after :meth:`set_samples_per_epoch`: the training pipeline serves the number of
+        batches the dataset has when it is made. An epoch ends when its last batch has been
+        prepared (the next one draws a new permutation), which is what Keras' ``on_epoch_end``
+        does for the PyDataset itself. Other backends get the dataset unchanged.
         """
-        if (
-            self.training
-            or self.validation != "whole"
-            or keras.backend.backend() != "tensorflow"
-            or len({self._padded_shape(b[0]) for b in self._val_batches}) < 2
-        ):
+        if keras.backend.backend() != "tensorflow":
             return self
+        if self.training:
+            return self._training_pipeline()
         import tensorflow as tf  # noqa: PLC0415 - optional backend, only on TensorFlow
 
         x, y = self[0]
+        sizes = (
+            {x.shape[1:3]}
+            if self.validation != "whole"
+            else {self._padded_shape(b[0]) for b in self._val_batches}
+        )
+        h, w = sizes.pop() if len(sizes) == 1 else (None, None)
         signature = (
-            tf.TensorSpec((None, None, None, x.shape[-1]), tf.as_dtype(x.dtype)),
-            tf.TensorSpec((None, None, None, y.shape[-1]), tf.as_dtype(y.dtype)),
+            tf.TensorSpec((None, h, w, x.shape[-1]), tf.as_dtype(x.dtype)),
+            tf.TensorSpec((None, h, w, y.shape[-1]), tf.as_dtype(y.dtype)),
         )
 
         def batches():
@@ -300,8 +318,25 @@ class SegmentationDataset(keras.utils.PyDataset):
                 yield self[i]
 
         dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
-        # A known length: Keras then counts validation steps instead of warning "ran out of data".
-        return dataset.apply(tf.data.experimental.assert_cardinality(len(self)))
+        return _without_autotune(dataset, len(self))
+
+    def _training_pipeline(self):
+        """The TensorFlow pipeline of :meth:`for_fit` for training batches (fixed shapes)."""
+        import tensorflow as tf  # noqa: PLC0415 - optional backend, only on TensorFlow
+
+        n, (ph, pw) = len(self), self.patch_size
+        signature = (
+            tf.TensorSpec((self.batch_size, ph, pw, self.channels), tf.float32),
+            tf.TensorSpec((self.batch_size, ph, pw, 1), tf.int32),
+        )
+
+        def epoch():  # one call per epoch: Keras makes a new iterator for each
+            for i in range(n):
+                yield self[i]
+            self.on_epoch_end()
+
+        dataset = tf.data.Dataset.from_generator(epoch, output_signature=signature).prefetch(2)
+        return _without_autotune(dataset, n)
 
     def _padded_shape(self, i: int) -> tuple[int, int]:
         return padded_shape(self._shapes[i], self.stride)
@@ -386,6 +421,20 @@ class SegmentationDataset(keras.utils.PyDataset):
         return validation_batch(
             samples, self.validation, self.patch_size, self.stride, self.mask_fill
         )
+
+
+def _without_autotune(dataset, batches: int):
+    """``dataset`` with tf.data's autotuning off and its length declared.
+
+    Autotuning's optimization thread makes releasing an iterator wait up to a minute
+    (:meth:`SegmentationDataset.for_fit`); a known length lets Keras count steps instead of
+    warning that the data "ran out"."""
+    import tensorflow as tf  # noqa: PLC0415 - optional backend, only on TensorFlow
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    dataset = dataset.with_options(options)
+    return dataset.apply(tf.data.experimental.assert_cardinality(batches))
 
 
 def _resolve_augment(augment: AugmentConfig | bool | None, training: bool) -> AugmentConfig:

@@ -311,8 +311,8 @@ def _new_plan(
     lr, lr_result = _learning_rate(config, prepared, sizing, deadline, log, notes)
     if sizing is not None:
         config, epoch_length = lengthen_epochs(config, prepared, sizing, lr_result, log)
-        if epoch_length is not None and choice is not None:
-            choice = {**choice, "epoch_length": epoch_length}
+        if epoch_length is not None:  # recorded whether or not the width was searched
+            choice = {**(choice or {}), "epoch_length": epoch_length}
     steps = len(prepared.train)
     horizon = schedule_horizon(config, prepared, steps, lr_result, log, sizing, deadline)
     keras.utils.set_random_seed(config.train.seed)
@@ -390,7 +390,7 @@ def _fit(
     state.update(status="running")
     started = time.monotonic()
     history = model.fit(
-        fit_data(model, prepared.train),
+        fit_data(model, prepared.train.for_fit()),
         validation_data=fit_data(model, prepared.val.for_fit()),
         epochs=config.train.epochs,
         initial_epoch=plan.initial_epoch,

@@ -88,8 +88,9 @@ def _fit_user_model(
         )
         limit = (config.train.max_minutes or float("inf")) * 60.0
         curve = []  # the whole-image validation Dice after each epoch (the rule on run length)
+        train = prepared.train.for_fit()
         while done < config.train.epochs and time.monotonic() - start < limit:
-            clone.fit(prepared.train, epochs=done + 1, initial_epoch=done, verbose=0)
+            clone.fit(train, epochs=done + 1, initial_epoch=done, verbose=0)
             done += 1
             per_image = _score_model(clone, prepared)
             dice = mean_dice(per_image)
