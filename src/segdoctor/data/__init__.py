@@ -7,7 +7,7 @@ Files -> pairs -> arrays -> batches::
     index = discover_pairs("DATA")             # matched by file stem, never by order
     train, val = train_val_datasets(index, val_fraction=0.2, seed=0, patch_size=256)
     print(train.describe())                    # every decision: masks, channels, normalization
-    model.fit(train.for_fit(), validation_data=val.for_fit(), epochs=50)
+    model.fit(train.for_fit(), validation_data=val.for_fit(), epochs=50, shuffle=False)
 
 ``for_fit()`` is the dataset itself except on TensorFlow, where it is a ``tf.data`` pipeline over
 the same batches: with tf.data's autotuning off (its optimization thread made epochs start after

@@ -53,15 +53,16 @@ Measured (2026-12-06, the 2-core EPYC, default recipe on dsb2018-nuclei, 16 filt
 16 steps took 11.4 s, of which 8.5 s were steps, 1.4 s the validation of 27 whole images, 0.3 s
 the checkpoints, 0.3 s the doctor and the rest Keras' epoch end: a quarter of the budget went to
 epoch ends (in the three quality runs of 2026-12-06, 13.4 s an epoch: over 40%)."""
-MIN_EPOCHS_WIDER = 25
+MIN_EPOCHS_WIDER = 60
 """A wider U-Net is chosen only when it still makes this many passes over the training images
 in the budget (counted as epochs of one pass each, with a validation after each: the runs below
 had such epochs; :func:`epoch_steps` may lengthen them afterwards).
 
-benchmarks/RESULTS.md (quality, 15 minutes on 2 cores): the 32-filter U-Net trained 8-15 epochs
-and scored 0.873 held-out Dice; the 16-filter one trained 25-46 epochs and scored 0.876-0.883.
-No run showed the wider net ahead; so it must at least reach the epoch count where the narrow
-one was measured to do as well, and the narrower wins otherwise.
+benchmarks/RESULTS.md (quality, 15 minutes on 2 cores, held-out Dice): the 16-filter U-Net scored
+0.854-0.876 after 25-27 passes, 0.880-0.888 after 38-46 and 0.882-0.890 after 62-69; the
+32-filter one 0.873 after 8-15 passes and 0.877 after 24 (2026-12-06, when this threshold was
+25 and the wider net was chosen). No run showed the wider net ahead, so it must reach the pass
+count at which the narrow one scored best; the narrower wins otherwise.
 """
 
 

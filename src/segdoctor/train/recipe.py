@@ -396,6 +396,7 @@ def _fit(
         initial_epoch=plan.initial_epoch,
         callbacks=items,
         verbose=config.train.verbose,
+        shuffle=False,  # every epoch already draws its own permutation and patches (the loader)
     )
     status = _stop_status(run_dir, nan_guard, budget, early, deadline, plan.notes)
     state.update(status=status)

@@ -90,7 +90,7 @@ def _fit_user_model(
         curve = []  # the whole-image validation Dice after each epoch (the rule on run length)
         train = prepared.train.for_fit()
         while done < config.train.epochs and time.monotonic() - start < limit:
-            clone.fit(train, epochs=done + 1, initial_epoch=done, verbose=0)
+            clone.fit(train, epochs=done + 1, initial_epoch=done, verbose=0, shuffle=False)
             done += 1
             per_image = _score_model(clone, prepared)
             dice = mean_dice(per_image)
