@@ -24,6 +24,7 @@ from segdoctor.train.budget import (
     must_stop,
     plan_steps,
     tolerance_s,
+    wider_may_qualify,
 )
 from segdoctor.train.callbacks import BudgetSchedule, StepProgbar, TimeBudget
 from segdoctor.train.config import dump_yaml, load_yaml, resolve_config
@@ -231,6 +232,13 @@ def test_the_narrow_unet_wins_when_the_wide_one_gets_too_few_epochs():
     assert ">= 60 passes over the data" in why and "32 base filters: 2.50 s a step" in why
     # the 2-core EPYC of 2026-12-06: about 25 passes at 32 filters scored below 68 at 16
     assert choose_configuration(_candidates(1.68, 0.49), 790.0, 14)[0].rank == 16
+
+
+def test_the_wider_unet_is_timed_only_when_it_could_still_make_the_passes():
+    # twice the width is at least twice the step: 72 passes at 16 filters leave at most 36 at 32
+    assert not wider_may_qualify(72, 16, 32)
+    assert not wider_may_qualify(119, 16, 32)
+    assert wider_may_qualify(120, 16, 32)
 
 
 def test_the_wide_unet_wins_when_it_still_gets_enough_epochs():

@@ -22,6 +22,7 @@ from segdoctor.train.budget import (
     choose_configuration,
     evaluation_reserve,
     plan_steps,
+    wider_may_qualify,
 )
 from segdoctor.train.config import RunConfig
 from segdoctor.train.data import PreparedData
@@ -194,9 +195,7 @@ def select_configuration(
             prev = measured[-1]
             train_s = deadline.remaining() - other_s - prev[2].reserve_s(n_val)
             epochs = plan_steps(train_s, prev[0].step_s, spe, prev[2].val_s(n_val), 10**6).epochs
-            # a step takes at least as much longer as the net is wider (the convolutions' FLOPs
-            # grow with its square: 2.8-3.5x measured from 16 to 32 filters on 2 cores)
-            if epochs * prev[0].rank / rank < MIN_EPOCHS_WIDER:
+            if not wider_may_qualify(epochs, prev[0].rank, rank):
                 skipped.append(
                     f"{name}: not timed ({prev[0].name} trains {epochs:.0f} passes, so this one, "
                     f"at least {rank / prev[0].rank:g}x slower a step, fewer than {MIN_EPOCHS_WIDER})"
