@@ -41,6 +41,7 @@ import numpy as np
 
 from segdoctor.doctor.batch_checks import alignment_finding, check_batch, classes_finding
 from segdoctor.doctor.catalog import CATALOG, make_finding
+from segdoctor.doctor.epoch_timing import epoch_start_findings
 from segdoctor.doctor.findings import Finding
 from segdoctor.doctor.history import (
     PRED_FG,
@@ -166,6 +167,13 @@ class DoctorCallback(keras.callbacks.Callback):
         self._kernels: list[int] = []  # weights whose first updates are measured (update_ratio)
         self._before: list[np.ndarray] | None = None
         self._update_ratios: list[float] = []
+        # epoch-start-wait: wall times of first steps (epoch 2 on) and of the other steps
+        self._train_start: float | None = None
+        self._epoch_start: float | None = None
+        self._epochs_begun = 0
+        self._last_step_end: float | None = None
+        self._first_step_s: list[float] = []
+        self._step_s: list[float] = []
 
     # -- helpers ---------------------------------------------------------------------------------
     def _emit(self, found: list[Finding]) -> None:
@@ -215,6 +223,7 @@ class DoctorCallback(keras.callbacks.Callback):
     # -- Keras hooks -----------------------------------------------------------------------------
     def on_train_begin(self, logs=None) -> None:
         start = time.perf_counter()
+        self._train_start = start
         self._siblings = self._sibling_callbacks()
         self._emit(check_model(self.model, self._siblings or (), probe_loss_fn=self.probe_loss))
         if getattr(self.model, "optimizer", None) is not None:
@@ -292,11 +301,23 @@ class DoctorCallback(keras.callbacks.Callback):
             share = float(np.median(self._fg_fractions))
             self.findings = [background_severity(f, share) for f in self.findings]
 
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self._epoch_start = time.perf_counter()
+        self._epochs_begun += 1
+
     def on_train_batch_end(self, batch: int, logs=None) -> None:
-        """The first ``UPDATE_STEPS`` steps: how much each one moved the weights (``lr-too-high``)."""
+        """Step times (``epoch-start-wait``); the first ``UPDATE_STEPS`` steps: how much each one
+        moved the weights (``lr-too-high``)."""
+        start = time.perf_counter()
+        if self._epoch_start is not None:  # the epoch's first step, timed from its begin
+            if self._epochs_begun > 1:  # the first epoch's first step traces and compiles
+                self._first_step_s.append(start - self._epoch_start)
+            self._epoch_start = None
+        elif self._last_step_end is not None:
+            self._step_s.append(start - self._last_step_end)
+        self._last_step_end = start
         if self._before is None:
             return
-        start = time.perf_counter()
         after = snapshot(self.model, self._kernels)
         self._update_ratios.append(relative_update(self._before, after))
         self._before = after
@@ -373,6 +394,9 @@ class DoctorCallback(keras.callbacks.Callback):
         if 0 < self._peeked < PEEK_BATCHES:
             self._pooled_batch_findings()
         self._emit(self._stopped_while_improving())
+        if self._train_start is not None:
+            train_s = start - self._train_start
+            self._emit(epoch_start_findings(self._first_step_s, self._step_s, train_s))
         if self.history:
             # The report tells what the whole run shows: a curve finding printed mid-run (a dip
             # that looked like overfitting) that the complete history no longer supports is

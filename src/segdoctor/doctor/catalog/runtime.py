@@ -167,6 +167,20 @@ PROBE_ENTRIES: tuple[CatalogEntry, ...] = (
         },
     ),
     CatalogEntry(
+        "epoch-start-wait",
+        "probe",
+        "warning",
+        "Epochs begin with a long wait before their first step",
+        fix="{waited} of {timed} epochs waited about {wait:.0f} s before their first step "
+        "({share:.0%} of the training time). On TensorFlow with a keras.utils.PyDataset, this is "
+        "tf.data's autotuning thread, which the previous epoch's iterator waits for: pass "
+        "segdoctor's SegmentationDataset.for_fit(), or wrap your batches in a tf.data pipeline "
+        "with options.autotune.enabled = False and a fixed .prefetch(2) "
+        "(tf.data.Options(); dataset.with_options(options)). Otherwise look at what your "
+        "dataset does at an epoch's start (on_epoch_end re-reading files, a worker pool "
+        "restarted every epoch).",
+    ),
+    CatalogEntry(
         "batch-size-noisy",
         "probe",
         "info",
