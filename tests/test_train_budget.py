@@ -343,6 +343,27 @@ def test_a_budgeted_run_chooses_the_width_the_user_left_open_and_records_why(tmp
     assert saved == longer["samples_per_epoch"] == longer["steps"] * 2
 
 
+def test_a_resumed_run_draws_the_patches_of_its_own_epochs(tmp_path):
+    data = write_disc_dataset(tmp_path / "data", n=8)
+    run = tmp_path / "run"
+    train_run(_tiny_config(data, **{"train.epochs": "2"}), run, log=lambda m: None)
+    seen: list[int] = []
+
+    class Epochs(keras.callbacks.Callback):
+        def __init__(self, dataset):
+            super().__init__()
+            self.dataset = dataset
+
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append(self.dataset.epoch)
+
+    def callbacks(config, prepared):
+        return [Epochs(prepared.train)]
+
+    resume_run(run, 4, log=lambda m: None, callbacks=callbacks)  # to 4 epochs in all
+    assert seen and seen[0] == 2  # not 0: the first run's patches again
+
+
 def test_epochs_are_lengthened_until_their_end_is_a_tenth_of_them():
     assert epoch_steps(16, 0.47, 1.4) == 66  # the 2-core EPYC: 16 filters, 27 whole images
     end = 1.4 + EPOCH_END_S

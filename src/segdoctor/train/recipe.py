@@ -389,6 +389,7 @@ def _fit(
     with_progress_bar(items, config.train.verbose)
     state.update(status="running")
     started = time.monotonic()
+    prepared.train.set_epoch(plan.initial_epoch)  # a resume draws new patches, not epoch 0's again
     history = model.fit(
         fit_data(model, prepared.train.for_fit()),
         validation_data=fit_data(model, prepared.val.for_fit()),
