@@ -317,8 +317,7 @@ class SegmentationDataset(keras.utils.PyDataset):
             for i in range(len(self)):
                 yield self[i]
 
-        dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
-        return _without_autotune(dataset, len(self))
+        return _pipeline(batches, signature, len(self))
 
     def _training_pipeline(self):
         """The TensorFlow pipeline of :meth:`for_fit` for training batches (fixed shapes)."""
@@ -335,8 +334,7 @@ class SegmentationDataset(keras.utils.PyDataset):
                 yield self[i]
             self.on_epoch_end()
 
-        dataset = tf.data.Dataset.from_generator(epoch, output_signature=signature).prefetch(2)
-        return _without_autotune(dataset, n)
+        return _pipeline(epoch, signature, n, prefetch=2)
 
     def _padded_shape(self, i: int) -> tuple[int, int]:
         return padded_shape(self._shapes[i], self.stride)
@@ -423,14 +421,18 @@ class SegmentationDataset(keras.utils.PyDataset):
         )
 
 
-def _without_autotune(dataset, batches: int):
-    """``dataset`` with tf.data's autotuning off and its length declared.
+def _pipeline(generator, signature, batches: int, prefetch: int = 0):
+    """``tf.data`` over ``generator()`` with autotuning off, ``prefetch`` batches ahead and its
+    length declared.
 
     Autotuning's optimization thread makes releasing an iterator wait up to a minute
     (:meth:`SegmentationDataset.for_fit`); a known length lets Keras count steps instead of
     warning that the data "ran out"."""
     import tensorflow as tf  # noqa: PLC0415 - optional backend, only on TensorFlow
 
+    dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
+    if prefetch:
+        dataset = dataset.prefetch(prefetch)
     options = tf.data.Options()
     options.autotune.enabled = False
     dataset = dataset.with_options(options)

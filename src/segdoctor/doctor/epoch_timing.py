@@ -54,12 +54,10 @@ def epoch_start_findings(
         return []
     step = float(np.median(step_s))
     waits = [t - step for t in first_step_s if t >= WAIT_STEPS * step and t - step >= WAIT_MIN_S]
-    if not waits:
-        return []
+    if len(waits) < 2:
+        return []  # none, or one slow start (a checkpoint, a busy machine): not a pattern
     lost = float(sum(waits))
     share = lost / train_s
-    if len(waits) < 2:
-        return []  # one slow start: a checkpoint or a busy machine, not a pattern
     return [
         make_finding(
             "epoch-start-wait",
