@@ -44,13 +44,16 @@ def default_data_root() -> Path:
     return Path(env) if env else REPO.parent / "shared" / "data"
 
 
-def _verify(report, folder: str, minutes: float) -> dict[str, Any]:
-    """``--verify`` on the faulty folder: did any applied fix raise validation Dice measurably?"""
+def _verify(report, folder: str, minutes: float, model=None) -> dict[str, Any]:
+    """``--verify`` on the faulty folder (and the case's model, when the user script has one):
+    did any applied fix raise validation Dice measurably?"""
     from segdoctor.cli.verify import verify
 
     t0 = time.perf_counter()
     try:
-        result = verify(report, data=folder, max_minutes=minutes, log=lambda *a, **k: None)
+        result = verify(
+            report, data=folder, model=model, max_minutes=minutes, log=lambda *a, **k: None
+        )
     except Exception as err:
         return {"crash": f"{type(err).__name__}: {str(err)[:200]}", "fixable": False}
     verified = [
@@ -64,6 +67,7 @@ def _verify(report, folder: str, minutes: float) -> dict[str, Any]:
             "dice": {"as_diagnosed": v.diagnosed.dice_mean, "with_fix": v.fixed.dice_mean},
             "epochs": [v.diagnosed.epochs, v.fixed.epochs],
             "change": v.prescription.change,
+            "on_your_model": v.prescription.model is not None,
         }
         for v in result.verified
     ]
@@ -102,8 +106,9 @@ def _run_once(case, data_root: Path, faulty: bool, verify_minutes: float = 0.0) 
         seconds = time.perf_counter() - t0
         verified = None
         if verify_minutes > 0 and crash is None and "data" in ctx.notes:
-            verified = _verify(report, ctx.notes["data"], verify_minutes)
+            verified = _verify(report, ctx.notes["data"], verify_minutes, ctx.notes.get("model"))
     ctx.notes.pop("data", None)  # a temporary path
+    ctx.notes.pop("model", None)  # not JSON
     out = {"findings": findings, "seconds": round(seconds, 2), "crash": crash, "notes": ctx.notes}
     if verified is not None:
         out["verify"] = verified

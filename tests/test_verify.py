@@ -402,11 +402,79 @@ def test_from_logits_is_verified_on_a_fresh_copy_of_the_users_model(crops255, mo
     assert v.diagnosed.dice_mean is not None and v.fixed.dice_mean is not None
     assert result.to_dict()["verified"][0]["from_logits"] == {"diagnosed": False, "fixed": True}
     assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights(), strict=True))
-    inputs = keras.Input((32, 32, 1))
-    fixed_size = keras.Model(inputs, keras.layers.Conv2D(1, 1)(inputs))
-    fixed_size.compile("adam", keras.losses.BinaryCrossentropy())
-    _, other = vf.prescribe(report, vf.DataPlan(crops255, [], []), fixed_size)
+    _, other = vf.prescribe(report, vf.DataPlan(crops255, [], []), _dense_head_model())
     assert "fixed input size" in other[0].reason
+
+
+def _dense_head_model() -> keras.Model:
+    """A model that only takes 32x32 inputs (Flatten + Dense): it cannot score whole images."""
+    inputs = keras.Input((32, 32, 1))
+    x = keras.layers.Dense(32 * 32, activation="sigmoid")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Reshape((32, 32, 1))(x))
+    model.compile(keras.optimizers.Adam(0.1), keras.losses.BinaryCrossentropy())
+    return model
+
+
+def _fixed_size_fcn(optimizer) -> keras.Model:
+    """A fully convolutional binary model built for 32x32 inputs (as user scripts often do)."""
+    inputs = keras.Input((32, 32, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.UpSampling2D()(keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x))
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(x))
+    if optimizer is not None:  # None: left uncompiled (a model loaded with compile=False)
+        model.compile(optimizer, keras.losses.BinaryCrossentropy())
+    return model
+
+
+LR_EVIDENCE = {"learning_rate": 0.5, "relative_update_per_step": 0.5, "optimizer": "SGD"}
+
+
+def test_a_learning_rate_fix_is_verified_on_the_users_model_and_optimizer(crops255, monkeypatch):
+    monkeypatch.setattr(vf.runs, "MAX_EPOCHS", 3)  # a few epochs are enough to run the path
+    monkeypatch.setattr(vf.runs, "MIN_RUN_MINUTES", 0.2)
+    model = _fixed_size_fcn(keras.optimizers.SGD(0.5, momentum=0.9))
+    weights = [w.copy() for w in model.get_weights()]
+    report = _report(("lr-too-high", LR_EVIDENCE))
+    p = vf.prescribe(report, vf.DataPlan(crops255, [], []), model)[0][0]
+    assert p.model is model and p.learning_rate == (0.5, 0.01)
+    assert "SGD" in p.diagnosed_as and "your model" in p.note
+    result = vf.verify(report, crops255, model=model, max_minutes=0.4, settings=TINY, log=print)
+    v = result.verified[0]
+    assert v.diagnosed.epochs == v.fixed.epochs == 3
+    assert v.diagnosed.dice_mean is not None and v.fixed.dice_mean is not None
+    entry = result.to_dict()["verified"][0]
+    assert entry["learning_rate"] == {"diagnosed": 0.5, "fixed": 0.01}
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights(), strict=True))
+
+
+def test_the_users_optimizer_keeps_its_settings_at_the_verified_rate():
+    model = _fixed_size_fcn(keras.optimizers.SGD(0.5, momentum=0.9, nesterov=True))
+    config = vf.run_config(Path("t.csv"), Path("v.csv"), {})
+    optimizer = vf.user_model._optimizer(model, config, 0.01)
+    assert isinstance(optimizer, keras.optimizers.SGD)
+    assert float(optimizer.learning_rate) == pytest.approx(0.01)
+    assert optimizer.momentum == 0.9 and optimizer.nesterov is True
+    assert isinstance(vf.user_model._optimizer(model, config, None), keras.optimizers.Adam)
+    copy = vf.user_model.fresh_copy(model)  # built for 32x32, copied onto any size
+    assert tuple(copy.inputs[0].shape) == (None, None, None, 1)
+    assert copy.predict(np.zeros((1, 48, 64, 1), "float32"), verbose=0).shape == (1, 48, 64, 1)
+
+
+def test_a_learning_rate_fix_falls_back_to_the_recipe_when_the_model_cannot_be_copied():
+    plan = vf.DataPlan(Path("."), [], [])
+    report = _report(("lr-too-high", LR_EVIDENCE))
+    for model in (
+        None,
+        _dense_head_model(),
+        _fixed_size_fcn(None),
+    ):  # none, fixed size, no optimizer
+        if model is not None and getattr(model, "optimizer", None) is None:
+            assert vf.user_model.copy_problem(model) is None  # usable, but nothing to change
+        p = vf.prescribe(report, plan, model)[0][0]
+        assert p.model is None and p.learning_rate is None
+        assert p.diagnosed == {"train.lr": "0.5"} and p.fixed == {"train.lr": "0.01"}
+        assert "not on your model" in p.note
 
 
 def test_comparisons_left_without_time_are_skipped_not_run(monkeypatch):

@@ -22,10 +22,22 @@ def _crops(ctx: Context, n: int = 16, size: int = 64) -> tuple[np.ndarray, np.nd
     return stack(nuclei(ctx.data_root, n=n, size=size))
 
 
+def _users_folder(ctx: Context, model: keras.Model, n: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """The user's crops, written as their data folder, for ``--verify`` on ``model``.
+
+    ``x`` (N, 64, 64, 1) in [0, 1] and ``y`` (N, 64, 64, 1) 0/1, as :func:`_crops`; the folder
+    and the model go to ``ctx.notes`` (--verify trains fresh copies of the model on the folder;
+    48 crops give it a validation fifth of 10 images)."""
+    pairs = nuclei(ctx.data_root, n=n, size=64)
+    ctx.notes["data"] = str(write_pairs(ctx.workdir / "data", pairs))
+    ctx.notes["model"] = model
+    return stack(pairs)
+
+
 def activation_missing(ctx: Context):
     """The last layer has no activation (logits) and the loss expects probabilities."""
-    x, y = _crops(ctx)
-    model = small_unet(x.shape[1:], activation=None if ctx.faulty else "sigmoid")
+    model = small_unet((64, 64, 1), activation=None if ctx.faulty else "sigmoid")
+    x, y = _users_folder(ctx, model)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.BinaryCrossentropy(),
@@ -36,8 +48,8 @@ def activation_missing(ctx: Context):
 
 def activation_double(ctx: Context):
     """Sigmoid in the model and ``from_logits=True`` in the loss: the activation applied twice."""
-    x, y = _crops(ctx)
-    model = small_unet(x.shape[1:], activation="sigmoid")
+    model = small_unet((64, 64, 1), activation="sigmoid")
+    x, y = _users_folder(ctx, model)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.BinaryCrossentropy(from_logits=ctx.faulty),
@@ -130,15 +142,16 @@ def lr_too_high(ctx: Context):
     """Adam at 0.1 (a rate copied from an SGD recipe) on a Dice + cross-entropy loss; the user runs
     ``diagnose(data, model, probe=True)`` as the docs suggest. The twin uses 1e-3.
 
-    48 crops: ``--verify`` trains segdoctor's recipe on the folder, and its validation fifth
-    (10 images) must resolve the difference."""
+    48 crops: ``--verify`` trains fresh copies of this model (Adam at 0.1 and at the prescribed
+    rate) on the folder, and its validation fifth (10 images) must resolve the difference."""
     folder = write_pairs(ctx.workdir / "data", nuclei(ctx.data_root, n=48, size=64))
-    ctx.notes["data"] = str(folder)  # for --verify (the learning rate is applied to the recipe)
     model = small_unet((64, 64, 1))
     model.compile(
         optimizer=keras.optimizers.Adam(0.1 if ctx.faulty else 1e-3),
         loss=DiceCELoss(mode="binary"),
     )
+    ctx.notes["data"] = str(folder)  # for --verify, which trains a fresh copy of the model
+    ctx.notes["model"] = model
     return diagnose(data=folder, model=model, probe=True, probe_size=64, batch_size=8, plots=False)
 
 
@@ -197,8 +210,8 @@ def include_background_softmax(ctx: Context):
 
 def batchnorm_tiny_batch(ctx: Context):
     """BatchNorm trained with batches of 2 (large crops, little memory). The twin uses batches of 8."""
-    x, y = _crops(ctx)
-    model = small_unet(x.shape[1:], batchnorm=True)
+    model = small_unet((64, 64, 1), batchnorm=True)
+    x, y = _users_folder(ctx, model)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=[dice_coef]
     )

@@ -29,7 +29,7 @@ from segdoctor.cli.verify.data_fixes import (
 )
 from segdoctor.cli.verify.plan import DataPlan
 from segdoctor.cli.verify.results import Prescription, Unverified
-from segdoctor.cli.verify.user_model import LOGIT_FIXES, _from_logits
+from segdoctor.cli.verify.user_model import LOGIT_FIXES, LR_FIXES, _from_logits, user_learning_rate
 from segdoctor.doctor import Finding, Report
 from segdoctor.doctor.update_ratio import TARGET_UPDATE
 
@@ -98,9 +98,13 @@ def _oversample(f: Finding, plan: DataPlan) -> Prescription:
     )
 
 
-def _learning_rate(f: Finding, plan: DataPlan) -> Prescription | Unverified:
-    """The range test's rate (a tenth of its steepest descent) or, for ``lr-too-high`` found
-    from the first updates, the rate scaled to a relative update of 0.01 per step."""
+def learning_rates(f: Finding) -> tuple[float, float, str] | None:
+    """``(your rate, the fixed rate, why)`` from an lr finding's evidence; None: none usable.
+
+    The fixed rate is the range test's suggestion (a tenth of its steepest descent) or, for
+    ``lr-too-high`` found from the first updates, the rate scaled to a relative update of
+    :data:`~segdoctor.doctor.update_ratio.TARGET_UPDATE` per step.
+    """
     ev = f.evidence
     lr, steepest = ev.get("configured_lr"), ev.get("steepest_lr")
     ratio = ev.get("relative_update_per_step")
@@ -113,16 +117,31 @@ def _learning_rate(f: Finding, plan: DataPlan) -> Prescription | Unverified:
             f"weights moved by {float(ratio):.2g} of their size a step; aimed at {TARGET_UPDATE:g}"
         )
     else:
-        return Unverified(f.id, "not-verifiable", "the finding names no usable learning rates.")
+        return None
     if not 0 < float(lr) < 10 or not 0 < fixed < 10:
+        return None
+    return float(lr), fixed, why
+
+
+def _learning_rate(f: Finding, plan: DataPlan, model: Any = None) -> Prescription | Unverified:
+    """The learning-rate fix: on the user's model and optimizer when they are given and can be
+    copied (:func:`~segdoctor.cli.verify.user_model.user_learning_rate`), else on segdoctor's
+    U-Net at the two rates."""
+    rates = learning_rates(f)
+    if rates is None:
         return Unverified(f.id, "not-verifiable", "the finding names no usable learning rates.")
+    on_yours = user_learning_rate(f, model, rates)
+    if on_yours is not None:
+        return on_yours
+    lr, fixed, why = rates
     return Prescription(
         f.id,
         f"learning rate {fixed:.3g} ({why})",
-        f"your learning rate {float(lr):.3g}",
-        {"train.lr": f"{float(lr):.6g}"},
+        f"your learning rate {lr:.3g}",
+        {"train.lr": f"{lr:.6g}"},
         {"train.lr": f"{fixed:.6g}"},
-        note="measured on segdoctor's U-Net with these learning rates, not on your model.",
+        note="measured on segdoctor's U-Net with these learning rates, not on your model "
+        "(pass your compiled model to verify on it).",
     )
 
 
@@ -258,7 +277,12 @@ def _prescription(
     if resplit is not None:
         why = f"the same fix (a re-split) as {resplit.finding_id}: see there."
         return Unverified(f.id, "skipped", why)
-    made = _from_logits(f, model) if f.id in LOGIT_FIXES else PRESCRIBERS[f.id](f, plan)
+    if f.id in LOGIT_FIXES:
+        made = _from_logits(f, model)
+    elif f.id in LR_FIXES:
+        made = _learning_rate(f, plan, model)
+    else:
+        made = PRESCRIBERS[f.id](f, plan)
     same = next((p for p in found if _same_runs(p, made)), None)
     if same is not None:
         return Unverified(f.id, "skipped", f"the same fix as {same.finding_id}: see there.")
@@ -268,5 +292,13 @@ def _prescription(
 def _same_runs(a: Prescription, b: Prescription | Unverified) -> bool:
     if isinstance(b, Unverified):
         return False
-    keys = ("diagnosed", "fixed", "drop_train", "extra_train", "from_logits", "data")
+    keys = (
+        "diagnosed",
+        "fixed",
+        "drop_train",
+        "extra_train",
+        "from_logits",
+        "learning_rate",
+        "data",
+    )
     return all(a.to_dict().get(k) == b.to_dict().get(k) for k in keys)

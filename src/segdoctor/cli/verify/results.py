@@ -82,6 +82,8 @@ class Prescription:
         note: What the comparison can and cannot show.
         from_logits: ``(diagnosed, fixed)`` settings of the user's loss when the fix is to the
             user's model (then ``model`` is that model and both runs train a fresh copy of it).
+        learning_rate: ``(diagnosed, fixed)`` learning rates of the user's optimizer when the
+            fix is verified on the user's model (``model``).
         data: What each run trains, validates and is scored on, when the fix changes the data
             (masks snapped to their labels, a re-split, a re-pairing); None: the plan's split.
 
@@ -103,6 +105,7 @@ class Prescription:
     expect: str = "up"
     note: str = ""
     from_logits: tuple[bool, bool] | None = None
+    learning_rate: tuple[float, float] | None = None
     model: Any = None
     data: RunData | None = None
 
@@ -121,6 +124,10 @@ class Prescription:
             out["data"] = self.data.to_dict()
         if self.from_logits is not None:
             out["from_logits"] = {"diagnosed": self.from_logits[0], "fixed": self.from_logits[1]}
+        if self.learning_rate is not None:
+            out["learning_rate"] = dict(
+                zip(("diagnosed", "fixed"), self.learning_rate, strict=True)
+            )
         return {**out, "note": self.note} if self.note else out
 
 

@@ -323,9 +323,16 @@ def _one_run(p, label, overrides, data, run_dir, truth, *, log, **config_args) -
     log(f"{p.finding_id}: training {label} ({limit})...")
     config = run_config(train_csv, val_csv, overrides, **config_args)
     prefixed = _prefixed(log, p, label)
-    if p.from_logits is not None:
-        from_logits = p.from_logits[0 if tag == "diagnosed" else 1]
-        score = _fit_user_model(p.model, from_logits, config, label, prefixed)
+    if p.model is not None:  # the fix is verified on a fresh copy of the user's model
+        side = 0 if tag == "diagnosed" else 1
+        score = _fit_user_model(
+            p.model,
+            config,
+            label,
+            prefixed,
+            from_logits=None if p.from_logits is None else p.from_logits[side],
+            learning_rate=None if p.learning_rate is None else p.learning_rate[side],
+        )
     else:
         score = _train_and_score(config, run_dir, label, _scorer(p, tag, val, truth), prefixed)
     log(f"{p.finding_id}: {label}: {_fmt_dice(score)}")

@@ -1,8 +1,12 @@
-"""Fixes to the user's model (``from_logits`` of its loss): a fresh copy trained on the recipe's crops.
+"""Fixes to the user's model: ``from_logits`` of its loss, or its learning rate.
+
+Both runs train a fresh copy of the user's model (same seed) on the recipe's crops and score it
+on the whole validation images. A model built for one input size is copied onto inputs of any
+size when its layers allow it (convolutions, pooling, upsampling): the whole images are scored.
 
 Example:
-    >>> "from-logits-mismatch" in LOGIT_FIXES
-    True
+    >>> "from-logits-mismatch" in LOGIT_FIXES, "lr-too-high" in LR_FIXES
+    (True, True)
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ from segdoctor.train.inference import to_labels
 
 LOGIT_FIXES = ("output-activation-missing", "from-logits-mismatch")
 """Finding ids whose fix is the ``from_logits`` setting of the user's loss (needs the model)."""
+LR_FIXES = ("lr-too-high", "lr-too-low")
+"""Finding ids whose fix is a learning rate: verified on the user's model and optimizer when
+the model is given (compiled), else on segdoctor's U-Net (:mod:`.prescriptions`)."""
+NEEDS_MODEL = "needs your model: pass it (--model MODEL, a compiled .keras file)."
 
 
 def _loss_config(model: Any) -> dict | None:
@@ -39,21 +47,47 @@ def _outputs_logits(model: keras.Model) -> bool:
     return getattr(activation, "__name__", "linear") == "linear"
 
 
+def fresh_copy(model: keras.Model) -> keras.Model:
+    """A copy of ``model`` with freshly initialized weights, on inputs of any height and width.
+
+    Raises whatever Keras raises when a layer needs the original size (``Flatten`` + ``Dense``).
+    """
+    shape = tuple(model.inputs[0].shape)  # (None, H, W, C)
+    if shape[1] is None and shape[2] is None:
+        return keras.models.clone_model(model)
+    return keras.models.clone_model(model, input_tensors=keras.Input((None, None, shape[-1])))
+
+
+def copy_problem(model: Any) -> str | None:
+    """Why a fresh copy of ``model`` cannot be trained on crops and scored on whole images.
+
+    None when it can: one input of 1 or 3 channels, one one-channel (binary) output, and layers
+    that take any input size (checked by building the copy).
+    """
+    if not isinstance(model, keras.Model) or len(model.inputs) != 1:
+        return "not verifiable yet: only Keras models with one image input."
+    shape = tuple(model.inputs[0].shape)  # (None, H, W, C)
+    if len(shape) != 4 or shape[-1] not in (1, 3):
+        return "not verifiable yet: only models with 1 or 3 input channels."
+    if len(model.outputs) != 1 or model.outputs[0].shape[-1] != 1:
+        return "not verifiable yet: only single-output, one-channel (binary) models."
+    try:
+        fresh_copy(model)
+    except Exception as err:  # Keras raises many types when a layer cannot take another size
+        return (
+            f"not verifiable yet: the model has a fixed input size {shape[1:3]} and cannot be "
+            f"copied onto whole validation images ({type(err).__name__}: {err})."
+        )
+    return None
+
+
 def _from_logits(f: Finding, model: Any) -> Prescription | Unverified:
     if model is None or isinstance(model, (str, Path)):
-        why = "needs your model: pass it (--model MODEL, a compiled .keras file)."
-        return Unverified(f.id, "not-verifiable", why)
+        return Unverified(f.id, "not-verifiable", NEEDS_MODEL)
     loss = _loss_config(model)
-    shape = tuple(model.inputs[0].shape)  # (None, H, W, C)
-    reason = None
+    reason = copy_problem(model)
     if loss is None:
         reason = "not verifiable yet: the loss is not a Keras Loss object with from_logits."
-    elif shape[1] is not None or shape[2] is not None:
-        reason = "not verifiable yet: the model has a fixed input size (whole images are scored)."
-    elif shape[-1] not in (1, 3):
-        reason = "not verifiable yet: only models with 1 or 3 input channels."
-    elif len(model.outputs) != 1 or model.outputs[0].shape[-1] != 1:
-        reason = "not verifiable yet: only single-output, one-channel (binary) models."
     if reason is not None:
         return Unverified(f.id, "not-verifiable", reason)
     now = bool(loss["config"]["from_logits"])
@@ -61,8 +95,8 @@ def _from_logits(f: Finding, model: Any) -> Prescription | Unverified:
         f.id,
         f"from_logits={not now} in your loss",
         f"your model and loss as compiled (from_logits={now})",
-        {"data.channels": str(shape[-1])},
-        {"data.channels": str(shape[-1])},
+        {"data.channels": str(model.inputs[0].shape[-1])},
+        {"data.channels": str(model.inputs[0].shape[-1])},
         from_logits=(now, not now),
         model=model,
         note="both runs train a fresh copy of your model (same seed) with Adam at the short "
@@ -71,20 +105,70 @@ def _from_logits(f: Finding, model: Any) -> Prescription | Unverified:
     )
 
 
+def user_learning_rate(
+    f: Finding, model: Any, rates: tuple[float, float, str]
+) -> Prescription | None:
+    """The learning-rate fix verified on the user's model and optimizer; None when the model
+    cannot be used (not given, not compiled, or :func:`copy_problem`): then the recipe's U-Net
+    stands in for it."""
+    optimizer = getattr(model, "optimizer", None)
+    if model is None or isinstance(model, (str, Path)) or optimizer is None:
+        return None
+    if getattr(model, "loss", None) is None or copy_problem(model) is not None:
+        return None
+    lr, fixed, why = rates
+    name = type(optimizer).__name__
+    channels = str(model.inputs[0].shape[-1])
+    return Prescription(
+        f.id,
+        f"learning rate {fixed:.3g} ({why})",
+        f"your model with {name} at your learning rate {lr:.3g}",
+        {"data.channels": channels, "train.lr": f"{lr:.6g}"},
+        {"data.channels": channels, "train.lr": f"{fixed:.6g}"},
+        learning_rate=(lr, fixed),
+        model=model,
+        note=f"both runs train a fresh copy of your model (same seed) with your loss and your "
+        f"optimizer ({name}, its other settings as compiled) on the recipe's crops.",
+    )
+
+
+def _optimizer(model: keras.Model, config: RunConfig, learning_rate: float | None):
+    """The user's optimizer at ``learning_rate``, or Adam at the short run's rate (None)."""
+    if learning_rate is None:
+        return keras.optimizers.Adam(float(config.train.lr or 1e-3))
+    serialized = keras.optimizers.serialize(model.optimizer)
+    serialized["config"] = {**serialized["config"], "learning_rate": float(learning_rate)}
+    return keras.optimizers.deserialize(serialized)
+
+
+def _loss(model: keras.Model, from_logits: bool | None):
+    """The user's compiled loss, with ``from_logits`` changed when given."""
+    if from_logits is None:
+        return model.loss
+    loss = _loss_config(model)
+    return keras.losses.deserialize(
+        {**loss, "config": {**loss["config"], "from_logits": from_logits}}
+    )
+
+
 def _fit_user_model(
-    model: keras.Model, from_logits: bool, config: RunConfig, label: str, log: Log
+    model: keras.Model,
+    config: RunConfig,
+    label: str,
+    log: Log,
+    *,
+    from_logits: bool | None = None,
+    learning_rate: float | None = None,
 ) -> RunScore:
-    """Train a fresh copy of ``model`` with its loss at ``from_logits``; score whole images."""
+    """Train a fresh copy of ``model`` (its loss at ``from_logits``, its optimizer at
+    ``learning_rate`` when given); score whole images after every epoch."""
     start, done = time.monotonic(), 0
     try:
         prepared = prepare_data(config, log=log)
         keras.utils.set_random_seed(config.train.seed)
-        clone = keras.models.clone_model(model)  # fresh weights, same seed in both runs
-        loss = _loss_config(model)
-        loss = {**loss, "config": {**loss["config"], "from_logits": from_logits}}
+        clone = fresh_copy(model)  # fresh weights, same seed in both runs
         clone.compile(
-            optimizer=keras.optimizers.Adam(float(config.train.lr or 1e-3)),
-            loss=keras.losses.deserialize(loss),
+            optimizer=_optimizer(model, config, learning_rate), loss=_loss(model, from_logits)
         )
         limit = (config.train.max_minutes or float("inf")) * 60.0
         curve = []  # the whole-image validation Dice after each epoch (the rule on run length)
