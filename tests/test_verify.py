@@ -121,9 +121,9 @@ def test_verdict_says_plainly_when_the_short_run_cannot_tell_the_two_apart():
     assert "inflated" in leak
 
 
-def _verification(ci, diagnosed_curve):
+def _verification(ci, diagnosed_curve, noise=0.0):
     gaining = vf.results.still_gaining(diagnosed_curve)
-    comparison = {"images": 5, "ci95": ci, "diagnosed_still_gaining": gaining}
+    comparison = {"images": 5, "ci95": ci, "diagnosed_still_gaining": gaining, "seed_noise": noise}
     diagnosed = vf.RunScore(
         "as diagnosed", "completed", len(diagnosed_curve), curve=diagnosed_curve
     )
@@ -135,6 +135,29 @@ def test_an_interval_above_what_the_diagnosed_run_still_gained_is_an_improvement
     plateau = [0.30, 0.55, 0.62, 0.64, 0.65, 0.64, 0.65, 0.65]  # second half: +0.01
     assert _verification([0.05, 0.1], plateau).improved
     assert vf.runs.still_learning({"ci95": [0.05, 0.1], "diagnosed_still_gaining": 0.01}, 8) == ""
+
+
+def test_an_interval_above_0_within_the_seed_noise_is_not_an_improvement():
+    plateau = [0.30, 0.55, 0.62, 0.64, 0.65, 0.64, 0.65, 0.65]
+    assert _verification([0.05, 0.1], plateau, noise=0.04).improved
+    assert not _verification([0.05, 0.1], plateau, noise=0.06).improved
+    assert not _verification([0.05, 0.1], plateau, noise=None).improved  # not measured
+    said = vf.runs.beyond_noise({"ci95": [0.05, 0.1], "seed_noise": 0.06}, None)
+    assert "differed by 0.0600" in said and "Not counted" in said
+    assert "clears the seed noise" in vf.runs.beyond_noise(
+        {"ci95": [0.05, 0.1], "seed_noise": 0.04}, None
+    )
+    assert "did not train" in vf.runs.beyond_noise({"ci95": [0.05, 0.1], "seed_noise": None}, None)
+    assert vf.runs.beyond_noise({"ci95": [-0.05, 0.1], "seed_noise": 0.5}, None) == ""
+
+
+def test_the_seed_noise_is_the_mean_difference_of_two_as_diagnosed_runs():
+    a = vf.RunScore("as diagnosed", "completed", 4, per_image={"x": 0.8, "y": 0.6, "z": 0.7})
+    b = vf.RunScore("another seed", "completed", 4, per_image={"x": 0.7, "y": 0.5, "z": 0.7})
+    assert vf.runs.seed_noise(a, b, 0) == pytest.approx(0.2 / 3)
+    assert vf.runs.seed_noise(a, None, 0) is None
+    short = vf.RunScore("another seed", "time budget", 3, per_image=b.per_image)
+    assert vf.runs.seed_noise(a, short, 0) is None  # fewer epochs: not the same settings
 
 
 def test_an_interval_above_0_while_the_diagnosed_run_still_climbs_is_not():
@@ -179,13 +202,15 @@ def test_unreadable_pairs_are_kept_out_of_the_split_and_given_to_the_diagnosed_r
 
 
 def test_plan_budget_gives_every_run_an_equal_share_and_skips_what_does_not_fit():
-    assert vf.plan_budget(3.0, 2) == (1.5, 2)
-    minutes, count = vf.plan_budget(2.5, 5)
-    assert count == 2 and minutes == pytest.approx(1.25)
-    assert vf.plan_budget(0.9, 3) == (0.0, 0)
-    # the run with the fix: what is left of 80% of the share, at least 3x the first run's time
-    assert vf._second_run_minutes(2.0, 0.4) == pytest.approx(1.2)
-    assert vf._second_run_minutes(2.0, 0.9) == pytest.approx(2.7)  # 3x: a busy machine
+    assert vf.plan_budget(3.0, 2) == (1.5, 2)  # three runs of at least 0.5 minutes each
+    minutes, count = vf.plan_budget(4.0, 5)
+    assert count == 2 and minutes == pytest.approx(2.0)
+    assert vf.plan_budget(1.4, 3) == (0.0, 0)
+    # a later run: an equal part of what is left of 85% of the share, at least 3x the first run
+    assert vf._later_run_minutes(10.0, 2.0, 2.0, 1) == pytest.approx(6.0)  # 3x the first
+    assert vf._later_run_minutes(10.0, 1.0, 1.0, 1) == pytest.approx(3.75)  # (8.5 - 1) / 2
+    assert vf._later_run_minutes(10.0, 4.0, 1.0, 2) == pytest.approx(4.5)  # the last run
+    assert vf._later_run_minutes(1.0, 0.1, 0.1, 1) == pytest.approx(0.5)  # at least 0.5 min
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,7 +381,7 @@ def test_diagnose_verify_on_the_command_line_passes_the_budget_and_writes_json(
 
 
 def test_verify_end_to_end_on_masks_stored_as_0_255(crops255, tmp_path, monkeypatch):
-    monkeypatch.setattr(vf.runs, "MIN_RUN_MINUTES", 0.2)  # seconds of training are enough here
+    monkeypatch.setattr(vf.runs, "MIN_RUN_MINUTES", 0.13)  # seconds of training are enough here
     before = _hashes(crops255)
     messages: list[str] = []
     result = vf.verify(
@@ -367,12 +392,15 @@ def test_verify_end_to_end_on_masks_stored_as_0_255(crops255, tmp_path, monkeypa
     v = verified["mask-scale-255"]
     assert v.diagnosed.dice_mean is not None and v.fixed.dice_mean is not None
     assert v.diagnosed.epochs == v.fixed.epochs >= 1  # the same budget in epochs
+    assert v.replicate is not None and v.replicate.epochs == v.diagnosed.epochs  # another seed
+    assert v.comparison["seed_noise"] is not None and v.comparison["seed_noise"] >= 0
     assert v.comparison["images"] >= 1
     assert set(v.diagnosed.per_image) == set(v.fixed.per_image)  # the same validation images
     d = json.loads(json.dumps(result.to_dict(), allow_nan=False))  # strict JSON
     entry = d["verified"][0]
     assert entry["as_diagnosed"]["dice_mean"] is not None and entry["with_fix"]["dice_mean"]
     assert set(entry["as_diagnosed"]["per_image"]) == set(entry["with_fix"]["per_image"])
+    assert entry["as_diagnosed_another_seed"]["epochs"] == entry["as_diagnosed"]["epochs"]
     text = result.to_text()
     assert "as diagnosed" in text and "with the fix" in text and v.verdict in text
     assert any("mask-scale-255: training as diagnosed" in m for m in messages)  # progress
@@ -390,7 +418,7 @@ def _logits_model(from_logits: bool) -> keras.Model:
 
 def test_from_logits_is_verified_on_a_fresh_copy_of_the_users_model(crops255, monkeypatch):
     monkeypatch.setattr(vf.runs, "MAX_EPOCHS", 3)  # a few epochs are enough to run the path
-    monkeypatch.setattr(vf.runs, "MIN_RUN_MINUTES", 0.2)
+    monkeypatch.setattr(vf.runs, "MIN_RUN_MINUTES", 0.13)
     model = _logits_model(from_logits=False)
     report = _report(("output-activation-missing", {"from_logits": False}))
     assert vf.prescribe(report, vf.DataPlan(crops255, [], []))[1][0].status == "not-verifiable"
@@ -432,7 +460,7 @@ LR_EVIDENCE = {"learning_rate": 0.5, "relative_update_per_step": 0.5, "optimizer
 
 def test_a_learning_rate_fix_is_verified_on_the_users_model_and_optimizer(crops255, monkeypatch):
     monkeypatch.setattr(vf.runs, "MAX_EPOCHS", 3)  # a few epochs are enough to run the path
-    monkeypatch.setattr(vf.runs, "MIN_RUN_MINUTES", 0.2)
+    monkeypatch.setattr(vf.runs, "MIN_RUN_MINUTES", 0.13)
     model = _fixed_size_fcn(keras.optimizers.SGD(0.5, momentum=0.9))
     weights = [w.copy() for w in model.get_weights()]
     report = _report(("lr-too-high", LR_EVIDENCE))
@@ -485,7 +513,7 @@ def test_comparisons_left_without_time_are_skipped_not_run(monkeypatch):
         _report(("mask-scale-255", {"values": [0, 255]}), ("dropout-high", {"rates": [0.6]})), plan
     )
     result = vf.VerifyResult("d")
-    vf._run_all(found, plan, Path("."), result, 1.0, None, 0, 0, lambda m: None, time.monotonic())
-    assert [p.finding_id for p in calls] == [found[0].finding_id]  # 1 minute: one comparison
+    vf._run_all(found, plan, Path("."), result, 2.0, None, 0, 0, lambda m: None, time.monotonic())
+    assert [p.finding_id for p in calls] == [found[0].finding_id]  # 2 minutes: one comparison
     assert [u.status for u in result.unverified] == ["skipped"]
     assert "leaves no time" in result.unverified[0].reason

@@ -226,7 +226,7 @@ def test_pairs_mixed_up_by_the_listing_are_re_paired_by_content(tmp_path):
 
 
 def test_the_re_paired_comparison_scores_both_runs_on_the_same_images(tmp_path, monkeypatch):
-    monkeypatch.setattr(runs, "MIN_RUN_MINUTES", 0.2)
+    monkeypatch.setattr(runs, "MIN_RUN_MINUTES", 0.13)
     crops = [c for c in _nuclei(14, 64, most=False) if 0.03 < c[2].mean() < 0.5]
     plan = vf.plan_data(_write(tmp_path / "d", crops))
     names = [q.name for q in plan.train]

@@ -59,7 +59,7 @@ from segdoctor.cli.verify.results import (
 )
 from segdoctor.cli.verify.runs import (
     SHORT_RUN,
-    _second_run_minutes,
+    _later_run_minutes,
     plan_budget,
     run_config,
     verify_prescription,
@@ -100,7 +100,7 @@ def verify(
     log: Log = print,
     started: float | None = None,
 ) -> VerifyResult:
-    """Prove the prescriptions of a diagnosis: two short trainings per fix, compared per image.
+    """Prove the prescriptions of a diagnosis: short trainings per fix, compared per image.
 
     Args:
         report_or_data: A :class:`~segdoctor.doctor.Report` (then ``data`` defaults to the
@@ -161,8 +161,8 @@ def _run_all(prescriptions, plan, work, result, max_minutes, settings, seed, ver
         left = max_minutes - (time.monotonic() - start) / 60.0
         minutes = max(left, 0.0) / max(count - k, 1)
         shortest = runs.MIN_RUN_MINUTES
-        if k >= count or (k and minutes < 2 * shortest):  # no share, or an earlier one overran
-            reason = f"--max-minutes {max_minutes:g} leaves no time for it (two runs of at "
+        if k >= count or (k and minutes < runs.RUNS * shortest):  # no share, or one overran
+            reason = f"--max-minutes {max_minutes:g} leaves no time for it ({runs.RUNS} runs of at "
             reason += f"least {shortest:g} min each); give more minutes."
             result.unverified.append(Unverified(p.finding_id, "skipped", reason))
             continue
@@ -246,7 +246,7 @@ __all__ = [
     "Verification",
     "VerifyResult",
     "_failed_verdict",
-    "_second_run_minutes",
+    "_later_run_minutes",
     "cmd_verify",
     "label_set",
     "materialize",

@@ -183,26 +183,35 @@ class RunScore:
 
 @dataclass
 class Verification:
-    """The two runs of one prescription, their paired comparison and the verdict."""
+    """The runs of one prescription, their paired comparison and the verdict.
+
+    ``replicate``: the as-diagnosed run again with another seed (the seed noise); None when it
+    did not run.
+    """
 
     prescription: Prescription
     diagnosed: RunScore
     fixed: RunScore
     comparison: dict[str, Any]
     verdict: str
+    replicate: RunScore | None = None
 
     @property
     def improved(self) -> bool:
         """Whether the fix raised validation Dice measurably: equal epochs, an interval above 0,
-        and above what the as-diagnosed run was still gaining (:func:`still_gaining`)."""
+        above what the as-diagnosed run was still gaining (:func:`still_gaining`) and above the
+        difference two as-diagnosed runs with different seeds made (``seed_noise``)."""
         ci = self.comparison.get("ci95")
         gaining = self.comparison.get("diagnosed_still_gaining")
+        noise = self.comparison.get("seed_noise")
         return bool(
             ci
             and ci[0] > 0
             and self.comparison.get("equal_epochs", True)
             and gaining is not None
             and ci[0] > gaining
+            and noise is not None
+            and ci[0] > noise
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -210,6 +219,9 @@ class Verification:
             **self.prescription.to_dict(),
             "as_diagnosed": self.diagnosed.to_dict(),
             "with_fix": self.fixed.to_dict(),
+            "as_diagnosed_another_seed": None
+            if self.replicate is None
+            else self.replicate.to_dict(),
             "comparison": self.comparison,
             "verdict": self.verdict,
             "improved": self.improved,
@@ -250,7 +262,9 @@ class VerifyResult:
         ]
         if s:
             lines.append(
-                f"Each pair of runs: segdoctor's recipe, the same seed ({s['seed']}), epochs and "
+                f"Each comparison: segdoctor's recipe (or your model), as diagnosed and with the "
+                f"fix with the same seed ({s['seed']}), as diagnosed again with seed "
+                f"{s['seed'] + 1} (the seed noise), the same epochs and "
                 f"{s['val_images']} validation images ({s['train_images']} for training); "
                 f"{', '.join(f'{k}={v}' for k, v in s['recipe'].items())}."
             )
@@ -279,6 +293,8 @@ def _verification_lines(v: Verification) -> list[str]:
         f"    as diagnosed ({p.diagnosed_as}): {_fmt_dice(v.diagnosed)}",
         f"    with the fix: {_fmt_dice(v.fixed)}",
     ]
+    if v.replicate is not None:
+        lines.append(f"    as diagnosed, another seed: {_fmt_dice(v.replicate)}")
     c = v.comparison
     if c.get("images", 0) >= MIN_IMAGES:
         lo, hi = c["ci95"]

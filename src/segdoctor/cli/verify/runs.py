@@ -1,11 +1,13 @@
 """The runs of a comparison: the recipe's configuration, the time budget, training and scoring.
 
-Both runs of a comparison share the seed, the settings and the number of epochs; each run's
-best model is scored per image on the same validation images.
+A comparison is three runs with the same settings and number of epochs: as diagnosed and with
+the fix (the same seed), and as diagnosed again with another seed, which measures how far two
+runs differ by chance alone (the seed noise). Each run's best model is scored per image on the
+same validation images.
 
 Example:
-    >>> plan_budget(5.0, 9)
-    (1.0, 5)
+    >>> plan_budget(4.5, 9)
+    (1.5, 3)
 """
 
 from __future__ import annotations
@@ -63,16 +65,18 @@ masks are empty (Dice 0), the run with the fix predicted nothing there; leaving 
 compared 7 images and called the fix worse although the image means said the opposite."""
 MIN_RUN_MINUTES = 0.5
 """The shortest time budget a run is given; fewer comparisons are made to keep it."""
+RUNS = 3
+"""Runs of a comparison: as diagnosed, with the fix, and as diagnosed with another seed."""
 MAX_EPOCHS = 200
 """Epoch limit of the first run of a comparison (its time budget ends it sooner)."""
-FIRST_RUN_SHARE = 0.45
-"""Share of a comparison's time the first run (as diagnosed) is given; the second run (with
-the fix) trains the same number of epochs within what is left of the comparison's time (at
-least :data:`MIN_RUN_MINUTES`), the rest goes to scoring."""
-PAIR_FILL = 0.8
-"""Share of a comparison's time its two runs may use (the rest: scoring, files)."""
+FIRST_RUN_SHARE = 0.3
+"""Share of a comparison's time the first run (as diagnosed) is given; the other two train the
+same number of epochs within what is left of the comparison's time (each at least
+:data:`MIN_RUN_MINUTES`), the rest goes to scoring."""
+PAIR_FILL = 0.85
+"""Share of a comparison's time its runs may use (the rest: scoring, files)."""
 SECOND_RUN_SLACK = 3.0
-"""The second run may take this many times the first run's time, whatever is left: it must train
+"""A later run may take this many times the first run's time, whatever is left: it must train
 as many epochs as the first, and a busy machine can slow a run down several-fold (measured: an
 as-diagnosed run of 4 epochs and a run with the fix cut at 2 by a 1.25x limit, load ~10 on 2
 cores). A run that still trains fewer epochs is not compared (:func:`unequal_epochs`)."""
@@ -117,16 +121,16 @@ def run_config(
 
 
 def plan_budget(max_minutes: float, prescriptions: int) -> tuple[float, int]:
-    """Minutes per comparison, and how many comparisons (two runs each) fit in ``max_minutes``.
+    """Minutes per comparison, and how many comparisons (:data:`RUNS` runs each) fit in ``max_minutes``.
 
-    Every comparison gets an equal share, enough for two runs of :data:`MIN_RUN_MINUTES`;
-    ``(0.0, 0)`` when not even one fits.
+    Every comparison gets an equal share, enough for :data:`RUNS` runs of
+    :data:`MIN_RUN_MINUTES`; ``(0.0, 0)`` when not even one fits.
 
     Example:
-        >>> plan_budget(5.0, 9)
-        (1.0, 5)
+        >>> plan_budget(4.5, 9)
+        (1.5, 3)
     """
-    count = min(prescriptions, int(max_minutes / (2 * MIN_RUN_MINUTES) + 1e-9))
+    count = min(prescriptions, int(max_minutes / (RUNS * MIN_RUN_MINUTES) + 1e-9))
     return (max_minutes / count, count) if count else (0.0, 0)
 
 
@@ -233,24 +237,35 @@ def verify_prescription(
     recipe's own time budget); the run with the fix then trains the same number of epochs (all
     of them when the first run failed), within what is left of ``minutes`` (a safety net). The
     fix never trains longer than the fault: a fault that slows training (a 256-class head for
-    0/255 masks) does not turn into an advantage measured for the fix.
+    0/255 masks) does not turn into an advantage measured for the fix. A third run, as diagnosed
+    with the seed ``seed + 1`` and the same epochs, measures the seed noise (:func:`seed_noise`).
     """
     start = time.monotonic()
     folder = work / p.finding_id
     diagnosed_data, fixed_data, truth = _sides(p, plan, folder)
-    common = {"settings": settings, "seed": seed, "verbose": verbose, "log": log}
+    common = {"settings": settings, "verbose": verbose, "log": log, "truth": truth}
     diagnosed = _one_run(
-        p, "as diagnosed", p.diagnosed, diagnosed_data, folder / "diagnosed", truth,
-        epochs=MAX_EPOCHS, minutes=minutes * FIRST_RUN_SHARE, **common,
+        p, "as diagnosed", p.diagnosed, diagnosed_data, folder / "diagnosed", side="diagnosed",
+        epochs=MAX_EPOCHS, minutes=minutes * FIRST_RUN_SHARE, seed=seed, **common,
     )  # fmt: skip
+    first = (time.monotonic() - start) / 60.0
     fixed = _one_run(
-        p, "with the fix", p.fixed, fixed_data, folder / "fixed", truth,
-        epochs=diagnosed.epochs or MAX_EPOCHS,
-        minutes=_second_run_minutes(minutes, (time.monotonic() - start) / 60.0), **common,
+        p, "with the fix", p.fixed, fixed_data, folder / "fixed", side="fixed",
+        epochs=diagnosed.epochs or MAX_EPOCHS, seed=seed,
+        minutes=_later_run_minutes(minutes, first, first, 1), **common,
     )  # fmt: skip
+    replicate = None
+    if diagnosed.dice_mean is not None and fixed.epochs == diagnosed.epochs:
+        replicate = _one_run(
+            p, "as diagnosed, another seed", p.diagnosed, diagnosed_data, folder / "replicate",
+            side="diagnosed", epochs=diagnosed.epochs, seed=seed + 1,
+            minutes=_later_run_minutes(minutes, (time.monotonic() - start) / 60.0, first, 2),
+            **common,
+        )  # fmt: skip
     if p.data is not None and p.data.score_names:  # compared where both splits hold out
-        for run in (diagnosed, fixed):
-            run.per_image = {k: v for k, v in run.per_image.items() if k in p.data.score_names}
+        for run in (diagnosed, fixed, replicate):
+            if run is not None:
+                run.per_image = {k: v for k, v in run.per_image.items() if k in p.data.score_names}
     if diagnosed.dice_mean is None or fixed.dice_mean is None:
         return Verification(p, diagnosed, fixed, {"images": 0}, _failed_verdict(diagnosed, fixed))
     # An empty mask predicted empty (NaN under the skip policy) is right: Dice 1 against a run
@@ -262,8 +277,56 @@ def verify_prescription(
         comparison["equal_epochs"] = False
         return Verification(p, diagnosed, fixed, comparison, unequal_epochs(diagnosed, fixed))
     comparison["diagnosed_still_gaining"] = still_gaining(diagnosed.curve)
+    comparison["seed_noise"] = seed_noise(diagnosed, replicate, seed)
     said = verdict(comparison, p.expect) + still_learning(comparison, len(diagnosed.curve))
-    return Verification(p, diagnosed, fixed, comparison, said)
+    said += beyond_noise(comparison, replicate)
+    return Verification(p, diagnosed, fixed, comparison, said, replicate=replicate)
+
+
+def seed_noise(diagnosed: RunScore, replicate: RunScore | None, seed: int) -> float | None:
+    """How far two runs of the same settings and epochs differ by chance: the absolute mean
+    paired difference of the as-diagnosed run and its replicate with another seed; None when
+    the replicate did not train as many epochs or scored nothing.
+
+    The interval over images does not hold this part of the noise: a run that predicts a little
+    more foreground everywhere moves every image the same way. On the fault benchmark
+    (benchmarks/RESULTS.md, 2026-12-07) the same comparison, lr-too-high on the user's model,
+    gave +0.175 [+0.033, +0.400] on 48 crops and +0.010 [-0.031, +0.060] on 96 crops of the
+    same images: an interval above 0 from one pair of runs is not enough.
+    """
+    if replicate is None or replicate.epochs != diagnosed.epochs or replicate.dice_mean is None:
+        return None
+    same = paired_difference(
+        replicate.per_image, diagnosed.per_image, seed=seed, empty_correct=EMPTY_CORRECT
+    )
+    return abs(float(same["mean_difference"])) if same.get("images") else None
+
+
+def beyond_noise(comparison: Mapping, replicate: RunScore | None) -> str:
+    """Why an interval above 0 is not yet an improvement: it does not clear the seed noise
+    (``comparison["seed_noise"]``, :func:`seed_noise`), or that could not be measured.
+
+    Example:
+        >>> beyond_noise({"ci95": [0.02, 0.1], "seed_noise": 0.03}, None)[:30]
+        ' Not counted as an improvement'
+    """
+    ci = comparison.get("ci95")
+    if not ci or ci[0] <= 0:
+        return ""
+    noise = comparison.get("seed_noise")
+    if noise is None:
+        why = "did not train" if replicate is None else "did not train as many epochs"
+        return (
+            f" Not counted as an improvement yet: the run as diagnosed with another seed {why}, "
+            "so the difference chance alone makes is unknown; give more --max-minutes."
+        )
+    if ci[0] > noise:
+        return f" It clears the seed noise ({noise:.4f}: as diagnosed, another seed)."
+    return (
+        f" Not counted as an improvement yet: two runs as diagnosed with different seeds "
+        f"differed by {noise:.4f}, as much as the fix's lower bound; give more --max-minutes "
+        "or more validation images."
+    )
 
 
 def still_learning(comparison: Mapping, epochs: int) -> str:
@@ -307,13 +370,16 @@ def unequal_epochs(diagnosed: RunScore, fixed: RunScore) -> str:
     )
 
 
-def _second_run_minutes(minutes: float, first: float) -> float:
-    """The second run's time limit: what is left of the comparison's share, but at least
-    :data:`SECOND_RUN_SLACK` times what the first run took (the same epochs at the same speed)."""
-    return max(minutes * PAIR_FILL - first, SECOND_RUN_SLACK * first, MIN_RUN_MINUTES)
+def _later_run_minutes(minutes: float, elapsed: float, first: float, done: int) -> float:
+    """The time limit of a later run, after ``done`` runs took ``elapsed`` minutes (the first
+    ``first``): an equal part of what is left of the comparison's share, but at least
+    :data:`SECOND_RUN_SLACK` times the first run's time (the same epochs at the same speed)."""
+    share = (minutes * PAIR_FILL - elapsed) / max(RUNS - done, 1)
+    return max(share, SECOND_RUN_SLACK * first, MIN_RUN_MINUTES)
 
 
-def _one_run(p, label, overrides, data, run_dir, truth, *, log, **config_args) -> RunScore:
+def _one_run(p, label, overrides, data, run_dir, *, side, truth, log, **config_args) -> RunScore:
+    """One run: ``side`` ("diagnosed" or "fixed") decides how it reads the masks and the model."""
     tag = run_dir.name
     train, val = data
     train_csv = write_csv(run_dir.parent / f"train_{tag}.csv", train)
@@ -324,17 +390,17 @@ def _one_run(p, label, overrides, data, run_dir, truth, *, log, **config_args) -
     config = run_config(train_csv, val_csv, overrides, **config_args)
     prefixed = _prefixed(log, p, label)
     if p.model is not None:  # the fix is verified on a fresh copy of the user's model
-        side = 0 if tag == "diagnosed" else 1
+        which = 0 if side == "diagnosed" else 1
         score = _fit_user_model(
             p.model,
             config,
             label,
             prefixed,
-            from_logits=None if p.from_logits is None else p.from_logits[side],
-            learning_rate=None if p.learning_rate is None else p.learning_rate[side],
+            from_logits=None if p.from_logits is None else p.from_logits[which],
+            learning_rate=None if p.learning_rate is None else p.learning_rate[which],
         )
     else:
-        score = _train_and_score(config, run_dir, label, _scorer(p, tag, val, truth), prefixed)
+        score = _train_and_score(config, run_dir, label, _scorer(p, side, val, truth), prefixed)
     log(f"{p.finding_id}: {label}: {_fmt_dice(score)}")
     return score
 
