@@ -9,13 +9,21 @@ images (does a threshold tuned on validation transfer?), and the held-out Dice a
 of the 0.5 labels (holes filled, predicted components under ``MIN_COMPONENT_PX`` removed).
 ``--checkpoint last`` scores ``last.keras`` instead of ``best.keras``. Binary models only.
 
+``--by-split`` instead asks where a model falls short: its mean Dice on its own training images,
+its validation images and the held-out ones, each split by kind of image (gray or RGB, from the
+dataset's ``index.csv`` when it has an ``is_gray`` column), with the predicted foreground area
+over the true one (below 1: the model draws objects too small or misses them). A model that also
+falls short on its training images is underfitted there, not only failing to generalize.
+
 Usage:
     python benchmarks/bench_inference.py --data ../shared/data/dsb2018-nuclei DIR/default DIR/classic
+    python benchmarks/bench_inference.py --data ../shared/data/dsb2018-nuclei --by-split DIR/default
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import tempfile
@@ -86,11 +94,50 @@ def measure(run: Path, val, test, checkpoint: str = "best") -> dict:
     return out
 
 
+def image_kinds(data: Path) -> dict[str, str]:
+    """``name -> "gray" | "RGB"`` from the dataset's index.csv (empty when it has none)."""
+    index = data / "index.csv"
+    if not index.exists():
+        return {}
+    with open(index, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "is_gray" not in rows[0]:
+        return {}
+    return {row["name"]: "gray" if row["is_gray"] == "1" else "RGB" for row in rows}
+
+
+def by_split(run: Path, splits: dict[str, list], kinds: dict[str, str], checkpoint: str) -> dict:
+    """Mean Dice and predicted/true foreground area per split and kind of image."""
+    model = load_model(run / f"{checkpoint}.keras")
+    out: dict = {}
+    for split, samples in splits.items():
+        probs = [predict_image(model, image) for _, image, _ in samples]
+        _, dice = dice_at(probs, samples, 0.5)
+        for (name, _, truth), p in zip(samples, probs, strict=True):
+            kind = kinds.get(name, "all")
+            area = float((p[..., 0] > 0.5).sum()) / max(float((truth > 0).sum()), 1.0)
+            group = out.setdefault(f"{split} {kind}", {"dice": [], "area_ratio": []})
+            if np.isfinite(dice[name]):
+                group["dice"].append(dice[name])
+                group["area_ratio"].append(area)
+    return {
+        key: {
+            "images": len(g["dice"]),
+            "dice_mean": float(np.mean(g["dice"])) if g["dice"] else None,
+            "area_ratio_median": float(np.median(g["area_ratio"])) if g["area_ratio"] else None,
+        }
+        for key, g in out.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="the dsb2018-nuclei folder")
     parser.add_argument("runs", type=Path, nargs="+", help="finished recipe folders")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    parser.add_argument(
+        "--by-split", action="store_true", help="Dice per split and kind of image (see above)"
+    )
     args = parser.parse_args()
     for run in args.runs:
         meta = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else None
@@ -105,6 +152,11 @@ def main() -> None:
             raise SystemExit(f"{run}: its validation split differs from the one rebuilt here")
 
         val, test = load(prepared, prepared.val_pairs), load(prepared, test_pairs)
+        if args.by_split:
+            splits = {"train": load(prepared, prepared.train_pairs), "val": val, "held-out": test}
+            found = by_split(run, splits, image_kinds(args.data), args.checkpoint)
+            print(run, json.dumps(found, indent=2), flush=True)
+            continue
         result = measure(run, val, test, args.checkpoint)
         brief = {k: v for k, v in result.items() if k in ("tta_minus_plain",)}
         for key in ("plain", "tta"):

@@ -246,8 +246,8 @@ def _add_diagnose(sub) -> None:
     p.add_argument(
         "--verify",
         action="store_true",
-        help="prove each fix segdoctor can apply: train twice, as diagnosed and with the fix, "
-        "and compare the validation Dice per image",
+        help="prove each fix segdoctor can apply: train as diagnosed, with the fix and as "
+        "diagnosed with another seed (the seed noise), and compare the validation Dice per image",
     )
     p.add_argument(
         "--max-minutes",

@@ -1,13 +1,16 @@
-"""Proven prescriptions: train twice, as diagnosed and with the fix, and measure the difference.
+"""Proven prescriptions: train as diagnosed and with the fix, and measure the difference.
 
 ``segdoctor diagnose DATA --verify`` (or :func:`verify` from Python) takes every error or warning
 finding whose fix segdoctor can apply itself and runs the same short training of segdoctor's
-recipe twice on the user's data: once reproducing the fault ("as diagnosed") and once with the
-fix. Both runs share the seed, the number of epochs and every other setting. Each run's best
-model is scored on the same validation images at full size, and the per-image Dice differences
-(fix minus diagnosed) give the mean change with a bootstrap 95% interval over the images. When
-that interval includes 0 the result says so: "the short run cannot tell the two apart". The
-user's files are never changed; ``write_fixed_copy`` writes a corrected copy.
+recipe (or a fresh copy of the user's model, for fixes to it) on the user's data: once
+reproducing the fault ("as diagnosed"), once with the fix, and once more as diagnosed with
+another seed. The first two share the seed, the number of epochs and every other setting. Each
+run's best model is scored on the same validation images at full size, and the per-image Dice
+differences (fix minus diagnosed) give the mean change with a bootstrap 95% interval over the
+images. When that interval includes 0 the result says so: "the short run cannot tell the two
+apart"; an interval above 0 counts as an improvement only when its lower end also clears what
+the as-diagnosed run was still gaining and the difference the other seed made (the seed noise).
+The user's files are never changed; ``write_fixed_copy`` writes a corrected copy.
 
 Modules: :mod:`.results` (what is measured and its text), :mod:`.plan` (the pairs and the
 split), :mod:`.prescriptions` (finding -> fix), :mod:`.data_fixes` (fixes to the data: masks,

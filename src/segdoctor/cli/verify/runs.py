@@ -292,7 +292,7 @@ def seed_noise(diagnosed: RunScore, replicate: RunScore | None, seed: int) -> fl
     more foreground everywhere moves every image the same way. On the fault benchmark
     (benchmarks/RESULTS.md, 2026-12-07) the same comparison, lr-too-high on the user's model,
     gave +0.175 [+0.033, +0.400] on 48 crops and +0.010 [-0.031, +0.060] on 96 crops of the
-    same images: an interval above 0 from one pair of runs is not enough.
+    same dataset: an interval above 0 from one pair of runs is not enough.
     """
     if replicate is None or replicate.epochs != diagnosed.epochs or replicate.dice_mean is None:
         return None
