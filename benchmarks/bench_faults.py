@@ -63,6 +63,8 @@ def _verify(report, folder: str, minutes: float, model=None) -> dict[str, Any]:
             "ci95": v.comparison.get("ci95"),
             "mean_difference": v.comparison.get("mean_difference"),
             "diagnosed_still_gaining": v.comparison.get("diagnosed_still_gaining"),
+            "seed_noise": v.comparison.get("seed_noise"),
+            "replicate_epochs": None if v.replicate is None else v.replicate.epochs,
             "images": v.comparison.get("images", 0),
             "dice": {"as_diagnosed": v.diagnosed.dice_mean, "with_fix": v.fixed.dice_mean},
             "epochs": [v.diagnosed.epochs, v.fixed.epochs],
