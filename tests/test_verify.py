@@ -484,6 +484,10 @@ def test_the_users_optimizer_keeps_its_settings_at_the_verified_rate():
     assert float(optimizer.learning_rate) == pytest.approx(0.01)
     assert optimizer.momentum == 0.9 and optimizer.nesterov is True
     assert isinstance(vf.user_model._optimizer(model, config, None), keras.optimizers.Adam)
+    scaled = _fixed_size_fcn(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.5)))
+    inner = vf.user_model._optimizer(scaled, config, 0.01)  # the wrapped optimizer's rate
+    assert isinstance(inner, keras.optimizers.SGD)
+    assert float(inner.learning_rate) == pytest.approx(0.01)
     copy = vf.user_model.fresh_copy(model)  # built for 32x32, copied onto any size
     assert tuple(copy.inputs[0].shape) == (None, None, None, 1)
     assert copy.predict(np.zeros((1, 48, 64, 1), "float32"), verbose=0).shape == (1, 48, 64, 1)

@@ -117,7 +117,7 @@ def user_learning_rate(
     if getattr(model, "loss", None) is None or copy_problem(model) is not None:
         return None
     lr, fixed, why = rates
-    name = type(optimizer).__name__
+    name = type(getattr(optimizer, "inner_optimizer", optimizer)).__name__
     channels = str(model.inputs[0].shape[-1])
     return Prescription(
         f.id,
@@ -136,7 +136,9 @@ def _optimizer(model: keras.Model, config: RunConfig, learning_rate: float | Non
     """The user's optimizer at ``learning_rate``, or Adam at the short run's rate (None)."""
     if learning_rate is None:
         return keras.optimizers.Adam(float(config.train.lr or 1e-3))
-    serialized = keras.optimizers.serialize(model.optimizer)
+    # a mixed-precision LossScaleOptimizer wraps the user's: its rate is the inner one's
+    inner = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+    serialized = keras.optimizers.serialize(inner)
     serialized["config"] = {**serialized["config"], "learning_rate": float(learning_rate)}
     return keras.optimizers.deserialize(serialized)
 
