@@ -21,6 +21,9 @@ MIN_IMAGES = 3
 """Fewer validation images scored by both runs than this: no interval, no verdict."""
 MIN_CURVE = 4
 """Fewer validated epochs than this: too short a curve to tell whether a run still improved."""
+BARS = ("diagnosed_still_gaining", "seed_noise")
+"""Keys of a comparison whose value the lower end of an improvement's interval must exceed: what
+the as-diagnosed run was still gaining, and the seed noise (:mod:`.runs`)."""
 Labels = Callable[[np.ndarray], np.ndarray]
 """A mask transform: stored mask or predicted labels (H, W) -> labels (H, W)."""
 
@@ -201,17 +204,13 @@ class Verification:
         """Whether the fix raised validation Dice measurably: equal epochs, an interval above 0,
         above what the as-diagnosed run was still gaining (:func:`still_gaining`) and above the
         difference two as-diagnosed runs with different seeds made (``seed_noise``)."""
-        ci = self.comparison.get("ci95")
-        gaining = self.comparison.get("diagnosed_still_gaining")
-        noise = self.comparison.get("seed_noise")
+        c = self.comparison
+        ci = c.get("ci95")
         return bool(
             ci
             and ci[0] > 0
-            and self.comparison.get("equal_epochs", True)
-            and gaining is not None
-            and ci[0] > gaining
-            and noise is not None
-            and ci[0] > noise
+            and c.get("equal_epochs", True)
+            and all(c.get(bar) is not None and ci[0] > c[bar] for bar in BARS)
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -302,6 +302,23 @@ def seed_noise(diagnosed: RunScore, replicate: RunScore | None, seed: int) -> fl
     return abs(float(same["mean_difference"])) if same.get("images") else None
 
 
+NOT_YET = " Not counted as an improvement yet: "
+
+
+def _bar(comparison: Mapping, key: str, missing: str, short: str, cleared: str = "") -> str:
+    """What an interval above 0 says about one of the bars its lower end must clear
+    (:data:`~segdoctor.cli.verify.results.BARS`): ``missing`` when the bar was not measured,
+    ``short`` (formatted with ``bar``) when the lower end does not clear it, else ``cleared``;
+    nothing when no improvement is claimed."""
+    ci = comparison.get("ci95")
+    if not ci or ci[0] <= 0:
+        return ""
+    bar = comparison.get(key)
+    if bar is None:
+        return NOT_YET + missing
+    return cleared.format(bar=bar) if ci[0] > bar else NOT_YET + short.format(bar=bar)
+
+
 def beyond_noise(comparison: Mapping, replicate: RunScore | None) -> str:
     """Why an interval above 0 is not yet an improvement: it does not clear the seed noise
     (``comparison["seed_noise"]``, :func:`seed_noise`), or that could not be measured.
@@ -310,22 +327,15 @@ def beyond_noise(comparison: Mapping, replicate: RunScore | None) -> str:
         >>> beyond_noise({"ci95": [0.02, 0.1], "seed_noise": 0.03}, None)[:30]
         ' Not counted as an improvement'
     """
-    ci = comparison.get("ci95")
-    if not ci or ci[0] <= 0:
-        return ""
-    noise = comparison.get("seed_noise")
-    if noise is None:
-        why = "did not train" if replicate is None else "did not train as many epochs"
-        return (
-            f" Not counted as an improvement yet: the run as diagnosed with another seed {why}, "
-            "so the difference chance alone makes is unknown; give more --max-minutes."
-        )
-    if ci[0] > noise:
-        return f" It clears the seed noise ({noise:.4f}: as diagnosed, another seed)."
-    return (
-        f" Not counted as an improvement yet: two runs as diagnosed with different seeds "
-        f"differed by {noise:.4f}, as much as the fix's lower bound; give more --max-minutes "
-        "or more validation images."
+    why = "did not train" if replicate is None else "did not train as many epochs"
+    return _bar(
+        comparison,
+        "seed_noise",
+        f"the run as diagnosed with another seed {why}, so the difference chance alone makes "
+        "is unknown; give more --max-minutes.",
+        "two runs as diagnosed with different seeds differed by {bar:.4f}, as much as the fix's "
+        "lower bound; give more --max-minutes or more validation images.",
+        " It clears the seed noise ({bar:.4f}: as diagnosed, another seed).",
     )
 
 
@@ -338,21 +348,14 @@ def still_learning(comparison: Mapping, epochs: int) -> str:
         >>> still_learning({"ci95": [0.02, 0.1], "diagnosed_still_gaining": 0.05}, 7)[:30]
         ' Not counted as an improvement'
     """
-    ci = comparison.get("ci95")
-    if not ci or ci[0] <= 0:
-        return ""
-    gaining = comparison.get("diagnosed_still_gaining")
-    if gaining is None:
-        return (
-            f" Not counted as an improvement yet: {epochs} validated epoch(s) are too few to see "
-            "whether the as-diagnosed run had stopped improving; give more --max-minutes."
-        )
-    if ci[0] > gaining:
-        return ""
-    return (
-        f" Not counted as an improvement yet: the as-diagnosed run was still gaining "
-        f"{gaining:+.4f} Dice over the second half of its {epochs} epochs, as much as the fix's "
-        "lower bound, so a longer run may close the gap; give more --max-minutes."
+    return _bar(
+        comparison,
+        "diagnosed_still_gaining",
+        f"{epochs} validated epoch(s) are too few to see whether the as-diagnosed run had "
+        "stopped improving; give more --max-minutes.",
+        "the as-diagnosed run was still gaining {bar:+.4f} Dice over the second half of its "
+        f"{epochs} epochs, as much as the fix's lower bound, so a longer run may close the gap; "
+        "give more --max-minutes.",
     )
 
 
