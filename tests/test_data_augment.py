@@ -10,6 +10,7 @@ import math
 
 import keras
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
@@ -21,7 +22,14 @@ from segdoctor.data import (
     SegmentationDataset,
     discover_pairs,
 )
-from segdoctor.data.augment import Geometry, extract_patch, photometric, sampling_grid
+from segdoctor.data.augment import (
+    Geometry,
+    extract_patch,
+    photometric,
+    recolor,
+    sampling_grid,
+)
+from segdoctor.errors import ConfigError
 
 ALL_GEOMETRY = AugmentConfig(
     flip=0.5,
@@ -36,6 +44,7 @@ ALL_GEOMETRY = AugmentConfig(
     gamma=0.0,
     noise=0.0,
     blur=0.0,
+    color=0.0,
     image_order=0,
 )
 
@@ -121,6 +130,36 @@ def test_photometric_changes_image_never_mask():
     np.testing.assert_array_equal(out_mask, mask)
     assert not np.allclose(out_image, image)
     assert np.isfinite(photometric(image, config, np.random.default_rng(1))).all()
+
+
+def test_color_rotates_hue_keeps_gray_and_mask():
+    rng = np.random.default_rng(3)
+    rgb = rng.normal(size=(3, 16, 16)).astype(np.float32)
+    # A full turn, and no change of saturation, is the identity; the gray part never moves.
+    np.testing.assert_allclose(recolor(rgb, 2 * np.pi, 1.0), rgb, atol=1e-5)
+    out = recolor(rgb, 0.7, 1.3)
+    np.testing.assert_allclose(out.mean(axis=0), rgb.mean(axis=0), atol=1e-5)
+    # A rotation keeps the chroma's length; the saturation scales it.
+    chroma = np.linalg.norm(rgb - rgb.mean(axis=0), axis=0)
+    np.testing.assert_allclose(
+        np.linalg.norm(out - out.mean(axis=0), axis=0), 1.3 * chroma, rtol=1e-4
+    )
+    # Gray images (three equal channels) are left exactly as they are, RGB ones are not.
+    config = AugmentConfig(**{**AugmentConfig.none().__dict__, "color": 1.0})
+    mask = _label_mask(4, (24, 24), 2)
+    gray = np.repeat(rng.normal(size=(24, 24, 1)).astype(np.float32), 3, axis=-1)
+    np.testing.assert_allclose(photometric(gray, config, np.random.default_rng(0)), gray, atol=1e-6)
+    color = rng.normal(size=(24, 24, 3)).astype(np.float32)
+    out_image, out_mask = Augmenter(config)(color, mask.copy(), np.random.default_rng(0))
+    np.testing.assert_array_equal(out_mask, mask)
+    assert not np.allclose(out_image, color)
+    one = np.ascontiguousarray(color[..., :1])
+    assert photometric(one, config, np.random.default_rng(0)) is one  # no colour in one channel
+
+
+def test_color_saturation_range_is_checked():
+    with pytest.raises(ConfigError, match="color_saturation"):
+        AugmentConfig(color_saturation=(1.5, 0.5))
 
 
 def test_loader_batches_stay_aligned(tmp_path):

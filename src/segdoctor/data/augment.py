@@ -10,8 +10,12 @@ as exact array operations. Points outside the source are filled with ``0`` for t
 after z-scoring) and ``mask_fill`` for the mask (background, or ``ignore_index`` when set), or are
 mirrored for both with ``fill="reflect"``.
 
-Photometric transforms (brightness, contrast, gamma, Gaussian noise, Gaussian blur) change the
-image only, in units of the patch's own standard deviation, after the geometric ones.
+Photometric transforms (colour, brightness, contrast, gamma, Gaussian noise, Gaussian blur) change
+the image only, in units of the patch's own standard deviation, after the geometric ones. The colour
+transform rotates the hue and scales the saturation of an RGB patch in the normalized channel space
+(around the gray axis, where the three z-scored channels are equal): a stain or colour shift
+between sources, the commonest difference between H&E slides of two labs; it leaves gray images
+(three equal channels) unchanged.
 
 Defaults follow nnU-Net's probabilities: flips and rot90 often, rotation and scale in 20% of the
 patches, elastic off. Keras' RandomRotation / RandomElasticTransform are deliberately not used
@@ -58,6 +62,10 @@ class AugmentConfig:
         noise_std: See ``noise``.
         blur: Probability of Gaussian blur with sigma in ``blur_sigma`` pixels.
         blur_sigma: See ``blur``.
+        color: Probability of a hue rotation by up to ``color_hue_degrees`` either way and a
+            saturation scale in ``color_saturation`` (RGB patches; saturation alone for 2 channels).
+        color_hue_degrees: See ``color``.
+        color_saturation: See ``color``.
         image_order: Interpolation order of the image (1 bilinear, 0 nearest, 3 cubic).
         fill: ``"constant"`` or ``"reflect"`` for points outside the image.
 
@@ -89,12 +97,15 @@ class AugmentConfig:
     noise_std: float = 0.1
     blur: float = 0.2
     blur_sigma: tuple[float, float] = (0.5, 1.0)
+    color: float = 0.5
+    color_hue_degrees: float = 36.0
+    color_saturation: tuple[float, float] = (0.5, 1.5)
     image_order: int = 1
     fill: str = "constant"
 
     def __post_init__(self) -> None:
         for name in (
-            "flip rot90 rotate scale translate shear elastic brightness contrast gamma noise blur"
+            "flip rot90 rotate scale translate shear elastic color brightness contrast gamma noise blur"
         ).split():
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
@@ -109,6 +120,12 @@ class AugmentConfig:
                 "image_order must be 0, 1 or 3",
                 expected="0, 1 or 3",
                 received=repr(self.image_order),
+            )
+        if not 0 <= self.color_saturation[0] <= self.color_saturation[1]:
+            raise ConfigError(
+                "Invalid color_saturation",
+                expected="0 <= low <= high",
+                received=repr(self.color_saturation),
             )
         if self.scale_range[0] <= 0 or self.scale_range[0] > self.scale_range[1]:
             raise ConfigError(
@@ -140,8 +157,8 @@ class AugmentConfig:
 
 
 _PROBABILITIES = (
-    "flip rot90 rotate scale translate shear elastic brightness contrast gamma noise blur".split()
-)
+    "flip rot90 rotate scale translate shear elastic color brightness contrast gamma noise blur"
+).split()
 
 
 @dataclass
@@ -413,7 +430,7 @@ def _flip_rotate(img, msk, geo: Geometry, copy: bool = True):
 
 
 def photometric(image: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """Brightness, contrast, gamma, noise and blur on a float image (H, W, C); never the mask.
+    """Colour, brightness, contrast, gamma, noise and blur on a float image (H, W, C); never the mask.
 
     Returns the input unchanged (same object) when no transform is drawn, else a new float32
     ``(H, W, C)`` array. Statistics are per channel over the patch; work happens on contiguous
@@ -421,12 +438,19 @@ def photometric(image: np.ndarray, config: AugmentConfig, rng: np.random.Generat
     """
     draws = {
         name: rng.random() < getattr(config, name)
-        for name in ("brightness", "contrast", "gamma", "noise", "blur")
+        for name in ("color", "brightness", "contrast", "gamma", "noise", "blur")
     }
+    draws["color"] = draws["color"] and image.shape[-1] in (2, 3)
     if not any(draws.values()):
         return image
     x = np.array(np.moveaxis(image, -1, 0), dtype=np.float32, order="C")  # (C, H, W)
     std: float | None = None
+    if draws["color"]:
+        x = recolor(
+            x,
+            math.radians(rng.uniform(-config.color_hue_degrees, config.color_hue_degrees)),
+            rng.uniform(*config.color_saturation),
+        )
 
     def scale() -> float:  # the patch's standard deviation, computed only when needed
         nonlocal std
@@ -451,6 +475,33 @@ def photometric(image: np.ndarray, config: AugmentConfig, rng: np.random.Generat
         s = rng.uniform(*config.blur_sigma)
         x = ndimage.gaussian_filter(x, sigma=(0, s, s))
     return np.moveaxis(x.astype(np.float32, copy=False), 0, -1)  # (H, W, C)
+
+
+def recolor(x: np.ndarray, hue: float, saturation: float) -> np.ndarray:
+    """Rotate the hue of a ``(C, H, W)`` image by ``hue`` radians and scale its saturation.
+
+    Each pixel's channel vector is split into its gray part (the channel mean, repeated) and its
+    chroma (the rest); the chroma of a 3-channel image is rotated by ``hue`` around the gray axis
+    and scaled by ``saturation``. The gray part, and so an image whose channels are equal, is
+    unchanged. With 2 channels only the saturation applies.
+
+    Example:
+        >>> x = np.array([1.0, 0.0, -1.0], np.float32).reshape(3, 1, 1)
+        >>> recolor(x, 0.0, 0.5)[:, 0, 0].tolist()
+        [0.5, 0.0, -0.5]
+        >>> y = recolor(x, 2 * math.pi / 3, 1.0)[:, 0, 0]  # a third of a turn: R -> G -> B
+        >>> np.allclose(y, [-1.0, 1.0, 0.0], atol=1e-6)
+        True
+    """
+    gray = x.mean(axis=0, keepdims=True)
+    chroma = x - gray
+    if x.shape[0] == 3 and hue:
+        # Rodrigues' rotation about k = (1, 1, 1) / sqrt(3); chroma is orthogonal to k, so
+        # R c = cos(t) c + sin(t) (k x c).
+        r, g, b = chroma
+        cross = np.stack([b - g, r - b, g - r]) / np.float32(math.sqrt(3.0))
+        chroma = np.float32(math.cos(hue)) * chroma + np.float32(math.sin(hue)) * cross
+    return gray + np.float32(saturation) * chroma
 
 
 class Augmenter:
