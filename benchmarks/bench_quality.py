@@ -135,7 +135,8 @@ def recipe_config(name: str, csv_path: Path, minutes: float, common: dict, extra
             "data.foreground_oversample": "0",
             "train.doctor": "false",
         }
-    return resolve_config(overrides={"data.path": str(csv_path), **overrides, **common})
+    # the variant's own --set comes last: it wins over the common --patch-size and --seed
+    return resolve_config(overrides={"data.path": str(csv_path), **common, **overrides})
 
 
 def run_default(

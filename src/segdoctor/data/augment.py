@@ -97,7 +97,7 @@ class AugmentConfig:
     noise_std: float = 0.1
     blur: float = 0.2
     blur_sigma: tuple[float, float] = (0.5, 1.0)
-    color: float = 0.5
+    color: float = 0.0
     color_hue_degrees: float = 36.0
     color_saturation: tuple[float, float] = (0.5, 1.5)
     image_order: int = 1
@@ -145,8 +145,8 @@ class AugmentConfig:
 
     @classmethod
     def strong(cls) -> AugmentConfig:
-        """Everything on, elastic included."""
-        return cls(translate=0.2, shear=0.2, elastic=0.2)
+        """Everything on, elastic and colour included."""
+        return cls(translate=0.2, shear=0.2, elastic=0.2, color=0.5)
 
     @property
     def spatial(self) -> bool:

@@ -1,6 +1,7 @@
 """Prescriptions that change the data itself: how masks are read, which pairs train, the split.
 
-Each prescriber takes a finding and the :class:`~segdoctor.cli.verify.plan.DataPlan` and returns a
+Each prescriber takes a finding, the :class:`~segdoctor.cli.verify.plan.DataPlan` and the user's
+model (unused here: these fixes are in the data) and returns a
 :class:`~segdoctor.cli.verify.results.Prescription` (how to reproduce the fault, and the fix) or an
 :class:`~segdoctor.cli.verify.results.Unverified` saying why it cannot be measured.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -43,7 +45,7 @@ def _positive(labels: np.ndarray) -> np.ndarray:
     return np.asarray(labels) > 0
 
 
-def _mask_scale_255(f: Finding, plan: DataPlan) -> Prescription:
+def _mask_scale_255(f: Finding, plan: DataPlan, model: Any = None) -> Prescription:
     top = int(max(f.evidence.get("values") or [255]))
     return Prescription(
         f.id,
@@ -60,7 +62,7 @@ def _mask_scale_255(f: Finding, plan: DataPlan) -> Prescription:
     )
 
 
-def _mask_instances(f: Finding, plan: DataPlan) -> Prescription | Unverified:
+def _mask_instances(f: Finding, plan: DataPlan, model: Any = None) -> Prescription | Unverified:
     top = int(f.evidence.get("max_label") or 0)
     if top > 255:
         return Unverified(
@@ -82,7 +84,7 @@ def _mask_instances(f: Finding, plan: DataPlan) -> Prescription | Unverified:
     )
 
 
-def _leak(f: Finding, plan: DataPlan) -> Prescription | Unverified:
+def _leak(f: Finding, plan: DataPlan, model: Any = None) -> Prescription | Unverified:
     pairs = sd.cross_split_duplicates(plan.train, plan.val)
     if not pairs:
         return Unverified(
@@ -105,7 +107,7 @@ def _leak(f: Finding, plan: DataPlan) -> Prescription | Unverified:
     )
 
 
-def _unreadable(f: Finding, plan: DataPlan) -> Prescription | Unverified:
+def _unreadable(f: Finding, plan: DataPlan, model: Any = None) -> Prescription | Unverified:
     if not plan.unreadable:
         return Unverified(
             f.id,
@@ -177,7 +179,7 @@ def label_set(f: Finding, pairs: Sequence[sd.Pair]) -> tuple[float, ...]:
     )
 
 
-def _snap_masks(f: Finding, plan: DataPlan) -> Prescription | Unverified:
+def _snap_masks(f: Finding, plan: DataPlan, model: Any = None) -> Prescription | Unverified:
     pairs = [*plan.train, *plan.val]
     labels = label_set(f, pairs)
     if len(labels) != 2:
@@ -220,7 +222,7 @@ def _snap_masks(f: Finding, plan: DataPlan) -> Prescription | Unverified:
     )
 
 
-def _invalid_values(f: Finding, plan: DataPlan) -> Prescription | Unverified:
+def _invalid_values(f: Finding, plan: DataPlan, model: Any = None) -> Prescription | Unverified:
     if f.evidence.get("kinds") != "fractional":
         why = "not verifiable yet: only in-between (fractional) values are re-thresholded."
         return Unverified(f.id, "not-verifiable", why)
@@ -287,7 +289,7 @@ MIXED_SHIFTS = ("split-object-size", "split-intensity-shift")
 """Shifts no stratum describes: the re-split mixes both sides of every stratum."""
 
 
-def _resplit(f: Finding, plan: DataPlan) -> Prescription | Unverified:
+def _resplit(f: Finding, plan: DataPlan, model: Any = None) -> Prescription | Unverified:
     classes = [int(c) for c in f.evidence.get("classes") or []]
     key = lambda pair: _stratum(pair, classes)  # noqa: E731
     train, val = resplit(plan.train, plan.val, key, 0, keep_own=f.id not in MIXED_SHIFTS)
@@ -342,7 +344,7 @@ def _alignment_matrix(pairs: Sequence[sd.Pair]) -> np.ndarray:
     return scores
 
 
-def _repair(f: Finding, plan: DataPlan) -> Prescription | Unverified:
+def _repair(f: Finding, plan: DataPlan, model: Any = None) -> Prescription | Unverified:
     pairs = [*plan.train, *plan.val]
     if len(pairs) > REPAIR_MAX_PAIRS:
         why = f"{len(pairs)} pairs: more than {REPAIR_MAX_PAIRS} are not re-paired by content."

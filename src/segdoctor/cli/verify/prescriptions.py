@@ -29,7 +29,7 @@ from segdoctor.cli.verify.data_fixes import (
 )
 from segdoctor.cli.verify.plan import DataPlan
 from segdoctor.cli.verify.results import Prescription, Unverified
-from segdoctor.cli.verify.user_model import LOGIT_FIXES, LR_FIXES, _from_logits, user_learning_rate
+from segdoctor.cli.verify.user_model import LOGIT_FIXES, from_logits_fix, user_learning_rate
 from segdoctor.doctor import Finding, Report
 from segdoctor.doctor.update_ratio import TARGET_UPDATE
 
@@ -86,7 +86,7 @@ NOT_VERIFIABLE: dict[str, str] = {
 }
 
 
-def _oversample(f: Finding, plan: DataPlan) -> Prescription:
+def _oversample(f: Finding, plan: DataPlan, model: Any = None) -> Prescription:
     return Prescription(
         f.id,
         "draw a third of the training crops around foreground (the recipe's default)",
@@ -145,7 +145,7 @@ def _learning_rate(f: Finding, plan: DataPlan, model: Any = None) -> Prescriptio
     )
 
 
-def _dropout(f: Finding, plan: DataPlan) -> Prescription | Unverified:
+def _dropout(f: Finding, plan: DataPlan, model: Any = None) -> Prescription | Unverified:
     rates = [float(r) for r in f.evidence.get("rates") or [] if 0 < float(r) < 1]
     if not rates:
         return Unverified(f.id, "not-verifiable", "the finding names no dropout rate below 1.")
@@ -159,7 +159,7 @@ def _dropout(f: Finding, plan: DataPlan) -> Prescription | Unverified:
     )
 
 
-def _weight_decay(f: Finding, plan: DataPlan) -> Prescription | Unverified:
+def _weight_decay(f: Finding, plan: DataPlan, model: Any = None) -> Prescription | Unverified:
     wd = f.evidence.get("optimizer_weight_decay")
     if wd is None:
         return Unverified(
@@ -177,7 +177,7 @@ def _weight_decay(f: Finding, plan: DataPlan) -> Prescription | Unverified:
     )
 
 
-def _batchnorm(f: Finding, plan: DataPlan) -> Prescription | Unverified:
+def _batchnorm(f: Finding, plan: DataPlan, model: Any = None) -> Prescription | Unverified:
     batch = int(f.evidence.get("batch_size") or 0)
     if batch < 1:
         return Unverified(f.id, "not-verifiable", "the finding names no batch size.")
@@ -191,7 +191,10 @@ def _batchnorm(f: Finding, plan: DataPlan) -> Prescription | Unverified:
     )
 
 
-PRESCRIBERS: dict[str, Callable[[Finding, DataPlan], Prescription | Unverified]] = {
+Prescriber = Callable[[Finding, DataPlan, Any], Prescription | Unverified]
+"""``(finding, plan, the user's model or None) -> Prescription | Unverified``."""
+
+PRESCRIBERS: dict[str, Prescriber] = {
     "mask-scale-255": _mask_scale_255,
     "mask-instance-labels": _mask_instances,
     "mask-fractional": _snap_masks,
@@ -211,8 +214,11 @@ PRESCRIBERS: dict[str, Callable[[Finding, DataPlan], Prescription | Unverified]]
     "dropout-high": _dropout,
     "weight-decay-high": _weight_decay,
     "batchnorm-small-batch": _batchnorm,
+    **dict.fromkeys(LOGIT_FIXES, from_logits_fix),
 }
-"""Finding ids whose fix segdoctor can apply to its own recipe (and reproduce the fault)."""
+"""Finding ids whose fix segdoctor can apply and reproduce the fault for: in its own recipe, or
+in a fresh copy of the user's model. Every prescriber gets the finding, the data plan and the
+user's model (None when not given); most use only the first two."""
 
 
 def prescribe(
@@ -236,7 +242,7 @@ def prescribe(
             other.append(Unverified(f.id, "skipped", EXPLAINED_BY_CROPS))
         elif f.id in RECIPE_FIXES_IT:
             other.append(Unverified(f.id, "recipe-fixes-it", RECIPE_FIXES_IT[f.id]))
-        elif f.id in PRESCRIBERS or f.id in LOGIT_FIXES:
+        elif f.id in PRESCRIBERS:
             made = _prescription(f, plan, model, found)
             (other if isinstance(made, Unverified) else found).append(made)  # type: ignore[arg-type]
         else:
@@ -277,12 +283,7 @@ def _prescription(
     if resplit is not None:
         why = f"the same fix (a re-split) as {resplit.finding_id}: see there."
         return Unverified(f.id, "skipped", why)
-    if f.id in LOGIT_FIXES:
-        made = _from_logits(f, model)
-    elif f.id in LR_FIXES:
-        made = _learning_rate(f, plan, model)
-    else:
-        made = PRESCRIBERS[f.id](f, plan)
+    made = PRESCRIBERS[f.id](f, plan, model)
     same = next((p for p in found if _same_runs(p, made)), None)
     if same is not None:
         return Unverified(f.id, "skipped", f"the same fix as {same.finding_id}: see there.")

@@ -5,8 +5,8 @@ on the whole validation images. A model built for one input size is copied onto 
 size when its layers allow it (convolutions, pooling, upsampling): the whole images are scored.
 
 Example:
-    >>> "from-logits-mismatch" in LOGIT_FIXES, "lr-too-high" in LR_FIXES
-    (True, True)
+    >>> "from-logits-mismatch" in LOGIT_FIXES
+    True
 """
 
 from __future__ import annotations
@@ -26,9 +26,6 @@ from segdoctor.train.inference import to_labels
 
 LOGIT_FIXES = ("output-activation-missing", "from-logits-mismatch")
 """Finding ids whose fix is the ``from_logits`` setting of the user's loss (needs the model)."""
-LR_FIXES = ("lr-too-high", "lr-too-low")
-"""Finding ids whose fix is a learning rate: verified on the user's model and optimizer when
-the model is given (compiled), else on segdoctor's U-Net (:mod:`.prescriptions`)."""
 NEEDS_MODEL = "needs your model: pass it (--model MODEL, a compiled .keras file)."
 
 
@@ -81,7 +78,11 @@ def copy_problem(model: Any) -> str | None:
     return None
 
 
-def _from_logits(f: Finding, model: Any) -> Prescription | Unverified:
+def from_logits_fix(
+    f: Finding, plan: object = None, model: Any = None
+) -> Prescription | Unverified:
+    """The ``from_logits`` fix, on a fresh copy of the user's compiled model (``plan`` unused:
+    the fix is in the loss, not in the data)."""
     if model is None or isinstance(model, (str, Path)):
         return Unverified(f.id, "not-verifiable", NEEDS_MODEL)
     loss = _loss_config(model)
