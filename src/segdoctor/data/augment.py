@@ -10,12 +10,12 @@ as exact array operations. Points outside the source are filled with ``0`` for t
 after z-scoring) and ``mask_fill`` for the mask (background, or ``ignore_index`` when set), or are
 mirrored for both with ``fill="reflect"``.
 
-Photometric transforms (colour, brightness, contrast, gamma, Gaussian noise, Gaussian blur) change
-the image only, in units of the patch's own standard deviation, after the geometric ones. The colour
-transform rotates the hue and scales the saturation of an RGB patch in the normalized channel space
-(around the gray axis, where the three z-scored channels are equal): a stain or colour shift
-between sources, the commonest difference between H&E slides of two labs; it leaves gray images
-(three equal channels) unchanged.
+Photometric transforms change the image only, after the geometric ones. Colour (off by default)
+rotates the hue and scales the saturation of an RGB patch in the normalized channel space, around
+the gray axis where the three z-scored channels are equal: a stain or colour shift between sources,
+as between H&E slides of two labs; gray images (three equal channels) are left unchanged.
+Brightness, contrast, gamma, Gaussian noise and Gaussian blur work in units of the patch's own
+standard deviation.
 
 Defaults follow nnU-Net's probabilities: flips and rot90 often, rotation and scale in 20% of the
 patches, elastic off. Keras' RandomRotation / RandomElasticTransform are deliberately not used
