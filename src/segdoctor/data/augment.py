@@ -104,9 +104,7 @@ class AugmentConfig:
     fill: str = "constant"
 
     def __post_init__(self) -> None:
-        for name in (
-            "flip rot90 rotate scale translate shear elastic color brightness contrast gamma noise blur"
-        ).split():
+        for name in _PROBABILITIES:
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ConfigError(

@@ -118,7 +118,7 @@ def user_learning_rate(
     if getattr(model, "loss", None) is None or copy_problem(model) is not None:
         return None
     lr, fixed, why = rates
-    name = type(getattr(optimizer, "inner_optimizer", optimizer)).__name__
+    name = type(_inner(optimizer)).__name__
     channels = str(model.inputs[0].shape[-1])
     return Prescription(
         f.id,
@@ -133,13 +133,17 @@ def user_learning_rate(
     )
 
 
+def _inner(optimizer: Any) -> Any:
+    """The user's own optimizer: a mixed-precision LossScaleOptimizer wraps it, and its learning
+    rate and class are the inner one's."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
 def _optimizer(model: keras.Model, config: RunConfig, learning_rate: float | None):
     """The user's optimizer at ``learning_rate``, or Adam at the short run's rate (None)."""
     if learning_rate is None:
         return keras.optimizers.Adam(float(config.train.lr or 1e-3))
-    # a mixed-precision LossScaleOptimizer wraps the user's: its rate is the inner one's
-    inner = getattr(model.optimizer, "inner_optimizer", model.optimizer)
-    serialized = keras.optimizers.serialize(inner)
+    serialized = keras.optimizers.serialize(_inner(model.optimizer))
     serialized["config"] = {**serialized["config"], "learning_rate": float(learning_rate)}
     return keras.optimizers.deserialize(serialized)
 
