@@ -69,19 +69,29 @@ def nuclei(data_root: Path, n: int = 24, size: int = 64) -> list[RealPair]:
 
 
 @lru_cache(maxsize=8)
-def _membrane(root: str, n: int, size: int) -> tuple[RealPair, ...]:
+def _membrane(root: str, n: int, size: int, grid: int) -> tuple[RealPair, ...]:
     folder = Path(root) / "isbi2012-membrane"
     out = []
     for path in _evenly(_files(folder / "images"), n):
-        image = np.asarray(Image.open(path).convert("L"))
-        mask = np.asarray(Image.open(folder / "masks" / path.name).convert("L"))  # {0, 255}
-        out.append(RealPair(path.stem, _center_crop(image, size).copy(), _center_crop(mask, size)))
+        image = _center_crop(np.asarray(Image.open(path).convert("L")), grid * size)
+        mask = _center_crop(
+            np.asarray(Image.open(folder / "masks" / path.name).convert("L")), grid * size
+        )  # {0, 255}
+        for i in range(grid):
+            for j in range(grid):
+                tile = (slice(i * size, (i + 1) * size), slice(j * size, (j + 1) * size))
+                name = path.stem if grid == 1 else f"{path.stem}_t{i}{j}"
+                out.append(RealPair(name, image[tile].copy(), mask[tile].copy()))
     return tuple(out)
 
 
-def membrane(data_root: Path, n: int = 16, size: int = 128) -> list[RealPair]:
-    """ISBI 2012 EM crops; masks exactly as shipped: {0, 255} (255 = cell interior)."""
-    return list(_membrane(str(data_root), n, size))
+def membrane(data_root: Path, n: int = 16, size: int = 128, grid: int = 1) -> list[RealPair]:
+    """ISBI 2012 EM crops; masks exactly as shipped: {0, 255} (255 = cell interior).
+
+    ``grid``: each of the ``n`` images gives ``grid x grid`` adjacent tiles of ``size`` from its
+    centre (``n * grid**2`` pairs; the 30 images of the set are few for a validation split).
+    """
+    return list(_membrane(str(data_root), n, size, grid))
 
 
 @lru_cache(maxsize=8)
