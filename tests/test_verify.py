@@ -151,6 +151,19 @@ def test_an_interval_above_0_within_the_seed_noise_is_not_an_improvement():
     assert vf.runs.beyond_noise({"ci95": [-0.05, 0.1], "seed_noise": 0.5}, None) == ""
 
 
+def test_two_as_diagnosed_runs_far_apart_are_called_unstable_and_close_ones_are_not():
+    a = vf.RunScore("as diagnosed", "completed", 80, per_image={"x": 0.76, "y": 0.75})
+    collapsed = vf.RunScore("another seed", "completed", 80, per_image={"x": 0.15, "y": 0.14})
+    close = vf.RunScore("another seed", "completed", 80, per_image={"x": 0.75, "y": 0.74})
+    noise = vf.runs.seed_noise(a, collapsed, 0)
+    said = vf.runs.unstable(a, collapsed, {"seed_noise": noise})
+    assert "0.755 and 0.145" in said and "unstable from seed to seed" in said
+    assert vf.runs.unstable(a, close, {"seed_noise": vf.runs.seed_noise(a, close, 0)}) == ""
+    assert vf.runs.unstable(a, None, {"seed_noise": None}) == ""
+    below = vf.runs.UNSTABLE_SEEDS - 0.01
+    assert vf.runs.unstable(a, collapsed, {"seed_noise": below}) == ""
+
+
 def test_the_seed_noise_is_the_mean_difference_of_two_as_diagnosed_runs():
     a = vf.RunScore("as diagnosed", "completed", 4, per_image={"x": 0.8, "y": 0.6, "z": 0.7})
     b = vf.RunScore("another seed", "completed", 4, per_image={"x": 0.7, "y": 0.5, "z": 0.7})
