@@ -168,6 +168,42 @@ def test_zero_init_is_bad_init():
     assert "bad-init" in ids(m)
 
 
+def encoder_decoder(frozen: bool, pretrained: bool = False) -> keras.Model:
+    """Two conv+BN blocks as an "encoder", a head; the encoder frozen when ``frozen``."""
+    inputs = keras.Input((32, 32, 1))
+    h = inputs
+    for _ in range(2):
+        h = keras.layers.Conv2D(16, 3, padding="same")(h)
+        h = keras.layers.BatchNormalization()(h)
+        h = keras.layers.Activation("relu")(h)
+    encoder = keras.Model(inputs, h, name="encoder")
+    if pretrained:  # what loaded weights look like: biases, gamma and beta away from 0 and 1
+        rng = np.random.default_rng(0)
+        for v in encoder.weights:
+            if v.path.rsplit("/", 1)[-1] in ("bias", "gamma", "beta"):
+                v.assign(np.asarray(v) + rng.normal(0, 0.1, v.shape).astype("float32"))
+    encoder.trainable = not frozen
+    x = keras.Input((32, 32, 1))
+    return keras.Model(x, keras.layers.Conv2D(1, 1, activation="sigmoid")(encoder(x)))
+
+
+def test_frozen_layers_left_at_their_initial_values_are_found():
+    assert "frozen-untrained" in ids(encoder_decoder(frozen=True))
+    (f,) = [f for f in check_model(encoder_decoder(frozen=True)) if f.id == "frozen-untrained"]
+    assert f.evidence["frozen_layers"] == 4 and f.evidence["frozen_share"] > 0.9
+
+
+def test_trainable_or_pretrained_frozen_layers_are_not_flagged():
+    assert "frozen-untrained" not in ids(encoder_decoder(frozen=False))
+    assert "frozen-untrained" not in ids(encoder_decoder(frozen=True, pretrained=True))
+    trained = encoder_decoder(frozen=False)  # trained a few steps, then frozen
+    trained.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
+    x = np.random.default_rng(1).random((8, 32, 32, 1)).astype("float32")
+    trained.fit(x, (x > 0.5).astype("float32"), epochs=2, verbose=0)
+    trained.layers[1].trainable = False
+    assert "frozen-untrained" not in ids(trained)
+
+
 # -- loss probe ------------------------------------------------------------------------------
 
 

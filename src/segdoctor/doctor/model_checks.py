@@ -330,6 +330,68 @@ def _bad_init_scale(scale: float | None) -> bool:
     return scale is not None and (scale < 0.05 or scale > 6)
 
 
+STATISTICS = ("moving_mean", "moving_variance")
+"""Non-trainable variables that training updates anyway (BatchNorm's running statistics)."""
+FROZEN_SHARE = 0.1
+"""Share of the trainable-in-principle weights that must be frozen for ``frozen-untrained``."""
+
+
+def _at_initial_values(layer) -> bool | None:
+    """Whether a layer's biases (and BatchNorm's beta and gamma) are exactly where Keras starts
+    them (0, and gamma 1); None: the layer has none of them. Training moves every one of them
+    away, and a pretrained network never has them all at exactly 0 and 1.
+    """
+    checked = []
+    for v in layer.weights:
+        name = v.path.rsplit("/", 1)[-1]
+        start = {"bias": 0.0, "beta": 0.0, "gamma": 1.0}.get(name)
+        if start is not None:
+            checked.append(bool(np.all(keras.ops.convert_to_numpy(v) == start)))
+    return all(checked) if checked else None
+
+
+def check_frozen(model) -> list[Finding]:
+    """``frozen-untrained``: frozen layers (``trainable=False``) whose weights were never trained.
+
+    "Freeze the encoder" is right for pretrained weights and wrong for a network built from
+    scratch: its frozen layers stay random features. Fires when the frozen layers hold at least a
+    tenth of the weights training would otherwise update and every frozen layer that has biases
+    or BatchNorm parameters still has them at their initial values; frozen pretrained layers (any
+    bias or gamma moved) stay silent.
+    """
+    trainable_size = frozen_size = 0
+    frozen: list[tuple[str, bool | None]] = []
+    for layer in all_layers(model):
+        if hasattr(layer, "layers") or not layer.weights:  # nested models: their layers count
+            continue
+        size = sum(
+            int(np.prod(v.shape))
+            for v in layer.weights
+            if v.path.rsplit("/", 1)[-1] not in STATISTICS
+        )
+        if layer.trainable:
+            trainable_size += size
+        elif size:
+            frozen_size += size
+            frozen.append((layer.name, _at_initial_values(layer)))
+    share = frozen_size / max(frozen_size + trainable_size, 1)
+    judged = [initial for _, initial in frozen if initial is not None]
+    if share < FROZEN_SHARE or not judged or not all(judged):
+        return []
+    return [
+        make_finding(
+            "frozen-untrained",
+            {
+                "frozen_layers": len(frozen),
+                "frozen_share": round(share, 3),
+                "frozen_weights": frozen_size,
+                "layers_at_initial_values": len(judged),
+                "first_frozen": [n for n, _ in frozen][:8],
+            },
+        )
+    ]
+
+
 def check_layers(model, batch_size: int | None = None) -> list[Finding]:
     """Dropout, BatchNorm with small batches, weight decay / L2 and weight initialisation scale."""
     found = []
@@ -405,6 +467,7 @@ def check_model(
         ['softmax-single-channel']
     """
     found = check_output(model, num_classes) + check_layers(model, batch_size)
+    found += check_frozen(model)
     found += check_callbacks(model, callbacks)
     if probe_loss_fn and getattr(model, "loss", None) is not None:
         found += check_loss(model)

@@ -231,6 +231,17 @@ MODEL_ENTRIES: tuple[CatalogEntry, ...] = (
         "its default, 0.01, is far too strong for conv nets).",
     ),
     CatalogEntry(
+        "frozen-untrained",
+        "model",
+        "warning",
+        "Frozen layers were never trained",
+        fix="{frozen_layers} layers ({frozen_share:.0%} of the weights) have trainable=False, and "
+        "their biases and BatchNorm parameters are still at their initial values: they are random "
+        "features, not a pretrained encoder. Load the pretrained weights before freezing "
+        "(e.g. encoder_weights='imagenet', or model.load_weights), or leave the layers trainable "
+        "(layer.trainable = True for each, then compile again).",
+    ),
+    CatalogEntry(
         "bad-init",
         "model",
         "warning",
