@@ -20,7 +20,12 @@ from scipy import ndimage
 
 MIN_BOUNDARY_PIXELS = 16
 MISALIGNED_BELOW = 1.15
-"""Median score under which the pairs count as misaligned."""
+"""Score under which a pair counts as misaligned (see :func:`misaligned`)."""
+MISALIGNED_FRACTION = 0.25
+"""Share of low-scoring pairs (of 8 or more) that counts as misaligned. Aligned sets have almost
+none: 0 of the pairs of ISBI, CamVid and DSB above, 1 of 84 DSB crops (1.11)."""
+MIN_SCORED = 4
+"""Fewest scored pairs :func:`misaligned` judges."""
 
 
 def _boundary_energy(grad: np.ndarray, mask: np.ndarray) -> float | None:
@@ -63,6 +68,33 @@ def alignment_score(image: np.ndarray, mask: np.ndarray) -> float | None:
     if not shifted or float(np.mean(shifted)) <= 0:
         return None
     return actual / float(np.mean(shifted))
+
+
+def misaligned(scores) -> tuple[bool, float, float]:
+    """(misaligned?, median score, share of pairs below :data:`MISALIGNED_BELOW`).
+
+    Misaligned when the median is low (most pairs: pairing by sort order), or when at least
+    :data:`MISALIGNED_FRACTION` of 8 or more pairs score low. The second rule finds faults that
+    leave some pairs looking aligned: augmentation applied to the images only (it misaligns the
+    50-75% it happened to flip or rotate), and masks transposed (``mask.T``) in an export script,
+    where round nuclei in dense images still land on nuclei (blind test, 2026-12-07: 84 DSB crops,
+    median 1.20, 45% below 1.15; the same crops aligned: median 10.5, 1% below).
+
+    Example:
+        >>> misaligned([5.0, 6.0, 0.9, 7.0])
+        (False, 5.5, 0.25)
+        >>> misaligned([1.2, 1.3, 0.9, 1.0, 1.6, 0.8, 1.4, 1.25])[0]
+        True
+    """
+    values = np.asarray(list(scores), dtype=float)
+    if len(values) < MIN_SCORED:
+        return False, float(np.median(values)) if len(values) else float("nan"), 0.0
+    median, low = float(np.median(values)), float(np.mean(values < MISALIGNED_BELOW))
+    return (
+        median < MISALIGNED_BELOW or (len(values) >= 8 and low >= MISALIGNED_FRACTION),
+        median,
+        low,
+    )
 
 
 def median_alignment(pairs) -> tuple[float | None, int]:

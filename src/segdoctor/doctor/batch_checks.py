@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from segdoctor.doctor.alignment import MISALIGNED_BELOW, alignment_score
+from segdoctor.doctor.alignment import MISALIGNED_BELOW, alignment_score, misaligned
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
 from segdoctor.doctor.model_checks import (
@@ -26,8 +26,6 @@ from segdoctor.doctor.model_data import (
 )
 
 _SCALING_LAYERS = ("Rescaling", "Normalization")
-MISALIGNED_FRACTION = 0.25
-"""Share of low-scoring samples that counts as misaligned (aligned sets: no pair below 1.15)."""
 
 
 def _has_scaling(model) -> bool:
@@ -37,22 +35,17 @@ def _has_scaling(model) -> bool:
 def alignment_finding(scores: list[float], where: str = "training batches") -> list[Finding]:
     """``pair-misaligned`` from the edge-alignment scores of at least 4 samples.
 
-    Fires when the median score is low (most pairs misaligned: pairing by sort order), or when at
-    least :data:`MISALIGNED_FRACTION` of 8 or more samples score low (augmentation applied to the
-    images only misaligns the samples it happened to flip or rotate: 50-75% of them).
+    The rule is :func:`~segdoctor.doctor.alignment.misaligned` (a low median, or a quarter of
+    8 or more samples low: augmentation applied to the images only misaligns 50-75% of them).
     """
-    if len(scores) < 4:
-        return []
-    low = float(np.mean(np.asarray(scores) < MISALIGNED_BELOW))
-    if float(np.median(scores)) >= MISALIGNED_BELOW and (
-        len(scores) < 8 or low < MISALIGNED_FRACTION
-    ):
+    found, median, low = misaligned(scores)
+    if not found:
         return []
     return [
         make_finding(
             "pair-misaligned",
             {
-                "median_alignment_score": float(np.median(scores)),
+                "median_alignment_score": median,
                 "misaligned_fraction": low,
                 "threshold": MISALIGNED_BELOW,
                 "samples": len(scores),

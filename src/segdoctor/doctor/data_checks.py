@@ -22,7 +22,7 @@ from segdoctor.data.discover import discover_pairs
 from segdoctor.data.io import display_name, read_image, read_mask
 from segdoctor.data.masks import decide_mask_policy, inspect_masks
 from segdoctor.data.split import content_hash
-from segdoctor.doctor.alignment import MISALIGNED_BELOW, alignment_score
+from segdoctor.doctor.alignment import MISALIGNED_BELOW, alignment_score, misaligned
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
 from segdoctor.doctor.format_checks import format_findings, image_format
@@ -330,23 +330,22 @@ def _pair_findings(index, summary: DataSummary) -> list[Finding]:
                 },
             )
         )
-    if len(summary.alignment) >= 4:
-        scores = np.array([s for _, s in summary.alignment])
-        median = float(np.median(scores))
-        if median < MISALIGNED_BELOW:
-            worst = sorted(summary.alignment, key=lambda t: t[1])[:5]
-            found.append(
-                make_finding(
-                    "pair-misaligned",
-                    {
-                        "median_alignment_score": median,
-                        "threshold": MISALIGNED_BELOW,
-                        "pairs_measured": len(scores),
-                        "lowest": [f"{n}: {s:.2f}" for n, s in worst],
-                    },
-                    confidence=0.8,
-                )
+    found_low, median, low = misaligned(s for _, s in summary.alignment)
+    if found_low:
+        worst = sorted(summary.alignment, key=lambda t: t[1])[:5]
+        found.append(
+            make_finding(
+                "pair-misaligned",
+                {
+                    "median_alignment_score": median,
+                    "misaligned_fraction": low,
+                    "threshold": MISALIGNED_BELOW,
+                    "pairs_measured": len(summary.alignment),
+                    "lowest": [f"{n}: {s:.2f}" for n, s in worst],
+                },
+                confidence=0.8,
             )
+        )
     return found
 
 
