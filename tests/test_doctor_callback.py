@@ -8,9 +8,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import keras
+import numpy as np
 from examples import classic_1_monitor_mode, classic_2_class_weights, classic_3_augmentation
+from keras import ops
 
-from segdoctor.doctor.batch_checks import check_batch
+from segdoctor.doctor.batch_checks import check_batch, loss_vs_labels
+from segdoctor.losses import DiceCELoss
 
 
 def ids(doctor):
@@ -138,3 +142,47 @@ def test_a_mid_run_overfitting_alarm_that_the_run_disproves_leaves_the_report():
     doctor.on_train_end()
     assert "overfitting" not in ids(doctor)  # the whole run does not support it
     assert "overfitting" not in doctor.report().ids
+
+
+def _head(k: int, activation: str | None, loss) -> keras.Model:
+    inputs = keras.Input((16, 16, 1))
+    model = keras.Model(inputs, keras.layers.Conv2D(k, 1, activation=activation)(inputs))
+    model.compile(optimizer="adam", loss=loss)
+    return model
+
+
+def _one_hot_dice(y_true, y_pred, smooth=1.0):
+    """The multi-class Dice loss of many Q&A answers: written for one-hot targets."""
+    y_true = ops.cast(y_true, "float32")
+    inter = ops.sum(y_true * y_pred, axis=(1, 2))
+    den = ops.sum(y_true, axis=(1, 2)) + ops.sum(y_pred, axis=(1, 2))
+    return 1.0 - ops.mean((2.0 * inter + smooth) / (den + smooth))
+
+
+def _labels(k=4, n=4):
+    return np.random.default_rng(0).integers(0, k, (n, 16, 16, 1)).astype("float32")
+
+
+def test_class_indices_given_to_a_one_hot_loss_are_found():
+    y = _labels()
+    (f,) = loss_vs_labels(_head(4, "softmax", _one_hot_dice), y)
+    assert f.id == "loss-label-format" and f.severity == "error"
+    assert f.evidence["loss_right_answer"] >= f.evidence["loss_uniform"] - 1e-6
+    x = np.zeros((4, 16, 16, 1), "float32")
+    assert "loss-label-format" in {
+        g.id for g in check_batch(x, y, _head(4, "softmax", _one_hot_dice))
+    }
+
+
+def test_losses_that_read_class_indices_and_one_hot_targets_stay_silent():
+    y = _labels()
+    sparse_ce = keras.losses.SparseCategoricalCrossentropy()
+    assert loss_vs_labels(_head(4, "softmax", sparse_ce), y) == []
+    logits = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    assert loss_vs_labels(_head(4, None, logits), y) == []
+    assert loss_vs_labels(_head(4, "softmax", DiceCELoss()), y) == []
+    one_hot = np.eye(4, dtype="float32")[y[..., 0].astype(int)]
+    assert loss_vs_labels(_head(4, "softmax", _one_hot_dice), one_hot) == []  # as the loss wants
+    assert (
+        loss_vs_labels(_head(1, "sigmoid", "binary_crossentropy"), (y > 1).astype("float32")) == []
+    )

@@ -16,6 +16,7 @@ from examples._synthetic import disks
 
 from segdoctor.doctor import DoctorCallback, probes
 from segdoctor.doctor._grad import model_value_and_grads, value_and_grad
+from segdoctor.doctor.overfit import MAX_FIT_BAR
 from segdoctor.losses import DiceCELoss
 from segdoctor.models import create_model
 from segdoctor.sample_data import sample_path
@@ -175,6 +176,36 @@ def test_cannot_overfit_silent_on_correct_pairs_and_fires_on_a_metric_as_loss(nu
     found, _ = probes.probe_overfit(model, x4, y4)
     assert ids(found) == {"cannot-overfit"}
     assert found[0].evidence["fitted_foreground_dice"] < found[0].evidence["threshold"]
+
+
+def _scenes(n=4, size=32, seed=0):
+    """Street-scene-like batches: 3 classes in vertical bands, class 0 a 10% minority (as sky in
+    CamVid); the image encodes the class by intensity. One-hot labels (B, H, W, 3)."""
+    rng = np.random.default_rng(seed)
+    y = np.ones((n, size, size, 1), "float32")
+    for i in range(n):
+        top, cut = rng.integers(2, 5), rng.integers(10, 22)
+        y[i, :top] = 0  # class 0: the top rows, about 10%
+        y[i, top:, cut:] = 2
+    x = (0.4 * y + rng.normal(0, 0.05, y.shape)).astype("float32")
+    return x, np.eye(3, dtype="float32")[y[..., 0].astype(int)]
+
+
+def test_cannot_overfit_on_several_classes_with_a_minority_class_0():
+    # Until 2026-12-07 the bar was the Dice of "not class 0" everywhere (0.95 here) + 0.2: above
+    # 1, so every multi-class run with class 0 a minority "could not overfit".
+    x, y = _scenes()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 1))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(3, 1, activation="softmax")(h))
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    found, _ = probes.probe_overfit(model, x, y)
+    assert found == []
+    noise = np.random.default_rng(1).choice(3, size=y.shape[:3], p=[0.1, 0.45, 0.45])
+    found, _ = probes.probe_overfit(model, x, np.eye(3, dtype="float32")[noise])  # unrelated
+    assert ids(found) == {"cannot-overfit"}
+    assert found[0].evidence["threshold"] <= MAX_FIT_BAR
 
 
 @pytest.mark.skipif(

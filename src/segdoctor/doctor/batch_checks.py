@@ -6,6 +6,7 @@ augmentation code (0/255 masks, unscaled inputs, image-only augmentation).
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 
 from segdoctor.doctor.alignment import MISALIGNED_BELOW, alignment_score, misaligned
@@ -168,6 +169,7 @@ def check_batch(
     found += _input_findings(x, model)
     if model is not None:
         found += _model_vs_batch(model, x, y, targets_out)
+        found += loss_vs_labels(model, y)
     fg = (y[..., 0] > 0) if y.shape[-1] == 1 else y.argmax(-1) > 0  # (B, H, W)
     scores = [
         s for i in range(len(x)) if (s := alignment_score(x[i], fg[i].astype("int32"))) is not None
@@ -177,6 +179,64 @@ def check_batch(
     else:
         found += alignment_finding(scores)
     return found
+
+
+LABEL_LOGIT = 8.0
+"""Logit of the right class (the others 0) in the perfect prediction given to a logit loss."""
+
+
+def _loss_value(loss, y: np.ndarray, pred: np.ndarray) -> float | None:
+    try:
+        tensor = keras.ops.convert_to_tensor
+        value = keras.ops.convert_to_numpy(loss(tensor(y), tensor(pred)))
+        return float(np.mean(value))
+    except Exception:  # a loss that cannot take this pair of shapes: say nothing rather than guess
+        return None
+
+
+def loss_vs_labels(model, y: np.ndarray) -> list[Finding]:
+    """``loss-label-format``: class-index targets ``(B, H, W, 1)`` for a head of K > 1 channels,
+    and a loss that does not score the right answer better than a wrong one.
+
+    The compiled loss is evaluated on the batch's own targets against three predictions: the
+    targets themselves as a K-channel prediction (one-hot, slightly smoothed; as logits for a
+    linear head), the same for the next sample's targets (a wrong answer of the same kind), and a
+    uniform prediction. A loss that reads class indices (sparse cross-entropy, segdoctor's Dice
+    losses) scores the right answer lowest; one written for one-hot targets broadcasts the
+    ``(B, H, W, 1)`` indices over the K channels and does not (blind test, 2026-12-07: a Dice
+    loss from a Q&A answer on CamVid's 12 classes trained to Dice 0.03).
+    """
+    loss = getattr(model, "loss", None)
+    k = output_channels(model)
+    if loss is None or k < 2 or y.shape[-1] != 1 or len(y) < 2:
+        return []
+    labels = np.rint(y[..., 0]).astype(np.int64)
+    if labels.min() < 0 or labels.max() >= k or np.any(y[..., 0] != labels):
+        return []  # labels the head cannot output: output-classes-mismatch says so
+    loss = keras.losses.get(loss) if isinstance(loss, str) else loss
+    onehot = np.eye(k, dtype="float32")[labels]  # (B, H, W, K)
+    if output_activation(model) == "linear":
+        right, wrong = LABEL_LOGIT * onehot, LABEL_LOGIT * np.roll(onehot, 1, axis=0)
+        uniform = np.zeros_like(onehot)
+    else:
+        smooth = 0.02 / k
+        right = onehot * (1 - 0.02) + smooth
+        wrong, uniform = np.roll(right, 1, axis=0), np.full_like(onehot, 1.0 / k)
+    values = [_loss_value(loss, y, p) for p in (right, wrong, uniform)]
+    if any(v is None or not np.isfinite(v) for v in values):
+        return []
+    at_right, at_wrong, at_uniform = values
+    if at_right < min(at_wrong, at_uniform) - 1e-3 * max(abs(at_right), 1e-6):
+        return []
+    evidence = {
+        "targets_shape": list(y.shape),
+        "output_channels": k,
+        "loss_right_answer": at_right,
+        "loss_next_samples_answer": at_wrong,
+        "loss_uniform": at_uniform,
+        "where": "training batch",
+    }
+    return [make_finding("loss-label-format", evidence, k=k)]
 
 
 def _sparse_target_findings(y: np.ndarray, channels: int | None) -> list[Finding]:

@@ -111,6 +111,18 @@ MODEL_ENTRIES: tuple[CatalogEntry, ...] = (
         "model.compile(loss=segdoctor.losses.DiceLoss(), metrics=[segdoctor.metrics.DiceScore()])",
     ),
     CatalogEntry(
+        "loss-label-format",
+        "loss",
+        "error",
+        "The loss does not read the targets as given: class indices for a one-hot loss",
+        fix="The targets are class indices of shape (B, H, W, 1) and the model has {k} output "
+        "channels, but your loss does not score the right answer better than another sample's "
+        "answer: it is written for one-hot targets, so the indices broadcast over the {k} "
+        "channels. One-hot encode the targets (y = keras.utils.to_categorical(y[..., 0], {k})), "
+        "or use a loss that takes class indices "
+        "(keras.losses.SparseCategoricalCrossentropy(), segdoctor.losses.DiceCELoss()).",
+    ),
+    CatalogEntry(
         "loss-background-dominated",
         "loss",
         "error",
