@@ -323,3 +323,39 @@ def test_nnunet_imagests_copies_of_training_cases(shared_data, tmp_path):
     f = findings(root)["duplicate-across-splits"]
     assert f.severity == "error"
     assert f.evidence["test"] == "3 of 11 images have a copy in another split"
+
+
+def _scenes(rng, n):
+    """Distinct textured images with a disk mask each (gray, 40 x 48: not square)."""
+    out = []
+    for _ in range(n):
+        image = (rng.random((40, 48)) * 255).astype(np.uint8)
+        mask = np.zeros((40, 48), np.uint8)
+        mask[10:20, 12:30] = 1
+        out.append((image, mask))
+    return out
+
+
+def write_splits(root: Path, splits: dict) -> Path:
+    for split, pairs in splits.items():
+        for k, (image, mask) in enumerate(pairs):
+            for kind, array in (("images", image), ("masks", mask)):
+                (root / split / kind).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(root / split / kind / f"{split}_{k:02d}.png")
+    return root
+
+
+def test_flipped_or_rotated_copies_across_splits_are_duplicates(tmp_path, rng):
+    train = _scenes(rng, 8)
+    leaked = [(np.fliplr(i).copy(), np.fliplr(m).copy()) for i, m in train[:2]]
+    leaked += [(np.rot90(i).copy(), np.rot90(m).copy()) for i, m in train[2:3]]
+    root = write_splits(tmp_path, {"train": train, "val": leaked + _scenes(rng, 3)})
+    f = findings(root)["duplicate-across-splits"]
+    assert f.severity == "error" and f.evidence["groups_flipped_or_rotated"] == 3
+
+
+def test_flipped_copies_within_the_training_split_are_not_a_leak(tmp_path, rng):
+    train = _scenes(rng, 8)
+    train += [(np.flipud(i).copy(), np.flipud(m).copy()) for i, m in train]  # offline augmentation
+    root = write_splits(tmp_path / "ok", {"train": train, "val": _scenes(rng, 4)})
+    assert "duplicate-across-splits" not in findings(root)

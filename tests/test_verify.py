@@ -313,6 +313,22 @@ def test_leak_prescription_drops_the_training_copies_of_validation_images(tmp_pa
     assert clean[0] == [] and clean[1][0].status == "not-verifiable"
 
 
+def test_leak_prescription_drops_flipped_training_copies_too(tmp_path):
+    data = _crops(tmp_path / "d", n=6)
+    plan = vf.plan_data(data, seed=0)
+    leaked = plan.train[0]
+    image, mask = sd.read_pair(leaked)
+    (tmp_path / "f").mkdir()
+    Image.fromarray(np.fliplr(image[..., 0]).copy()).save(tmp_path / "f" / "i.png")
+    Image.fromarray(np.fliplr(mask).copy()).save(tmp_path / "f" / "m.png")
+    flipped = sd.Pair("flipped", tmp_path / "f" / "i.png", tmp_path / "f" / "m.png", "val")
+    found, _ = vf.prescribe(
+        _report(("duplicate-across-splits", {})),
+        vf.DataPlan(data, plan.train, [*plan.val, flipped]),
+    )
+    assert found[0].drop_train == (leaked.name,)
+
+
 # --------------------------------------------------------------------------------------------
 # the corrected copy
 

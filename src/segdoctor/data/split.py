@@ -253,6 +253,53 @@ def content_hash(array: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def orientation_free_hash(image: np.ndarray) -> str:
+    """One hash for an image and its 7 flips and 90-degree rotations (offline augmentation).
+
+    The sums of the four corner blocks (the top-left, top-right, bottom-left and bottom-right
+    ``H // 2 x W // 2`` pixels) move with the image under every flip and rotation; the variant
+    that orders them largest first (ties: every tied variant) is hashed
+    (:func:`~segdoctor.data.split.content_hash`), so one hash is computed, not eight.
+
+    Example:
+        >>> a = np.arange(12, dtype=np.uint8).reshape(3, 4)
+        >>> {orientation_free_hash(v) for v in (a, a.T, a[::-1], np.rot90(a, 3))} == {
+        ...     orientation_free_hash(a)}
+        True
+        >>> orientation_free_hash(a) == orientation_free_hash(a + 1)
+        False
+    """
+    h, w = image.shape[:2]
+    h2, w2 = h // 2, w // 2
+    corners = [
+        float(np.sum(image[r, c], dtype=np.float64))
+        for r in (slice(0, h2), slice(h - h2, h))
+        for c in (slice(0, w2), slice(w - w2, w))
+    ]  # top-left, top-right, bottom-left, bottom-right
+    keys = {}
+    for t in (False, True):
+        for ud in (False, True):
+            for lr in (False, True):
+                tl, tr, bl, br = corners
+                if t:
+                    tr, bl = bl, tr
+                if ud:
+                    tl, tr, bl, br = bl, br, tl, tr
+                if lr:
+                    tl, tr, bl, br = tr, tl, br, bl
+                shape = (w, h) if t else (h, w)
+                keys[(t, ud, lr)] = (shape, tl, tr, bl, br)
+    best = max(keys.values())
+    digests = []
+    for (t, ud, lr), key in keys.items():
+        if key == best:
+            v = np.swapaxes(image, 0, 1) if t else image
+            v = v[::-1] if ud else v
+            v = v[:, ::-1] if lr else v
+            digests.append(content_hash(v))
+    return min(digests)
+
+
 def find_duplicates(
     *splits: Iterable[Pair], max_pixels: int | None = None
 ) -> list[tuple[str, str]]:
@@ -282,17 +329,24 @@ def find_duplicates(
 
 
 def cross_split_duplicates(
-    train: Iterable[Pair], val: Iterable[Pair], max_pixels: int | None = None
+    train: Iterable[Pair],
+    val: Iterable[Pair],
+    max_pixels: int | None = None,
+    key: Callable[[np.ndarray], str] = content_hash,
 ) -> list[tuple[str, str]]:
-    """Images that occur (pixel-identical) in both ``train`` and ``val``: ``(train, val)`` names."""
+    """Images that occur in both ``train`` and ``val``: ``(train, val)`` names.
+
+    ``key``: :func:`content_hash` (pixel-identical copies) or :func:`orientation_free_hash`
+    (flipped and rotated copies too).
+    """
     train_hashes: dict[str, str] = {}
     for pair in train:
         img = read_image(pair.image, max_pixels=max_pixels, slice_index=pair.slice_index)
-        train_hashes.setdefault(content_hash(img), pair.name)
+        train_hashes.setdefault(key(img), pair.name)
     out = []
     for pair in val:
         img = read_image(pair.image, max_pixels=max_pixels, slice_index=pair.slice_index)
-        digest = content_hash(img)
+        digest = key(img)
         if digest in train_hashes:
             out.append((train_hashes[digest], pair.name))
     return out

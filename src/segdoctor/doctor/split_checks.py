@@ -39,8 +39,9 @@ finding states the numbers of each split in its evidence. Thresholds (also in
   count is at most 1 / :data:`CROP_AREA_RATIO` of it, with the KS D (log pixel count) at least
   :data:`SHIFT_KS_MIN` and p < :data:`SHIFT_P_MAX`. Only smaller images are reported: training on
   patches and validating whole images is the right way round.
-* ``duplicate-across-splits``: pixel-identical images (SHA-1 of the decoded pixels) or the same
-  file name in two splits.
+* ``duplicate-across-splits``: pixel-identical images (SHA-1 of the decoded pixels), across
+  splits also flipped or rotated copies (:func:`~segdoctor.data.split.orientation_free_hash`), or
+  the same file name in two splits.
 """
 
 from __future__ import annotations
@@ -53,7 +54,13 @@ import numpy as np
 from scipy import ndimage, stats
 
 from segdoctor.data.io import file_stem, is_supported, read_image
-from segdoctor.data.split import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, content_hash, split_pairs
+from segdoctor.data.split import (
+    DEFAULT_SPLIT_SEED,
+    DEFAULT_VAL_FRACTION,
+    content_hash,
+    orientation_free_hash,
+    split_pairs,
+)
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
 from segdoctor.errors import SegdoctorError
@@ -115,6 +122,7 @@ class PairStats:
     object_area: float | None
     labelled: bool = True
     shape: tuple[int, int] | None = None
+    oriented: str | None = None
 
 
 def pair_stats(pair, image: np.ndarray | None, mask: np.ndarray, digest: str | None) -> PairStats:
@@ -152,6 +160,7 @@ def pair_stats(pair, image: np.ndarray | None, mask: np.ndarray, digest: str | N
         foreground=bool(fg.any()),
         object_area=area,
         shape=(int(fg.shape[0]), int(fg.shape[1])),
+        oriented=None if image is None else orientation_free_hash(image),
     )
 
 
@@ -218,7 +227,18 @@ def _unlabelled_test_images(index) -> list[PairStats]:
         name = file_stem(path)[: -len("_0000")]
         mean, std = float(pixels.mean()), float(pixels.std())
         out.append(
-            PairStats(name, "test", content_hash(image), mean, std, None, False, None, False)
+            PairStats(
+                name,
+                "test",
+                content_hash(image),
+                mean,
+                std,
+                None,
+                False,
+                None,
+                False,
+                oriented=orientation_free_hash(image),
+            )
         )
     return out
 
@@ -427,18 +447,25 @@ def _intensity(pair: tuple[_Split, _Split], source: str) -> list[Finding]:
 
 def _duplicates(splits: list[_Split], source: str, declared: bool) -> list[Finding]:
     by_digest: dict[str, list[tuple[str, str]]] = {}
+    by_orientation: dict[str, list[tuple[str, str]]] = {}
     by_name: dict[str, list[tuple[str, str | None]]] = {}
     for split in splits:
         for item in split.items:
             if item.digest is not None:
                 by_digest.setdefault(item.digest, []).append((split.name, item.name))
+            if item.oriented is not None:
+                by_orientation.setdefault(item.oriented, []).append((split.name, item.name))
             by_name.setdefault(item.name, []).append((split.name, item.digest))
     groups = [g for g in by_digest.values() if len(g) > 1]
-    across = [g for g in groups if len({s for s, _ in g}) > 1]
+    # across splits, a flipped or rotated copy leaks as much as an identical one; within a split
+    # (offline augmentation of the training images, done right) only identical pixels count
+    across = [g for g in by_orientation.values() if len({s for s, _ in g}) > 1]
+    identical = {frozenset(g) for g in by_digest.values()}
+    flipped_only = sum(frozenset(g) not in identical for g in across)
     same_name = [  # one name in two splits with different pixels (same pixels: in `across`)
         n for n, g in sorted(by_name.items()) if len({s for s, _ in g}) > 1 and len(set(g)) > 1
     ]
-    if not (groups or same_name):
+    if not (groups or same_name or across):
         return []
     chosen = across or groups
     evidence: dict = {"split": source}
@@ -449,6 +476,7 @@ def _duplicates(splits: list[_Split], source: str, declared: bool) -> list[Findi
         "groups": [[f"{s}:{n}" for s, n in g] for g in chosen[:5]],
         "count": len(chosen),
         "same_name_different_pixels": same_name[:10],
+        "groups_flipped_or_rotated": flipped_only,
         "across_existing_splits": bool(across) and declared,
     }
     if across:

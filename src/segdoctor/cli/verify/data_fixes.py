@@ -22,6 +22,7 @@ from scipy.optimize import linear_sum_assignment
 from segdoctor import data as sd
 from segdoctor.cli.verify.plan import DataPlan
 from segdoctor.cli.verify.results import MIN_IMAGES, Prescription, RunData, Unverified
+from segdoctor.data.split import orientation_free_hash
 from segdoctor.doctor import Finding
 from segdoctor.doctor.alignment import MISALIGNED_BELOW, alignment_score
 
@@ -85,7 +86,7 @@ def _mask_instances(f: Finding, plan: DataPlan, model: Any = None) -> Prescripti
 
 
 def _leak(f: Finding, plan: DataPlan, model: Any = None) -> Prescription | Unverified:
-    pairs = sd.cross_split_duplicates(plan.train, plan.val)
+    pairs = sd.cross_split_duplicates(plan.train, plan.val, key=orientation_free_hash)
     if not pairs:
         return Unverified(
             f.id,
