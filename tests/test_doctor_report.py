@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segdoctor.doctor import CATALOG, Finding, Report, implemented_ids, make_finding
+from segdoctor.doctor.report import is_symptom
 from segdoctor.errors import ConfigError
 
 ISSUE_IDS = """mask-scale-255 mask-fractional mask-instance-labels mask-rgb-palette mask-foreground-majority
@@ -47,14 +48,22 @@ severities = st.sampled_from(["error", "warning", "info"])
         st.tuples(st.sampled_from(implemented_ids()), severities, st.floats(0, 1)), max_size=12
     )
 )
-def test_ranking_is_severity_then_confidence_and_ids_unique(items):
+def test_ranking_is_severity_then_causes_before_symptoms_then_confidence_and_ids_unique(items):
     report = Report([Finding(i, s, "t", {}, "f", c) for i, s, c in items])
     ranks = [("error", "warning", "info").index(f.severity) for f in report.findings]
     assert ranks == sorted(ranks)
     assert len(report.ids) == len(set(report.ids))
     for a, b in zip(report.findings, report.findings[1:], strict=False):
         if a.severity == b.severity:
-            assert a.confidence >= b.confidence
+            assert is_symptom(a.id) <= is_symptom(b.id)
+            if is_symptom(a.id) == is_symptom(b.id):
+                assert a.confidence >= b.confidence
+
+
+def test_a_cause_ranks_above_a_more_confident_symptom():
+    collapse = Finding("prediction-collapse", "error", "t", {}, "f", 1.0)
+    misaligned = Finding("pair-misaligned", "error", "t", {}, "f", 0.8)
+    assert Report([collapse, misaligned]).ids == ["pair-misaligned", "prediction-collapse"]
 
 
 def test_json_schema_round_trip_and_atomic_write(tmp_path):

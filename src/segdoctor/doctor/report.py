@@ -43,10 +43,18 @@ _HTML_COLOURS = {"error": "#b00020", "warning": "#b26a00", "info": "#00607a"}
 _ORDER = {fid: n for n, fid in enumerate(CATALOG)}
 
 
-def _key(f: Finding) -> tuple[int, float, int, str]:
-    """Severity, then confidence, then catalog order (root causes such as mask values first)."""
+def is_symptom(finding_id: str) -> bool:
+    """Whether a finding says what happened in training (the history) rather than why."""
+    entry = CATALOG.get(finding_id)
+    return entry is not None and entry.category == "history"
+
+
+def _key(f: Finding) -> tuple[int, bool, float, int, str]:
+    """Severity; then causes before symptoms (a collapsed prediction in the history is explained
+    by misaligned training batches, not the other way round: blind test, 2026-12-07); then
+    confidence; then catalog order (root causes such as mask values first)."""
     rank, confidence, _ = f.sort_key()
-    return (rank, confidence, _ORDER.get(f.id, len(_ORDER)), f.id)
+    return (rank, is_symptom(f.id), confidence, _ORDER.get(f.id, len(_ORDER)), f.id)
 
 
 def _rank(findings: Iterable[Finding]) -> list[Finding]:
