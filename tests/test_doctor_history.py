@@ -53,6 +53,20 @@ def test_underfitting_fires_and_plateau_is_not_doubled():
     assert "underfitting" in found and "plateau" not in found
 
 
+def test_a_run_that_does_not_fit_its_training_data_is_not_called_overfitting():
+    n = 20
+    h = {  # training Dice stuck near 0; the validation loss rises while the training loss falls
+        "loss": list(np.linspace(0.9, 0.6, n)),
+        "val_loss": list(np.concatenate([np.linspace(0.9, 0.8, 5), np.linspace(0.82, 1.2, n - 5)])),
+        "dice_coef": list(0.01 + 0.001 * np.sin(np.arange(n))),
+        "val_dice_coef": list(0.005 + 0.001 * np.cos(np.arange(n))),
+    }
+    found = ids(h)
+    assert "underfitting" in found and "overfitting" not in found
+    h["dice_coef"] = list(np.linspace(0.6, 0.95, n))  # fits its training data: overfitting
+    assert "overfitting" in ids(h) and "underfitting" not in ids(h)
+
+
 def test_plateau_fires():
     h = healthy(40)
     va = np.array(h["val_dice_coef"])

@@ -98,6 +98,11 @@ def analyze_history(
     # One explanation per symptom: a collapse or a constant metric explains a plateau.
     if ids & {"prediction-collapse", "metric-constant", "overfitting", "underfitting"}:
         findings = [f for f in findings if f.id != "plateau"]
+    # A run whose training Dice itself stays low is not memorising: regularising it (the fix of
+    # overfitting) is the wrong advice, even when its validation loss rises (blind test,
+    # 2026-12-07: images and masks shuffled apart, training Dice 0, both reported).
+    if "underfitting" in ids:
+        findings = [f for f in findings if f.id != "overfitting"]
     return findings
 
 
