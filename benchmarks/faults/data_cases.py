@@ -148,6 +148,39 @@ def patch_validation(ctx: Context):
     return _diagnose(write_splits(ctx.workdir / "data", {"train": train, "val": val}), ctx)
 
 
+def mask_transposed(ctx: Context):
+    """An export script writes every mask transposed (``mask.T``: PIL's (W, H) taken for numpy's
+    (H, W)). Square 128 px crops, so that the shapes still match; round nuclei in dense images
+    still land partly on nuclei. The twin writes the masks as they are."""
+    pairs = nuclei(ctx.data_root, n=32, size=128)
+    if ctx.faulty:
+        pairs = [RealPair(p.name, p.image, p.mask.T.copy()) for p in pairs]
+    return _diagnose(write_pairs(ctx.workdir / "data", pairs), ctx)
+
+
+def _views(p: RealPair) -> list[RealPair]:
+    """A pair and its flipped and rotated copies, as an offline augmentation script writes them."""
+    turns = (("", lambda a: a), ("_lr", np.fliplr), ("_ud", np.flipud), ("_r90", np.rot90))
+    return [RealPair(p.name + tag, f(p.image).copy(), f(p.mask).copy()) for tag, f in turns]
+
+
+def augmented_leak(ctx: Context):
+    """Offline augmentation (flips, 90-degree rotations) written to disk before a random 80/20
+    split: validation holds copies of training images. The twin splits the source images first
+    and augments the training side only."""
+    pairs = nuclei(ctx.data_root, n=20, size=64)
+    order = np.random.default_rng(0).permutation
+    if ctx.faulty:
+        views = [v for p in pairs for v in _views(p)]
+        views = [views[i] for i in order(len(views))]
+        train, val = views[: len(views) * 4 // 5], views[len(views) * 4 // 5 :]
+    else:
+        pairs = [pairs[i] for i in order(len(pairs))]
+        cut = len(pairs) * 4 // 5
+        train, val = [v for p in pairs[:cut] for v in _views(p)], pairs[cut:]
+    return _diagnose(write_splits(ctx.workdir / "data", {"train": train, "val": val}), ctx)
+
+
 CASES = [
     Case(
         "mask-0-255",
@@ -201,6 +234,24 @@ CASES = [
         ("split-image-size", "split-empty-masks", "split-object-size"),
         "nnU-Net: pseudo Dice on patches during training far from the final whole-image Dice",
         patch_validation,
+        cheap=True,
+    ),
+    Case(
+        "mask-transposed",
+        "dsb2018-nuclei",
+        "diagnose(data)",
+        ("pair-misaligned",),
+        "mriqc #56, sam2-tools #10: masks stored rotated or transposed relative to their images",
+        mask_transposed,
+        cheap=True,
+    ),
+    Case(
+        "augmented-leak",
+        "dsb2018-nuclei",
+        "diagnose(data)",
+        ("duplicate-across-splits",),
+        "DeepFont #2, RDLINet #1: data augmented before the train/validation split",
+        augmented_leak,
         cheap=True,
     ),
 ]

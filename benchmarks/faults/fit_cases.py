@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from benchmarks.faults import Case, Context
 from benchmarks.faults.kit import dice_coef, dice_loss, fit_with_doctor, small_unet
-from benchmarks.faults.real import RealPair, nuclei, stack, write_pairs
+from benchmarks.faults.real import RealPair, nuclei, stack, streets, write_pairs
 from keras import ops
 
 from segdoctor.doctor import diagnose
@@ -226,6 +226,41 @@ def batchnorm_tiny_batch(ctx: Context):
     return fit_with_doctor(model, x, y, epochs=2, batch_size=2 if ctx.faulty else 8)
 
 
+def frozen_encoder(ctx: Context):
+    """ "Freeze the encoder" on a U-Net built from scratch (no pretrained weights loaded): every
+    layer but the last block and the head keeps its random initial weights. The twin trains all."""
+    x, y = _crops(ctx)
+    model = small_unet(x.shape[1:])
+    if ctx.faulty:
+        for layer in model.layers[:-7]:  # the last block (2 x conv, BN, ReLU) and the head train
+            layer.trainable = False
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=[dice_coef]
+    )
+    return fit_with_doctor(model, x, y, epochs=2)
+
+
+def _one_hot_dice_loss(y_true, y_pred, smooth: float = 1.0):
+    """The multi-class Dice loss of many Q&A answers: written for one-hot targets."""
+    y_true = ops.cast(y_true, "float32")
+    inter = ops.sum(y_true * y_pred, axis=(1, 2))  # (B, K)
+    total = ops.sum(y_true, axis=(1, 2)) + ops.sum(y_pred, axis=(1, 2))
+    return 1.0 - ops.mean((2.0 * inter + smooth) / (total + smooth))
+
+
+def sparse_labels_one_hot_loss(ctx: Context):
+    """CamVid class indices ``(B, H, W, 1)`` given to a multi-class Dice written for one-hot
+    targets, with a 12-channel softmax head: the indices broadcast over the channels. The twin
+    one-hot encodes the targets."""
+    pairs = streets(ctx.data_root, n=16, width=64)  # 64 x 48 scenes, classes 0..11
+    x = np.stack([p.image for p in pairs]).astype("float32") / 255.0  # (N, 48, 64, 3)
+    labels = np.stack([p.mask for p in pairs]).astype("int64")  # (N, 48, 64)
+    y = labels[..., None].astype("float32") if ctx.faulty else np.eye(12, dtype="float32")[labels]
+    model = small_unet(x.shape[1:], out_channels=12, activation="softmax")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=_one_hot_dice_loss)
+    return fit_with_doctor(model, x, y, epochs=2, batch_size=4)
+
+
 CASES = [
     Case(
         "activation-missing",
@@ -306,5 +341,21 @@ CASES = [
         ("batchnorm-small-batch", "bn-train-infer-gap"),
         "nnU-Net/MONAI (instance norm by default for this), Keras: BatchNorm with batch size 1-2",
         batchnorm_tiny_batch,
+    ),
+    Case(
+        "frozen-encoder",
+        "dsb2018-nuclei",
+        "fit+DoctorCallback",
+        ("frozen-untrained",),
+        "segmentation_models #88 (encoder_freeze) with smp #280's encoder_weights=None: random frozen features",
+        frozen_encoder,
+    ),
+    Case(
+        "sparse-labels-one-hot-loss",
+        "camvid-val",
+        "fit+DoctorCallback",
+        ("loss-label-format",),
+        "keras #9395, Loss-Functions-Package #2: y_true (B, H, W, 1) against a 10-class softmax Dice",
+        sparse_labels_one_hot_loss,
     ),
 ]
