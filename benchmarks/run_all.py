@@ -44,6 +44,10 @@ def jobs(quick: bool) -> list[tuple[str, list[str]]]:
             [py, str(HERE / "bench_doctor.py"), "--only", "scale", "--scale", "1000,10000"],
         ),
         ("throughput", [py, str(HERE / "bench_throughput.py"), *rounds]),
+        (
+            "profile",
+            [py, str(HERE / "profile_step.py"), "--onednn", "--steps", "1" if quick else "3"],
+        ),
         ("slow-tests", [py, "-m", "pytest", "-q", "-m", "slow", str(REPO / "tests")]),
     ]
     if data is not None:

@@ -6,6 +6,9 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
+# No per-machine bfloat16 timing in tests (CPU flags decide, as documented): the same precision on
+# every machine; tests/test_calibration.py switches it on where it is the subject.
+os.environ.setdefault("SEGDOCTOR_CALIBRATION", "off")
 os.environ.setdefault(
     "TF_CPP_MIN_LOG_LEVEL", "2"
 )  # Keras imports TensorFlow (when installed) on save

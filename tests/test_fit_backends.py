@@ -154,3 +154,14 @@ def test_budget_schedule_keeps_a_plan_that_fits():
     final, replans, schedule = _one_weight_fit(planned=5, epochs=5)
     assert replans == []
     assert abs(final - (100.0 - _lr_sum(schedule(5), range(10)))) < 1e-3
+
+
+def test_precision_probe_times_both_policies_and_restores_the_policy():
+    """The bfloat16-or-float32 calibration's real probe (train.calibration) on this backend."""
+    from segdoctor.train import calibration
+
+    before = keras.config.dtype_policy().name
+    seconds = calibration.time_probe_steps()
+    assert set(seconds) == {"float32", "mixed_bfloat16"}
+    assert all(s > 0 for s in seconds.values())
+    assert keras.config.dtype_policy().name == before

@@ -508,6 +508,8 @@ def test_time_budget_shortens_the_cosine_schedule(tmp_path):
     train_run(cfg, tmp_path / "run", log=messages.append)
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
     assert 1 <= meta["schedule_epochs"] < 500
+    # the precision decision is recorded with its reason (here auto, on the test's backend)
+    assert meta["precision"]["bfloat16"] is False and "auto" in meta["precision"]["why"]
     assert any("schedule spans the" in m for m in messages)
     rates = [row["learning_rate"] for row in _history(tmp_path / "run")]
     if meta["schedule_epochs"] < len(rates):  # the decay ended within the budget: at its floor

@@ -125,7 +125,7 @@ RUN_META_VERSION = 1
 """The ``run.json`` schema version this segdoctor writes, and the newest it reads."""
 
 _REQUIRED = ("lr", "mode", "num_classes", "channels", "normalizer")
-_OMITTED_WHEN_NONE = ("schedule_steps", "configuration", "budget")
+_OMITTED_WHEN_NONE = ("schedule_steps", "configuration", "precision", "budget")
 
 
 class RunMetaError(SegdoctorError):
@@ -148,6 +148,7 @@ class RunMeta:
         train_names, val_names: the split.
         backend, keras: where the run trained.
         configuration: the width choice of a budgeted run (None: not searched).
+        precision: bfloat16 or float32, why, and the measurement behind an ``auto`` choice.
         budget: ``Deadline.to_dict()`` once the run ends (None before).
         extra: keys this version does not know (kept as read, written back).
         version: the schema version (:data:`RUN_META_VERSION`).
@@ -174,6 +175,7 @@ class RunMeta:
     val_names: list[str] = field(default_factory=list)
     schedule_steps: int | None = None
     configuration: dict[str, Any] | None = None
+    precision: dict[str, Any] | None = None
     budget: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     version: int = RUN_META_VERSION

@@ -11,10 +11,18 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
+from typing import Any
 
 import keras
 
 from segdoctor.errors import ConfigError
+from segdoctor.train.calibration import (
+    CALIBRATION_ENV,
+    StepTimer,
+    calibrate_precision,
+    time_probe_steps,
+)
 from segdoctor.train.measure import Log, print_log
 
 BF16_CPU_FLAGS = {"amx_bf16": "AMX", "avx512_bf16": "AVX512-BF16"}
@@ -36,37 +44,86 @@ def cpu_bf16_units() -> str | None:
     return next((name for flag, name in BF16_CPU_FLAGS.items() if flag in flags), None)
 
 
-def resolve_mixed_precision(setting: str) -> tuple[bool, str]:
-    """Whether to train with Keras' ``mixed_bfloat16`` policy, and a sentence saying why.
+@dataclass
+class PrecisionChoice:
+    """Whether a run trains in ``mixed_bfloat16``, why, and the measurement behind it (if any)."""
 
-    ``auto`` turns it on where it was measured to pay: the TensorFlow backend on a CPU with native
-    bfloat16 units (benchmarks/bench_throughput.py, the default U-Net's training step: 1.9x as
-    fast as float32 with AMX; 1.55x (32 filters) and 1.4-2.1x (16) on an AMD EPYC with
-    AVX512-BF16 and no AMX). On CPUs without them (AVX2 only) bfloat16 is emulated, so it stays
-    off. Weights, the output head, losses and metrics stay float32 in both cases.
+    bfloat16: bool
+    why: str
+    measured: dict[str, Any] | None = None  # calibration.calibrate_precision's record
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``run.json`` records under ``precision``."""
+        out: dict[str, Any] = {"bfloat16": self.bfloat16, "why": self.why}
+        if self.measured:
+            out["measured"] = {k: v for k, v in self.measured.items() if k != "cached"}
+            out["measured"]["cached"] = bool(self.measured.get("cached"))
+        return out
+
+
+def choose_precision(
+    setting: str, log: Log | None = None, timer: StepTimer | None = None
+) -> PrecisionChoice:
+    """bfloat16 or float32 for ``train.mixed_precision`` (``auto``, ``on`` or ``off``).
+
+    ``auto`` on the TensorFlow backend on a CPU measures both on this machine, once, cached
+    (:mod:`segdoctor.train.calibration`; 0.33x the float32 step with AMX, 0.55-0.65x with
+    AVX512-BF16 on the default U-Net, benchmarks/RESULTS.md). With the measurement switched off
+    (``SEGDOCTOR_CALIBRATION=off``) the CPU's flags decide: on with native bfloat16 units, off
+    without (emulated). Other backends and GPUs stay in float32 (not measured there). Weights, the
+    output head, losses and metrics stay float32 in every case.
     """
     if setting in ("on", "off"):
-        return setting == "on", f"Mixed precision (bfloat16): {setting}."
+        return PrecisionChoice(setting == "on", f"Mixed precision (bfloat16): {setting}.")
     backend = keras.backend.backend()
     gpu = False
     if backend == "tensorflow":
         import tensorflow as tf  # noqa: PLC0415 - heavy, optional: only on its own backend
 
         gpu = bool(tf.config.list_physical_devices("GPU"))
-    units = cpu_bf16_units() if backend == "tensorflow" and not gpu else None
-    if units:
-        return True, (
-            f"Mixed precision (bfloat16): on (auto: TensorFlow on a CPU with {units}, where a "
-            "step was measured 1.4-2x as fast as in float32; train.mixed_precision=off to keep "
-            "float32)."
+    if backend != "tensorflow" or gpu:
+        where = "this GPU" if gpu else f"the {backend} backend"
+        return PrecisionChoice(False, f"Mixed precision: off (auto: not measured on {where}).")
+    units = cpu_bf16_units()
+    try:
+        record = calibrate_precision(units, timer or time_probe_steps, log)
+    except Exception as exc:  # a probe that fails in bfloat16 means float32 for the run
+        return PrecisionChoice(
+            False,
+            f"Mixed precision: off (auto: the bfloat16 timing probe failed: "
+            f"{type(exc).__name__}: {exc}).",
         )
-    native = backend == "tensorflow" and not gpu
-    where = (
-        "this CPU has no native bfloat16 units"
-        if native
-        else f"no measured gain on the {backend} backend and this device"
+    if record is None:
+        return _by_flags(units)
+    on = bool(record["bfloat16"])
+    cached = f"; measured {record['measured_at']}, cached" if record.get("cached") else ""
+    why = (
+        f"Mixed precision (bfloat16): {'on' if on else 'off'} (auto: measured on this CPU"
+        f"{' with ' + units if units else ''}: a small U-Net's training step took "
+        f"{record['mixed_bfloat16_s']:.3f} s in bfloat16 and {record['float32_s']:.3f} s in "
+        f"float32, {record['ratio']:.2f}x{cached}; train.mixed_precision=on or off to override)."
     )
-    return False, f"Mixed precision: off (auto: {where})."
+    return PrecisionChoice(on, why, record)
+
+
+def _by_flags(units: str | None) -> PrecisionChoice:
+    if units:
+        return PrecisionChoice(
+            True,
+            f"Mixed precision (bfloat16): on (auto, not measured: {CALIBRATION_ENV}=off; "
+            f"TensorFlow on a CPU with {units}; train.mixed_precision=off to keep float32).",
+        )
+    return PrecisionChoice(
+        False,
+        f"Mixed precision: off (auto, not measured: {CALIBRATION_ENV}=off; this CPU has no "
+        "native bfloat16 units).",
+    )
+
+
+def resolve_mixed_precision(setting: str) -> tuple[bool, str]:
+    """``(bfloat16, why)`` of :func:`choose_precision`."""
+    choice = choose_precision(setting)
+    return choice.bfloat16, choice.why
 
 
 def setup_data_parallel(devices: int, log: Log = print_log) -> None:

@@ -63,7 +63,9 @@ from segdoctor.train.build import (
 from segdoctor.train.config import RunConfig, config_from_dict, load_yaml
 from segdoctor.train.data import PreparedData, prepare_data
 from segdoctor.train.environment import (
+    PrecisionChoice,
     check_tensorboard_available,
+    choose_precision,
     cpu_bf16_units,
     resolve_mixed_precision,
     setup_data_parallel,
@@ -100,6 +102,7 @@ __all__ = [  # the recipe's public names, wherever they are defined
     "caller_callbacks",
     "check_tensorboard_available",
     "choose_lr",
+    "choose_precision",
     "compile_model",
     "cpu_bf16_units",
     "deep_supervision_weights",
@@ -227,14 +230,14 @@ def _train_run(
     """Set up, plan (new) or restore (resumed), fit, then evaluate; see :func:`train_run`."""
     deadline = deadline or Deadline(None)
     run_dir, state = _open_run(config, run_dir, resume)
-    _set_up_machine(config, log)
+    precision = _set_up_machine(config, log)
     deadline.mark("setup")
     prepared = prepare_data(config, log=log, run_dir=run_dir)
     deadline.mark("data")
     if resume:
         plan = _resumed_plan(config, run_dir, state, prepared, deadline, log)
     else:
-        config, plan = _new_plan(config, run_dir, prepared, deadline, log)
+        config, plan = _new_plan(config, run_dir, prepared, deadline, log, precision)
     result = _fit(config, run_dir, state, prepared, plan, deadline, callbacks, log)
     if config.train.devices > 1:
         keras.distribution.set_distribution(None)  # evaluate image by image on one device
@@ -260,16 +263,18 @@ def _open_run(config: RunConfig, run_dir: Path, resume: bool) -> tuple[Path, cb.
     return run_dir, state
 
 
-def _set_up_machine(config: RunConfig, log: Log) -> None:
+def _set_up_machine(config: RunConfig, log: Log) -> PrecisionChoice:
     """The seed, the devices and the precision policy of the run (restored by train_run)."""
     keras.utils.set_random_seed(config.train.seed)
     if config.train.devices > 1:
         setup_data_parallel(config.train.devices, log)
-    use_bf16, why = resolve_mixed_precision(config.train.mixed_precision)
-    if use_bf16:
+    choice = choose_precision(config.train.mixed_precision, log)
+    if choice.bfloat16:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     if config.train.mixed_precision == "auto":
-        log(why)
+        log(choice.why)
+    keras.utils.set_random_seed(config.train.seed)  # the same stream whether or not it measured
+    return choice
 
 
 def _resumed_plan(
@@ -300,7 +305,12 @@ def _resumed_plan(
 
 
 def _new_plan(
-    config: RunConfig, run_dir: Path, prepared: PreparedData, deadline: Deadline, log: Log
+    config: RunConfig,
+    run_dir: Path,
+    prepared: PreparedData,
+    deadline: Deadline,
+    log: Log,
+    precision: PrecisionChoice | None = None,
 ) -> tuple[RunConfig, _Plan]:
     """Size to the budget, choose the learning rate, plan the schedule, build and compile."""
     sizing, choice = None, None
@@ -319,6 +329,8 @@ def _new_plan(
     model = make_model(config, prepared)
     compile_model(model, config, prepared, lr, steps, total_steps=horizon)
     extra = {"schedule_steps": horizon, "configuration": choice}
+    if precision is not None:
+        extra["precision"] = precision.to_dict()
     write_run_files(run_dir, config, prepared, lr, lr_result, math.ceil(horizon / steps), extra)
     return config, _Plan(model, lr, 0, horizon, lr_result, sizing, notes)
 
