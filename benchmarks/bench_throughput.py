@@ -169,18 +169,9 @@ def measure_peak(device: str) -> dict[str, float]:
 
 
 def worker(spec: str, args) -> None:
-    kind, *opts = spec.split(":")
-    import numpy as np
-
-    if "t1" in opts:
+    if "t1" in spec.split(":")[1:]:
         os.environ["OMP_NUM_THREADS"] = "1"
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(args.batch, args.size, args.size, args.channels)).astype("float32")
-    y = (rng.random((args.batch, args.size, args.size, 1)) > 0.7).astype("float32")
-    if kind.startswith("torch-"):
-        step, info = _torch_worker(kind, opts, x, y, args)
-    else:
-        step, info = _keras_worker(kind, opts, x, y, args)
+    step, info = make_step(spec, args)
     for _ in range(args.warmup):
         step()
     _emit({"ready": spec, **info})
@@ -192,6 +183,32 @@ def worker(spec: str, args) -> None:
             step()
             times.append(time.perf_counter() - t)
         _emit({"times": times})
+
+
+SHAPE_ARGS = ("size", "batch", "depth", "base_filters", "channels")
+"""The options that fix the step's problem (also profile_step.py's)."""
+
+
+def add_shape_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--size --batch --depth --base-filters --channels``: the U-Net and batch of one step."""
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--base-filters", type=int, default=32)
+    parser.add_argument("--channels", type=int, default=3)
+
+
+def make_step(spec: str, args):
+    """``(step, info)`` of one candidate (``keras-tensorflow:bf16``, ...) on a fixed random batch."""
+    import numpy as np
+
+    kind, *opts = spec.split(":")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(args.batch, args.size, args.size, args.channels)).astype("float32")
+    y = (rng.random((args.batch, args.size, args.size, 1)) > 0.7).astype("float32")
+    if kind.startswith("torch-"):
+        return _torch_worker(kind, opts, x, y, args)
+    return _keras_worker(kind, opts, x, y, args)
 
 
 def _emit(obj: dict) -> None:
@@ -364,17 +381,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3, help="steps per candidate per round")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--depth", type=int, default=4)
-    parser.add_argument("--base-filters", type=int, default=32)
-    parser.add_argument("--channels", type=int, default=3)
+    add_shape_arguments(parser)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.passthrough = [
-        f"--{k.replace('_', '-')}={getattr(args, k)}"
-        for k in ("warmup", "size", "batch", "depth", "base_filters", "channels")
+        f"--{k.replace('_', '-')}={getattr(args, k)}" for k in ("warmup", *SHAPE_ARGS)
     ]
     if args.worker:
         worker(args.worker, args)

@@ -72,20 +72,8 @@ def categorize(op: str, name: str = "") -> str:
 def profile_candidate(spec: str, args) -> dict:
     import bench_throughput as bt
 
-    kind, *opts = spec.split(":")
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(args.batch, args.size, args.size, args.channels)).astype("float32")
-    y = (rng.random((args.batch, args.size, args.size, 1)) > 0.7).astype("float32")
-    ns = argparse.Namespace(
-        batch=args.batch, size=args.size, depth=args.depth, base_filters=args.base_filters,
-        channels=args.channels,
-    )  # fmt: skip
-    if kind.startswith("torch-"):
-        step, _ = bt._torch_worker(kind, opts, x, y, ns)
-    else:
-        step, _ = bt._keras_worker(kind, opts, x, y, ns)
+    kind = spec.split(":")[0]
+    step, _ = bt.make_step(spec, args)
     for _ in range(3):
         step()
     plain = []
@@ -255,22 +243,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--onednn", action="store_true", help="also time oneDNN's primitives")
     parser.add_argument("--top", type=int, default=25)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--depth", type=int, default=4)
-    parser.add_argument("--base-filters", type=int, default=32)
-    parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    import bench_throughput as bt
+
+    bt.add_shape_arguments(parser)
     args = parser.parse_args()
     if args.worker:
         print("@@result " + json.dumps(profile_candidate(args.worker, args)), flush=True)
         return
-    passthrough = [
-        f"--{k.replace('_', '-')}={getattr(args, k)}"
-        for k in ("steps", "size", "batch", "depth", "base_filters", "channels")
-    ]
-    import bench_throughput as bt
+    passthrough = [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in ("steps", *bt.SHAPE_ARGS)]
 
     peak = bt.measure_peak("cpu")
     print(f"matrix-multiply peak: float32 {peak['float32']:.0f} GFLOP/s, "
