@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from examples._synthetic import disks
 
-from segdoctor.doctor import DoctorCallback, probes
+from segdoctor.doctor import DoctorCallback, bn_gap, probes
 from segdoctor.doctor._grad import model_value_and_grads, value_and_grad
 from segdoctor.doctor.overfit import MAX_FIT_BAR
 from segdoctor.losses import DiceCELoss
@@ -251,6 +251,14 @@ def test_bn_train_infer_gap_fires_with_default_momentum_on_a_short_run(nuclei):
     assert ids(found) == {"bn-train-infer-gap"}
     assert found[0].evidence["agreement"] < 0.7 and "momentum=0.9" in found[0].fix
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+    # with the masks: inference mode scores worse than training mode on them, so it still fires
+    gap = bn_gap.train_infer_agreement(model, x, 8, y)
+    assert gap["dice_inference_mode"] < gap["dice_training_mode"] - 0.05
+    assert ids(probes.probe_bn_gap(model, x, y, batch_size=8)) == {"bn-train-infer-gap"}
+    # the same disagreement where inference mode is the right one (blind test 2026-12-07: a
+    # healthy U-Net's 8 probe crops disagreed at 0.64): masks equal to its own prediction
+    y_infer = (probes.probabilities(model, x, training=False) > 0.5).astype("float32")
+    assert probes.probe_bn_gap(model, x, y_infer, batch_size=8) == []
 
 
 def test_bn_train_infer_gap_silent_with_momentum_09_and_on_untrained_models(nuclei):

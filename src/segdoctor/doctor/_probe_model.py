@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from segdoctor.doctor.model_checks import all_layers, output_activation
+from segdoctor.doctor.model_data import ignored_label
 
 
 def loss_fn(model) -> Callable:
@@ -26,6 +27,12 @@ def loss_fn(model) -> Callable:
     if loss is None:
         return keras.losses.BinaryCrossentropy()
     return keras.losses.get(loss) if isinstance(loss, str) else loss
+
+
+def loss_ignore_index(model) -> int | None:
+    """The label value the compiled loss ignores (``ignore_index`` of segdoctor's losses,
+    ``ignore_class`` of Keras' sparse cross-entropy), or None."""
+    return ignored_label(loss_fn(model))
 
 
 def clone(model, learning_rate: float | None = None, optimizer: str | None = None):

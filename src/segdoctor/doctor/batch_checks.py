@@ -9,6 +9,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from segdoctor.doctor._probe_model import loss_ignore_index
 from segdoctor.doctor.alignment import MISALIGNED_BELOW, alignment_score, misaligned
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
@@ -69,7 +70,11 @@ def _model_vs_batch(model, x, y, targets_out: list[Targets] | None) -> list[Find
     if targets is not None and not final:
         targets_out.append(targets)
     found += compare_output_classes(
-        output_channels(model), targets, activation=output_activation(model), final=final
+        output_channels(model),
+        targets,
+        activation=output_activation(model),
+        final=final,
+        ignore_index=loss_ignore_index(model),
     )
     return found
 
@@ -87,7 +92,11 @@ def classes_finding(model, seen: list[Targets], where: str) -> list[Finding]:
         pooled = pooled.merged(more)
     pooled = Targets(pooled.max_label, pooled.one_hot_depth, pooled.images, where)
     return compare_output_classes(
-        output_channels(model), pooled, activation=output_activation(model), final=True
+        output_channels(model),
+        pooled,
+        activation=output_activation(model),
+        final=True,
+        ignore_index=loss_ignore_index(model),
     )
 
 

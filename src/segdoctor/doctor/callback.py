@@ -53,7 +53,7 @@ from segdoctor.doctor.history import (
 from segdoctor.doctor.loss_probe import background_severity
 from segdoctor.doctor.model_checks import check_model
 from segdoctor.doctor.model_data import Targets
-from segdoctor.doctor.probes import gradient_findings, gradient_stats
+from segdoctor.doctor.probes import explode_threshold, gradient_findings, gradient_stats
 from segdoctor.doctor.report import Report
 from segdoctor.doctor.update_ratio import (
     UPDATE_STEPS,
@@ -360,11 +360,20 @@ class DoctorCallback(keras.callbacks.Callback):
                 self.history.setdefault(key, []).append(float(v))
         # Before the curve checks: a NaN loss explains the gradients and curves that follow it.
         self._emit(nan_loss_findings(self.history, self._dtype_policy(), ("loss", "val_loss")))
-        sure = [
-            f for f in analyze_history(self.history) if f.severity == "error" or f.confidence >= 0.8
-        ]
+        sure = [f for f in self._analyze() if f.severity == "error" or f.confidence >= 0.8]
         self._emit(sure)
         self.overhead_s += time.perf_counter() - start
+
+    def _analyze(self) -> list[Finding]:
+        """The history checks on the run so far. With a ``LearningRateSchedule`` the rate's
+        drops are the schedule's, not a plateau scheduler's: ``lr-reduced-while-improving`` (an
+        exponential decay cuts by the same factor every epoch, like ReduceLROnPlateau with
+        patience 1; blind test, 2026-12-07) is left out."""
+        found = analyze_history(self.history)
+        rate = getattr(getattr(self.model, "optimizer", None), "_learning_rate", None)
+        if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+            found = [f for f in found if f.id != "lr-reduced-while-improving"]
+        return found
 
     def _dtype_policy(self) -> str | None:
         """The model's dtype policy name (``"mixed_float16"``, ...), or the global one."""
@@ -384,7 +393,11 @@ class DoctorCallback(keras.callbacks.Callback):
             stats = gradient_stats(self.model, batch[0], batch[1], training=False)
         except Exception:  # a loss or model the gradient helpers cannot drive: no verdict
             return None
-        self._emit(gradient_findings(stats, where=f"after epoch {epoch + 1}"))
+        self._emit(
+            gradient_findings(
+                stats, where=f"after epoch {epoch + 1}", threshold=explode_threshold(self.model)
+            )
+        )
         return stats["global_norm"] if stats["finite"] else float("nan")
 
     def on_train_end(self, logs=None) -> None:
@@ -401,7 +414,7 @@ class DoctorCallback(keras.callbacks.Callback):
             # The report tells what the whole run shows: a curve finding printed mid-run (a dip
             # that looked like overfitting) that the complete history no longer supports is
             # dropped from the report; what still holds is kept with its final evidence.
-            final = analyze_history(self.history)
+            final = self._analyze()
             final_ids = {f.id for f in final}
             self.findings = [
                 f

@@ -22,6 +22,7 @@ from segdoctor.doctor.model_data import (
     compare_activation,
     compare_input_channels,
     compare_output_classes,
+    ignored_label,
     sample_image_channels,
 )
 
@@ -222,7 +223,9 @@ def check_output(model, num_classes: int | None = None) -> list[Finding]:
         masks = Targets(
             max_label=num_classes - 1, source="masks of the whole dataset", complete=True
         )
-        found += compare_output_classes(channels, masks, activation=act)
+        found += compare_output_classes(
+            channels, masks, activation=act, ignore_index=ignored_label(loss)
+        )
     return found
 
 

@@ -123,8 +123,29 @@ def targets_from_batch(y: np.ndarray, source: str = "training batch") -> Targets
     return Targets(max_label=int(values.max()), images=len(y), source=source)
 
 
+def ignored_label(loss) -> int | None:
+    """The label value a loss ignores (``ignore_index`` of segdoctor's losses, ``ignore_class``
+    of Keras' sparse cross-entropy), or None.
+
+    Example:
+        >>> from segdoctor.losses import DiceCELoss
+        >>> ignored_label(DiceCELoss(mode="multiclass", ignore_index=11)), ignored_label("mse")
+        (11, None)
+    """
+    for name in ("ignore_index", "ignore_class"):
+        value = getattr(loss, name, None)
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            return int(value)
+    return None
+
+
 def compare_output_classes(
-    output_channels: int, targets: Targets | None, *, activation: str, final: bool = True
+    output_channels: int,
+    targets: Targets | None,
+    *,
+    activation: str,
+    final: bool = True,
+    ignore_index: int | None = None,
 ) -> list[Finding]:
     """Output channels against the classes in the masks.
 
@@ -138,6 +159,10 @@ def compare_output_classes(
         targets: what the masks hold (None: no verdict).
         activation: the output activation (for the evidence and the fix).
         final: all the evidence there will be has been seen.
+        ignore_index: the label the loss ignores (None: none). When it is the largest label in
+            the masks it is not a class: CamVid's 0..11 with ``ignore_index=11`` is 11 classes
+            for an 11-channel head (until 2026-12-07 the documented CamVid setup drew
+            ``output-classes-mismatch``; blind test). No verdict then on the class count.
 
     Example:
         >>> t = Targets(max_label=1, images=24, source="first 3 training batches")
@@ -148,6 +173,9 @@ def compare_output_classes(
     """
     if targets is None or targets.num_classes is None:
         return []
+    if ignore_index is not None and targets.one_hot_depth is None:
+        if targets.max_label == ignore_index:
+            return []
     k, classes = int(output_channels), int(targets.num_classes)
     evidence = {
         "output_channels": k,

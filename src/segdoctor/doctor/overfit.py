@@ -15,6 +15,14 @@ Measured (nuclei sample, 4-8 crops of 64x64, U-Net depth 2 with 8 filters and Ba
 40 steps): correctly paired 0.95-0.98 Dice on torch and JAX; masks of other images 0.12-0.29 on
 torch but 0.72-0.86 on JAX, which memorises them: mispairing is caught reliably on torch only.
 A Dice coefficient passed as the loss (minimised: it unlearns) fires on every backend.
+
+A failed fit is not yet a verdict. When the loss ended above where it started, Adam at
+:data:`OVERFIT_LR` threw the copy out of its minimum: the fit is repeated at
+:data:`RETRY_LR`. When the control fits the wrong masks (to the bar) while the given ones do not,
+the model, loss and data can be fitted and the failure is the probe's own: no verdict. Both came
+from the blind test of 2026-12-07: healthy trained user U-Nets (8 filters, batch norm, 64-pixel
+crops) rose from loss 0.2 to 1.7 at 1e-2 and fitted at 1e-3 (loss 0.009); one reached Dice 0.00 on
+its own masks and 0.64 on the control, and was told its pairs were wrong.
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ from segdoctor.doctor.findings import Finding
 OVERFIT_STEPS = 40
 OVERFIT_LR = 1e-2
 """Adam at this LR: fast enough to fit one batch in ``OVERFIT_STEPS`` steps, with or without BN."""
+RETRY_LR = 1e-3
+"""The fit again at this LR when the first one ended with a loss above its first."""
 FIT_DICE = 0.5
 """``cannot-overfit`` when the Dice on the fitted batch (:func:`fit_dice`) stays below this, or
 below the Dice of one class predicted everywhere + 0.2 when that is higher (at most
@@ -129,8 +139,13 @@ def probe_overfit(
     """
     start = time.monotonic()
     deadline = None if budget_s is None else start + budget_s
-    copy = clone(model, learning_rate=OVERFIT_LR, optimizer="adam")
+    lr = OVERFIT_LR
+    copy = clone(model, learning_rate=lr, optimizer="adam")
     losses = train_steps(copy, x, y, steps, deadline)
+    if len(losses) == steps and math.isfinite(losses[-1]) and losses[-1] > losses[0]:
+        lr = RETRY_LR  # diverged: thrown out of its minimum, not unable to fit
+        copy = clone(model, learning_rate=lr, optimizer="adam")
+        losses = train_steps(copy, x, y, steps, deadline)
     if losses and not math.isfinite(losses[-1]):
         return [
             make_finding(
@@ -145,10 +160,12 @@ def probe_overfit(
     threshold = min(max(FIT_DICE, trivial + 0.2), MAX_FIT_BAR)
     if dice >= threshold:
         return [], losses
-    control = clone(model, learning_rate=OVERFIT_LR, optimizer="adam")
+    control = clone(model, learning_rate=lr, optimizer="adam")
     wrong = np.roll(y, 1, axis=0)  # every image with another image's mask
     train_steps(control, x, wrong, steps)
     control_dice, _ = fit_dice(control, x, wrong)
+    if control_dice >= threshold:
+        return [], losses  # the wrong masks fit and the right ones did not: the probe's failure
     pairing = dice < control_dice + 0.2
     evidence = {
         "samples": len(x),
@@ -157,6 +174,7 @@ def probe_overfit(
         "threshold": threshold,
         "one_class_everywhere_dice": trivial,
         "loss_first_last": [losses[0], losses[-1]],
+        "learning_rate": lr,
         "control_dice_with_other_images_masks": control_dice,
     }
     return [
@@ -164,7 +182,7 @@ def probe_overfit(
             "cannot-overfit",
             evidence,
             variant="pairing" if pairing else None,
-            optimizer_lr=OVERFIT_LR,
+            optimizer_lr=lr,
             confidence=0.9 if pairing else 0.7,
         )
     ], losses

@@ -14,7 +14,8 @@ cannot-overfit      foreground Dice after fitting that batch, with a wrong-pairi
 lr-too-high/-low    LR range test: ``LR_STEPS`` steps with the LR growing 1e-6 -> 10
 dead-relu           fraction of ReLU channels that are zero on every pixel of the batch
 vanishing-gradients per-layer ``|grad| / |w|``, first vs last kernel
-exploding-gradients a non-finite gradient, or ``|grad| / |w|`` above ``EXPLODE_REL``
+exploding-gradients a non-finite gradient, or ``|grad| / |w|`` above ``EXPLODE_REL`` (SGD; 10x more
+                    for adaptive optimizers)
 bn-train-infer-gap  training- vs inference-mode predictions of the batch (:mod:`.bn_gap`)
 
 batch-size-noisy    gradient noise scale ``B_simple = tr(Sigma) / |G|^2`` vs the batch size
@@ -37,13 +38,15 @@ from segdoctor.data.discover import discover_pairs
 from segdoctor.data.io import read_image, read_mask
 from segdoctor.data.masks import inspect_masks, normalize_mask
 from segdoctor.doctor._probe_model import clone as _clone
-from segdoctor.doctor._probe_model import foreground, probabilities
+from segdoctor.doctor._probe_model import foreground, loss_ignore_index, probabilities
 from segdoctor.doctor._probe_model import loss_fn as _loss_fn
 from segdoctor.doctor.bn_gap import probe_bn_gap
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
 from segdoctor.doctor.gradient_probes import (
     EXPLODE_REL,
+    EXPLODE_REL_ADAPTIVE,
+    explode_threshold,
     gradient_findings,
     gradient_noise_scale,
     gradient_stats,
@@ -85,9 +88,11 @@ PROBE_BUDGET_S = 90.0
 
 __all__ = [  # the gradient probes are re-exported from .gradient_probes
     "EXPLODE_REL",
+    "EXPLODE_REL_ADAPTIVE",
     "OVERFIT_STEPS",
     "configured_lr",
     "crop_batch",
+    "explode_threshold",
     "gradient_findings",
     "gradient_noise_scale",
     "gradient_stats",
@@ -279,6 +284,7 @@ def _model_vs_probe_batch(model, x, y) -> list[Finding]:
         targets_from_batch(y, source=where),
         activation=output_activation(model),
         final=False,
+        ignore_index=loss_ignore_index(model),
     )
 
 
@@ -329,7 +335,7 @@ def run_probes(
             skipped.append("lr-range-test")
     found += probe_dead_relu(model, x)
     found += probe_gradients(_clone(model), x, y)
-    found += probe_bn_gap(model, x, batch_size=batch_size)
+    found += probe_bn_gap(model, x, y, batch_size=batch_size)
     found += probe_noise_scale(model, x, y, batch_size)
     return found
 
@@ -337,7 +343,14 @@ def run_probes(
 def load_probe_batch(
     data: str | Path, model, *, size: int = 64, n: int = 8
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``n`` pairs, normalize masks as the loader does, resize to ``size`` (or the model's input).
+    """Read ``n`` pairs and normalize masks as the loader does; a model with a fixed input size
+    gets them resized to it, a fully convolutional one crops of side ``size`` (or the smallest
+    image's side) around the foreground at the images' own scale.
+
+    Resizing for a fully convolutional model changed the scale the user's model was trained at:
+    in the blind test of 2026-12-07, 64-pixel crops blown up to 256 made a trained U-Net unable to
+    refit its own training samples (``cannot-overfit``) and disagree between training and
+    inference mode (``bn-train-infer-gap``), on healthy runs.
 
     Returns:
         ``x`` (n, s, s, C) float32 in [0, 1] and ``y`` (n, s, s, 1) float32 class indices (binary
@@ -348,24 +361,40 @@ def load_probe_batch(
     masks = [read_mask(p.mask) for p in pairs]
     policy = inspect_masks(masks).policy(round_fractional=True)
     shape = model.inputs[0].shape if getattr(model, "inputs", None) else (None, None, None, 1)
-    h = shape[1] or size
-    w = shape[2] or size
     c = shape[3] or 1
-    xs, ys = [], []
+    images, labels = [], []
     for pair, mask in zip(pairs, masks, strict=True):
         img = read_image(pair.image).astype("float32")  # (H, W, C)
         img = img / (65535.0 if img.max() > 255 else 255.0 if img.max() > 1 else 1.0)
-        img = img[..., :c] if img.shape[-1] >= c else np.repeat(img[..., :1], c, axis=-1)
-        chans = [
-            np.asarray(Image.fromarray(img[..., k]).resize((w, h), Image.BILINEAR))
-            for k in range(c)
+        images.append(img[..., :c] if img.shape[-1] >= c else np.repeat(img[..., :1], c, axis=-1))
+        labels.append(normalize_mask(mask, policy).astype("int32"))  # (H, W)
+    if shape[1] is None and shape[2] is None:  # fully convolutional: the images' own scale
+        side = min(size, *(min(img.shape[:2]) for img in images))
+        crops = [
+            crop_batch(img[None], lab[None, ..., None], side)
+            for img, lab in zip(images, labels, strict=True)
         ]
-        xs.append(np.stack(chans, -1))
-        m = normalize_mask(mask, policy).astype("int32")
-        ys.append(np.asarray(Image.fromarray(m).resize((w, h), Image.NEAREST)))
-    x = np.stack(xs).astype("float32")
-    y = np.stack(ys)[..., None].astype("float32")  # (n, h, w, 1)
+        x = np.concatenate([cx for cx, _ in crops]).astype("float32")
+        y = np.concatenate([cy for _, cy in crops]).astype("float32")  # (n, s, s, 1)
+    else:
+        h, w = shape[1] or size, shape[2] or size
+        x = np.stack(
+            [
+                np.stack(
+                    [
+                        np.asarray(Image.fromarray(img[..., k]).resize((w, h), Image.BILINEAR))
+                        for k in range(c)
+                    ],
+                    -1,
+                )
+                for img in images
+            ]
+        ).astype("float32")
+        y = np.stack(
+            [np.asarray(Image.fromarray(lab).resize((w, h), Image.NEAREST)) for lab in labels]
+        )[..., None].astype("float32")  # (n, h, w, 1)
     k = output_channels(model)
-    if k > 1 and "sparse" not in type(_loss_fn(model)).__name__.lower():
+    sparse = "sparse" in type(_loss_fn(model)).__name__.lower()
+    if k > 1 and not sparse and loss_ignore_index(model) is None:  # an ignored label needs sparse
         y = np.eye(k, dtype="float32")[y[..., 0].astype(int).clip(0, k - 1)]  # (n, h, w, K)
     return x, y

@@ -24,10 +24,11 @@ _BN_SLOW_MOMENTUM = (
     "momentum={momentum} averages over ~{momentum_steps} steps, too slow for a "
     "short run: use keras.layers.BatchNormalization(momentum=0.9); "
 )
-_BN_REESTIMATE = (
-    "or re-estimate the statistics after training: run the model in training mode over ~50 "
-    "training batches with the weights frozen (only the moving statistics change)."
+_BN_REESTIMATE_HOW = (
+    "the statistics after training: run the model in training mode over ~50 training batches "
+    "with the weights frozen (only the moving statistics change)."
 )
+_BN_REESTIMATE = "or re-estimate " + _BN_REESTIMATE_HOW
 _UPDATE_RATIO = (
     "Each of the first {steps} steps of {optimizer} at learning rate {learning_rate:.3g} "
     "changed the weights by {ratio:.0%} of their size (healthy runs: ~0.1-5%): the "
@@ -156,7 +157,7 @@ PROBE_ENTRIES: tuple[CatalogEntry, ...] = (
         "probe",
         "warning",
         "BatchNorm behaves very differently in training and inference",
-        fix=_BN_GAP + _BN_REESTIMATE,
+        fix=_BN_GAP + "Re-estimate " + _BN_REESTIMATE_HOW,
         variants={
             "small-batch": _BN_GAP + _BN_SMALL_BATCH + _BN_REESTIMATE,
             "slow-momentum": _BN_GAP + _BN_SLOW_MOMENTUM + _BN_REESTIMATE,

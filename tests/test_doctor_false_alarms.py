@@ -1,0 +1,127 @@
+"""Errors the doctor raised on healthy runs in the blind test of 2026-12-07 (user-written U-Nets,
+trained, then diagnosed with --probe), each with the fault that must still fire beside it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from examples._synthetic import disks
+
+from segdoctor.doctor import DoctorCallback, overfit, probes
+from segdoctor.doctor.model_data import Targets, compare_output_classes, ignored_label
+from segdoctor.losses import DiceCELoss
+
+
+def ids(found) -> set[str]:
+    return {f.id for f in found}
+
+
+def small_unet(optimizer=None, momentum=0.9):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 1))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    h = keras.layers.BatchNormalization(momentum=momentum)(h)
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(h)
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(h))
+    model.compile(optimizer=optimizer or keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    return model
+
+
+def test_overfit_probe_refits_at_a_lower_rate_when_its_loss_rose(monkeypatch):
+    """A trained U-Net thrown out of its minimum by Adam(1e-2) (loss 0.2 -> 1.7) fits at 1e-3."""
+    x, y = disks(4)
+    rates = []
+    real_clone = overfit.clone
+
+    def recording_clone(model, learning_rate=None, optimizer=None):
+        rates.append(learning_rate)
+        return real_clone(model, learning_rate=learning_rate, optimizer=optimizer)
+
+    def rising_then_falling(model, x, y, steps, deadline=None):
+        lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        return (
+            list(np.linspace(0.2, 1.7, steps)) if lr > 5e-3 else list(np.linspace(0.2, 0.01, steps))
+        )
+
+    monkeypatch.setattr(overfit, "clone", recording_clone)
+    monkeypatch.setattr(overfit, "train_steps", rising_then_falling)
+    monkeypatch.setattr(overfit, "fit_dice", lambda model, x, y: (0.95, 0.2))
+    found, losses = overfit.probe_overfit(small_unet(), x, y)
+    assert rates == [overfit.OVERFIT_LR, overfit.RETRY_LR]
+    assert found == [] and losses[-1] == pytest.approx(0.01)
+
+
+def test_overfit_probe_gives_no_verdict_when_the_wrong_masks_fit_and_the_right_ones_do_not(
+    monkeypatch,
+):
+    x, y = disks(4)
+    monkeypatch.setattr(overfit, "train_steps", lambda m, x, y, steps, d=None: [0.5] * steps)
+    scores = iter(
+        [(0.0, 0.19), (0.64, 0.19)]
+    )  # the blind test's twin: own masks 0.00, control 0.64
+    monkeypatch.setattr(overfit, "fit_dice", lambda model, x, y: next(scores))
+    found, _ = overfit.probe_overfit(small_unet(), x, y)
+    assert found == []
+    scores = iter([(0.0, 0.19), (0.1, 0.19)])  # neither fits: the finding, with the pairing hint
+    found, _ = overfit.probe_overfit(small_unet(), x, y)
+    assert ids(found) == {"cannot-overfit"} and "pairing" in found[0].fix
+
+
+def _stats(rel: float) -> dict:
+    return {
+        "loss": 0.3,
+        "global_norm": 60.0,
+        "rel": [0.5, rel],
+        "names": ["a", "b"],
+        "finite": True,
+    }
+
+
+def test_exploding_gradients_threshold_follows_the_optimizer():
+    """|g|/|w| of 14 (a healthy Adam run mid-training) is an explosion for SGD only."""
+    adam, sgd = small_unet(), small_unet(keras.optimizers.SGD(1e-2))
+    assert probes.explode_threshold(adam) == probes.EXPLODE_REL_ADAPTIVE
+    assert probes.explode_threshold(sgd) == probes.EXPLODE_REL
+    assert probes.gradient_findings(_stats(14.0), threshold=probes.explode_threshold(adam)) == []
+    fired = probes.gradient_findings(_stats(14.0), threshold=probes.explode_threshold(sgd))
+    assert ids(fired) == {"exploding-gradients"}
+    big = probes.gradient_findings(_stats(900.0), threshold=probes.explode_threshold(adam))
+    assert ids(big) == {"exploding-gradients"}  # the measured explosion (900-12000) still fires
+
+
+def test_an_ignored_label_is_not_a_class_the_head_lacks():
+    """CamVid as documented: labels 0..11, 11 the void label, an 11-channel head."""
+    loss = DiceCELoss(mode="multiclass", ignore_index=11)
+    assert ignored_label(loss) == 11
+    assert ignored_label(keras.losses.SparseCategoricalCrossentropy(ignore_class=255)) == 255
+    camvid = Targets(max_label=11, images=8, source="probe batch")
+    assert compare_output_classes(11, camvid, activation="softmax", ignore_index=11) == []
+    mismatch = compare_output_classes(11, camvid, activation="softmax")
+    assert ids(mismatch) == {"output-classes-mismatch"}
+    above = Targets(max_label=12, images=8, source="probe batch")  # a label beyond the ignored one
+    fired = compare_output_classes(11, above, activation="softmax", ignore_index=11)
+    assert ids(fired) == {"output-classes-mismatch"}
+
+
+def test_an_exponential_schedule_is_not_a_misdirected_plateau_scheduler():
+    """ExponentialDecay cuts the rate by the same factor every epoch, as ReduceLROnPlateau with
+    patience 1 does; with a schedule on the optimizer the cuts are the schedule's."""
+    x, y = disks(32)
+
+    def fit(optimizer):
+        model = small_unet(optimizer)
+        doctor = DoctorCallback(verbose=False)
+        model.fit(
+            x, y, batch_size=8, epochs=5, validation_split=0.25, verbose=0, callbacks=[doctor]
+        )
+        return ids(doctor.findings)
+
+    schedule = keras.optimizers.schedules.ExponentialDecay(3e-3, decay_steps=6, decay_rate=0.5)
+    assert "lr-reduced-while-improving" not in fit(keras.optimizers.Adam(schedule))
