@@ -125,3 +125,24 @@ def test_an_exponential_schedule_is_not_a_misdirected_plateau_scheduler():
 
     schedule = keras.optimizers.schedules.ExponentialDecay(3e-3, decay_steps=6, decay_rate=0.5)
     assert "lr-reduced-while-improving" not in fit(keras.optimizers.Adam(schedule))
+
+
+def test_lr_too_high_needs_a_fresh_copy_to_diverge_below_the_rate_too(monkeypatch):
+    """A trained model's own sweep diverges sooner (its minimum is left by any larger step): the
+    CamVid twins trained at Adam 3e-3 diverged at 2.4e-3 from their trained weights."""
+    model = small_unet(keras.optimizers.Adam(3e-3))
+    x, y = disks(4)
+
+    def sweep(fresh_diverge):
+        def fake(model, x, y, *args, fresh=False, **kwargs):
+            diverge = fresh_diverge if fresh else 2.4e-3
+            return {"lrs": [], "losses": [], "steepest_lr": 1.5e-4, "diverge_lr": diverge}
+
+        return fake
+
+    monkeypatch.setattr(probes, "lr_range_test", sweep(0.05))
+    assert probes.probe_lr(model, x, y) == []
+    monkeypatch.setattr(probes, "lr_range_test", sweep(1e-3))
+    found = probes.probe_lr(model, x, y)
+    assert ids(found) == {"lr-too-high"}
+    assert found[0].evidence["diverge_lr_fresh_weights"] == 1e-3

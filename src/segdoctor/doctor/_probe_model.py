@@ -35,19 +35,27 @@ def loss_ignore_index(model) -> int | None:
     return ignored_label(loss_fn(model))
 
 
-def clone(model, learning_rate: float | None = None, optimizer: str | None = None):
+def clone(
+    model,
+    learning_rate: float | None = None,
+    optimizer: str | None = None,
+    *,
+    fresh: bool = False,
+):
     """A copy with the same weights, compiled with the same loss and a fresh optimizer.
 
     Args:
         model: the user's model.
         learning_rate: overrides the optimizer's learning rate.
         optimizer: ``"adam"`` to use Adam whatever the model's optimizer is; None keeps its class.
+        fresh: newly initialised weights (the layers' own initialisers) instead of the model's.
     """
     try:  # from the layer config only: clone_model would also deserialize an unregistered loss
         copy = type(model).from_config(model.get_config())
     except Exception:
         copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
+    if not fresh:
+        copy.set_weights(model.get_weights())
     opt = getattr(model, "optimizer", None)
     if optimizer == "adam" or opt is None:
         opt = keras.optimizers.Adam(learning_rate or 1e-3)
