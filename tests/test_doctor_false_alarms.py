@@ -146,3 +146,25 @@ def test_lr_too_high_needs_a_fresh_copy_to_diverge_below_the_rate_too(monkeypatc
     found = probes.probe_lr(model, x, y)
     assert ids(found) == {"lr-too-high"}
     assert found[0].evidence["diverge_lr_fresh_weights"] == 1e-3
+
+
+def _softmax_head(axis):
+    inputs = keras.Input((32, 32, 1))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    outputs = keras.layers.Softmax(axis=axis)(keras.layers.Conv2D(3, 1)(h))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    return model
+
+
+def test_softmax_over_the_rows_is_named_and_over_the_channels_is_not():
+    """Missed by the second blind test: Softmax(axis=1) on channels-last output."""
+    from segdoctor.doctor.model_checks import check_output
+
+    found = [f for f in check_output(_softmax_head(1)) if f.id == "softmax-wrong-axis"]
+    assert len(found) == 1 and found[0].severity == "error"
+    assert "image rows" in found[0].fix and "Softmax(axis=-1)" in found[0].fix
+    assert "softmax-wrong-axis" not in ids(check_output(_softmax_head(-1)))
+    assert "softmax-wrong-axis" not in ids(
+        check_output(_softmax_head(3))
+    )  # the last axis by number

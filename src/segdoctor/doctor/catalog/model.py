@@ -60,6 +60,17 @@ MODEL_ENTRIES: tuple[CatalogEntry, ...] = (
         "segmentation use one channel with sigmoid:\nkeras.layers.Conv2D(1, 1, activation='sigmoid')",
     ),
     CatalogEntry(
+        "softmax-wrong-axis",
+        "model",
+        "error",
+        "The output softmax normalizes over the wrong axis",
+        fix="The last layer is Softmax(axis={axis}) on a (batch, height, width, channels) output: "
+        "the probabilities sum to 1 over {axis_name}, not over the classes, so each pixel's "
+        "scores are not a distribution over classes and the loss cannot train them. Softmax "
+        "over the channels:\nkeras.layers.Softmax(axis=-1)  # or Conv2D({output_channels}, 1, "
+        "activation='softmax')",
+    ),
+    CatalogEntry(
         "output-activation-missing",
         "model",
         "error",
