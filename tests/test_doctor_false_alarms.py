@@ -168,3 +168,58 @@ def test_softmax_over_the_rows_is_named_and_over_the_channels_is_not():
     assert "softmax-wrong-axis" not in ids(
         check_output(_softmax_head(3))
     )  # the last axis by number
+
+
+def test_lr_vanished_fires_on_a_schedule_counted_in_steps_and_not_on_healthy_decays():
+    """The blind test's fault: ExponentialDecay(1e-3, decay_steps=5, decay_rate=0.5) meant as
+    epochs, 17 steps an epoch; its twin decays every 5 epochs. A cosine to 0 is healthy too."""
+    import math
+
+    from segdoctor.doctor import analyze_history
+
+    epochs = 20
+    fault = {
+        "dice": [0.038, 0.025] + [0.036] * (epochs - 2),
+        "val_dice": [0.003, 0.021] + [0.03] * (epochs - 2),
+        "learning_rate": [1e-3 * 0.5 ** (17 * e / 5) for e in range(epochs)],
+    }
+    found = [f for f in analyze_history(fault) if f.id == "lr-vanished"]
+    assert len(found) == 1 and found[0].severity == "error"
+    assert found[0].evidence["vanished_epoch"] <= 4 and "decay_steps" in found[0].fix
+    assert "lr-reduced-while-improving" not in ids(analyze_history(fault))
+    rising = [0.9 * (1 - math.exp(-e / 3)) for e in range(epochs)]
+    twin = {**fault, "dice": rising, "val_dice": rising}
+    twin["learning_rate"] = [1e-3 * 0.5 ** (e / 5) for e in range(epochs)]
+    assert "lr-vanished" not in ids(analyze_history(twin))
+    cosine = {
+        **twin,
+        "learning_rate": [1e-3 * 0.5 * (1 + math.cos(math.pi * e / 19)) for e in range(epochs)],
+    }
+    assert "lr-vanished" not in ids(analyze_history(cosine))
+    # the same collapse of the rate after the model has learned (training Dice 0.9): no finding
+    learned = {**fault, "dice": [0.5, 0.9] + [0.9] * (epochs - 2)}
+    assert "lr-vanished" not in ids(analyze_history(learned))
+
+
+def _fit_with_validation(scale: float, backend_seed: int = 0) -> set[str]:
+    """A user fit whose validation images are ``scale`` x the training images' scale."""
+    x, y = disks(48)
+    keras.utils.set_random_seed(backend_seed)
+    model = small_unet()
+    doctor = DoctorCallback(verbose=False)
+    model.fit(
+        x[:36],
+        y[:36],
+        batch_size=8,
+        epochs=2,
+        validation_data=(x[36:] * scale, y[36:]),
+        verbose=0,
+        callbacks=[doctor],
+    )
+    return {f"{f.id}:{f.severity}" for f in doctor.findings}
+
+
+def test_validation_scaled_unlike_training_is_named_from_the_batches():
+    """Missed by the second blind test: training divided by 255, validation not."""
+    assert "split-intensity-shift:error" in _fit_with_validation(255.0)
+    assert not any(f.startswith("split-intensity-shift") for f in _fit_with_validation(1.0))

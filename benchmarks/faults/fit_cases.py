@@ -261,6 +261,46 @@ def sparse_labels_one_hot_loss(ctx: Context):
     return fit_with_doctor(model, x, y, epochs=2, batch_size=4)
 
 
+def validation_unscaled(ctx: Context):
+    """Training images divided by 255, validation images left in 0..255 (the division written
+    for one array only). The twin scales both. (Second blind test, 2026-12-07.)"""
+    x, y = _crops(ctx, n=24)
+    xv, yv = x[16:] * (255.0 if ctx.faulty else 1.0), y[16:]
+    model = small_unet(x.shape[1:])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=[dice_coef]
+    )
+    return fit_with_doctor(model, x[:16], y[:16], epochs=2, validation_data=(xv, yv))
+
+
+def schedule_in_steps(ctx: Context):
+    """``ExponentialDecay(1e-3, decay_steps=2, decay_rate=0.5)`` meant as "every 2 epochs":
+    Keras counts optimizer steps, so the rate is about 0 after the first epochs. The twin decays
+    every 2 epochs' worth of steps. (Second blind test, 2026-12-07.)"""
+    x, y = _crops(ctx, n=32)
+    steps_per_epoch = len(x) // 4
+    decay = 2 if ctx.faulty else 2 * steps_per_epoch
+    schedule = keras.optimizers.schedules.ExponentialDecay(1e-3, decay, decay_rate=0.5)
+    model = small_unet(x.shape[1:])
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule), loss="binary_crossentropy", metrics=[dice_coef]
+    )
+    return fit_with_doctor(model, x, y, epochs=8)
+
+
+def softmax_rows(ctx: Context):
+    """A 2-class softmax head written ``Softmax(axis=1)`` (PyTorch's ``dim=1``) on channels-last
+    output: probabilities sum to 1 over the image rows. The twin uses ``axis=-1``. (Second blind
+    test, 2026-12-07.)"""
+    x, y = _crops(ctx)
+    base = small_unet(x.shape[1:], out_channels=2, activation=None)
+    outputs = keras.layers.Softmax(axis=1 if ctx.faulty else -1)(base.output)
+    model = keras.Model(base.input, outputs)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    one_hot = np.eye(2, dtype="float32")[y[..., 0].astype(int)]  # (N, H, W, 2)
+    return fit_with_doctor(model, x, one_hot, epochs=1)
+
+
 CASES = [
     Case(
         "activation-missing",
@@ -357,5 +397,29 @@ CASES = [
         ("loss-label-format",),
         "keras #9395, Loss-Functions-Package #2: y_true (B, H, W, 1) against a 10-class softmax Dice",
         sparse_labels_one_hot_loss,
+    ),
+    Case(
+        "validation-unscaled",
+        "dsb2018-nuclei",
+        "fit+DoctorCallback",
+        ("split-intensity-shift",),
+        "Keras Q&A: x_train / 255 but not x_val; validation Dice stuck while training rises",
+        validation_unscaled,
+    ),
+    Case(
+        "schedule-in-steps",
+        "dsb2018-nuclei",
+        "fit+DoctorCallback",
+        ("lr-vanished",),
+        "Keras: ExponentialDecay's decay_steps counts batches, not epochs",
+        schedule_in_steps,
+    ),
+    Case(
+        "softmax-rows",
+        "dsb2018-nuclei",
+        "fit+DoctorCallback",
+        ("softmax-wrong-axis",),
+        "PyTorch code ported to Keras: softmax(dim=1) kept as Softmax(axis=1) on NHWC",
+        softmax_rows,
     ),
 ]

@@ -55,6 +55,7 @@ from segdoctor.doctor.model_checks import check_model
 from segdoctor.doctor.model_data import Targets
 from segdoctor.doctor.probes import explode_threshold, gradient_findings, gradient_stats
 from segdoctor.doctor.report import Report
+from segdoctor.doctor.split_checks import intensity_shift
 from segdoctor.doctor.update_ratio import (
     UPDATE_STEPS,
     kernel_indices,
@@ -164,6 +165,10 @@ class DoctorCallback(keras.callbacks.Callback):
         self._alignment: list[float] = []
         self._targets: list[Targets] = []  # classes seen in the peeked batches
         self._fg_fractions: list[float] = []  # per image of the peeked batches
+        self._val_peeked = 0
+        self._train_intensity: dict[str, list[float]] = {"mean": [], "std": []}  # per image
+        self._val_intensity: dict[str, list[float]] = {"mean": [], "std": []}
+        self._shift_checked = False
         self._kernels: list[int] = []  # weights whose first updates are measured (update_ratio)
         self._before: list[np.ndarray] | None = None
         self._update_ratios: list[float] = []
@@ -255,7 +260,70 @@ class DoctorCallback(keras.callbacks.Callback):
                 return original(*args, **kwargs)
 
             model.train_function = peek
+        self._wrap_test_function()
         self.overhead_s += time.perf_counter() - start
+
+    def _wrap_test_function(self) -> None:
+        """Peek at the first validation batches, as at the training ones: their per-image
+        intensities against the training batches' (``split-intensity-shift``: validation scaled
+        differently, or drawn from another source, in the user's own pipeline)."""
+        model = self._model
+        make = getattr(model, "make_test_function", None)
+        if not callable(make):
+            return
+        try:
+            make()  # Keras builds it once and reuses it (JAX returns None: read the attribute)
+        except Exception:  # a model Keras cannot evaluate: nothing to peek at
+            return
+        original = getattr(model, "test_function", None)
+        if not callable(original):
+            return
+
+        def peek(*args, **kwargs):
+            if self._val_peeked >= PEEK_BATCHES:
+                model.test_function = original
+                return original(*args, **kwargs)
+            t0 = time.perf_counter()
+            batch = _find_xy(args)
+            if batch is not None:
+                self._note_intensities(batch[0], self._val_intensity)
+                self._val_peeked += 1
+            elif any(_is_iterator(a) for a in args):
+                args = tuple(
+                    _PeekingIterator(a, self._peek_val_data) if _is_iterator(a) else a for a in args
+                )
+            else:
+                self._val_peeked = PEEK_BATCHES
+            self.overhead_s += time.perf_counter() - t0
+            return original(*args, **kwargs)
+
+        model.test_function = peek
+
+    def _peek_val_data(self, data: Any) -> None:
+        if self._val_peeked >= PEEK_BATCHES:
+            return
+        batch = _find_xy((data,))
+        if batch is None:
+            self._val_peeked = PEEK_BATCHES
+            return
+        self._note_intensities(batch[0], self._val_intensity)
+        self._val_peeked += 1
+
+    @staticmethod
+    def _note_intensities(x: np.ndarray, into: dict[str, list[float]]) -> None:
+        """Per-image mean and standard deviation of an input batch ``(B, H, W, C)``."""
+        flat = np.asarray(x, "float64").reshape(len(x), -1)
+        into["mean"] += flat.mean(axis=1).tolist()
+        into["std"] += flat.std(axis=1).tolist()
+
+    def _intensity_shift(self) -> list[Finding]:
+        """Once, after the first validation: the training batches' intensities against the
+        validation batches' (:func:`segdoctor.doctor.split_checks.intensity_shift`)."""
+        if self._shift_checked or not self._val_intensity["mean"]:
+            return []
+        self._shift_checked = True
+        splits = {"training": self._train_intensity, "validation": self._val_intensity}
+        return intensity_shift(splits, "first batches of model.fit's training and validation data")
 
     def _peek_data(self, data: Any) -> None:
         if self._peeked >= PEEK_BATCHES:
@@ -271,6 +339,7 @@ class DoctorCallback(keras.callbacks.Callback):
     def _peek(self, batch: tuple[np.ndarray, np.ndarray]) -> None:
         self._peeked += 1
         self._count_foreground(batch[1])
+        self._note_intensities(batch[0], self._train_intensity)
         if self._grad_batch is None:
             self._grad_batch = (batch[0][:GRAD_IMAGES].copy(), batch[1][:GRAD_IMAGES].copy())
         model = self._model  # not self.model: see on_train_begin
@@ -358,6 +427,7 @@ class DoctorCallback(keras.callbacks.Callback):
             v = _as_numpy(value)
             if v is not None and v.size == 1:
                 self.history.setdefault(key, []).append(float(v))
+        self._emit(self._intensity_shift())
         # Before the curve checks: a NaN loss explains the gradients and curves that follow it.
         self._emit(nan_loss_findings(self.history, self._dtype_policy(), ("loss", "val_loss")))
         sure = [f for f in self._analyze() if f.severity == "error" or f.confidence >= 0.8]

@@ -87,6 +87,7 @@ def analyze_history(
         _metric_constant,
         _prediction_collapse,
         _lr_reduced_while_improving,
+        _lr_vanished,
         _overfitting,
         _underfitting,
         _plateau,
@@ -95,6 +96,9 @@ def analyze_history(
     ):
         findings.extend(check(h, patience))
     ids = {f.id for f in findings}
+    # A rate gone to zero explains its cuts: they are a schedule's, not a misdirected monitor's.
+    if "lr-vanished" in ids:
+        findings = [f for f in findings if f.id != "lr-reduced-while-improving"]
     # One explanation per symptom: a collapse or a constant metric explains a plateau.
     if ids & {"prediction-collapse", "metric-constant", "overfitting", "underfitting"}:
         findings = [f for f in findings if f.id != "plateau"]
@@ -354,6 +358,57 @@ def _overfit_finding(key, best, va, tr, train_gain, drop) -> Finding:
             "training_better_by": train_gain,
         },
     )
+
+
+VANISHED_FACTOR = 1e-3
+"""``lr-vanished``: the rate is under this fraction of its peak..."""
+VANISHED_SHARE = 0.5
+"""...for at least this share of the epochs (and 3), while the training Dice gained under
+:data:`VANISHED_GAIN` over them and ends under :data:`VANISHED_BELOW`. A cosine or step schedule
+that ends near 0 spends a few final epochs there, after the model has learned; the second blind
+test's fault (ExponentialDecay with ``decay_steps=5`` meant as epochs, 17 steps an epoch) was at
+9e-6 of 1e-3 after 2 epochs of 20, training Dice flat at 0.036 (twin: 0.857)."""
+VANISHED_GAIN = 0.01
+VANISHED_BELOW = 0.8
+
+
+def _lr_vanished(h: History, patience: int | None) -> list[Finding]:
+    lr_key = _lr_key(h)
+    train_keys = [k for k in h if not k.startswith("val_") and is_dice_like(k)]
+    if lr_key is None or not train_keys:
+        return []
+    n = min(len(h[lr_key]), len(h[train_keys[0]]))
+    lr = np.asarray(h[lr_key][:n], float)
+    tr = np.asarray(h[train_keys[0]][:n], float)
+    if n < 4 or not np.all(np.isfinite(lr)) or lr.max() <= 0:
+        return []
+    peak = int(np.argmax(lr))
+    gone = np.flatnonzero(lr[peak:] < lr[peak] * VANISHED_FACTOR)
+    if not len(gone):
+        return []
+    first = peak + int(gone[0])
+    if n - first < max(3, VANISHED_SHARE * n) or not np.all(
+        lr[first:] < lr[peak] * VANISHED_FACTOR
+    ):
+        return []
+    gain = float(np.nanmax(tr[first:]) - tr[first])
+    if gain >= VANISHED_GAIN or float(tr[-1]) >= VANISHED_BELOW:
+        return []
+    return [
+        make_finding(
+            "lr-vanished",
+            {
+                "lr_peak": float(lr[peak]),
+                "lr_final": float(lr[-1]),
+                "vanished_epoch": first + 1,
+                "epochs": n,
+                "train_key": train_keys[0],
+                "train_at_vanish": float(tr[first]),
+                "train_final": float(tr[-1]),
+                "train_gain_since": gain,
+            },
+        )
+    ]
 
 
 def _underfitting(h: History, patience: int | None) -> list[Finding]:

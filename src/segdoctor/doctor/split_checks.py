@@ -419,30 +419,70 @@ def _image_size(pair: tuple[_Split, _Split], source: str) -> list[Finding]:
 
 
 def _intensity(pair: tuple[_Split, _Split], source: str) -> list[Finding]:
+    stats_of = {
+        s.name: {
+            key: [getattr(i, key) for i in s.items if getattr(i, key) is not None]
+            for key in ("mean", "std")
+        }
+        for s in pair
+    }
+    return intensity_shift(stats_of, source)
+
+
+SCALE_MISMATCH = 10.0
+"""``split-intensity-shift`` is an error, variant ``scale``, when one split's median image mean
+is this many times the other's (validation left in 0..255 while training is divided by 255: 300x
+in the second blind test, 2026-12-07); below it a shift of source or stain stays a warning."""
+
+
+def intensity_shift(splits: dict[str, dict[str, Sequence[float]]], source: str) -> list[Finding]:
+    """``split-intensity-shift`` from per-image intensity means and standard deviations.
+
+    Args:
+        splits: two splits, ``{name: {"mean": [...], "std": [...]}}`` (one value per image).
+        source: where the splits come from (the evidence's ``split``).
+
+    Example:
+        >>> a = {"mean": [0.10, 0.12, 0.11, 0.13, 0.10, 0.14, 0.09, 0.12], "std": [0.05] * 8}
+        >>> b = {"mean": [30.0, 35.0, 28.0, 31.0, 33.0, 29.0, 36.0, 30.0], "std": [12.0] * 8}
+        >>> [(f.id, f.severity) for f in intensity_shift({"training": a, "validation": b}, "batches")]
+        [('split-intensity-shift', 'error')]
+    """
+    (first, a), (second, b) = splits.items()
     found = {}
     for key in ("mean", "std"):
-        vals = [[getattr(i, key) for i in s.items if getattr(i, key) is not None] for s in pair]
+        vals = [list(a[key]), list(b[key])]
         if min(len(v) for v in vals) < MIN_PER_SPLIT:
             return []
         d, p = _ks(vals[0], vals[1])
         medians = [abs(float(np.median(v))) for v in vals]
         rel = abs(medians[0] - medians[1]) / max(max(medians), 1e-12)
         if d >= SHIFT_KS_MIN and p < SHIFT_P_MAX and rel >= INTENSITY_REL_DIFF:
-            found[key] = (d, p, vals)
+            found[key] = (d, p, vals, medians)
     if not found:
         return []
     key = max(found, key=lambda k: found[k][0])
-    d, p, vals = found[key]
+    d, p, vals, _ = found[key]
     evidence: dict = {"split": source, "statistic": f"per-image intensity {key}"}
-    for v, s in zip(vals, pair, strict=True):
-        evidence[s.name] = f"image {key} " + _describe(v)
+    for v, name in zip(vals, (first, second), strict=True):
+        evidence[name] = f"image {key} " + _describe(v)
     evidence |= {"ks_statistic": round(d, 3), "ks_p": float(f"{p:.3g}")}
-    return [
-        make_finding(
-            "split-intensity-shift",
-            evidence,
-        )
-    ]
+    means = found["mean"][3] if "mean" in found else [1.0, 1.0]
+    ratio = max(means) / max(min(means), 1e-12)
+    if ratio >= SCALE_MISMATCH:
+        evidence["scale_ratio"] = round(ratio, 1)
+        larger = (first, second)[int(np.argmax(means))]
+        return [
+            make_finding(
+                "split-intensity-shift",
+                evidence,
+                variant="scale",
+                severity="error",
+                larger=larger,
+                ratio=ratio,
+            )
+        ]
+    return [make_finding("split-intensity-shift", evidence)]
 
 
 def _duplicates(splits: list[_Split], source: str, declared: bool) -> list[Finding]:

@@ -270,6 +270,15 @@ FILE_ENTRIES: tuple[CatalogEntry, ...] = (
         "scanner, stain, exposure or bit depth): validation measures transfer, not fit. Mix "
         "the sources into both splits, or normalize per image (segdoctor's loader does: "
         "ImageNormalizer(mode='image')) and check the worst split's images.",
+        variants={
+            "scale": "The {larger} images are about {ratio:.0f}x brighter than the others: "
+            "the model is validated on inputs it was never trained on. Either the splits are "
+            "not scaled the same way (one divided by 255 and the other not, 16-bit and 8-bit "
+            "files): apply one preprocessing function to every split, e.g. x = "
+            "x.astype('float32') / 255.0 for the training and the validation images alike; or "
+            "they hold different kinds of image (validation_split takes the last fraction of "
+            "arrays ordered by source or modality): shuffle the arrays before splitting.",
+        },
     ),
     CatalogEntry(
         "split-image-size",

@@ -215,6 +215,19 @@ HISTORY_ENTRIES: tuple[CatalogEntry, ...] = (
         "(`--probe`), then raise capacity or the learning rate (LR range test).",
     ),
     CatalogEntry(
+        "lr-vanished",
+        "history",
+        "error",
+        "The learning rate fell to about zero while the model had not learned",
+        fix="The learning rate fell to {lr_final:.1e}, under a thousandth of its peak "
+        "{lr_peak:.1e}, by epoch {vanished_epoch} of {epochs}, and training stopped there "
+        "({train_key} {train_at_vanish:.2f} then, {train_final:.2f} at the end). Usually a "
+        "schedule counted in optimizer steps where epochs were meant: "
+        "ExponentialDecay(lr, decay_steps=5, decay_rate=0.5) halves the rate every 5 batches. "
+        "Give decay_steps in steps (epochs_per_decay * steps_per_epoch), or decay over the run:\n"
+        "keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * steps_per_epoch)",
+    ),
+    CatalogEntry(
         "plateau",
         "history",
         "warning",
