@@ -430,9 +430,11 @@ def _intensity(pair: tuple[_Split, _Split], source: str) -> list[Finding]:
 
 
 SCALE_MISMATCH = 10.0
-"""``split-intensity-shift`` is an error, variant ``scale``, when one split's median image mean
-is this many times the other's (validation left in 0..255 while training is divided by 255: 300x
-in the second blind test, 2026-12-07); below it a shift of source or stain stays a warning."""
+"""``split-intensity-shift`` is an error, variant ``scale``, when one split's median per-image
+standard deviation is this many times the other's: one split is scaled differently (validation
+left in 0..255 while training is divided by 255: about 250x in the second blind test,
+2026-12-07). An offset does not change the spread; a shift of source or stain stays a warning
+(the same blind test's colour images after fluorescence ones: 2x)."""
 
 
 def intensity_shift(splits: dict[str, dict[str, Sequence[float]]], source: str) -> list[Finding]:
@@ -447,8 +449,15 @@ def intensity_shift(splits: dict[str, dict[str, Sequence[float]]], source: str) 
         >>> b = {"mean": [30.0, 35.0, 28.0, 31.0, 33.0, 29.0, 36.0, 30.0], "std": [12.0] * 8}
         >>> [(f.id, f.severity) for f in intensity_shift({"training": a, "validation": b}, "batches")]
         [('split-intensity-shift', 'error')]
+        >>> z = {"mean": [0.0] * 8, "std": [1.0] * 8}  # whole images z-scored per image
+        >>> crops = {"mean": [0.2, -0.3, 0.1, 0.25, -0.15, 0.3, -0.2, 0.05], "std": [0.9] * 8}
+        >>> intensity_shift({"training": crops, "validation": z}, "batches")
+        []
     """
     (first, a), (second, b) = splits.items()
+    if min(len(a["std"]), len(b["std"])) < MIN_PER_SPLIT:
+        return []
+    stds = [abs(float(np.median(v))) for v in (a["std"], b["std"])]
     found = {}
     for key in ("mean", "std"):
         vals = [list(a[key]), list(b[key])]
@@ -456,7 +465,11 @@ def intensity_shift(splits: dict[str, dict[str, Sequence[float]]], source: str) 
             return []
         d, p = _ks(vals[0], vals[1])
         medians = [abs(float(np.median(v))) for v in vals]
-        rel = abs(medians[0] - medians[1]) / max(max(medians), 1e-12)
+        # Relative to the larger median, or to the intensity spread when the means are near 0
+        # (images z-scored per image, as segdoctor's loader feeds them: means of 0.001 and 0.05
+        # differ 50x and by nothing that matters against a spread of 1).
+        scale = max(*medians, *(stds if key == "mean" else ()), 1e-12)
+        rel = abs(medians[0] - medians[1]) / scale
         if d >= SHIFT_KS_MIN and p < SHIFT_P_MAX and rel >= INTENSITY_REL_DIFF:
             found[key] = (d, p, vals, medians)
     if not found:
@@ -467,11 +480,10 @@ def intensity_shift(splits: dict[str, dict[str, Sequence[float]]], source: str) 
     for v, name in zip(vals, (first, second), strict=True):
         evidence[name] = f"image {key} " + _describe(v)
     evidence |= {"ks_statistic": round(d, 3), "ks_p": float(f"{p:.3g}")}
-    means = found["mean"][3] if "mean" in found else [1.0, 1.0]
-    ratio = max(means) / max(min(means), 1e-12)
+    ratio = max(stds) / max(min(stds), 1e-12)  # an offset leaves the spread alone; a scale not
     if ratio >= SCALE_MISMATCH:
         evidence["scale_ratio"] = round(ratio, 1)
-        larger = (first, second)[int(np.argmax(means))]
+        larger = (first, second)[int(np.argmax(stds))]
         return [
             make_finding(
                 "split-intensity-shift",
