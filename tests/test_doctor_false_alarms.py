@@ -223,3 +223,19 @@ def test_validation_scaled_unlike_training_is_named_from_the_batches():
     """Missed by the second blind test: training divided by 255, validation not."""
     assert "split-intensity-shift:error" in _fit_with_validation(255.0)
     assert not any(f.startswith("split-intensity-shift") for f in _fit_with_validation(1.0))
+
+
+def test_the_callback_hands_keras_its_own_steps_back_after_fit():
+    """One validation batch (fewer than the peeks): the test step is restored at the end."""
+    x, y = disks(12)
+    model = small_unet()
+    model.fit(
+        x[:8],
+        y[:8],
+        batch_size=8,
+        epochs=1,
+        validation_data=(x[8:], y[8:]),
+        verbose=0,
+        callbacks=[DoctorCallback(verbose=False)],
+    )
+    assert model.test_function.__name__ != "peek" and model.train_function.__name__ != "peek"

@@ -161,6 +161,7 @@ class DoctorCallback(keras.callbacks.Callback):
         self._seen: set[str] = set()
         self._peeked = 0
         self._original_train_function = None
+        self._original_test_function = None
         self._siblings: list[Any] | None = None
         self._alignment: list[float] = []
         self._targets: list[Targets] = []  # classes seen in the peeked batches
@@ -278,6 +279,7 @@ class DoctorCallback(keras.callbacks.Callback):
         original = getattr(model, "test_function", None)
         if not callable(original):
             return
+        self._original_test_function = original
 
         def peek(*args, **kwargs):
             if self._val_peeked >= PEEK_BATCHES:
@@ -474,6 +476,8 @@ class DoctorCallback(keras.callbacks.Callback):
         start = time.perf_counter()
         if self._original_train_function is not None:
             self.model.train_function = self._original_train_function
+        if self._original_test_function is not None:  # fewer validation batches than peeks
+            self.model.test_function = self._original_test_function
         if 0 < self._peeked < PEEK_BATCHES:
             self._pooled_batch_findings()
         self._emit(self._stopped_while_improving())
