@@ -123,6 +123,18 @@ MASK_ENTRIES: tuple[CatalogEntry, ...] = (
         "cell interior). If the thin structure is the target: mask = 1 - mask.",
     ),
     CatalogEntry(
+        "mask-inverted-some",
+        "data",
+        "warning",
+        "Some masks look like the others inverted",
+        fix="{inverted} of {masks} masks look inverted: their foreground covers most of the image "
+        "as one region with the objects cut out of it as holes, where the other masks mark "
+        "the objects themselves (e.g. {examples}). An annotation tool or export that writes "
+        "0 for objects and 255 for background, mixed into the dataset, does this; training "
+        "then learns objects and background at once and validation Dice stalls. Inspect "
+        "them, and invert those files: mask = (mask == 0).astype(mask.dtype) * 255.",
+    ),
+    CatalogEntry(
         "pair-missing",
         "data",
         "warning",
