@@ -159,14 +159,13 @@ class DoctorCallback(keras.callbacks.Callback):
         self.history: dict[str, list[float]] = {}
         self.overhead_s = 0.0
         self._seen: set[str] = set()
-        self._peeked = 0
+        self._peeks = {"train_function": 0, "test_function": 0}  # batches seen per step
         self._original_train_function = None
         self._original_test_function = None
         self._siblings: list[Any] | None = None
         self._alignment: list[float] = []
         self._targets: list[Targets] = []  # classes seen in the peeked batches
         self._fg_fractions: list[float] = []  # per image of the peeked batches
-        self._val_peeked = 0
         self._train_intensity: dict[str, list[float]] = {"mean": [], "std": []}  # per image
         self._val_intensity: dict[str, list[float]] = {"mean": [], "std": []}
         self._shift_checked = False
@@ -221,7 +220,9 @@ class DoctorCallback(keras.callbacks.Callback):
 
     def report(self) -> Report:
         """The findings so far as a :class:`Report`."""
-        checked = ["model", "callbacks", "history"] + (["batches"] if self._peeked else [])
+        checked = ["model", "callbacks", "history"] + (
+            ["batches"] if self._peeks["train_function"] else []
+        )
         return Report(
             list(self.findings), {"checked": checked, "epochs": len(self.history.get("loss", []))}
         )
@@ -235,81 +236,72 @@ class DoctorCallback(keras.callbacks.Callback):
         if getattr(self.model, "optimizer", None) is not None:
             self._kernels = kernel_indices(self.model)
             self._before = snapshot(self.model, self._kernels)
-        original = getattr(self.model, "train_function", None)
-        if callable(original):
-            self._original_train_function = original
-            # Inside the step, never touch ``self.model``: on JAX that property syncs the model's
-            # variables with the state the step is about to donate, and the next step then
-            # reads deleted buffers. The raw model and weight-free checks are safe.
-            model = self._model
-
-            def peek(*args, **kwargs):
-                if self._peeked >= PEEK_BATCHES:  # done: hand the step back to Keras
-                    model.train_function = original
-                    return original(*args, **kwargs)
-                t0 = time.perf_counter()
-                batch = _find_xy(args)
-                if batch is not None:  # torch: the batch itself
-                    self._peek(batch)
-                elif any(_is_iterator(a) for a in args):  # jax, tensorflow: the step pulls it
-                    args = tuple(
-                        _PeekingIterator(a, self._peek_data) if _is_iterator(a) else a for a in args
-                    )
-                else:
-                    self._peeked = PEEK_BATCHES  # not visible: stop trying
-                self.overhead_s += time.perf_counter() - t0
-                return original(*args, **kwargs)
-
-            model.train_function = peek
+        # Inside the step, never touch ``self.model``: on JAX that property syncs the model's
+        # variables with the state the step is about to donate, and the next step then reads
+        # deleted buffers. The raw model and weight-free checks are safe.
+        self._original_train_function = self._peek_step("train_function", self._peek)
         self._wrap_test_function()
         self.overhead_s += time.perf_counter() - start
+
+    def _peek_step(self, name: str, take) -> Any:
+        """Wrap the model's Keras step function ``name`` (``train_function``, ``test_function``)
+        so that ``take`` sees its first :data:`PEEK_BATCHES` batches ``(x, y)`` as numpy; then
+        the step is handed back to Keras. Returns the original step (None when there is none).
+
+        On torch the step receives the batch itself; on JAX and TensorFlow it pulls the batch
+        from an iterator, which is wrapped. A batch in a format the doctor does not know stops
+        the peeking."""
+        model = self._model
+        original = getattr(model, name, None)
+        if not callable(original):
+            return None
+
+        def done() -> bool:
+            return self._peeks[name] >= PEEK_BATCHES
+
+        def see(batch) -> None:
+            if batch is None:
+                self._peeks[name] = PEEK_BATCHES  # not visible: stop trying
+            else:
+                self._peeks[name] += 1
+                take(batch)
+
+        def see_data(data: Any) -> None:  # an item the step pulled from its iterator
+            if not done():
+                t0 = time.perf_counter()
+                see(_find_xy((data,)))
+                self.overhead_s += time.perf_counter() - t0
+
+        def peek(*args, **kwargs):
+            if done():  # hand the step back to Keras
+                setattr(model, name, original)
+                return original(*args, **kwargs)
+            t0 = time.perf_counter()
+            batch = _find_xy(args)
+            if batch is None and any(_is_iterator(a) for a in args):
+                args = tuple(_PeekingIterator(a, see_data) if _is_iterator(a) else a for a in args)
+            else:
+                see(batch)
+            self.overhead_s += time.perf_counter() - t0
+            return original(*args, **kwargs)
+
+        setattr(model, name, peek)
+        return original
 
     def _wrap_test_function(self) -> None:
         """Peek at the first validation batches, as at the training ones: their per-image
         intensities against the training batches' (``split-intensity-shift``: validation scaled
         differently, or drawn from another source, in the user's own pipeline)."""
-        model = self._model
-        make = getattr(model, "make_test_function", None)
+        make = getattr(self._model, "make_test_function", None)
         if not callable(make):
             return
         try:
             make()  # Keras builds it once and reuses it (JAX returns None: read the attribute)
         except Exception:  # a model Keras cannot evaluate: nothing to peek at
             return
-        original = getattr(model, "test_function", None)
-        if not callable(original):
-            return
-        self._original_test_function = original
-
-        def peek(*args, **kwargs):
-            if self._val_peeked >= PEEK_BATCHES:
-                model.test_function = original
-                return original(*args, **kwargs)
-            t0 = time.perf_counter()
-            batch = _find_xy(args)
-            if batch is not None:
-                self._note_intensities(batch[0], self._val_intensity)
-                self._val_peeked += 1
-            elif any(_is_iterator(a) for a in args):
-                args = tuple(
-                    _PeekingIterator(a, self._peek_val_data) if _is_iterator(a) else a for a in args
-                )
-            else:
-                self._val_peeked = PEEK_BATCHES
-            self.overhead_s += time.perf_counter() - t0
-            return original(*args, **kwargs)
-
-        model.test_function = peek
-
-    def _peek_val_data(self, data: Any) -> None:
-        if self._val_peeked >= PEEK_BATCHES:
-            return
-        batch = _find_xy((data,))
-        if batch is None:
-            self._val_peeked = PEEK_BATCHES
-            return
-        self._note_intensities(batch[0], self._val_intensity)
-        self._val_peeked += 1
+        self._original_test_function = self._peek_step(
+            "test_function", lambda batch: self._note_intensities(batch[0], self._val_intensity)
+        )
 
     @staticmethod
     def _note_intensities(x: np.ndarray, into: dict[str, list[float]]) -> None:
@@ -327,19 +319,7 @@ class DoctorCallback(keras.callbacks.Callback):
         splits = {"training": self._train_intensity, "validation": self._val_intensity}
         return intensity_shift(splits, "first batches of model.fit's training and validation data")
 
-    def _peek_data(self, data: Any) -> None:
-        if self._peeked >= PEEK_BATCHES:
-            return
-        t0 = time.perf_counter()
-        batch = _find_xy((data,))
-        if batch is None:
-            self._peeked = PEEK_BATCHES  # a format the doctor does not know: stop trying
-        else:
-            self._peek(batch)
-        self.overhead_s += time.perf_counter() - t0
-
     def _peek(self, batch: tuple[np.ndarray, np.ndarray]) -> None:
-        self._peeked += 1
         self._count_foreground(batch[1])
         self._note_intensities(batch[0], self._train_intensity)
         if self._grad_batch is None:
@@ -354,7 +334,7 @@ class DoctorCallback(keras.callbacks.Callback):
                 targets_out=self._targets,
             )
         )
-        if self._peeked == PEEK_BATCHES:
+        if self._peeks["train_function"] == PEEK_BATCHES:
             self._pooled_batch_findings()
 
     def _count_foreground(self, y: np.ndarray) -> None:
@@ -366,7 +346,7 @@ class DoctorCallback(keras.callbacks.Callback):
         """What needs several batches: alignment, classes the masks never show, and how rare the
         foreground is per image (``dice-includes-background`` is a warning on rare foreground)."""
         self._emit(alignment_finding(self._alignment))
-        where = f"first {self._peeked} training batch(es)"
+        where = f"first {self._peeks['train_function']} training batch(es)"
         self._emit(classes_finding(self._model, self._targets, where))
         if self._fg_fractions:
             share = float(np.median(self._fg_fractions))
@@ -478,7 +458,7 @@ class DoctorCallback(keras.callbacks.Callback):
             self.model.train_function = self._original_train_function
         if self._original_test_function is not None:  # fewer validation batches than peeks
             self.model.test_function = self._original_test_function
-        if 0 < self._peeked < PEEK_BATCHES:
+        if 0 < self._peeks["train_function"] < PEEK_BATCHES:
             self._pooled_batch_findings()
         self._emit(self._stopped_while_improving())
         if self._train_start is not None:
