@@ -273,3 +273,20 @@ def test_a_few_inverted_masks_among_object_masks_are_named(tmp_path):
     # every mask "inverted" is a dataset whose foreground is the large region (membranes): silent
     found, _, _ = check_data(_nuclei_folder(tmp_path / "all", inverted=48), plots=False)
     assert "mask-inverted-some" not in ids(found)
+
+
+def test_a_decayed_schedule_is_judged_at_the_rate_the_probes_train_with():
+    """The blind test's trained ExponentialDecay model sat at 3e-24; the probes' fresh copies
+    start its schedule at step 0 (1e-3). Judging 3e-24 against their updates ("each step moves
+    the weights by 0.9%") contradicted itself."""
+    from segdoctor.doctor.update_ratio import optimizer_state
+    from segdoctor.lr_range import current_lr
+
+    x, y = disks(8)
+    schedule = keras.optimizers.schedules.ExponentialDecay(1e-3, decay_steps=1, decay_rate=0.1)
+    model = small_unet(keras.optimizers.Adam(schedule))
+    model.fit(x, y, batch_size=4, epochs=4, verbose=0)  # 8 steps: the rate is now 1e-11
+    assert current_lr(model.optimizer) < 1e-9
+    assert probes.configured_lr(model) == pytest.approx(1e-3)
+    assert optimizer_state(model)[0] == pytest.approx(1e-3)
+    assert probes.configured_lr(small_unet(keras.optimizers.Adam(3e-4))) == pytest.approx(3e-4)

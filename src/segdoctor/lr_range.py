@@ -93,6 +93,29 @@ def current_lr(optimizer: Any) -> float | None:
         return None
 
 
+def initial_lr(optimizer: Any) -> float | None:
+    """The rate training starts with: a ``LearningRateSchedule``'s value at step 0, else the
+    optimizer's rate (None: unreadable).
+
+    A copy of the model compiled with the optimizer's configuration (what the doctor's probes
+    train) starts its schedule at step 0, whatever step the original reached: judging the
+    original's current, decayed value against the copy's updates contradicted itself (a trained
+    ``ExponentialDecay`` at 3e-24 "moving the weights by 0.9% a step"; blind test, 2026-12-07).
+
+    Example:
+        >>> decay = keras.optimizers.schedules.ExponentialDecay(1e-3, 5, 0.5)
+        >>> round(initial_lr(keras.optimizers.Adam(decay)), 6), round(initial_lr(keras.optimizers.Adam(0.01)), 6)
+        (0.001, 0.01)
+    """
+    schedule = getattr(optimizer, "_learning_rate", None)
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        try:
+            return float(keras.ops.convert_to_numpy(schedule(0)))
+        except Exception:  # a schedule that cannot be evaluated outside training
+            return None
+    return current_lr(optimizer)
+
+
 def lr_test_steps(allowance_s: float, step_s: float, steps: int, done: int = 0) -> int:
     """Steps of the LR range test that fit in ``allowance_s`` (``done`` already ran).
 

@@ -65,7 +65,7 @@ from segdoctor.doctor.model_data import (
     targets_from_batch,
 )
 from segdoctor.doctor.overfit import OVERFIT_STEPS, probe_overfit
-from segdoctor.lr_range import BETA_ONE_BATCH, UNSTABLE_RISE, current_lr
+from segdoctor.lr_range import BETA_ONE_BATCH, UNSTABLE_RISE, initial_lr
 from segdoctor.lr_range import lr_range_test as shared_lr_range_test
 
 LR_STEPS = 30
@@ -110,13 +110,14 @@ __all__ = [  # the gradient probes are re-exported from .gradient_probes
 
 
 def configured_lr(model) -> float | None:
-    """The learning rate of the model's optimizer now (a schedule's current value; None: none).
+    """The learning rate the model's optimizer starts training with (a schedule's value at step
+    0, which the probes' fresh copies use; :func:`segdoctor.lr_range.initial_lr`; None: none).
 
     Example:
         >>> configured_lr(object()) is None
         True
     """
-    return current_lr(getattr(model, "optimizer", None))
+    return initial_lr(getattr(model, "optimizer", None))
 
 
 def probe_init_loss(model, x, y) -> list[Finding]:

@@ -32,6 +32,7 @@ import numpy as np
 from segdoctor.doctor._probe_model import clone
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
+from segdoctor.lr_range import initial_lr
 
 UPDATE_STEPS = 3
 """Steps whose updates are measured (Adam's first step is exactly ``lr`` per weight; the next ones
@@ -114,15 +115,13 @@ def update_findings(
 
 
 def optimizer_state(model) -> tuple[float | None, str]:
-    """The optimizer's current learning rate (None for a schedule it cannot read) and class name."""
+    """The learning rate the optimizer starts with (a schedule's value at step 0: the first
+    updates, of the run or of a fresh copy, are made near it; None when unreadable) and the
+    optimizer's class name."""
     optimizer = getattr(model, "optimizer", None)
     if optimizer is None:
         return None, "optimizer"
-    try:
-        lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-    except (TypeError, ValueError, AttributeError):
-        lr = None
-    return lr, type(optimizer).__name__
+    return initial_lr(optimizer), type(optimizer).__name__
 
 
 PROBE_WHERE = "probe batch, a copy of the model"
