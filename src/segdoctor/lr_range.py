@@ -93,6 +93,21 @@ def current_lr(optimizer: Any) -> float | None:
         return None
 
 
+def lr_schedule(optimizer: Any) -> keras.optimizers.schedules.LearningRateSchedule | None:
+    """The optimizer's ``LearningRateSchedule``, or None when its rate is a constant (or there
+    is no optimizer).
+
+    Example:
+        >>> decay = keras.optimizers.schedules.ExponentialDecay(1e-3, 5, 0.5)
+        >>> lr_schedule(keras.optimizers.Adam(decay)) is decay, lr_schedule(keras.optimizers.Adam())
+        (True, None)
+    """
+    schedule = getattr(optimizer, "_learning_rate", None)
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        return schedule
+    return None
+
+
 def initial_lr(optimizer: Any) -> float | None:
     """The rate training starts with: a ``LearningRateSchedule``'s value at step 0, else the
     optimizer's rate (None: unreadable).
@@ -107,8 +122,8 @@ def initial_lr(optimizer: Any) -> float | None:
         >>> round(initial_lr(keras.optimizers.Adam(decay)), 6), round(initial_lr(keras.optimizers.Adam(0.01)), 6)
         (0.001, 0.01)
     """
-    schedule = getattr(optimizer, "_learning_rate", None)
-    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+    schedule = lr_schedule(optimizer)
+    if schedule is not None:
         try:
             return float(keras.ops.convert_to_numpy(schedule(0)))
         except Exception:  # a schedule that cannot be evaluated outside training

@@ -64,7 +64,7 @@ from segdoctor.doctor.update_ratio import (
     snapshot,
     update_findings,
 )
-from segdoctor.lr_range import current_lr
+from segdoctor.lr_range import current_lr, lr_schedule
 
 PEEK_BATCHES = 3
 GRAD_IMAGES = 4
@@ -417,15 +417,9 @@ class DoctorCallback(keras.callbacks.Callback):
         self.overhead_s += time.perf_counter() - start
 
     def _analyze(self) -> list[Finding]:
-        """The history checks on the run so far. With a ``LearningRateSchedule`` the rate's
-        drops are the schedule's, not a plateau scheduler's: ``lr-reduced-while-improving`` (an
-        exponential decay cuts by the same factor every epoch, like ReduceLROnPlateau with
-        patience 1; blind test, 2026-12-07) is left out."""
-        found = analyze_history(self.history)
-        rate = getattr(getattr(self.model, "optimizer", None), "_learning_rate", None)
-        if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
-            found = [f for f in found if f.id != "lr-reduced-while-improving"]
-        return found
+        """The history checks on the run so far, told whether the rate is a schedule's."""
+        optimizer = getattr(self.model, "optimizer", None)
+        return analyze_history(self.history, lr_schedule=lr_schedule(optimizer) is not None)
 
     def _dtype_policy(self) -> str | None:
         """The model's dtype policy name (``"mixed_float16"``, ...), or the global one."""

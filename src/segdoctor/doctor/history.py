@@ -66,7 +66,10 @@ def _lr_key(history: History) -> str | None:
 
 
 def analyze_history(
-    history: str | Path | Mapping[str, Sequence[float]], *, patience: int | None = None
+    history: str | Path | Mapping[str, Sequence[float]],
+    *,
+    patience: int | None = None,
+    lr_schedule: bool = False,
 ) -> list[Finding]:
     """Run every history check and return the findings.
 
@@ -74,6 +77,10 @@ def analyze_history(
         history: a path or mapping (see :func:`load_history`).
         patience: epochs without validation gain that count as a plateau (default:
             ``max(5, epochs // 4)``).
+        lr_schedule: the rate came from a ``LearningRateSchedule`` (``DoctorCallback`` knows;
+            a CSV does not): its drops are the schedule's, so no ``lr-reduced-while-improving``
+            (an exponential decay cuts by the same factor every epoch, as ReduceLROnPlateau with
+            patience 1 does; second blind test, 2026-12-07).
 
     Example:
         >>> h = {"loss": [0.9] * 8, "val_loss": [0.9] * 8}
@@ -96,8 +103,8 @@ def analyze_history(
     ):
         findings.extend(check(h, patience))
     ids = {f.id for f in findings}
-    # A rate gone to zero explains its cuts: they are a schedule's, not a misdirected monitor's.
-    if "lr-vanished" in ids:
+    # A schedule, or a rate gone to zero, explains the cuts: not a misdirected monitor.
+    if lr_schedule or "lr-vanished" in ids:
         findings = [f for f in findings if f.id != "lr-reduced-while-improving"]
     # One explanation per symptom: a collapse or a constant metric explains a plateau.
     if ids & {"prediction-collapse", "metric-constant", "overfitting", "underfitting"}:
