@@ -24,6 +24,7 @@ SPLIT_IDS = {
     "split-intensity-shift",
     "split-image-size",
     "duplicate-across-splits",
+    "overlap-across-splits",
     "name-clash",
     "unsupported-file",
 }
@@ -359,3 +360,64 @@ def test_flipped_copies_within_the_training_split_are_not_a_leak(tmp_path, rng):
     train += [(np.flipud(i).copy(), np.flipud(m).copy()) for i, m in train]  # offline augmentation
     root = write_splits(tmp_path / "ok", {"train": train, "val": _scenes(rng, 4)})
     assert "duplicate-across-splits" not in findings(root)
+
+
+# --- overlapping tiles ------------------------------------------------------------------------
+
+
+def isbi_tiles(shared_data: Path, stride: int, n_images: int = 2, region: int = 256) -> list:
+    """``(name, image, mask)`` 64 px tiles of the top-left ``region`` px of ISBI 2012 slices, cut
+    at ``stride`` (below 64: neighbouring tiles overlap), named ``sliceK_Y_X``."""
+    size = 64
+    src = shared_data / "isbi2012-membrane"
+    tiles = []
+    for k in range(n_images):
+        image = np.asarray(Image.open(src / "images" / f"{k:02d}.png"))[:region, :region]
+        mask = np.asarray(Image.open(src / "masks" / f"{k:02d}.png"))[:region, :region] > 127
+        for y in range(0, region - size + 1, stride):
+            for x in range(0, region - size + 1, stride):
+                box = (slice(y, y + size), slice(x, x + size))
+                tiles.append((f"slice{k}_{y}_{x}", image[box], mask[box].astype(np.uint8)))
+    return tiles
+
+
+def write_tiles(root: Path, tiles: list, val_every: int | None = 5) -> Path:
+    """Tiles into ``train/`` and ``val/`` (every ``val_every``-th tile, as a random split would
+    spread them), or into one folder when ``val_every`` is None."""
+    for i, (name, image, mask) in enumerate(tiles):
+        split = "" if val_every is None else ("val" if i % val_every == 2 else "train")
+        for kind, array in (("images", image), ("masks", mask)):
+            (root / split / kind).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(root / split / kind / f"{name}.png")
+    return root
+
+
+def test_overlapping_tiles_split_across_folders_are_an_error(shared_data, tmp_path):
+    tiles = isbi_tiles(shared_data, stride=32)
+    f = findings(write_tiles(tmp_path, tiles))["overlap-across-splits"]
+    assert f.severity == "error"
+    assert f.evidence["shared_pixels"] > 0.9  # each val tile is covered by its training neighbours
+    n_val = sum(i % 5 == 2 for i in range(len(tiles)))
+    assert f.evidence["val"].startswith(f"{n_val} of {n_val} images share a region with train")
+    assert "offset" in f.evidence["pairs"][0]
+    assert "data.group_by=REGEX" in f.fix  # two sources: too few groups for a split by prefix
+
+
+def test_tiles_cut_without_overlap_are_silent(shared_data, tmp_path):
+    found = findings(write_tiles(tmp_path, isbi_tiles(shared_data, stride=64, n_images=4)))
+    assert "overlap-across-splits" not in found and "duplicate-across-splits" not in found
+
+
+def test_overlapping_tiles_in_one_folder_warn_and_keep_together_splits_them_apart(
+    shared_data, tmp_path
+):
+    tiles = isbi_tiles(shared_data, stride=32, n_images=6, region=128)
+    root = write_tiles(tmp_path, tiles, val_every=None)
+    f = findings(root)["overlap-across-splits"]
+    assert f.severity == "warning" and "random split" in f.title
+    assert "data.group_by=prefix" in f.fix  # six sources, named in the tiles' names
+    pairs = discover_pairs(root).pairs
+    train, val = split_pairs(pairs, 0.2, 0, keep_duplicates_together=True)
+    assert {p.name.split("_")[0] for p in train}.isdisjoint({p.name.split("_")[0] for p in val})
+    train, val = split_pairs(pairs, 0.2, 0)  # the default split does put neighbours apart
+    assert {p.name.split("_")[0] for p in train} & {p.name.split("_")[0] for p in val}

@@ -20,6 +20,7 @@ import numpy as np
 
 from segdoctor.data.discover import Pair
 from segdoctor.data.io import read_image
+from segdoctor.data.overlap import block_print, find_overlaps
 from segdoctor.errors import ConfigError
 
 GroupBy = str | Callable[[Pair], str] | None
@@ -98,7 +99,9 @@ def split_pairs(
         respect_existing: When every pair already has ``split`` "train" or "val" (train-val
             layout, CSV split column), keep it and ignore ``val_fraction``.
         keep_duplicates_together: Read every image and merge the groups of pixel-identical
-            images (:func:`content_hash`), so that copies never end up on both sides.
+            images (:func:`content_hash`) and of images that share a region (tiles cut with
+            overlap, :func:`~segdoctor.data.overlap.find_overlaps`), so that neither copies nor
+            overlapping tiles end up on both sides.
 
     Returns:
         ``(train, val)``, each sorted by name, with ``Pair.split`` set.
@@ -217,7 +220,8 @@ def _choose_val_groups(
 
 
 def _merge_duplicate_groups(pairs: Sequence[Pair], keys_of: dict[str, str]) -> dict[str, str]:
-    """Union-find over group keys: groups that share a pixel-identical image become one."""
+    """Union-find over group keys: groups that share a pixel-identical image, or two images
+    that share a region, become one."""
     parent: dict[str, str] = {k: k for k in keys_of.values()}
 
     def root(k: str) -> str:
@@ -226,16 +230,23 @@ def _merge_duplicate_groups(pairs: Sequence[Pair], keys_of: dict[str, str]) -> d
             k = parent[k]
         return k
 
+    def union(k1: str, k2: str) -> None:
+        a, b = root(k1), root(k2)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+
     first_key: dict[str, str] = {}
+    prints = []
     for pair in pairs:
-        digest = content_hash(read_image(pair.image, slice_index=pair.slice_index))
-        key = keys_of[pair.name]
+        image = read_image(pair.image, slice_index=pair.slice_index)
+        digest, key = content_hash(image), keys_of[pair.name]
+        prints.append(block_print(image))
         if digest in first_key:
-            a, b = root(first_key[digest]), root(key)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
+            union(first_key[digest], key)
         else:
             first_key[digest] = key
+    for o in find_overlaps(prints):
+        union(keys_of[pairs[o.a].name], keys_of[pairs[o.b].name])
     return {name: root(key) for name, key in keys_of.items()}
 
 

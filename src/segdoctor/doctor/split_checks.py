@@ -42,6 +42,11 @@ finding states the numbers of each split in its evidence. Thresholds (also in
 * ``duplicate-across-splits``: pixel-identical images (SHA-1 of the decoded pixels), across
   splits also flipped or rotated copies (:func:`~segdoctor.data.split.orientation_free_hash`), or
   the same file name in two splits.
+* ``overlap-across-splits``: images of two splits that share a region pixel for pixel at an
+  offset (tiles cut with overlap from one larger image; :mod:`segdoctor.data.overlap`). An error
+  when at least :data:`LEAK_ERROR` of the other split's pixels lie in such regions of declared
+  splits, else a warning; a warning when the split is the one segdoctor train would make.
+  Pixel-identical pairs are left to ``duplicate-across-splits``.
 """
 
 from __future__ import annotations
@@ -54,10 +59,12 @@ import numpy as np
 from scipy import ndimage, stats
 
 from segdoctor.data.io import file_stem, is_supported, read_image
+from segdoctor.data.overlap import BlockPrint, block_print, find_overlaps
 from segdoctor.data.split import (
     DEFAULT_SPLIT_SEED,
     DEFAULT_VAL_FRACTION,
     content_hash,
+    group_key,
     orientation_free_hash,
     split_pairs,
 )
@@ -90,6 +97,10 @@ CLASSES_SHOWN = 8
 MAX_MASK_VALUES = 64
 """Masks with more distinct values (instance labels) record no value set."""
 MAX_TEST_IMAGES = 1000
+LEAK_ERROR = 0.2
+"""Share of a split's pixels shared with the reference split from which ``overlap-across-splits``
+is an error (declared splits). Overlapping tiles at half the tile size as the stride put every
+validation tile's whole area in training tiles (share 1.0); a strip along one edge, a few percent."""
 """nnU-Net ``imagesTs`` files read at most (in name order)."""
 BINARY_KINDS = ("binary", "scale-255", "two-value", "instance")
 """Mask kinds whose only class (besides background) is "foreground"."""
@@ -110,6 +121,8 @@ class PairStats:
         object_area: Median area (pixels) of the mask's connected foreground components.
         labelled: False for an unlabelled test image (nnU-Net ``imagesTs``): no mask numbers.
         shape: ``(H, W)`` of the mask (``None``: not recorded).
+        oriented: :func:`~segdoctor.data.split.orientation_free_hash` of the image, or ``None``.
+        blocks: :func:`~segdoctor.data.overlap.block_print` of the image, or ``None``.
     """
 
     name: str
@@ -123,6 +136,7 @@ class PairStats:
     labelled: bool = True
     shape: tuple[int, int] | None = None
     oriented: str | None = None
+    blocks: BlockPrint | None = None
 
 
 def pair_stats(pair, image: np.ndarray | None, mask: np.ndarray, digest: str | None) -> PairStats:
@@ -161,6 +175,7 @@ def pair_stats(pair, image: np.ndarray | None, mask: np.ndarray, digest: str | N
         object_area=area,
         shape=(int(fg.shape[0]), int(fg.shape[1])),
         oriented=None if image is None else orientation_free_hash(image),
+        blocks=None if image is None else block_print(image),
     )
 
 
@@ -238,6 +253,7 @@ def _unlabelled_test_images(index) -> list[PairStats]:
                 None,
                 False,
                 oriented=orientation_free_hash(image),
+                blocks=block_print(image),
             )
         )
     return out
@@ -263,7 +279,7 @@ def check_splits(index, records: Sequence[PairStats], mask_kind: str | None) -> 
     splits, source, declared = assign_splits(index, records)
     if len(splits) < 2:
         return []
-    found = _duplicates(splits, source, declared)
+    found = _duplicates(splits, source, declared) + _overlaps(splits, source, declared)
     ref = splits[0]
     for other in splits[1:]:
         pair = (ref, other)
@@ -540,6 +556,80 @@ def _duplicates(splits: list[_Split], source: str, declared: bool) -> list[Findi
     else:
         severity, variant = "warning", "unsplit"
     return [make_finding("duplicate-across-splits", evidence, variant=variant, severity=severity)]
+
+
+def _overlaps(splits: list[_Split], source: str, declared: bool) -> list[Finding]:
+    """Images of the reference split and of another that share a region (not identical ones)."""
+    items = [(s.name, item) for s in splits for item in s.items]
+    side = {name: i for i, name in enumerate(s.name for s in splits)}
+    found = [
+        o
+        for o in find_overlaps([it.blocks for _, it in items], [side[s] for s, _ in items])
+        if 0 in (side[items[o.a][0]], side[items[o.b][0]])  # one side is the reference
+        and not (items[o.a][1].digest and items[o.a][1].digest == items[o.b][1].digest)
+    ]
+    if not found:
+        return []
+    ref = splits[0].name
+    covered: dict[int, np.ndarray] = {}  # per image of another split: its pixels in the overlap
+    for o in found:
+        other, (top, left, bottom, right) = o.a, o.box
+        if items[o.a][0] == ref:  # the box is in a's coordinates: move it into b's
+            other, (dy, dx) = o.b, o.offset
+            top, left, bottom, right = top + dy, left + dx, bottom + dy, right + dx
+        shape = items[other][1].blocks.shape  # type: ignore[union-attr]
+        canvas = covered.setdefault(other, np.zeros(shape, bool))
+        canvas[top:bottom, left:right] = True
+    evidence: dict = {"split": source}
+    leaks = {}
+    for s in splits[1:]:
+        idx = [i for i, (name, _) in enumerate(items) if name == s.name]
+        total = sum(int(np.prod(items[i][1].blocks.shape)) for i in idx if items[i][1].blocks)
+        shared = sum(int(covered[i].sum()) for i in idx if i in covered)
+        leaks[s.name] = shared / total if total else 0.0
+        evidence[s.name] = (
+            f"{sum(i in covered for i in idx)} of {s.n} images share a region with {ref} images: "
+            f"{leaks[s.name]:.0%} of the split's pixels"
+        )
+    touched = {i for o in found for i in (o.a, o.b) if items[i][0] == ref}
+    evidence[ref] = f"{len(touched)} of {splits[0].n} images share a region with another split"
+    evidence |= {
+        "pairs": [
+            f"{items[o.a][0]}:{items[o.a][1].name} ~ {items[o.b][0]}:{items[o.b][1].name} "
+            f"({o.share:.0%} of the smaller image, offset {o.offset[0]},{o.offset[1]})"
+            for o in found[:5]
+        ],
+        "count": len(found),
+        "shared_pixels": round(max(leaks.values()), 4),
+    }
+    prefixes = [group_key(_Named(item.name), "prefix") for _, item in items]
+    prefix = len(set(prefixes)) >= MIN_PER_SPLIT and all(
+        prefixes[o.a] == prefixes[o.b] for o in found
+    )
+    group = (
+        "the tiles' names start with their source's name: --set data.group_by=prefix keeps each "
+        "source on one side"
+        if prefix
+        else "give each tile its source image as a group (a CSV group column, or a name pattern "
+        "with --set data.group_by=REGEX)"
+    )
+    if not declared:
+        severity, variant = "warning", "unsplit"
+    else:
+        severity = "error" if max(leaks.values()) >= LEAK_ERROR else "warning"
+        variant = None
+    return [
+        make_finding(
+            "overlap-across-splits", evidence, variant=variant, severity=severity, group=group
+        )
+    ]
+
+
+@dataclass(frozen=True)
+class _Named:
+    """The one field :func:`~segdoctor.data.split.group_key` reads from a pair."""
+
+    name: str
 
 
 def discovery_findings(index) -> list[Finding]:

@@ -36,6 +36,9 @@ class DataConfig:
     val_fraction: float = 0.2
     split_seed: int = 0
     group_by: str | None = None  # regex whose first match in a file name is the group key
+    # read every image before splitting: pixel-identical images and tiles that share a region
+    # (cut with overlap) go to one side (split_pairs(keep_duplicates_together=True))
+    keep_duplicates_together: bool = False
     mask_policy: str = "auto"  # auto, or a kind of segdoctor.data.masks.KINDS (e.g. scale-255)
     num_classes: int | None = None  # inferred from the masks when None
     ignore_index: int | None = None

@@ -131,7 +131,11 @@ def _discover_and_split(d: DataConfig, log: Log) -> tuple[list, list]:
         val_pairs = sd.discover_pairs(d.val_path, on_unpaired=on_unpaired).pairs
     else:
         train_pairs, val_pairs = sd.split_pairs(
-            index.pairs, d.val_fraction, seed=d.split_seed, group_by=d.group_by
+            index.pairs,
+            d.val_fraction,
+            seed=d.split_seed,
+            group_by=d.group_by,
+            keep_duplicates_together=d.keep_duplicates_together,
         )
     log(
         f"Split: {len(train_pairs)} training and {len(val_pairs)} validation pairs (seed {d.split_seed})."

@@ -239,6 +239,22 @@ FILE_ENTRIES: tuple[CatalogEntry, ...] = (
         },
     ),
     CatalogEntry(
+        "overlap-across-splits",
+        "data",
+        "error",
+        "Validation images share regions with training images (overlapping tiles)",
+        fix="Tiles cut from one image with overlap share pixels: the part of a validation tile "
+        "that a training tile holds was trained on, and validation Dice measures memory there. "
+        "Split by source image, then tile (or tile without overlap); {group}. Without names or "
+        "groups, segdoctor train --set data.keep_duplicates_together=true (from Python: "
+        "segdoctor.data.split_pairs(..., keep_duplicates_together=True)) finds the tiles that "
+        "share a region and keeps them on one side.",
+        titles={
+            "unsplit": "Images share regions (overlapping tiles): a random split puts them on "
+            "both sides",
+        },
+    ),
+    CatalogEntry(
         "unreadable-file",
         "data",
         "error",
