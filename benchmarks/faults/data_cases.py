@@ -181,6 +181,26 @@ def augmented_leak(ctx: Context):
     return _diagnose(write_splits(ctx.workdir / "data", {"train": train, "val": val}), ctx)
 
 
+def tiles_overlap_split(ctx: Context):
+    """Large images cut into 64 px tiles every 32 px (overlapping), then split at random 80/20:
+    each validation tile's area is held by its training neighbours. The twin cuts the same
+    slices at a stride of 64 (no overlap) and splits them the same way."""
+    pairs = membrane(ctx.data_root, n=4, size=256)
+    stride = 32 if ctx.faulty else 64
+    tiles = [
+        RealPair(f"{p.name}_{top}_{left}", p.image[box], (p.mask[box] > 127).astype(np.uint8))
+        for p in pairs
+        for top in range(0, 256 - 64 + 1, stride)
+        for left in range(0, 256 - 64 + 1, stride)
+        for box in [(slice(top, top + 64), slice(left, left + 64))]
+    ]
+    tiles = [tiles[i] for i in np.random.default_rng(0).permutation(len(tiles))]
+    cut = len(tiles) * 4 // 5
+    return _diagnose(
+        write_splits(ctx.workdir / "data", {"train": tiles[:cut], "val": tiles[cut:]}), ctx
+    )
+
+
 CASES = [
     Case(
         "mask-0-255",
@@ -252,6 +272,15 @@ CASES = [
         ("duplicate-across-splits",),
         "DeepFont #2, RDLINet #1: data augmented before the train/validation split",
         augmented_leak,
+        cheap=True,
+    ),
+    Case(
+        "tiles-overlap-split",
+        "isbi2012-membrane",
+        "diagnose(data)",
+        ("overlap-across-splits",),
+        "geo-deep-learning #148, seismic-deeplearning #143: overlapping patches split at random",
+        tiles_overlap_split,
         cheap=True,
     ),
 ]
