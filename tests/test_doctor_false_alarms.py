@@ -225,6 +225,44 @@ def test_validation_scaled_unlike_training_is_named_from_the_batches():
     assert not any(f.startswith("split-intensity-shift") for f in _fit_with_validation(1.0))
 
 
+def _camvid_fit(shared_data: Path, bgr: bool) -> set[str]:
+    """A user fit on CamVid scenes (road against the rest) whose validation images were read
+    with OpenCV (BGR) when ``bgr``, the training ones with PIL (RGB)."""
+    from PIL import Image
+
+    folder = shared_data / "camvid-val"
+    names = sorted(p.name for p in (folder / "images").iterdir())[:24]
+    x = (
+        np.stack(
+            [np.asarray(Image.open(folder / "images" / n).resize((96, 72))) for n in names]
+        ).astype("float32")
+        / 255.0
+    )  # (24, 72, 96, 3)
+    masks = np.stack(
+        [
+            np.asarray(Image.open(folder / "masks" / n).resize((96, 72), Image.NEAREST))
+            for n in names
+        ]
+    )
+    y = (masks == np.bincount(masks.ravel()).argmax()).astype("float32")[..., None]
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((72, 96, 3))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(h))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    doctor = DoctorCallback(verbose=False)
+    xv = x[16:, ..., ::-1] if bgr else x[16:]
+    model.fit(x[:16], y[:16], batch_size=4, epochs=1, validation_data=(xv, y[16:]), verbose=0,
+              callbacks=[doctor])  # fmt: skip
+    return {f"{f.id}:{f.severity}" for f in doctor.findings}
+
+
+def test_validation_read_as_bgr_is_named_from_the_batches(shared_data):
+    """Missed by the second blind test: the split-level channel means were too close."""
+    assert "split-channel-order:error" in _camvid_fit(shared_data, bgr=True)
+    assert not any(f.startswith("split-channel-order") for f in _camvid_fit(shared_data, False))
+
+
 def test_the_callback_hands_keras_its_own_steps_back_after_fit():
     """One validation batch (fewer than the peeks): the test step is restored at the end."""
     x, y = disks(12)

@@ -23,6 +23,7 @@ SPLIT_IDS = {
     "split-object-size",
     "split-intensity-shift",
     "split-image-size",
+    "split-channel-order",
     "duplicate-across-splits",
     "overlap-across-splits",
     "name-clash",
@@ -244,6 +245,15 @@ def test_val_images_that_are_same_name_copies_of_train_images(shared_data, tmp_p
     assert [f"train:{train[0].stem}", f"val:{train[0].stem}"] in f.evidence["groups"]
     assert main(["diagnose", str(root)]) == 1
     assert "duplicate-across-splits" in capsys.readouterr().out
+
+
+def test_a_validation_folder_written_bgr_is_named(shared_data, tmp_path):
+    # Missed by the second blind test (channel means 0.31/0.33/0.34 against 0.37/0.36/0.34):
+    # per image, red below blue and blue more spread than red in every CamVid frame.
+    bgr = camvid_split(shared_data, tmp_path / "bgr", lambda i, m: (i[..., ::-1].copy(), m))
+    f = findings(bgr)["split-channel-order"]
+    assert f.severity == "error" and "100% of 6 above 0" in f.evidence["val"]
+    assert "split-channel-order" not in findings(camvid_split(shared_data, tmp_path / "rgb"))
 
 
 def test_same_name_with_different_pixels_is_a_warning(shared_data, tmp_path):

@@ -301,6 +301,22 @@ def softmax_rows(ctx: Context):
     return fit_with_doctor(model, x, one_hot, epochs=1)
 
 
+def validation_bgr(ctx: Context):
+    """CamVid scenes (road vs the rest); the validation images were read with ``cv2.imread``
+    (BGR), the training ones with PIL (RGB). The twin reads both as RGB. (Second blind test,
+    2026-12-07, where the split-level channel means were too close to tell.)"""
+    pairs = streets(ctx.data_root, n=24, width=96)
+    x = np.stack([p.image for p in pairs]).astype("float32") / 255.0  # (N, H, W, 3) RGB
+    road = int(np.bincount(np.concatenate([p.mask.ravel() for p in pairs])).argmax())
+    y = np.stack([(p.mask == road) for p in pairs]).astype("float32")[..., None]
+    xv = x[16:, ..., ::-1] if ctx.faulty else x[16:]
+    model = small_unet(x.shape[1:])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=[dice_coef]
+    )
+    return fit_with_doctor(model, x[:16], y[:16], epochs=2, validation_data=(xv, y[16:]))
+
+
 CASES = [
     Case(
         "activation-missing",
@@ -405,6 +421,14 @@ CASES = [
         ("split-intensity-shift",),
         "Keras Q&A: x_train / 255 but not x_val; validation Dice stuck while training rises",
         validation_unscaled,
+    ),
+    Case(
+        "validation-bgr",
+        "camvid-val",
+        "fit+DoctorCallback",
+        ("split-channel-order",),
+        "OpenCV users: cv2.imread returns BGR; one split read with cv2, the other with PIL",
+        validation_bgr,
     ),
     Case(
         "schedule-in-steps",

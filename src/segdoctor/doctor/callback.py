@@ -55,7 +55,7 @@ from segdoctor.doctor.model_checks import check_model
 from segdoctor.doctor.model_data import Targets
 from segdoctor.doctor.probes import explode_threshold, gradient_findings, gradient_stats
 from segdoctor.doctor.report import Report
-from segdoctor.doctor.split_checks import intensity_shift
+from segdoctor.doctor.split_checks import channel_balance, channel_order, intensity_shift
 from segdoctor.doctor.update_ratio import (
     UPDATE_STEPS,
     kernel_indices,
@@ -166,8 +166,9 @@ class DoctorCallback(keras.callbacks.Callback):
         self._alignment: list[float] = []
         self._targets: list[Targets] = []  # classes seen in the peeked batches
         self._fg_fractions: list[float] = []  # per image of the peeked batches
-        self._train_intensity: dict[str, list[float]] = {"mean": [], "std": []}  # per image
-        self._val_intensity: dict[str, list[float]] = {"mean": [], "std": []}
+        # per image: mean, std, channel_balance (RGB images)
+        self._train_intensity: dict[str, list] = {"mean": [], "std": [], "balance": []}
+        self._val_intensity: dict[str, list] = {"mean": [], "std": [], "balance": []}
         self._shift_checked = False
         self._kernels: list[int] = []  # weights whose first updates are measured (update_ratio)
         self._before: list[np.ndarray] | None = None
@@ -304,11 +305,14 @@ class DoctorCallback(keras.callbacks.Callback):
         )
 
     @staticmethod
-    def _note_intensities(x: np.ndarray, into: dict[str, list[float]]) -> None:
-        """Per-image mean and standard deviation of an input batch ``(B, H, W, C)``."""
-        flat = np.asarray(x, "float64").reshape(len(x), -1)
+    def _note_intensities(x: np.ndarray, into: dict[str, list]) -> None:
+        """Per-image mean, standard deviation and red/blue balance of an input batch
+        ``(B, H, W, C)``."""
+        x = np.asarray(x, "float64")
+        flat = x.reshape(len(x), -1)
         into["mean"] += flat.mean(axis=1).tolist()
         into["std"] += flat.std(axis=1).tolist()
+        into["balance"] += [b for image in x if (b := channel_balance(image)) is not None]
 
     def _intensity_shift(self) -> list[Finding]:
         """Once, after the first validation: the training batches' intensities against the
@@ -317,7 +321,9 @@ class DoctorCallback(keras.callbacks.Callback):
             return []
         self._shift_checked = True
         splits = {"training": self._train_intensity, "validation": self._val_intensity}
-        return intensity_shift(splits, "first batches of model.fit's training and validation data")
+        source = "first batches of model.fit's training and validation data"
+        balances = {name: split["balance"] for name, split in splits.items()}
+        return intensity_shift(splits, source) + channel_order(balances, source)
 
     def _peek(self, batch: tuple[np.ndarray, np.ndarray]) -> None:
         self._count_foreground(batch[1])

@@ -239,6 +239,17 @@ FILE_ENTRIES: tuple[CatalogEntry, ...] = (
         },
     ),
     CatalogEntry(
+        "split-channel-order",
+        "data",
+        "error",
+        "One split's colour images have red and blue swapped (BGR)",
+        fix="The {other} images look like the {reference} images with red and blue swapped: one "
+        "of them was read or written with OpenCV (cv2.imread and cv2.imwrite use BGR order), the "
+        "other with PIL, imageio or Keras (RGB). The model learns colours one way and is scored "
+        "on the other. Convert the odd split once (image[..., ::-1], or cv2.cvtColor(image, "
+        "cv2.COLOR_BGR2RGB)) and read every image with the same library.",
+    ),
+    CatalogEntry(
         "overlap-across-splits",
         "data",
         "error",
