@@ -329,6 +329,39 @@ def test_leak_prescription_drops_flipped_training_copies_too(tmp_path):
     assert found[0].drop_train == (leaked.name,)
 
 
+def test_overlap_prescription_drops_the_training_tiles_that_share_a_region(tmp_path):
+    from segdoctor.data.overlap import block_print
+
+    # the real 256 px image of the sample with the most texture (dark fluorescence has few
+    # blocks with 8 distinct values outside its nuclei)
+    reads = [sd.read_pair(p) for p in sd.discover_pairs(sample_path()).pairs[:8]]
+    image, mask = max(reads, key=lambda r: len(block_print(r[0][:128, :128]).hashes))
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    tiles = {}
+    for top, left in [(0, 0), (0, 64), (64, 0), (64, 64), (0, 32), (128, 128)]:
+        name = f"t{top}_{left}"
+        Image.fromarray(image[top : top + 64, left : left + 64, 0]).save(
+            tmp_path / "images" / f"{name}.png"
+        )
+        Image.fromarray((mask[top : top + 64, left : left + 64] > 0).astype(np.uint8)).save(
+            tmp_path / "masks" / f"{name}.png"
+        )
+        tiles[name] = sd.Pair(
+            name, tmp_path / "images" / f"{name}.png", tmp_path / "masks" / f"{name}.png"
+        )
+    train = [tiles[n] for n in ("t0_0", "t0_64", "t64_0", "t64_64")]
+    val = [tiles["t0_32"], tiles["t128_128"]]  # t0_32 holds half of t0_0 and half of t0_64
+    found, other = vf.prescribe(
+        _report(("overlap-across-splits", {})), vf.DataPlan(tmp_path, train, val)
+    )
+    assert not other and found[0].drop_train == ("t0_0", "t0_64") and found[0].expect == "down"
+    apart = vf.DataPlan(tmp_path, train, [tiles["t128_128"]])
+    assert (
+        vf.prescribe(_report(("overlap-across-splits", {})), apart)[1][0].status == "not-verifiable"
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # the corrected copy
 

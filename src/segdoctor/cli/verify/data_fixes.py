@@ -22,6 +22,7 @@ from scipy.optimize import linear_sum_assignment
 from segdoctor import data as sd
 from segdoctor.cli.verify.plan import DataPlan
 from segdoctor.cli.verify.results import MIN_IMAGES, Prescription, RunData, Unverified
+from segdoctor.data.overlap import block_print, find_overlaps
 from segdoctor.data.split import orientation_free_hash
 from segdoctor.doctor import Finding
 from segdoctor.doctor.alignment import MISALIGNED_BELOW, alignment_score
@@ -105,6 +106,34 @@ def _leak(f: Finding, plan: DataPlan, model: Any = None) -> Prescription | Unver
         expect="down",
         note="removing a leak should LOWER the validation Dice: the as-diagnosed number measures "
         "memory, not how the model does on new images.",
+    )
+
+
+def _overlap(f: Finding, plan: DataPlan, model: Any = None) -> Prescription | Unverified:
+    """Drop the training tiles that share a region with a validation tile (expect Dice down)."""
+    pairs = [*plan.train, *plan.val]
+    prints = [block_print(sd.read_pair(p)[0]) for p in pairs]
+    groups = [0] * len(plan.train) + [1] * len(plan.val)
+    found = find_overlaps(prints, groups)  # a < b: a is a training tile, b a validation one
+    if not found:
+        return Unverified(
+            f.id,
+            "not-verifiable",
+            "no training tile shares a region with a validation tile in the split used here, "
+            "so dropping tiles cannot change what validation measures.",
+        )
+    drop = tuple(sorted({pairs[o.a].name for o in found}))
+    touched = len({o.b for o in found})
+    return Prescription(
+        f.id,
+        f"drop the {len(drop)} training tiles that share a region with validation tiles",
+        f"{touched} validation image(s) share a region with training images",
+        {},
+        {},
+        drop_train=drop,
+        expect="down",
+        note="removing a leak should LOWER the validation Dice: the as-diagnosed number measures "
+        "memory of the shared regions, not how the model does on new images.",
     )
 
 
