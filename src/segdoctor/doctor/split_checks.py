@@ -60,6 +60,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage, stats
 
+from segdoctor.data.discover import Pair
 from segdoctor.data.io import file_stem, is_supported, read_image
 from segdoctor.data.overlap import BlockPrint, block_print, find_overlaps
 from segdoctor.data.split import (
@@ -657,22 +658,13 @@ def _overlaps(splits: list[_Split], source: str, declared: bool) -> list[Finding
     if not found:
         return []
     ref = splits[0].name
-    covered: dict[int, np.ndarray] = {}  # per image of another split: its pixels in the overlap
-    for o in found:
-        other, (top, left, bottom, right) = o.a, o.box
-        if items[o.a][0] == ref:  # the box is in a's coordinates: move it into b's
-            other, (dy, dx) = o.b, o.offset
-            top, left, bottom, right = top + dy, left + dx, bottom + dy, right + dx
-        shape = items[other][1].blocks.shape  # type: ignore[union-attr]
-        canvas = covered.setdefault(other, np.zeros(shape, bool))
-        canvas[top:bottom, left:right] = True
+    covered = _shared_pixels(found, items, ref)
     evidence: dict = {"split": source}
     leaks = {}
     for s in splits[1:]:
-        idx = [i for i, (name, _) in enumerate(items) if name == s.name]
-        total = sum(int(np.prod(items[i][1].blocks.shape)) for i in idx if items[i][1].blocks)
-        shared = sum(int(covered[i].sum()) for i in idx if i in covered)
-        leaks[s.name] = shared / total if total else 0.0
+        idx = [i for i, (name, it) in enumerate(items) if name == s.name and it.blocks]
+        total = sum(int(np.prod(items[i][1].blocks.shape)) for i in idx)  # type: ignore[union-attr]
+        leaks[s.name] = sum(int(covered[i].sum()) for i in idx if i in covered) / max(total, 1)
         evidence[s.name] = (
             f"{sum(i in covered for i in idx)} of {s.n} images share a region with {ref} images: "
             f"{leaks[s.name]:.0%} of the split's pixels"
@@ -688,22 +680,19 @@ def _overlaps(splits: list[_Split], source: str, declared: bool) -> list[Finding
         "count": len(found),
         "shared_pixels": round(max(leaks.values()), 4),
     }
-    prefixes = [group_key(_Named(item.name), "prefix") for _, item in items]
-    prefix = len(set(prefixes)) >= MIN_PER_SPLIT and all(
+    prefixes = [group_key(Pair(item.name, Path(), Path()), "prefix") for _, item in items]
+    by_prefix = len(set(prefixes)) >= MIN_PER_SPLIT and all(
         prefixes[o.a] == prefixes[o.b] for o in found
     )
     group = (
         "the tiles' names start with their source's name: --set data.group_by=prefix keeps each "
         "source on one side"
-        if prefix
+        if by_prefix
         else "give each tile its source image as a group (a CSV group column, or a name pattern "
         "with --set data.group_by=REGEX)"
     )
-    if not declared:
-        severity, variant = "warning", "unsplit"
-    else:
-        severity = "error" if max(leaks.values()) >= LEAK_ERROR else "warning"
-        variant = None
+    severity = "error" if declared and max(leaks.values()) >= LEAK_ERROR else "warning"
+    variant = None if declared else "unsplit"
     return [
         make_finding(
             "overlap-across-splits", evidence, variant=variant, severity=severity, group=group
@@ -711,11 +700,17 @@ def _overlaps(splits: list[_Split], source: str, declared: bool) -> list[Finding
     ]
 
 
-@dataclass(frozen=True)
-class _Named:
-    """The one field :func:`~segdoctor.data.split.group_key` reads from a pair."""
-
-    name: str
+def _shared_pixels(found: list, items: list, ref: str) -> dict[int, np.ndarray]:
+    """Per image outside the reference split that shares a region: which of its pixels do."""
+    covered: dict[int, np.ndarray] = {}
+    for o in found:
+        other, (top, left, bottom, right) = o.a, o.box
+        if items[o.a][0] == ref:  # the box is in a's coordinates: move it into b's
+            other, (dy, dx) = o.b, o.offset
+            top, left, bottom, right = top + dy, left + dx, bottom + dy, right + dx
+        shape = items[other][1].blocks.shape
+        covered.setdefault(other, np.zeros(shape, bool))[top:bottom, left:right] = True
+    return covered
 
 
 def discovery_findings(index) -> list[Finding]:
