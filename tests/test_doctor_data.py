@@ -36,6 +36,10 @@ def clean(rng, n=8, **kw):
     return {f"im{i:02d}": disk_pair(rng, **kw) for i in range(n)}
 
 
+def findings_by_id(root):
+    return {f.id: f for f in check_data(root, plots=False)[0]}
+
+
 def ids(root):
     findings, _, _ = check_data(root, plots=False)
     return [f.id for f in findings]
@@ -145,6 +149,27 @@ def test_aligned_membrane_tiles_are_not_misaligned(shared_data, tmp_path):
     flipped = [(np.fliplr(i) if j % 2 else i, m) for j, (i, m) in enumerate(pairs.values())]
     scores = [s for i, m in flipped if (s := alignment_score(i, m)) is not None]
     assert all(misaligned(scores[i : i + 32])[0] for i in range(0, len(scores) - 31, 32))
+
+
+def _shift(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """The mask's content moved by (dy, dx) >= 0, zeros where it came from (an offset crop)."""
+    out = np.zeros_like(mask)
+    out[dy:, dx:] = mask[: mask.shape[0] - dy, : mask.shape[1] - dx]
+    return out
+
+
+def test_a_group_of_masks_shifted_by_one_offset_is_named_with_the_shift_back(tmp_path):
+    # Third blind test: half of the training masks exported with an 8 px offset crop; the
+    # share rule of pair-misaligned did not fire (most pairs aligned, the rest not below 1.0).
+    squares = _sample_squares(False)
+    shifted = {
+        n: (i, _shift(m, 8, 8) if k % 2 else m) for k, (n, (i, m)) in enumerate(squares.items())
+    }
+    f = findings_by_id(write_folder(tmp_path / "shifted", shifted))["mask-offset"]
+    assert f.severity == "error" and f.evidence["shift_back"] == [-8, -8]
+    assert "np.roll(mask, (-8, -8)" in f.fix and "8 px below and 8 px right" in f.fix
+    assert set(f.evidence["examples"]) <= set(list(shifted)[1::2])  # only the shifted ones
+    assert "mask-offset" not in ids(write_folder(tmp_path / "aligned", squares))
 
 
 def test_empty_masks_and_imbalance(tmp_path, rng):

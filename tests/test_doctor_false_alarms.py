@@ -263,6 +263,39 @@ def test_validation_read_as_bgr_is_named_from_the_batches(shared_data):
     assert not any(f.startswith("split-channel-order") for f in _camvid_fit(shared_data, False))
 
 
+def test_masks_shifted_in_a_subset_are_named_from_the_batches():
+    """Third blind test: half of the training masks exported with an 8 px offset crop."""
+    from segdoctor.data import discover_pairs, read_pair
+    from segdoctor.sample_data import sample_path
+
+    x, y = [], []
+    for pair in discover_pairs(sample_path()).pairs:
+        image, mask = read_pair(pair)
+        h, w = mask.shape
+        box = (slice(h // 2 - 32, h // 2 + 32), slice(w // 2 - 32, w // 2 + 32))
+        if image.shape[-1] == 1 and 0.05 < (mask[box] > 0).mean() < 0.5 and len(x) < 12:
+            x.append(image[box].astype("float32") / 255.0)
+            y.append((mask[box] > 0).astype("float32")[..., None])
+    x, y = np.stack(x), np.stack(y)  # (12, 64, 64, 1): gray nuclei crops with foreground
+
+    def fit(shifted: bool) -> set[str]:
+        masks = y.copy()
+        if shifted:
+            masks[1::2] = 0
+            masks[1::2, 8:, 8:] = y[1::2, :-8, :-8]
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((64, 64, 1))
+        h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+        model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(h))
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+        doctor = DoctorCallback(verbose=False)
+        model.fit(x, masks, batch_size=4, epochs=1, shuffle=False, verbose=0, callbacks=[doctor])
+        return {f"{f.id}:{f.severity}" for f in doctor.findings}
+
+    assert "mask-offset:error" in fit(shifted=True)
+    assert not any(f.startswith("mask-offset") for f in fit(shifted=False))
+
+
 def test_the_callback_hands_keras_its_own_steps_back_after_fit():
     """One validation batch (fewer than the peeks): the test step is restored at the end."""
     x, y = disks(12)

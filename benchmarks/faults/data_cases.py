@@ -181,6 +181,23 @@ def augmented_leak(ctx: Context):
     return _diagnose(write_splits(ctx.workdir / "data", {"train": train, "val": val}), ctx)
 
 
+def masks_offset_subset(ctx: Context):
+    """Half of the masks exported with an 8 px offset crop (an annotation batch whose export
+    cropped the image 8 px further than the mask): their content sits 8 px below and right of
+    the objects. The twin exports every mask in place. (Third blind test, 2026-12-07.)"""
+    pairs = nuclei(ctx.data_root, n=48, size=64)
+    if ctx.faulty:
+        moved = []
+        for k, p in enumerate(pairs):
+            mask = p.mask
+            if k % 2:
+                mask = np.zeros_like(p.mask)
+                mask[8:, 8:] = p.mask[:-8, :-8]
+            moved.append(RealPair(p.name, p.image, mask))
+        pairs = moved
+    return _diagnose(write_pairs(ctx.workdir / "data", pairs), ctx)
+
+
 def tiles_overlap_split(ctx: Context):
     """Large images cut into 64 px tiles every 32 px (overlapping), then split at random 80/20:
     each validation tile's area is held by its training neighbours. The twin cuts the same
@@ -272,6 +289,15 @@ CASES = [
         ("duplicate-across-splits",),
         "DeepFont #2, RDLINet #1: data augmented before the train/validation split",
         augmented_leak,
+        cheap=True,
+    ),
+    Case(
+        "masks-offset-subset",
+        "dsb2018-nuclei",
+        "diagnose(data)",
+        ("mask-offset",),
+        "annotation exports with an offset crop or padding: masks shifted from their images",
+        masks_offset_subset,
         cheap=True,
     ),
     Case(

@@ -6,11 +6,19 @@ augmentation code (0/255 masks, unscaled inputs, image-only augmentation).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import keras
 import numpy as np
 
 from segdoctor.doctor._probe_model import loss_ignore_index
-from segdoctor.doctor.alignment import MISALIGNED_BELOW, alignment_score, misaligned
+from segdoctor.doctor.alignment import (
+    MISALIGNED_BELOW,
+    alignment_score,
+    best_offset,
+    misaligned,
+    offset_finding,
+)
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
 from segdoctor.doctor.model_checks import (
@@ -34,28 +42,42 @@ def _has_scaling(model) -> bool:
     return any(type(layer).__name__ in _SCALING_LAYERS for layer in all_layers(model))
 
 
-def alignment_finding(scores: list[float], where: str = "training batches") -> list[Finding]:
-    """``pair-misaligned`` from the edge-alignment scores of at least 4 samples.
+@dataclass
+class AlignmentSamples:
+    """Per-sample edge alignment pooled over batches: scores
+    (:func:`~segdoctor.doctor.alignment.alignment_score`) and best shifts
+    (:func:`~segdoctor.doctor.alignment.best_offset`, named ``batch B sample I``)."""
+
+    scores: list[float] = field(default_factory=list)
+    offsets: list[tuple[str, tuple[tuple[int, int], float] | None]] = field(default_factory=list)
+    batches: int = 0
+
+
+def alignment_finding(samples: AlignmentSamples, where: str = "training batches") -> list[Finding]:
+    """``pair-misaligned`` from the edge-alignment scores of at least 4 samples, and
+    ``mask-offset`` when a group of them is shifted by one amount.
 
     The rule is :func:`~segdoctor.doctor.alignment.misaligned` (a low median, or a quarter of
     8 or more samples low: augmentation applied to the images only misaligns 50-75% of them).
     """
-    found, median, low = misaligned(scores)
+    shifted = offset_finding(samples.offsets, where)
+    found, median, low = misaligned(samples.scores)
     if not found:
-        return []
+        return shifted
     return [
+        *shifted,
         make_finding(
             "pair-misaligned",
             {
                 "median_alignment_score": median,
                 "misaligned_fraction": low,
                 "threshold": MISALIGNED_BELOW,
-                "samples": len(scores),
+                "samples": len(samples.scores),
                 "where": where,
             },
             variant="batch",
             confidence=0.8,
-        )
+        ),
     ]
 
 
@@ -144,7 +166,7 @@ def check_batch(
     y: np.ndarray,
     model=None,
     *,
-    scores_out: list[float] | None = None,
+    alignment_out: AlignmentSamples | None = None,
     targets_out: list[Targets] | None = None,
 ) -> list[Finding]:
     """Findings from one batch ``x (B, H, W, C)``, ``y (B, H, W, 1)`` or one-hot ``(B, H, W, K)``.
@@ -153,9 +175,9 @@ def check_batch(
         x: inputs as the model receives them.
         y: targets as the loss receives them.
         model: the model (output channels, scaling layers, BatchNorm).
-        scores_out: when a list, the per-sample alignment scores are appended to it and
-            ``pair-misaligned`` is left to the caller (:func:`alignment_finding` over several
-            batches); otherwise this batch alone decides.
+        alignment_out: when given, the per-sample alignment scores and best shifts are added
+            to it and ``pair-misaligned`` and ``mask-offset`` are left to the caller
+            (:func:`alignment_finding` over several batches); otherwise this batch alone decides.
         targets_out: when a list, the classes this batch holds (:class:`Targets`) are appended
             to it and ``output-channels-extra`` is left to the caller (over several batches,
             :func:`classes_finding`); otherwise this batch alone decides. Labels the head cannot
@@ -180,13 +202,17 @@ def check_batch(
         found += _model_vs_batch(model, x, y, targets_out)
         found += loss_vs_labels(model, y)
     fg = (y[..., 0] > 0) if y.shape[-1] == 1 else y.argmax(-1) > 0  # (B, H, W)
-    scores = [
-        s for i in range(len(x)) if (s := alignment_score(x[i], fg[i].astype("int32"))) is not None
-    ]
-    if scores_out is not None:
-        scores_out.extend(scores)  # the caller pools several batches and decides
-    else:
-        found += alignment_finding(scores)
+    samples = alignment_out if alignment_out is not None else AlignmentSamples()
+    for i in range(len(x)):
+        mask = fg[i].astype("int32")
+        if (score := alignment_score(x[i], mask)) is not None:
+            samples.scores.append(score)
+        samples.offsets.append(
+            (f"batch {samples.batches + 1} sample {i + 1}", best_offset(x[i], mask))
+        )
+    samples.batches += 1
+    if alignment_out is None:  # else the caller pools several batches and decides
+        found += alignment_finding(samples)
     return found
 
 

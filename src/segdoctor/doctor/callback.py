@@ -39,7 +39,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from segdoctor.doctor.batch_checks import alignment_finding, check_batch, classes_finding
+from segdoctor.doctor.batch_checks import (
+    AlignmentSamples,
+    alignment_finding,
+    check_batch,
+    classes_finding,
+)
 from segdoctor.doctor.catalog import CATALOG, make_finding
 from segdoctor.doctor.epoch_timing import epoch_start_findings
 from segdoctor.doctor.findings import Finding
@@ -163,7 +168,7 @@ class DoctorCallback(keras.callbacks.Callback):
         self._original_train_function = None
         self._original_test_function = None
         self._siblings: list[Any] | None = None
-        self._alignment: list[float] = []
+        self._alignment = AlignmentSamples()
         self._targets: list[Targets] = []  # classes seen in the peeked batches
         self._fg_fractions: list[float] = []  # per image of the peeked batches
         # per image: mean, std, channel_balance (RGB images)
@@ -336,7 +341,7 @@ class DoctorCallback(keras.callbacks.Callback):
                 batch[0],
                 batch[1],
                 model,
-                scores_out=self._alignment,
+                alignment_out=self._alignment,
                 targets_out=self._targets,
             )
         )

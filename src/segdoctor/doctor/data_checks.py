@@ -23,7 +23,13 @@ from segdoctor.data.discover import discover_pairs
 from segdoctor.data.io import display_name, read_image, read_mask
 from segdoctor.data.masks import decide_mask_policy, inspect_masks
 from segdoctor.data.split import content_hash
-from segdoctor.doctor.alignment import MISALIGNED_BELOW, alignment_score, misaligned
+from segdoctor.doctor.alignment import (
+    MISALIGNED_BELOW,
+    alignment_score,
+    best_offset,
+    misaligned,
+    offset_finding,
+)
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
 from segdoctor.doctor.format_checks import format_findings, image_format
@@ -56,6 +62,7 @@ class DataSummary:
     shape_mismatch: list[tuple[str, Any, Any]] = field(default_factory=list)
     constant: list[str] = field(default_factory=list)
     alignment: list[tuple[str, float]] = field(default_factory=list)
+    offsets: list[tuple[str, tuple[tuple[int, int], float]]] = field(default_factory=list)
     hashes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     split_stats: list[Any] = field(default_factory=list)  # split_checks.PairStats per pair
     formats: list[Any] = field(default_factory=list)  # format_checks.ImageFormat per image
@@ -98,6 +105,7 @@ class _PairRecord:
     fg_fraction: float = 0.0
     shape_mismatch: tuple[Any, Any] | None = None
     alignment: float | None = None
+    offset: tuple[tuple[int, int], float] | None = None  # alignment.best_offset
     constant: bool = False
     digest: str | None = None
     stats: Any = None  # split_checks.PairStats
@@ -132,6 +140,7 @@ def _read_pair(pair, measure_alignment: bool) -> _PairRecord:
             record.shape_mismatch = (image.shape[:2], mask.shape[:2])
         elif measure_alignment and record.fg_fraction > 0:
             record.alignment = alignment_score(image, mask)
+            record.offset = best_offset(image, mask)
         record.constant = float(np.ptp(image)) == 0.0
         record.digest = content_hash(image)
     record.stats = pair_stats(pair, image, mask, record.digest)
@@ -171,6 +180,8 @@ def _stream(index, summary: DataSummary, sample: set[int]) -> Iterator[tuple[str
             summary.shape_mismatch.append((record.name, *record.shape_mismatch))
         if record.alignment is not None:
             summary.alignment.append((record.name, record.alignment))
+        if record.offset is not None:
+            summary.offsets.append((record.name, record.offset))
         if record.constant:
             summary.constant.append(record.name)
         if record.digest is not None:
@@ -393,6 +404,7 @@ def _pair_findings(index, summary: DataSummary) -> list[Finding]:
                 confidence=0.8,
             )
         )
+    found += offset_finding(summary.offsets, "data folder")
     return found
 
 
