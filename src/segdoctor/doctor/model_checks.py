@@ -16,6 +16,7 @@ import numpy as np
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
 from segdoctor.doctor.history import is_dice_like
+from segdoctor.doctor.inference_checks import check_inference
 from segdoctor.doctor.loss_probe import loss_from_logits, loss_name, measure_loss, probe_loss
 from segdoctor.doctor.model_data import (
     Targets,
@@ -499,6 +500,7 @@ def check_model(
     """
     found = check_output(model, num_classes) + check_layers(model, batch_size)
     found += check_frozen(model)
+    found += check_inference(model)
     found += check_callbacks(model, callbacks)
     if probe_loss_fn and getattr(model, "loss", None) is not None:
         found += check_loss(model)

@@ -228,6 +228,27 @@ MODEL_ENTRIES: tuple[CatalogEntry, ...] = (
         },
     ),
     CatalogEntry(
+        "inference-stochastic",
+        "model",
+        "warning",
+        "Layers called with training=True: direct model(x) calls run them in training mode",
+        fix="These layers were called with training=True when the model was built (Monte Carlo "
+        "dropout code, a noise layer meant for training). Keras' fit, evaluate and predict pass "
+        "training=False and override it, but model(x) without training= does not: a custom "
+        "training loop, your own validation or an inference script runs a randomly thinned "
+        "network whose Dice moves from call to call. Call the layers without training=... (Keras "
+        "passes the right mode), and keep MC dropout to a separate model built for uncertainty.",
+        titles={
+            "random": "The model gives different outputs for the same input in inference mode",
+        },
+        variants={
+            "random": "Two calls of the model on the same input with training=False gave "
+            "different outputs: its call() draws random numbers or ignores the training flag, so "
+            "evaluate() and predict() (and the validation Dice) measure a random network. Use "
+            "random ops only when training is True, or layers that do (Dropout, GaussianNoise).",
+        },
+    ),
+    CatalogEntry(
         "dropout-high",
         "model",
         "warning",

@@ -1,0 +1,63 @@
+"""inference-stochastic: a model that is not a function in inference mode (third blind test)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from segdoctor.doctor.inference_checks import check_inference
+from segdoctor.doctor.model_checks import check_model
+
+
+def _unet(training=None) -> keras.Model:
+    """A small U-Net-like model with SpatialDropout after the bottleneck, called with ``training``."""
+    keras.utils.set_random_seed(0)
+    x = keras.Input((None, None, 1))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    d = keras.layers.MaxPooling2D()(h)
+    d = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(d)
+    d = keras.layers.SpatialDropout2D(0.5)(d, training=training)
+    u = keras.layers.Concatenate()([keras.layers.UpSampling2D()(d), h])
+    return keras.Model(x, keras.layers.Conv2D(1, 1, activation="sigmoid")(u))
+
+
+class _NoisyHead(keras.Model):
+    """A subclassed model whose call adds noise whatever the mode (the flag is ignored)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = keras.layers.Conv2D(1, 3, padding="same")
+        self.seed = keras.random.SeedGenerator(0)
+
+    def call(self, x, training=None):
+        h = self.conv(x)
+        return keras.ops.sigmoid(h + 0.5 * keras.random.normal(keras.ops.shape(h), seed=self.seed))
+
+
+def test_dropout_forced_into_training_mode_is_named_by_layer():
+    model = _unet(training=True)
+    (f,) = check_inference(model)
+    assert f.id == "inference-stochastic" and f.severity == "warning"
+    assert f.evidence["layers"] == ["spatial_dropout2d"]
+    assert f.evidence["relative_difference_of_two_model_x_calls"] > 0.01
+    assert "inference-stochastic" in {g.id for g in check_model(model)}
+    # Keras' own predict passes training=False, which wins: that is why it is a warning
+    x = np.random.default_rng(0).random((1, 32, 32, 1)).astype("float32")
+    assert np.array_equal(model.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_a_call_that_draws_noise_in_inference_mode_is_found_by_two_calls():
+    model = _NoisyHead()
+    model.build((None, 32, 32, 1))
+    x = np.random.default_rng(0).random((2, 32, 32, 1)).astype("float32")
+    (f,) = check_inference(model, x)
+    assert f.severity == "error" and f.evidence["layers"] == []
+    assert (
+        "different outputs" in f.title
+        and f.evidence["relative_difference_in_inference_mode"] > 0.01
+    )
+
+
+def test_dropout_left_to_keras_and_plain_layers_are_silent():
+    assert check_inference(_unet(training=None)) == []
+    assert "inference-stochastic" not in {g.id for g in check_model(_unet(training=None))}
