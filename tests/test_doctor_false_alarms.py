@@ -296,6 +296,34 @@ def test_masks_shifted_in_a_subset_are_named_from_the_batches():
     assert not any(f.startswith("mask-offset") for f in fit(shifted=False))
 
 
+class _Tiles(keras.utils.PyDataset):
+    """Batches of 4 disk images; ``stuck``: ``__getitem__`` slices with a counter it never
+    advances instead of its index (third blind test: every step of an epoch the same batch)."""
+
+    def __init__(self, stuck: bool):
+        super().__init__()
+        self.x, self.y = disks(48)
+        self.stuck, self.batch_index = stuck, 0
+
+    def __len__(self):
+        return 12
+
+    def __getitem__(self, index):
+        i = self.batch_index if self.stuck else index
+        return self.x[4 * i : 4 * i + 4], self.y[4 * i : 4 * i + 4]
+
+
+def test_a_dataset_that_repeats_one_batch_is_named():
+    def fit(stuck: bool) -> set[str]:
+        model = small_unet()
+        doctor = DoctorCallback(verbose=False)
+        model.fit(_Tiles(stuck), epochs=1, verbose=0, callbacks=[doctor])
+        return {f"{f.id}:{f.severity}" for f in doctor.findings}
+
+    assert "batches-repeat:warning" in fit(stuck=True)
+    assert not any(f.startswith("batches-repeat") for f in fit(stuck=False))
+
+
 def test_the_callback_hands_keras_its_own_steps_back_after_fit():
     """One validation batch (fewer than the peeks): the test step is restored at the end."""
     x, y = disks(12)

@@ -301,6 +301,33 @@ def softmax_rows(ctx: Context):
     return fit_with_doctor(model, x, one_hot, epochs=1)
 
 
+class _StuckTiles(keras.utils.PyDataset):
+    """Batches of 4 crops; ``stuck``: ``__getitem__`` slices with a counter it never advances."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, stuck: bool):
+        super().__init__()
+        self.x, self.y, self.stuck, self.batch_index = x, y, stuck, 0
+
+    def __len__(self) -> int:
+        return len(self.x) // 4
+
+    def __getitem__(self, index: int):
+        i = self.batch_index if self.stuck else index
+        return self.x[4 * i : 4 * i + 4], self.y[4 * i : 4 * i + 4]
+
+
+def same_batch(ctx: Context):
+    """A PyDataset whose ``__getitem__`` slices with ``self.batch_index`` (never advanced)
+    instead of its argument: every step of an epoch gets the same 4 crops. The twin indexes with
+    the argument. (Third blind test, 2026-12-07.)"""
+    x, y = _crops(ctx, n=32)
+    model = small_unet(x.shape[1:])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=[dice_coef]
+    )
+    return fit_with_doctor(model, _StuckTiles(x, y, ctx.faulty), epochs=1)
+
+
 def validation_bgr(ctx: Context):
     """CamVid scenes (road vs the rest); the validation images were read with ``cv2.imread``
     (BGR), the training ones with PIL (RGB). The twin reads both as RGB. (Second blind test,
@@ -421,6 +448,14 @@ CASES = [
         ("split-intensity-shift",),
         "Keras Q&A: x_train / 255 but not x_val; validation Dice stuck while training rises",
         validation_unscaled,
+    ),
+    Case(
+        "same-batch",
+        "dsb2018-nuclei",
+        "fit+DoctorCallback",
+        ("batches-repeat",),
+        "Keras Sequence/PyDataset bugs: __getitem__ ignores its index, one batch every step",
+        same_batch,
     ),
     Case(
         "validation-bgr",

@@ -6,6 +6,7 @@ augmentation code (0/255 masks, unscaled inputs, image-only augmentation).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import keras
@@ -51,6 +52,31 @@ class AlignmentSamples:
     scores: list[float] = field(default_factory=list)
     offsets: list[tuple[str, tuple[tuple[int, int], float] | None]] = field(default_factory=list)
     batches: int = 0
+
+
+def repeated_batches_finding(digests: Sequence[tuple[int, str]]) -> list[Finding]:
+    """``batches-repeat``: two or more training batches of one epoch that are pixel-identical
+    (images and targets); ``digests``: ``(epoch, content hash of the batch)`` per peeked step.
+
+    Example:
+        >>> repeated_batches_finding([(1, "a"), (1, "a"), (1, "a")])[0].id
+        'batches-repeat'
+        >>> repeated_batches_finding([(1, "a"), (1, "b"), (2, "a")])
+        []
+    """
+    steps: dict[tuple[int, str], list[int]] = {}
+    for step, (epoch, digest) in enumerate(digests, start=1):
+        steps.setdefault((epoch, digest), []).append(step)
+    repeats = [(epoch, s) for (epoch, _), s in steps.items() if len(s) > 1]
+    if not repeats:
+        return []
+    epoch, same = repeats[0]
+    evidence = {
+        "epoch": epoch,
+        "identical_steps": same,
+        "steps_compared": sum(e == epoch for e, _ in digests),
+    }
+    return [make_finding("batches-repeat", evidence, steps=", ".join(map(str, same)))]
 
 
 def alignment_finding(samples: AlignmentSamples, where: str = "training batches") -> list[Finding]:

@@ -39,11 +39,13 @@ from typing import Any
 import keras
 import numpy as np
 
+from segdoctor.data.split import content_hash
 from segdoctor.doctor.batch_checks import (
     AlignmentSamples,
     alignment_finding,
     check_batch,
     classes_finding,
+    repeated_batches_finding,
 )
 from segdoctor.doctor.catalog import CATALOG, make_finding
 from segdoctor.doctor.epoch_timing import epoch_start_findings
@@ -169,6 +171,7 @@ class DoctorCallback(keras.callbacks.Callback):
         self._original_test_function = None
         self._siblings: list[Any] | None = None
         self._alignment = AlignmentSamples()
+        self._batch_digests: list[tuple[int, str]] = []  # (epoch, batch content hash) per peek
         self._targets: list[Targets] = []  # classes seen in the peeked batches
         self._fg_fractions: list[float] = []  # per image of the peeked batches
         # per image: mean, std, channel_balance (RGB images)
@@ -331,6 +334,8 @@ class DoctorCallback(keras.callbacks.Callback):
         return intensity_shift(splits, source) + channel_order(balances, source)
 
     def _peek(self, batch: tuple[np.ndarray, np.ndarray]) -> None:
+        digest = content_hash(np.asarray(batch[0])) + content_hash(np.asarray(batch[1]))
+        self._batch_digests.append((self._epochs_begun, digest))
         self._count_foreground(batch[1])
         self._note_intensities(batch[0], self._train_intensity)
         if self._grad_batch is None:
@@ -357,6 +362,7 @@ class DoctorCallback(keras.callbacks.Callback):
         """What needs several batches: alignment, classes the masks never show, and how rare the
         foreground is per image (``dice-includes-background`` is a warning on rare foreground)."""
         self._emit(alignment_finding(self._alignment))
+        self._emit(repeated_batches_finding(self._batch_digests))
         where = f"first {self._peeks['train_function']} training batch(es)"
         self._emit(classes_finding(self._model, self._targets, where))
         if self._fg_fractions:

@@ -168,6 +168,20 @@ PROBE_ENTRIES: tuple[CatalogEntry, ...] = (
         },
     ),
     CatalogEntry(
+        "batches-repeat",
+        "probe",
+        "warning",
+        "The training batches repeat within an epoch: every step sees the same images",
+        fix="Training steps {steps} of epoch {epoch} received pixel-identical batches. The "
+        "network fits a handful of images while validation measures all of them. Usual causes: "
+        "a keras.utils.PyDataset or Sequence whose __getitem__ ignores its index argument (a "
+        "stored counter that is never advanced, a fixed slice), a generator that yields the "
+        "same arrays, or a tf.data pipeline that repeats one batch (.take(1).repeat(), "
+        ".batch() after .repeat() on a one-batch dataset). Index with the argument Keras passes "
+        "and check len() of the dataset. (Overfitting one batch on purpose, as a sanity check, "
+        "looks the same: then ignore this.)",
+    ),
+    CatalogEntry(
         "epoch-start-wait",
         "probe",
         "warning",
