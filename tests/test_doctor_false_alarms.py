@@ -263,8 +263,8 @@ def test_validation_read_as_bgr_is_named_from_the_batches(shared_data):
     assert not any(f.startswith("split-channel-order") for f in _camvid_fit(shared_data, False))
 
 
-def test_masks_shifted_in_a_subset_are_named_from_the_batches():
-    """Third blind test: half of the training masks exported with an 8 px offset crop."""
+def _nuclei_crops(n: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` gray 64 px centre crops of the bundled nuclei sample with 5-50% foreground."""
     from segdoctor.data import discover_pairs, read_pair
     from segdoctor.sample_data import sample_path
 
@@ -273,10 +273,15 @@ def test_masks_shifted_in_a_subset_are_named_from_the_batches():
         image, mask = read_pair(pair)
         h, w = mask.shape
         box = (slice(h // 2 - 32, h // 2 + 32), slice(w // 2 - 32, w // 2 + 32))
-        if image.shape[-1] == 1 and 0.05 < (mask[box] > 0).mean() < 0.5 and len(x) < 12:
+        if image.shape[-1] == 1 and 0.05 < (mask[box] > 0).mean() < 0.5 and len(x) < n:
             x.append(image[box].astype("float32") / 255.0)
             y.append((mask[box] > 0).astype("float32")[..., None])
-    x, y = np.stack(x), np.stack(y)  # (12, 64, 64, 1): gray nuclei crops with foreground
+    return np.stack(x), np.stack(y)  # (n, 64, 64, 1)
+
+
+def test_masks_shifted_in_a_subset_are_named_from_the_batches():
+    """Third blind test: half of the training masks exported with an 8 px offset crop."""
+    x, y = _nuclei_crops()
 
     def fit(shifted: bool) -> set[str]:
         masks = y.copy()
@@ -322,6 +327,48 @@ def test_a_dataset_that_repeats_one_batch_is_named():
 
     assert "batches-repeat:warning" in fit(stuck=True)
     assert not any(f.startswith("batches-repeat") for f in fit(stuck=False))
+
+
+class _Reshuffled(keras.utils.PyDataset):
+    """Batches of 4 nuclei crops, reshuffled at each epoch's end; ``split``: from the second
+    epoch on, the images and the masks with two permutations (Keras also calls
+    ``on_epoch_end`` before the first epoch, so a loader that always shuffled twice is caught
+    by the first epoch's batches already)."""
+
+    def __init__(self, split: bool):
+        super().__init__()
+        self.x, self.y = _nuclei_crops(16)
+        self.split, self.calls = split, 0
+        self.rng = np.random.default_rng(0)
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        return self.x[4 * index : 4 * index + 4], self.y[4 * index : 4 * index + 4]
+
+    def on_epoch_end(self):
+        self.calls += 1
+        order = self.rng.permutation(len(self.x))
+        self.x = self.x[order]
+        split = self.split and self.calls > 1
+        self.y = self.y[self.rng.permutation(len(self.y)) if split else order]
+
+
+def test_pairs_broken_between_epochs_are_named_from_the_second_epoch():
+    def fit(split: bool) -> list:
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((64, 64, 1))
+        h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+        model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(h))
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+        doctor = DoctorCallback(verbose=False)
+        model.fit(_Reshuffled(split), epochs=2, verbose=0, callbacks=[doctor])
+        return [f for f in doctor.findings if f.id == "pair-misaligned"]
+
+    (f,) = fit(split=True)
+    assert f.evidence["where"] == "second epoch's batches" and "between epochs" in f.fix
+    assert fit(split=False) == []
 
 
 def test_the_callback_hands_keras_its_own_steps_back_after_fit():

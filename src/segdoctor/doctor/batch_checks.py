@@ -79,12 +79,16 @@ def repeated_batches_finding(digests: Sequence[tuple[int, str]]) -> list[Finding
     return [make_finding("batches-repeat", evidence, steps=", ".join(map(str, same)))]
 
 
-def alignment_finding(samples: AlignmentSamples, where: str = "training batches") -> list[Finding]:
+def alignment_finding(
+    samples: AlignmentSamples, where: str = "training batches", *, later: bool = False
+) -> list[Finding]:
     """``pair-misaligned`` from the edge-alignment scores of at least 4 samples, and
     ``mask-offset`` when a group of them is shifted by one amount.
 
     The rule is :func:`~segdoctor.doctor.alignment.misaligned` (a low median, or a quarter of
     8 or more samples low: augmentation applied to the images only misaligns 50-75% of them).
+    ``later``: the samples are a later epoch's, after the first epoch's were aligned (variant
+    ``later-epoch``: the dataset breaks the pairing between epochs).
     """
     shifted = offset_finding(samples.offsets, where)
     found, median, low = misaligned(samples.scores)
@@ -101,7 +105,7 @@ def alignment_finding(samples: AlignmentSamples, where: str = "training batches"
                 "samples": len(samples.scores),
                 "where": where,
             },
-            variant="batch",
+            variant="later-epoch" if later else "batch",
             confidence=0.8,
         ),
     ]

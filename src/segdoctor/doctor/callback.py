@@ -74,6 +74,10 @@ from segdoctor.doctor.update_ratio import (
 from segdoctor.lr_range import current_lr, lr_schedule
 
 PEEK_BATCHES = 3
+REPEEK_BATCHES = 2
+"""Training batches peeked at again at the start of the second epoch: a dataset whose
+``on_epoch_end`` breaks the pairing (two shuffles, one for the images and one for the masks)
+hands the first epoch aligned batches (third blind test, 2026-12-07)."""
 GRAD_IMAGES = 4
 
 
@@ -171,6 +175,7 @@ class DoctorCallback(keras.callbacks.Callback):
         self._original_test_function = None
         self._siblings: list[Any] | None = None
         self._alignment = AlignmentSamples()
+        self._later_alignment = AlignmentSamples()  # the second epoch's first batches
         self._batch_digests: list[tuple[int, str]] = []  # (epoch, batch content hash) per peek
         self._targets: list[Targets] = []  # classes seen in the peeked batches
         self._fg_fractions: list[float] = []  # per image of the peeked batches
@@ -252,10 +257,11 @@ class DoctorCallback(keras.callbacks.Callback):
         self._wrap_test_function()
         self.overhead_s += time.perf_counter() - start
 
-    def _peek_step(self, name: str, take) -> Any:
+    def _peek_step(self, name: str, take, key: str | None = None, limit: int = PEEK_BATCHES) -> Any:
         """Wrap the model's Keras step function ``name`` (``train_function``, ``test_function``)
-        so that ``take`` sees its first :data:`PEEK_BATCHES` batches ``(x, y)`` as numpy; then
-        the step is handed back to Keras. Returns the original step (None when there is none).
+        so that ``take`` sees its next ``limit`` batches ``(x, y)`` as numpy (counted in
+        ``self._peeks[key]``, ``key`` defaulting to ``name``); then the step is handed back to
+        Keras. Returns the original step (None when there is none).
 
         On torch the step receives the batch itself; on JAX and TensorFlow it pulls the batch
         from an iterator, which is wrapped. A batch in a format the doctor does not know stops
@@ -264,15 +270,17 @@ class DoctorCallback(keras.callbacks.Callback):
         original = getattr(model, name, None)
         if not callable(original):
             return None
+        key = key or name
+        self._peeks.setdefault(key, 0)
 
         def done() -> bool:
-            return self._peeks[name] >= PEEK_BATCHES
+            return self._peeks[key] >= limit
 
         def see(batch) -> None:
             if batch is None:
-                self._peeks[name] = PEEK_BATCHES  # not visible: stop trying
+                self._peeks[key] = limit  # not visible: stop trying
             else:
-                self._peeks[name] += 1
+                self._peeks[key] += 1
                 take(batch)
 
         def see_data(data: Any) -> None:  # an item the step pulled from its iterator
@@ -372,6 +380,21 @@ class DoctorCallback(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         self._epoch_start = time.perf_counter()
         self._epochs_begun += 1
+        if self._epochs_begun == 2 and self._peeks["train_function"] == PEEK_BATCHES:
+            self._peek_step("train_function", self._repeek, "second_epoch", REPEEK_BATCHES)
+
+    def _repeek(self, batch: tuple[np.ndarray, np.ndarray]) -> None:
+        """The second epoch's first batches: still paired, still different from each other?"""
+        digest = content_hash(np.asarray(batch[0])) + content_hash(np.asarray(batch[1]))
+        self._batch_digests.append((self._epochs_begun, digest))
+        check_batch(batch[0], batch[1], alignment_out=self._later_alignment)
+        if self._peeks["second_epoch"] < REPEEK_BATCHES:
+            return
+        self._emit(repeated_batches_finding(self._batch_digests))
+        if not any(f.id in ("pair-misaligned", "mask-offset") for f in self.findings):
+            self._emit(
+                alignment_finding(self._later_alignment, "second epoch's batches", later=True)
+            )
 
     def on_train_batch_end(self, batch: int, logs=None) -> None:
         """Step times (``epoch-start-wait``); the first ``UPDATE_STEPS`` steps: how much each one

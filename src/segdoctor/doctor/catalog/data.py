@@ -162,7 +162,12 @@ MASK_ENTRIES: tuple[CatalogEntry, ...] = (
             "batch": "Mask boundaries in the training batches do not follow image edges: "
             "augmentation is applied to the images but not to the masks (or with different random "
             "parameters). Augment both in one call:\naug = keras.layers.RandomFlip()\n"
-            "out = aug(" + _JOINT_AUGMENT + "); x, y = out['images'], out['segmentation_masks']"
+            "out = aug(" + _JOINT_AUGMENT + "); x, y = out['images'], out['segmentation_masks']",
+            "later-epoch": "The first epoch's training batches were aligned, the second epoch's "
+            "are not: your dataset breaks the pairing between epochs. Usual cause: "
+            "on_epoch_end (or a generator's reshuffle) permutes the images and the masks "
+            "separately (two np.random.shuffle calls). Draw one permutation and index both "
+            "with it.",
         },
     ),
     CatalogEntry(
