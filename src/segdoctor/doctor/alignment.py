@@ -39,6 +39,15 @@ quarter tile often lands on again) have 18% of their 1,867 tiles below 1.15, so 
 passed the 25% bar by chance (8 of 31 in the fault benchmark's tiles-overlap-split twin), but
 only 2% below 1.0; faults that misalign some pairs put many below 1.0: DSB crops with
 transposed masks 40-48%, with half of the images flipped 26%, ISBI tiles with half flipped 24%."""
+SIGNAL_P75 = 1.5
+"""Upper-quartile score the share rule of :func:`misaligned` also needs: the set must show that
+its aligned pairs put clearly more edge on their boundaries than shifted copies do, or a low
+share says nothing. Measured: aligned CamVid road masks at 72 x 96 px (weak road edges) score a
+median of 1.16 with 25% below 1.0 and an upper quartile of 1.24 (the fault benchmark's
+validation-bgr twin drew an error from 12 such samples); aligned ISBI tiles 1.37; aligned DSB
+crops 6.5, and DSB crops with half of the images flipped 5.6 (a share of them low: the fault).
+Faults that misalign most pairs are left to the median rule (DSB crops transposed: median
+1.03-1.06, upper quartile 1.32-1.46; ISBI tiles half flipped: median 1.10)."""
 MIN_SCORED = 4
 """Fewest scored pairs :func:`misaligned` judges."""
 
@@ -199,8 +208,9 @@ def misaligned(scores) -> tuple[bool, float, float]:
     """(misaligned?, median score, share of pairs below :data:`MISALIGNED_BELOW`).
 
     Misaligned when the median is low (most pairs: pairing by sort order), or when at least
-    :data:`MISALIGNED_FRACTION` of 8 or more pairs score low and at least
-    :data:`WORSE_THAN_CHANCE_FRACTION` of them below :data:`WORSE_THAN_CHANCE`. The second rule finds faults that
+    :data:`MISALIGNED_FRACTION` of 8 or more pairs score low, at least
+    :data:`WORSE_THAN_CHANCE_FRACTION` of them below :data:`WORSE_THAN_CHANCE`, and the upper
+    quartile reaches :data:`SIGNAL_P75`. The second rule finds faults that
     leave some pairs looking aligned: augmentation applied to the images only (it misaligns the
     50-75% it happened to flip or rotate), and masks transposed (``mask.T``) in an export script,
     where round nuclei in dense images still land on nuclei (blind test, 2026-12-07: 84 DSB crops,
@@ -209,7 +219,9 @@ def misaligned(scores) -> tuple[bool, float, float]:
     Example:
         >>> misaligned([5.0, 6.0, 0.9, 7.0])
         (False, 5.5, 0.25)
-        >>> misaligned([1.2, 1.3, 0.9, 1.0, 1.6, 0.8, 1.4, 1.25])[0]
+        >>> misaligned([1.2, 1.3, 0.9, 1.0, 1.6, 0.8, 1.4, 1.25])[0]  # no pair clearly aligned
+        False
+        >>> misaligned([5.2, 6.3, 0.9, 1.0, 4.6, 0.8, 7.4, 5.25])[0]  # a quarter clearly not
         True
         >>> misaligned([1.2, 1.3, 1.1, 1.05, 1.6, 1.12, 1.4, 1.25])[0]  # low, never below 1
         False
@@ -219,11 +231,10 @@ def misaligned(scores) -> tuple[bool, float, float]:
         return False, float(np.median(values)) if len(values) else float("nan"), 0.0
     median, low = float(np.median(values)), float(np.mean(values < MISALIGNED_BELOW))
     worse = float(np.mean(values < WORSE_THAN_CHANCE))
+    signal = float(np.percentile(values, 75)) >= SIGNAL_P75
+    share_rule = low >= MISALIGNED_FRACTION and worse >= WORSE_THAN_CHANCE_FRACTION and signal
     return (
-        median < MISALIGNED_BELOW
-        or (
-            len(values) >= 8 and low >= MISALIGNED_FRACTION and worse >= WORSE_THAN_CHANCE_FRACTION
-        ),
+        median < MISALIGNED_BELOW or (len(values) >= 8 and share_rule),
         median,
         low,
     )
