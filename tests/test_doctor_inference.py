@@ -61,3 +61,26 @@ def test_a_call_that_draws_noise_in_inference_mode_is_found_by_two_calls():
 def test_dropout_left_to_keras_and_plain_layers_are_silent():
     assert check_inference(_unet(training=None)) == []
     assert "inference-stochastic" not in {g.id for g in check_model(_unet(training=None))}
+
+
+def test_a_model_file_with_an_unregistered_loss_is_checked_without_it(tmp_path, shared_data):
+    """Third blind test: a plain-Keras model compiled with its own weighted BCE made --model
+    exit 2; the architecture is checked, the loss checks and probes are skipped and said so."""
+    from segdoctor.doctor import diagnose
+
+    def weighted_bce(y_true, y_pred):  # not registered: Keras cannot find it when loading
+        return keras.ops.mean(keras.ops.binary_crossentropy(y_true, y_pred))
+
+    model = _unet(training=True)
+    model.compile(optimizer="adam", loss=weighted_bce)
+    model.save(tmp_path / "m.keras")
+    report = diagnose(model=tmp_path / "m.keras", probe=True, data=None)
+    found = {f.id: f for f in report.findings}
+    assert "weighted_bce" in found["model-loss-unavailable"].evidence["reason"]
+    assert "inference-stochastic" in found  # the architecture checks still ran
+    registered = _unet()
+    registered.compile(optimizer="adam", loss="binary_crossentropy")
+    registered.save(tmp_path / "ok.keras")
+    assert "model-loss-unavailable" not in {
+        f.id for f in diagnose(model=tmp_path / "ok.keras").findings
+    }

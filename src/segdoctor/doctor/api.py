@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.data_checks import check_data
 from segdoctor.doctor.findings import Finding
 from segdoctor.doctor.history import LR_KEYS, analyze_history, is_dice_like, load_history
@@ -18,7 +19,7 @@ from segdoctor.doctor.plots import curves_png
 from segdoctor.doctor.probes import load_probe_batch, run_probes
 from segdoctor.doctor.report import Report
 from segdoctor.doctor.update_ratio import probe_update_ratio
-from segdoctor.errors import SegdoctorError
+from segdoctor.errors import ModelLoadError, SegdoctorError
 from segdoctor.runfiles import load_model as safe_load
 
 
@@ -30,6 +31,24 @@ def load_model(path: str | Path, *, safe_mode: bool = True):
     :class:`ModelLoadError` that says why and names ``--unsafe``.
     """
     return safe_load(path, unsafe=not safe_mode, compile=True)
+
+
+def _load_for_checks(path: str | Path, safe_mode: bool) -> tuple[Any, list[Finding]]:
+    """The model compiled, or, when only its compiled parts (a custom loss or metric that is not
+    registered) cannot be restored, the architecture alone with a ``model-loss-unavailable``
+    finding: the checks that need no loss still run (third blind test: a plain-Keras model
+    compiled with its own ``weighted_bce`` made ``--model`` exit 2)."""
+    try:
+        return load_model(path, safe_mode=safe_mode), []
+    except ModelLoadError as err:
+        compiled_error = err
+    try:
+        model = safe_load(path, unsafe=not safe_mode, compile=False)
+    except ModelLoadError:
+        raise compiled_error from None
+    text = getattr(compiled_error, "received", None) or str(compiled_error)
+    reason = text.split(". ")[0][:200]
+    return model, [make_finding("model-loss-unavailable", {"model": str(path), "reason": reason})]
 
 
 def diagnose(
@@ -77,7 +96,8 @@ def diagnose(
         findings, data_summary = _data_findings(data, summary, report if plots else None)
     if model is not None:
         if isinstance(model, (str, Path)):
-            model = load_model(model, safe_mode=safe_mode)
+            model, unloaded = _load_for_checks(model, safe_mode)
+            findings += unloaded
         findings += check_model(
             model,
             callbacks,
@@ -89,7 +109,9 @@ def diagnose(
         summary["checked"].append("model")
     if history is not None:
         findings += _history_findings(history, summary, report if plots else None)
-    if probe:
+    if probe and model is not None and getattr(model, "loss", None) is None:
+        summary["probes_skipped"] = "the model's loss is not available (compile it, or register it)"
+    elif probe:
         findings += _probe_findings(model, data, findings, summary, probe_size, batch_size)
     return Report(findings, summary, report.plots)
 

@@ -159,9 +159,12 @@ MASK_ENTRIES: tuple[CatalogEntry, ...] = (
         "rotated relative to the images (or paired wrongly). Check an overlay of a few "
         "pairs; re-export, or pair by name.",
         variants={
-            "batch": "Mask boundaries in the training batches do not follow image edges: "
-            "augmentation is applied to the images but not to the masks (or with different random "
-            "parameters). Augment both in one call:\naug = keras.layers.RandomFlip()\n"
+            "batch": "Mask boundaries in the training batches do not follow image edges, while "
+            "the files may be fine: the loader breaks the pairing. Either augmentation is applied "
+            "to the images but not to the masks (or with different random parameters), or the "
+            "dataset shuffles images and masks separately (two np.random.shuffle calls in "
+            "on_epoch_end: use one permutation for both). Augment both in one call:\n"
+            "aug = keras.layers.RandomFlip()\n"
             "out = aug(" + _JOINT_AUGMENT + "); x, y = out['images'], out['segmentation_masks']",
             "later-epoch": "The first epoch's training batches were aligned, the second epoch's "
             "are not: your dataset breaks the pairing between epochs. Usual cause: "

@@ -228,6 +228,17 @@ MODEL_ENTRIES: tuple[CatalogEntry, ...] = (
         },
     ),
     CatalogEntry(
+        "model-loss-unavailable",
+        "model",
+        "info",
+        "The model file's loss could not be restored: checks that need it were skipped",
+        fix="The architecture was loaded without its compiled loss, metrics and optimizer "
+        "({reason}): the model checks ran, the loss probe and --probe did not. Register your "
+        "loss (@keras.saving.register_keras_serializable() on the function or class, imported "
+        "before loading), or call segdoctor.doctor.diagnose(model=model, ...) from the script "
+        "that compiled it.",
+    ),
+    CatalogEntry(
         "inference-stochastic",
         "model",
         "warning",
