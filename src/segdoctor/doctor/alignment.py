@@ -201,7 +201,7 @@ def offset_finding(
         "pairs": f"{agree} of {scored} measured pairs",
         "examples": names[:10],
     }
-    return [make_finding("mask-offset", evidence, dy=dy, dx=dx, moved=[-dy, -dx])]
+    return [make_finding("mask-offset", evidence, dy=dy, dx=dx, down=-dy, right=-dx)]
 
 
 def misaligned(scores) -> tuple[bool, float, float]:

@@ -251,7 +251,7 @@ FILE_ENTRIES: tuple[CatalogEntry, ...] = (
         "data",
         "error",
         "A group of masks is shifted from its images by the same amount",
-        fix="These masks sit {moved[0]} px below and {moved[1]} px right of the objects in their "
+        fix="These masks sit {down} px below and {right} px right of the objects in their "
         "images (negative: above, left of them): an annotation export with an offset crop, "
         "padding or a resize that moved them. The network learns boundaries where the images "
         "have none. Re-export these masks, or move them back: "
