@@ -84,3 +84,31 @@ def test_a_model_file_with_an_unregistered_loss_is_checked_without_it(tmp_path, 
     assert "model-loss-unavailable" not in {
         f.id for f in diagnose(model=tmp_path / "ok.keras").findings
     }
+
+
+def _weighted_bce(w_background: float, w_foreground: float):
+    def weighted_bce(y_true, y_pred):
+        y_true = keras.ops.cast(y_true, "float32")
+        y_pred = keras.ops.clip(y_pred, 1e-7, 1 - 1e-7)
+        w = y_true * w_foreground + (1 - y_true) * w_background
+        ce = y_true * keras.ops.log(y_pred) + (1 - y_true) * keras.ops.log(1 - y_pred)
+        return keras.ops.mean(-w * ce, axis=(1, 2, 3))
+
+    return weighted_bce
+
+
+def test_a_loss_whose_class_weights_favour_the_background_is_named():
+    """Third blind test: weights computed as frequency / mean (foreground 0.27, background 1.73)
+    instead of their inverse; missed foreground costs 0.16x a false foreground pixel."""
+    from segdoctor.doctor.loss_probe import probe_loss
+    from segdoctor.losses import DiceCELoss
+
+    (f,) = [f for f in probe_loss(_weighted_bce(1.73, 0.27)) if f.id == "loss-favours-background"]
+    assert f.severity == "warning" and 0.1 < f.evidence["ratio"] < 0.3
+    for fine in (
+        _weighted_bce(0.58, 3.76),  # inverse frequency: the twin
+        keras.losses.BinaryCrossentropy(),
+        keras.losses.Dice(),
+        DiceCELoss(mode="binary"),
+    ):
+        assert "loss-favours-background" not in {g.id for g in probe_loss(fine)}

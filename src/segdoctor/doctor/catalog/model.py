@@ -113,6 +113,20 @@ MODEL_ENTRIES: tuple[CatalogEntry, ...] = (
         "segdoctor.losses.DiceLoss(from_logits=False)  # no round() inside",
     ),
     CatalogEntry(
+        "loss-favours-background",
+        "model",
+        "warning",
+        "The loss makes a missed foreground pixel cheaper than a false one",
+        fix="On a perfect prediction made wrong at an object's edge, 32 missed foreground pixels "
+        "cost {ratio} times what 32 false foreground pixels cost: the loss pushes the model to "
+        "predict less foreground, on top of the class imbalance, and the masks come out too small. "
+        "Class weights computed the wrong way round (frequency instead of 1 / frequency) do this; "
+        "so does a Tversky loss whose weight on false negatives is below its weight on false "
+        "positives (keras.losses.Tversky before keras-team/keras#23333 applies alpha to the "
+        "missed foreground, not to false positives as its docstring says). Weight the foreground "
+        "by 1 / frequency, or use a Dice + cross-entropy loss (segdoctor.losses.DiceCELoss).",
+    ),
+    CatalogEntry(
         "loss-wrong-direction",
         "loss",
         "error",
