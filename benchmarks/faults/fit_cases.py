@@ -328,6 +328,27 @@ def same_batch(ctx: Context):
     return fit_with_doctor(model, _StuckTiles(x, y, ctx.faulty), epochs=1)
 
 
+def class_weights_inverted(ctx: Context):
+    """A pixel-weighted BCE whose class weights were computed as frequency / mean instead of
+    (1 / frequency) / mean: the rare foreground gets the small weight. The twin weights by the
+    inverse frequency. (Third blind test, 2026-12-07: Dice 0.725 against 0.826.)"""
+    x, y = _crops(ctx, n=32)
+    freq = np.array([1 - y.mean(), y.mean()])
+    w = freq / freq.mean() if ctx.faulty else (1 / freq) / (1 / freq).mean()
+    w_bg, w_fg = float(w[0]), float(w[1])
+
+    def weighted_bce(y_true, y_pred):
+        y_true = ops.cast(y_true, "float32")
+        y_pred = ops.clip(y_pred, 1e-7, 1 - 1e-7)
+        weight = y_true * w_fg + (1 - y_true) * w_bg
+        ce = y_true * ops.log(y_pred) + (1 - y_true) * ops.log(1 - y_pred)
+        return ops.mean(-weight * ce, axis=(1, 2, 3))
+
+    model = small_unet(x.shape[1:])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=weighted_bce, metrics=[dice_coef])
+    return fit_with_doctor(model, x[:24], y[:24], epochs=1, validation_data=(x[24:], y[24:]))
+
+
 def validation_bgr(ctx: Context):
     """CamVid scenes (road vs the rest); the validation images were read with ``cv2.imread``
     (BGR), the training ones with PIL (RGB). The twin reads both as RGB. (Second blind test,
@@ -456,6 +477,14 @@ CASES = [
         ("batches-repeat",),
         "Keras Sequence/PyDataset bugs: __getitem__ ignores its index, one batch every step",
         same_batch,
+    ),
+    Case(
+        "class-weights-inverted",
+        "dsb2018-nuclei",
+        "fit+DoctorCallback",
+        ("loss-favours-background",),
+        "Keras Q&A: pixel class weights computed as frequency instead of inverse frequency",
+        class_weights_inverted,
     ),
     Case(
         "validation-bgr",
