@@ -191,6 +191,25 @@ def test_object_size_differs_between_splits(shared_data, tmp_path):
     assert "split-intensity-shift" not in found  # the zoom keeps the intensities
 
 
+def test_objects_at_half_the_scale_in_one_split_are_named(shared_data):
+    # Third blind test: training tiles cut from 2x downscaled images, D = 0.38 between the
+    # splits' object sizes, silent at the 0.6 that the intensity checks use, since per-image
+    # object sizes spread over an order of magnitude within a split. Here: dsb2018's own
+    # per-image object areas, every other image's shrunk 4x (a 2x downscale).
+    from dataclasses import replace
+
+    from segdoctor.doctor import split_checks as sc
+
+    _, summary, _ = check_data(shared_data / "dsb2018-nuclei", plots=False)
+    stats = [s for s in summary.split_stats if s.object_area is not None]
+    half = [replace(s, object_area=s.object_area / 4) for s in stats[0::2]]
+    pair = (sc._Split("train", half), sc._Split("val", stats[1::2]))
+    (f,) = sc._object_size(pair, "test")
+    assert 0.3 <= f.evidence["ks_statistic"] < 0.6 and f.evidence["median_ratio"] < 0.5
+    same = (sc._Split("train", stats[0::2]), sc._Split("val", stats[1::2]))
+    assert sc._object_size(same, "test") == []
+
+
 def _crop(size: int):
     def transform(image, mask):
         return image[:size, :size].copy(), mask[:size, :size].copy()

@@ -23,7 +23,8 @@ finding states the numbers of each split in its evidence. Thresholds (also in
   Dice is still undefined).
 * ``split-empty-masks``: empty-mask rates differ by at least :data:`EMPTY_RATE_DIFF` and Fisher's
   exact test gives p < :data:`SHIFT_P_MAX`.
-* ``split-object-size`` and ``split-intensity-shift``: the two-sample Kolmogorov-Smirnov statistic
+* ``split-object-size`` (D at least :data:`OBJECT_SIZE_KS_MIN`, see there) and
+  ``split-intensity-shift``: the two-sample Kolmogorov-Smirnov statistic
   D (the largest gap between the two splits' cumulative distributions of a per-image number) is at
   least :data:`SHIFT_KS_MIN` with p < :data:`SHIFT_P_MAX`, each split holding at least
   :data:`MIN_PER_SPLIT` images. D is an effect size (0.6: at some value, 60% more of one split
@@ -89,6 +90,13 @@ MIN_PER_SPLIT = 5
 """Images each split needs before distributions are compared."""
 OBJECT_SIZE_RATIO = 2.0
 """Smallest ratio of the splits' median object areas for ``split-object-size``."""
+OBJECT_SIZE_KS_MIN = 0.3
+"""KS D (log areas) ``split-object-size`` needs, with the median ratio and p < :data:`SHIFT_P_MAX`.
+Lower than :data:`SHIFT_KS_MIN`: per-image object sizes of one dataset spread over an order of
+magnitude, so a split at another scale overlaps the other a lot. The third blind test's training
+tiles cut from 2x downscaled images (193 and 140 images) gave D = 0.38, p = 5e-11, areas 97 and
+202 px: silent at 0.6. Over 300 random 80/20 re-splits each of dsb2018-nuclei, camvid-val and
+isbi2012-membrane, none met the ratio, p and D = 0.3 together."""
 INTENSITY_REL_DIFF = 0.2
 """Smallest difference of the splits' median intensity mean (or std), relative to the larger."""
 CROP_AREA_RATIO = 4.0
@@ -388,25 +396,27 @@ def _describe(values: Sequence[float], unit: str = "") -> str:
     return f"median {med:.4g}{unit} (IQR {q1:.4g}-{q3:.4g}) over {len(values)} images"
 
 
-def _size_shift(sizes: Sequence[Sequence[float]]) -> tuple[float, float, float] | None:
+def _size_shift(
+    sizes: Sequence[Sequence[float]], ks_min: float = SHIFT_KS_MIN
+) -> tuple[float, float, float] | None:
     """Two splits' per-image sizes compared: ``(ks_statistic, ks_p, median ratio)``.
 
     The KS test runs on the logarithms (sizes spread over orders of magnitude); the ratio is the
     first split's median over the second's. None when a split has fewer than
     :data:`MIN_PER_SPLIT` sizes, or when the KS test does not call the shift significant and
-    large (:data:`SHIFT_KS_MIN`, :data:`SHIFT_P_MAX`).
+    large (``ks_min``, :data:`SHIFT_P_MAX`).
     """
     if min(len(v) for v in sizes) < MIN_PER_SPLIT:
         return None
     d, p = _ks(np.log(sizes[0]), np.log(sizes[1]))
-    if d < SHIFT_KS_MIN or p >= SHIFT_P_MAX:
+    if d < ks_min or p >= SHIFT_P_MAX:
         return None
     return d, p, float(np.median(sizes[0]) / np.median(sizes[1]))
 
 
 def _object_size(pair: tuple[_Split, _Split], source: str) -> list[Finding]:
     areas = [[i.object_area for i in s.items if i.object_area is not None] for s in pair]
-    shift = _size_shift(areas)
+    shift = _size_shift(areas, OBJECT_SIZE_KS_MIN)
     if shift is None or 1 / OBJECT_SIZE_RATIO < shift[2] < OBJECT_SIZE_RATIO:
         return []
     d, p, ratio = shift
