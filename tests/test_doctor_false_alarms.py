@@ -225,6 +225,16 @@ def test_validation_scaled_unlike_training_is_named_from_the_batches():
     assert not any(f.startswith("split-intensity-shift") for f in _fit_with_validation(1.0))
 
 
+def _one_layer_model(shape: tuple[int, int, int]) -> keras.Model:
+    """Conv 8 + sigmoid head, seeded, compiled with Adam 1e-3 and BCE: the user fits below."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape)
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(h))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    return model
+
+
 def _camvid_fit(shared_data: Path, bgr: bool) -> set[str]:
     """A user fit on CamVid scenes (road against the rest) whose validation images were read
     with OpenCV (BGR) when ``bgr``, the training ones with PIL (RGB)."""
@@ -245,11 +255,7 @@ def _camvid_fit(shared_data: Path, bgr: bool) -> set[str]:
         ]
     )
     y = (masks == np.bincount(masks.ravel()).argmax()).astype("float32")[..., None]
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((72, 96, 3))
-    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
-    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(h))
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    model = _one_layer_model((72, 96, 3))
     doctor = DoctorCallback(verbose=False)
     xv = x[16:, ..., ::-1] if bgr else x[16:]
     model.fit(x[:16], y[:16], batch_size=4, epochs=1, validation_data=(xv, y[16:]), verbose=0,
@@ -288,11 +294,7 @@ def test_masks_shifted_in_a_subset_are_named_from_the_batches():
         if shifted:
             masks[1::2] = 0
             masks[1::2, 8:, 8:] = y[1::2, :-8, :-8]
-        keras.utils.set_random_seed(0)
-        inputs = keras.Input((64, 64, 1))
-        h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
-        model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(h))
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+        model = _one_layer_model((64, 64, 1))
         doctor = DoctorCallback(verbose=False)
         model.fit(x, masks, batch_size=4, epochs=1, shuffle=False, verbose=0, callbacks=[doctor])
         return {f"{f.id}:{f.severity}" for f in doctor.findings}
@@ -357,11 +359,7 @@ class _Reshuffled(keras.utils.PyDataset):
 
 def test_pairs_broken_between_epochs_are_named_from_the_second_epoch():
     def fit(split: bool) -> list:
-        keras.utils.set_random_seed(0)
-        inputs = keras.Input((64, 64, 1))
-        h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
-        model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(h))
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+        model = _one_layer_model((64, 64, 1))
         doctor = DoctorCallback(verbose=False)
         model.fit(_Reshuffled(split), epochs=2, verbose=0, callbacks=[doctor])
         return [f for f in doctor.findings if f.id == "pair-misaligned"]

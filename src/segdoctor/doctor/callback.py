@@ -341,9 +341,13 @@ class DoctorCallback(keras.callbacks.Callback):
         balances = {name: split["balance"] for name, split in splits.items()}
         return intensity_shift(splits, source) + channel_order(balances, source)
 
-    def _peek(self, batch: tuple[np.ndarray, np.ndarray]) -> None:
+    def _note_digest(self, batch: tuple[np.ndarray, np.ndarray]) -> None:
+        """The batch's content hash with its epoch (``batches-repeat``)."""
         digest = content_hash(np.asarray(batch[0])) + content_hash(np.asarray(batch[1]))
         self._batch_digests.append((self._epochs_begun, digest))
+
+    def _peek(self, batch: tuple[np.ndarray, np.ndarray]) -> None:
+        self._note_digest(batch)
         self._count_foreground(batch[1])
         self._note_intensities(batch[0], self._train_intensity)
         if self._grad_batch is None:
@@ -385,8 +389,7 @@ class DoctorCallback(keras.callbacks.Callback):
 
     def _repeek(self, batch: tuple[np.ndarray, np.ndarray]) -> None:
         """The second epoch's first batches: still paired, still different from each other?"""
-        digest = content_hash(np.asarray(batch[0])) + content_hash(np.asarray(batch[1]))
-        self._batch_digests.append((self._epochs_begun, digest))
+        self._note_digest(batch)
         check_batch(batch[0], batch[1], alignment_out=self._later_alignment)
         if self._peeks["second_epoch"] < REPEEK_BATCHES:
             return
