@@ -3,10 +3,15 @@
 ``alignment``: edge-alignment scores (``pair-misaligned``) and best-shift agreement
 (``mask-offset``) on aligned real pairs and on planted faults; ``resplits``: how often
 ``split-channel-order`` and ``split-object-size`` fire over random 80/20 re-splits of the shared
-datasets (should be never). docs/troubleshooting.md and the constants' docstrings quote them.
+datasets (should be never); ``near-copies``: the copy score of
+:mod:`segdoctor.data.near_copies` for the most similar pairs of different images (thumbnails
+correlated at :data:`~segdoctor.data.near_copies.CANDIDATE_MIN` or more) and for copies with
+changed brightness, contrast, gamma, colour balance, hue, JPEG re-encoding and noise.
+docs/troubleshooting.md and the constants' docstrings quote them.
 
     python benchmarks/calibrate_checks.py --data ../shared/data alignment
     python benchmarks/calibrate_checks.py --data ../shared/data resplits --splits 300
+    python benchmarks/calibrate_checks.py --data ../shared/data near-copies
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from segdoctor.data import near_copies as nc
 from segdoctor.data.io import read_image, read_mask
 from segdoctor.doctor import split_checks as sc
 from segdoctor.doctor.alignment import alignment_score, best_offset, common_offset
@@ -116,15 +122,75 @@ def resplits(root: Path, splits: int) -> None:
               f"re-splits: {fired}")  # fmt: skip
 
 
+def _changed(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """``image`` (H, W, C) uint8 through one photometric change."""
+    x = image[..., :3].astype(np.float32)
+    if kind == "gain-offset-gamma":  # per channel, clipped
+        c = x.shape[-1]
+        x = np.clip(x * rng.uniform(0.6, 1.4, c) + rng.uniform(-30, 30, c), 0, 255)
+        return np.clip(255 * (x / 255) ** rng.uniform(0.6, 1.6), 0, 255).astype(np.uint8)
+    if kind == "hue":
+        rgb = Image.fromarray(image[..., :3] if image.shape[-1] >= 3 else np.repeat(image, 3, -1))
+        hsv = np.asarray(rgb.convert("HSV")).astype(np.int32)
+        hsv[..., 0] = (hsv[..., 0] + 25) % 256
+        return np.asarray(Image.fromarray(hsv.astype(np.uint8), "HSV").convert("RGB"))
+    if kind == "jpeg-90":
+        import io
+
+        buf = io.BytesIO()
+        Image.fromarray(image[..., :3] if image.shape[-1] >= 3 else image[..., 0]).save(buf, "JPEG", quality=90)
+        out = np.asarray(Image.open(buf))
+        return out if out.ndim == 3 else out[..., None]
+    return np.clip(x + rng.normal(0, 3, x.shape), 0, 255).astype(np.uint8)  # noise, sigma 3
+
+
+def near_copies(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    for name in ("dsb2018-nuclei", "camvid-val", "isbi2012-membrane"):
+        images = [read_image(f) for f in sorted((root / name / "images").iterdir())]
+        thumbs = [nc.thumbnail(i) for i in images]
+        scores = []
+        for qi, ri, k, _ in nc.best_partners(thumbs[1:], thumbs[:-1]):
+            if ri != qi + 1:  # thumbs[1:][qi] is image qi + 1; a partner among the others
+                scores.append(nc.copy_score(images[qi + 1], nc.orientations(images[ri])[k]))
+        pairs = [(a, b) for i, a in enumerate(thumbs) for b in thumbs[i + 1 :]]
+        n_cand = 0
+        worst = max(scores, default=float("nan"))
+        # every pair of different images above the candidate bar, not only best partners
+        cand = [
+            (i, j)
+            for i in range(len(images))
+            for j in range(i + 1, len(images))
+            if thumbs[i] is not None and thumbs[j] is not None
+            and max(float((thumbs[i].astype(np.float32) * o.astype(np.float32)).sum())
+                    for o in nc.orientations(thumbs[j])) >= nc.CANDIDATE_MIN
+        ]  # fmt: skip
+        distinct = [
+            nc.copy_score(images[i], images[j]) for i, j in cand if images[i].shape == images[j].shape
+        ]
+        n_cand = len(distinct)
+        del pairs
+        print(f"{name}: {len(images)} images; {n_cand} pairs of different images with "
+              f"thumbnails at {nc.CANDIDATE_MIN}+ (same size): copy score max "
+              f"{max(distinct, default=float('nan')):.3f}, best partners' max {worst:.3f}")  # fmt: skip
+        for kind in ("gain-offset-gamma", "hue", "jpeg-90", "noise-3"):
+            got = [nc.copy_score(i, _changed(i, kind, rng)) for i in images[:25]]
+            print(f"  copies, {kind}: copy score min {min(got):.3f}, median "
+                  f"{float(np.median(got)):.3f} (bar {nc.COPY_MIN})")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     sub = parser.add_subparsers(dest="what", required=True)
     sub.add_parser("alignment")
     sub.add_parser("resplits").add_argument("--splits", type=int, default=300)
+    sub.add_parser("near-copies")
     args = parser.parse_args()
     if args.what == "alignment":
         alignment(args.data)
+    elif args.what == "near-copies":
+        near_copies(args.data)
     else:
         resplits(args.data, args.splits)
 

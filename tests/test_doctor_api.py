@@ -16,8 +16,15 @@ def folder(root, rng, value=1, n=6):
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir(parents=True)
     yy, xx = np.mgrid[:32, :32]
+    taken: set[tuple[int, int]] = set()
     for i in range(n):
         cy, cx = rng.integers(8, 24, 2)
+        # one disc at the place of another's flip or rotation would be that image again (up to
+        # its noise): duplicate-across-splits finds such copies
+        while {(cy, cx), (cx, cy), (31 - cy, cx), (cy, 31 - cx), (31 - cy, 31 - cx),
+               (cx, 31 - cy), (31 - cx, cy), (31 - cx, 31 - cy)} & taken:  # fmt: skip
+            cy, cx = rng.integers(8, 24, 2)
+        taken.add((int(cy), int(cx)))
         m = (((yy - cy) ** 2 + (xx - cx) ** 2) <= 25).astype(np.uint8)
         img = (50 + 150 * m + rng.normal(0, 5, (32, 32))).clip(0, 255).astype(np.uint8)
         Image.fromarray(img).save(root / "images" / f"{i}.png")

@@ -181,6 +181,38 @@ def augmented_leak(ctx: Context):
     return _diagnose(write_splits(ctx.workdir / "data", {"train": train, "val": val}), ctx)
 
 
+def _jittered(p: RealPair, k: int) -> RealPair:
+    """``p`` with its brightness, contrast and gamma changed (and clipped), as a colour-jitter
+    augmentation script writes it; the mask unchanged."""
+    rng = np.random.default_rng(k)
+    x = p.image.astype(np.float32) * rng.uniform(0.8, 1.3) + rng.uniform(5, 25)
+    x = 255 * (np.clip(x, 0, 255) / 255) ** rng.uniform(0.7, 1.2)
+    return RealPair(f"{p.name}_j{k}", np.clip(x, 0, 255).astype(p.image.dtype), p.mask.copy())
+
+
+def jittered_leak(ctx: Context):
+    """Offline brightness/contrast/gamma jitter (three copies of each image) written to disk
+    before a random 80/20 split: validation holds copies of training images whose pixels all
+    differ (first blind test, 2026-12-07: missed then). The twin splits the source images first
+    and jitters the training side only."""
+    pairs = nuclei(ctx.data_root, n=20, size=64)
+    order = np.random.default_rng(0).permutation
+
+    def views(p: RealPair) -> list[RealPair]:
+        return [p] + [_jittered(p, k) for k in (1, 2, 3)]
+
+    if ctx.faulty:
+        all_views = [v for p in pairs for v in views(p)]
+        all_views = [all_views[i] for i in order(len(all_views))]
+        cut = len(all_views) * 4 // 5
+        train, val = all_views[:cut], all_views[cut:]
+    else:
+        pairs = [pairs[i] for i in order(len(pairs))]
+        cut = len(pairs) * 4 // 5
+        train, val = [v for p in pairs[:cut] for v in views(p)], pairs[cut:]
+    return _diagnose(write_splits(ctx.workdir / "data", {"train": train, "val": val}), ctx)
+
+
 def masks_offset_subset(ctx: Context):
     """Half of the masks exported with an 8 px offset crop (an annotation batch whose export
     cropped the image 8 px further than the mask): their content sits 8 px below and right of
@@ -289,6 +321,15 @@ CASES = [
         ("duplicate-across-splits",),
         "DeepFont #2, RDLINet #1: data augmented before the train/validation split",
         augmented_leak,
+        cheap=True,
+    ),
+    Case(
+        "jittered-leak",
+        "dsb2018-nuclei",
+        "diagnose(data)",
+        ("duplicate-across-splits",),
+        "first blind test, 2026-12-07: brightness-jittered copies written before the split",
+        jittered_leak,
         cheap=True,
     ),
     Case(

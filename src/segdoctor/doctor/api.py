@@ -18,6 +18,7 @@ from segdoctor.doctor.model_checks import check_model, check_model_vs_files
 from segdoctor.doctor.plots import curves_png
 from segdoctor.doctor.probes import load_probe_batch, run_probes
 from segdoctor.doctor.report import Report
+from segdoctor.doctor.saved_model import saved_model_findings
 from segdoctor.doctor.update_ratio import probe_update_ratio
 from segdoctor.errors import ModelLoadError, SegdoctorError
 from segdoctor.runfiles import load_model as safe_load
@@ -109,6 +110,8 @@ def diagnose(
         summary["checked"].append("model")
     if history is not None:
         findings += _history_findings(history, summary, report if plots else None)
+        if model is not None and data is not None:  # the file against its own best epoch
+            findings += saved_model_findings(model, data, load_history(history))
     if probe and model is not None and getattr(model, "loss", None) is None:
         summary["probes_skipped"] = "the model's loss is not available (compile it, or register it)"
     elif probe:

@@ -37,6 +37,7 @@ from PIL import Image
 from segdoctor.data.discover import discover_pairs
 from segdoctor.data.io import read_image, read_mask
 from segdoctor.data.masks import inspect_masks, normalize_mask
+from segdoctor.data.normalize import to_channels
 from segdoctor.doctor._probe_model import clone as _clone
 from segdoctor.doctor._probe_model import foreground, loss_ignore_index, probabilities
 from segdoctor.doctor._probe_model import loss_fn as _loss_fn
@@ -351,6 +352,27 @@ def run_probes(
     return found
 
 
+def read_for_model(pairs, model) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Images of ``pairs`` as float32 ``(H, W, C)`` in ``[0, 1]`` with the model's input channels
+    (extra channels dropped, gray repeated), and their masks as int32 class indices ``(H, W)``,
+    normalized as the loader does (0/255 read as 0/1, fractions rounded)."""
+    masks = [read_mask(p.mask) for p in pairs]
+    policy = inspect_masks(masks).policy(round_fractional=True)
+    shape = model.inputs[0].shape if getattr(model, "inputs", None) else (None, None, None, 1)
+    c = shape[3] or 1
+    images, labels = [], []
+    for pair, mask in zip(pairs, masks, strict=True):
+        img = read_image(pair.image).astype("float32")  # (H, W, C)
+        img = img / (65535.0 if img.max() > 255 else 255.0 if img.max() > 1 else 1.0)
+        if c in (1, 3) and img.shape[-1] in (1, 2, 3, 4):  # the loader's conversion (luminance)
+            img = to_channels(img, c)
+        else:
+            img = img[..., :c] if img.shape[-1] >= c else np.repeat(img[..., :1], c, axis=-1)
+        images.append(img)
+        labels.append(normalize_mask(mask, policy).astype("int32"))  # (H, W)
+    return images, labels
+
+
 def load_probe_batch(
     data: str | Path, model, *, size: int = 64, n: int = 8
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -369,16 +391,9 @@ def load_probe_batch(
     """
     index = discover_pairs(data, on_unpaired="skip", strict=False)
     pairs = index.pairs[:: max(1, len(index.pairs) // n)][:n]
-    masks = [read_mask(p.mask) for p in pairs]
-    policy = inspect_masks(masks).policy(round_fractional=True)
+    images, labels = read_for_model(pairs, model)
     shape = model.inputs[0].shape if getattr(model, "inputs", None) else (None, None, None, 1)
     c = shape[3] or 1
-    images, labels = [], []
-    for pair, mask in zip(pairs, masks, strict=True):
-        img = read_image(pair.image).astype("float32")  # (H, W, C)
-        img = img / (65535.0 if img.max() > 255 else 255.0 if img.max() > 1 else 1.0)
-        images.append(img[..., :c] if img.shape[-1] >= c else np.repeat(img[..., :1], c, axis=-1))
-        labels.append(normalize_mask(mask, policy).astype("int32"))  # (H, W)
     if shape[1] is None and shape[2] is None:  # fully convolutional: the images' own scale
         side = min(size, *(min(img.shape[:2]) for img in images))
         crops = [

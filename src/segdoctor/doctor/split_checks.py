@@ -43,8 +43,9 @@ finding states the numbers of each split in its evidence. Thresholds (also in
 * ``split-channel-order``: one split's RGB images look like the other's with red and blue swapped
   (:func:`channel_order`).
 * ``duplicate-across-splits``: pixel-identical images (SHA-1 of the decoded pixels), across
-  splits also flipped or rotated copies (:func:`~segdoctor.data.split.orientation_free_hash`), or
-  the same file name in two splits.
+  splits also flipped or rotated copies (:func:`~segdoctor.data.split.orientation_free_hash`),
+  copies with changed brightness, contrast or colour (:mod:`segdoctor.data.near_copies`), or the
+  same file name in two splits.
 * ``overlap-across-splits``: images of two splits that share a region pixel for pixel at an
   offset (tiles cut with overlap from one larger image; :mod:`segdoctor.data.overlap`). An error
   when at least :data:`LEAK_ERROR` of the other split's pixels lie in such regions of declared
@@ -63,6 +64,7 @@ from scipy import ndimage, stats
 
 from segdoctor.data.discover import Pair
 from segdoctor.data.io import file_stem, is_supported, read_image
+from segdoctor.data.near_copies import photometric_copies, thumbnail
 from segdoctor.data.overlap import BlockPrint, block_print, find_overlaps
 from segdoctor.data.split import (
     DEFAULT_SPLIT_SEED,
@@ -135,6 +137,7 @@ class PairStats:
         oriented: :func:`~segdoctor.data.split.orientation_free_hash` of the image, or ``None``.
         blocks: :func:`~segdoctor.data.overlap.block_print` of the image, or ``None``.
         balance: :func:`channel_balance` of the image (``None``: not an RGB image).
+        thumb: :func:`~segdoctor.data.near_copies.thumbnail` of the image, or ``None``.
     """
 
     name: str
@@ -150,6 +153,7 @@ class PairStats:
     oriented: str | None = None
     blocks: BlockPrint | None = None
     balance: tuple[float, float] | None = None
+    thumb: np.ndarray | None = None
 
 
 def pair_stats(pair, image: np.ndarray | None, mask: np.ndarray, digest: str | None) -> PairStats:
@@ -190,6 +194,7 @@ def pair_stats(pair, image: np.ndarray | None, mask: np.ndarray, digest: str | N
         oriented=None if image is None else orientation_free_hash(image),
         blocks=None if image is None else block_print(image),
         balance=None if image is None else channel_balance(image),
+        thumb=None if image is None else thumbnail(image),
     )
 
 
@@ -268,6 +273,7 @@ def _unlabelled_test_images(index) -> list[PairStats]:
                 False,
                 oriented=orientation_free_hash(image),
                 blocks=block_print(image),
+                thumb=thumbnail(image),
             )
         )
     return out
@@ -293,7 +299,8 @@ def check_splits(index, records: Sequence[PairStats], mask_kind: str | None) -> 
     splits, source, declared = assign_splits(index, records)
     if len(splits) < 2:
         return []
-    found = _duplicates(splits, source, declared) + _overlaps(splits, source, declared)
+    found = _duplicates(splits, source, declared, _photometric(index, splits))
+    found += _overlaps(splits, source, declared)
     ref = splits[0]
     for other in splits[1:]:
         pair = (ref, other)
@@ -610,7 +617,41 @@ def intensity_shift(splits: dict[str, dict[str, Sequence[float]]], source: str) 
     return [make_finding("split-intensity-shift", evidence)]
 
 
-def _duplicates(splits: list[_Split], source: str, declared: bool) -> list[Finding]:
+def _photometric(index, splits: list[_Split]) -> list[list[tuple[str, str]]]:
+    """Groups ``[(split, name), (split, name)]``: an image of another split that is a copy of a
+    reference-split image with its brightness, contrast or colour changed (:mod:`near_copies`).
+    Flipped or identical copies are left to the hashes."""
+    paths = {p.name: p.image for p in getattr(index, "pairs", ())}
+    ref = splits[0]
+
+    def reader(items: list[PairStats]):
+        def read(i: int) -> np.ndarray | None:
+            path = paths.get(items[i].name)
+            try:
+                return None if path is None else read_image(path)
+            except (SegdoctorError, OSError, ValueError):
+                return None
+
+        return read
+
+    groups = []
+    ref_hashes = {item.oriented for item in ref.items if item.oriented is not None}
+    for other in splits[1:]:
+        queries = [
+            None if it.oriented in ref_hashes else it.thumb for it in other.items
+        ]  # already found as an identical or flipped copy
+        refs = [it.thumb for it in ref.items]
+        for qi, ri, _ in photometric_copies(queries, refs, reader(other.items), reader(ref.items)):
+            groups.append([(ref.name, ref.items[ri].name), (other.name, other.items[qi].name)])
+    return groups
+
+
+def _duplicates(
+    splits: list[_Split],
+    source: str,
+    declared: bool,
+    photometric: list[list[tuple[str, str]]] = (),  # type: ignore[assignment]
+) -> list[Finding]:
     by_digest: dict[str, list[tuple[str, str]]] = {}
     by_orientation: dict[str, list[tuple[str, str]]] = {}
     by_name: dict[str, list[tuple[str, str | None]]] = {}
@@ -627,6 +668,7 @@ def _duplicates(splits: list[_Split], source: str, declared: bool) -> list[Findi
     across = [g for g in by_orientation.values() if len({s for s, _ in g}) > 1]
     identical = {frozenset(g) for g in by_digest.values()}
     flipped_only = sum(frozenset(g) not in identical for g in across)
+    across += list(photometric)
     same_name = [  # one name in two splits with different pixels (same pixels: in `across`)
         n for n, g in sorted(by_name.items()) if len({s for s, _ in g}) > 1 and len(set(g)) > 1
     ]
@@ -642,6 +684,7 @@ def _duplicates(splits: list[_Split], source: str, declared: bool) -> list[Findi
         "count": len(chosen),
         "same_name_different_pixels": same_name[:10],
         "groups_flipped_or_rotated": flipped_only,
+        "groups_brightness_or_colour_changed": len(photometric),
         "across_existing_splits": bool(across) and declared,
     }
     if across:

@@ -52,6 +52,36 @@ MODEL_ENTRIES: tuple[CatalogEntry, ...] = (
         },
     ),
     CatalogEntry(
+        "saved-model-not-best",
+        "model",
+        "error",
+        "The saved model scores far below the best epoch of its own history",
+        fix="Scored on {images} images of {scored_on}, the model file reaches {metric} "
+        "{measured:.3f} (the best of the usual input scalings: {scalings}), but epoch "
+        "{best_epoch} of its history reached {best:.3f}; the file is closest to epoch "
+        "{nearest_epoch} of {epochs} ({nearest_value:.3f}). It does not hold the best epoch. A "
+        "ModelCheckpoint(save_best_only=True) or EarlyStopping(restore_best_weights=True) that "
+        "watches a Dice in mode='min' keeps the worst epoch: pass mode='max', e.g.\n"
+        "keras.callbacks.ModelCheckpoint(path, monitor='{metric}', mode='max', "
+        "save_best_only=True). (If the file is from another run or the data is not what it was "
+        "validated on, this comparison does not apply.)",
+        variants={
+            "last-epoch": "Scored on {images} images of {scored_on}, the model file reaches "
+            "{metric} {measured:.3f} (the best of the usual input scalings: {scalings}), as the "
+            "last of {epochs} epochs did ({nearest_value:.3f}), but epoch {best_epoch} reached "
+            "{best:.3f}: the model was saved at the end of training, not at its best. Keep the "
+            "best epoch: keras.callbacks.ModelCheckpoint(path, monitor='{metric}', mode='max', "
+            "save_best_only=True), or EarlyStopping(monitor='{metric}', mode='max', "
+            "restore_best_weights=True).",
+        },
+        titles={
+            "earlier-epoch": "The saved model scores {measured:.3f}, like epoch {nearest_epoch}; "
+            "the best epoch {best:.3f}",
+            "last-epoch": "The saved model is the last epoch ({measured:.3f}), not the best "
+            "({best:.3f})",
+        },
+    ),
+    CatalogEntry(
         "softmax-single-channel",
         "model",
         "error",

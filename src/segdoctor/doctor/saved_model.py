@@ -1,0 +1,190 @@
+"""``saved-model-not-best``: the model file scores far below the best epoch of its own history.
+
+A checkpoint or an ``EarlyStopping(restore_best_weights=True)`` that watches a Dice in ``'min'``
+mode keeps the *worst* epoch; a model saved after ``fit`` without either keeps the last one. The
+history looks healthy (its best validation Dice is there), the file the user deploys is not. The
+callback sees the callbacks themselves (``monitor-mode``); the command line sees only the files,
+so it scores the model on the data's validation images and compares (third blind test, F1: best
+validation Dice 0.782, the saved model 0.055, and the command line said nothing).
+
+The user's preprocessing is unknown, so the score is the *highest* over the usual input scalings
+(``[0, 1]``, ``[0, 255]``, ``[-1, 1]``, per-image z-score) and over two reductions (the Dice of all
+pixels pooled, the mean of per-image Dice), with hard predictions: each choice can only raise the
+measured score, so none of them can make the check fire on a model that is as good as its history.
+The check stops at the first scaling that reaches the bar, so a healthy model costs one pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from segdoctor.doctor.catalog import make_finding
+from segdoctor.doctor.findings import Finding
+from segdoctor.doctor.history_io import is_dice_like
+
+MIN_EPOCHS = 3
+"""Fewer epochs give no best epoch worth comparing with."""
+MIN_BEST = 0.3
+"""Below this best validation score the history has nothing the file could have lost."""
+GAP_ABS = 0.15
+GAP_REL = 0.25
+"""The file must score ``max(GAP_ABS, GAP_REL * best)`` below the history's best to fire. Run to run,
+the same model scored on the doctor's read of the folder and in the user's pipeline differed by
+at most 0.03 on the blind tests' healthy twins (hard vs soft Dice, whole images vs crops)."""
+MATCH_TOL = 0.05
+"""The file 'matches' an epoch whose validation score is within this of what it measured."""
+MAX_IMAGES = 24
+MAX_SIDE = 512
+"""Images scored (spread over the validation split) and the largest side kept (centre crop)."""
+
+_SCALINGS: tuple[tuple[str, object], ...] = (
+    ("[0, 1]", lambda x: x),
+    ("[0, 255]", lambda x: x * 255.0),
+    ("[-1, 1]", lambda x: 2.0 * x - 1.0),
+    (
+        "per-image z-score",
+        lambda x: (x - x.mean(axis=(0, 1), keepdims=True))
+        / (x.std(axis=(0, 1), keepdims=True) + 1e-6),
+    ),
+)
+
+
+def _val_key(history: Mapping[str, Sequence[float]]) -> str | None:
+    keys = [k for k in history if k.startswith("val_") and is_dice_like(k)]
+    return keys[0] if keys else None
+
+
+def _iou_like(key: str) -> bool:
+    low = key.lower()
+    return "iou" in low or "io_u" in low or "jaccard" in low
+
+
+def _multiple(side: int, m: int = 32) -> int:
+    return max(m, side - side % m) if side >= m else side
+
+
+def _scored_pairs(data: str | Path, model) -> tuple[list[np.ndarray], list[np.ndarray], str]:
+    """Up to :data:`MAX_IMAGES` validation images in ``[0, 1]`` with the model's channels, and
+    their class-index masks; the third value says which split they came from."""
+    from segdoctor.doctor.probes import read_for_model  # the probes' reading, one home
+
+    from segdoctor.data.discover import discover_pairs
+
+    index = discover_pairs(data, on_unpaired="skip", strict=False)
+    pairs = [p for p in index.pairs if p.mask is not None]
+    val = [p for p in pairs if p.split in ("val", "validation")]
+    where = "the validation split" if val else "all pairs (the data has no validation split)"
+    chosen = (val or pairs)[:: max(1, len(val or pairs) // MAX_IMAGES)][:MAX_IMAGES]
+    images, labels = read_for_model(chosen, model)
+    return images, labels, where
+
+
+def _fit_to_model(img: np.ndarray, lab: np.ndarray, model) -> tuple[np.ndarray, np.ndarray]:
+    """Centre-crop a fully convolutional model's input to a multiple of 32 (pooling levels) of at
+    most :data:`MAX_SIDE`; resize to a fixed input size otherwise."""
+    shape = model.inputs[0].shape if getattr(model, "inputs", None) else (None, None, None, 1)
+    if shape[1] is not None and shape[2] is not None:
+        from PIL import Image
+
+        h, w = int(shape[1]), int(shape[2])
+        img = np.stack(
+            [np.asarray(Image.fromarray(img[..., k]).resize((w, h), Image.BILINEAR)) for k in range(img.shape[-1])],
+            -1,
+        )
+        lab = np.asarray(Image.fromarray(lab.astype("int32")).resize((w, h), Image.NEAREST))
+        return img.astype("float32"), lab
+    h, w = img.shape[:2]
+    ch, cw = _multiple(min(h, MAX_SIDE)), _multiple(min(w, MAX_SIDE))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return img[top : top + ch, left : left + cw], lab[top : top + ch, left : left + cw]
+
+
+def _hard(pred: np.ndarray) -> np.ndarray:
+    """Class indices from one prediction ``(H, W, K)``: argmax, or a threshold for one channel
+    (0.5 on probabilities, 0 on logits)."""
+    if pred.shape[-1] > 1:
+        return pred.argmax(-1)
+    p = pred[..., 0]
+    cut = 0.5 if p.min() >= 0.0 and p.max() <= 1.0 else 0.0
+    return (p > cut).astype("int32")
+
+
+def _dice_scores(preds: list[np.ndarray], labels: list[np.ndarray]) -> float:
+    """The larger of the pooled Dice and the mean per-image Dice, over the foreground classes
+    (an image where prediction and truth are both empty scores 1)."""
+    classes = sorted({int(c) for lab in labels for c in np.unique(lab)} - {0}) or [1]
+    inter = np.zeros(len(classes))
+    total = np.zeros(len(classes))
+    per_image = []
+    for p, t in zip(preds, labels, strict=True):
+        scores = []
+        for j, c in enumerate(classes):
+            a, b = p == c, t == c
+            i, s = float(np.logical_and(a, b).sum()), float(a.sum() + b.sum())
+            inter[j] += i
+            total[j] += s
+            if b.any() or a.any():
+                scores.append(2.0 * i / s)
+        per_image.append(float(np.mean(scores)) if scores else 1.0)
+    pooled = float(np.mean([2.0 * i / s if s else 1.0 for i, s in zip(inter, total, strict=True)]))
+    return max(pooled, float(np.mean(per_image)))
+
+
+def saved_model_findings(model, data: str | Path, history: Mapping[str, Sequence[float]]) -> list[Finding]:
+    """Compare the model's score on the data's validation images with its history's best epoch.
+
+    Returns:
+        ``[saved-model-not-best]`` when the model scores ``max(GAP_ABS, GAP_REL * best)`` below the
+        best validation epoch under every input scaling tried, else ``[]``: an error when the file
+        matches an earlier epoch, a warning (variant ``last-epoch``) when it matches the last.
+    """
+    key = _val_key(history)
+    if key is None:
+        return []
+    values = np.asarray([v for v in history[key] if v is not None], dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) < MIN_EPOCHS or float(values.max()) < MIN_BEST:
+        return []
+    best, best_epoch = float(values.max()), int(values.argmax())
+    bar = best - max(GAP_ABS, GAP_REL * best)
+    images, labels, where = _scored_pairs(data, model)
+    if not images:
+        return []
+    fitted = [_fit_to_model(img, lab, model) for img, lab in zip(images, labels, strict=True)]
+    measured, tried = -1.0, []
+    for name, scale in _SCALINGS:
+        preds = [
+            _hard(np.asarray(model.predict_on_batch(scale(img)[None].astype("float32")))[0])
+            for img, _ in fitted
+        ]
+        dice = _dice_scores(preds, [lab[: p.shape[0], : p.shape[1]] for p, (_, lab) in zip(preds, fitted, strict=True)])
+        score = dice / (2.0 - dice) if _iou_like(key) else dice
+        tried.append(f"{name}: {score:.3f}")
+        measured = max(measured, score)
+        if measured >= bar:
+            return []
+    nearest = int(np.abs(values - measured).argmin())
+    last = len(values) - 1
+    variant = "earlier-epoch"
+    if abs(values[last] - measured) <= MATCH_TOL and nearest == last:
+        variant = "last-epoch"
+    evidence = {
+        "metric": key,
+        "best": round(best, 4),
+        "best_epoch": best_epoch + 1,
+        "measured": round(measured, 4),
+        "images": len(fitted),
+        "scored_on": where,
+        "scalings": "; ".join(tried),
+        "nearest_epoch": nearest + 1,
+        "nearest_value": round(float(values[nearest]), 4),
+        "epochs": len(values),
+    }
+    # A file that is the last epoch is the common "saved after fit" and costs what the curve
+    # fell since its best (a warning); one that matches an earlier, worse epoch was kept by a
+    # checkpoint or a restore that chose it, which only a wrong direction does (an error).
+    severity = "warning" if variant == "last-epoch" else "error"
+    return [make_finding("saved-model-not-best", evidence, variant=variant, severity=severity)]

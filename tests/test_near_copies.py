@@ -1,0 +1,98 @@
+"""Copies with changed brightness, contrast, gamma or colour across splits (segdoctor.data.near_copies).
+
+Before, ``duplicate-across-splits`` found pixel-identical and flipped copies only: a
+brightness-jittered copy in validation drew nothing (first blind test, 2026-12-07).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segdoctor.data import near_copies as nc
+from segdoctor.doctor.data_checks import check_data
+from tests.helpers import write_disc_dataset
+
+
+def _jitter(image: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = image.astype(np.float32) * rng.uniform(0.7, 1.3) + rng.uniform(-30, 30)
+    x = 255 * (np.clip(x, 0, 255) / 255) ** rng.uniform(0.7, 1.4)
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def _texture(seed: int, size: int = 96) -> np.ndarray:
+    """A smooth random gray image (blurred noise), (H, W, 1) uint8."""
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray((rng.random((12, 12)) * 255).astype(np.uint8))
+    return np.asarray(small.resize((size, size), Image.BICUBIC))[..., None]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_jittered_copy_scores_as_a_copy(seed):
+    a = _texture(seed)
+    assert nc.copy_score(a, _jitter(a, seed)) >= nc.COPY_MIN
+
+
+def test_inverted_and_colour_balanced_copies_score_as_copies():
+    a = _texture(7)
+    assert nc.copy_score(a, 255 - a) >= nc.COPY_MIN
+    rgb = np.concatenate([a, _texture(8), _texture(9)], axis=-1)
+    balanced = np.clip(rgb * np.array([1.2, 0.9, 1.1]) + np.array([10, -5, 0]), 0, 255).astype(np.uint8)
+    assert nc.copy_score(rgb, balanced) >= nc.COPY_MIN
+
+
+def test_different_images_do_not():
+    assert nc.copy_score(_texture(1), _texture(2)) < 0.5
+    # similar images (one texture, a quarter of another blended in) stay below the bar
+    a, b = _texture(1).astype(np.float32), _texture(2).astype(np.float32)
+    assert nc.copy_score(a.astype(np.uint8), (0.75 * a + 0.25 * b).astype(np.uint8)) < nc.COPY_MIN
+
+
+def test_best_partner_finds_the_flipped_jittered_copy():
+    refs = [nc.thumbnail(_texture(s)) for s in range(5)]
+    query = nc.thumbnail(np.ascontiguousarray(_jitter(_texture(3), 0)[:, ::-1]))
+    [(qi, ri, k, corr)] = nc.best_partners([query], refs)
+    assert (qi, ri, k) == (0, 3, 1) and corr > 0.95
+
+
+def _jittered_split(root, copies: bool):
+    """train/ with 8 disc images; val/ with 4 images: jittered copies of training images (fault)
+    or images of their own (twin)."""
+    write_disc_dataset(root / "train", n=8, size=48, seed=1)
+    if copies:
+        (root / "val" / "images").mkdir(parents=True)
+        (root / "val" / "masks").mkdir(parents=True)
+        for i in range(4):
+            name = f"case_{i:03d}.png"
+            image = np.asarray(Image.open(root / "train" / "images" / name))
+            Image.fromarray(_jitter(image, i)).save(root / "val" / "images" / f"copy_{i}.png")
+            mask = Image.open(root / "train" / "masks" / name)
+            mask.save(root / "val" / "masks" / f"copy_{i}.png")
+    else:
+        write_disc_dataset(root / "val", n=4, size=48, seed=2)
+        for sub in ("images", "masks"):  # names of their own: a shared name is another warning
+            for path in sorted((root / "val" / sub).iterdir()):
+                path.rename(path.with_name("other_" + path.name))
+    return root
+
+
+def test_duplicate_across_splits_fires_on_jittered_copies(tmp_path):
+    found, _, _ = check_data(_jittered_split(tmp_path, copies=True), plots=False)
+    [dup] = [f for f in found if f.id == "duplicate-across-splits"]
+    assert dup.severity == "error"
+    assert dup.evidence["groups_brightness_or_colour_changed"] == 4
+    assert dup.evidence["val"].startswith("4 of 4")
+
+
+def test_duplicate_across_splits_silent_on_different_images(tmp_path):
+    found, _, _ = check_data(_jittered_split(tmp_path, copies=False), plots=False)
+    assert "duplicate-across-splits" not in [f.id for f in found]
+
+
+def test_silent_on_consecutive_video_frames(shared_data):
+    """CamVid frames a fifteenth of a second apart are near-identical as thumbnails (0.99+) but
+    not copies: the split segdoctor train would make must not be called a leak."""
+    found, _, _ = check_data(shared_data / "camvid-val", plots=False)
+    assert "duplicate-across-splits" not in [f.id for f in found]
