@@ -161,3 +161,30 @@ def test_cli_batch_size_reaches_the_model_checks(tmp_path, rng, capsys):
         main(["diagnose", str(data), "--batch-size", "0"])
     assert exit_info.value.code == 2
     assert "positive integer" in capsys.readouterr().err
+
+
+def test_cannot_overfit_does_not_blame_the_pairing_when_another_error_blocks_fitting(tmp_path, rng):
+    """A softmax over one channel outputs 1 everywhere: the probe's copy fits its own masks no
+    better than other images' masks, which alone would say "check the pairing" (fourth blind
+    test, on four runs without a pairing fault)."""
+    data = folder(tmp_path / "d", rng)
+    model = keras.models.load_model(model_file(tmp_path / "m.keras"))  # softmax, one channel
+    report = diagnose(data=data, model=model, probe=True, plots=False)
+    [cannot] = [f for f in report.findings if f.id == "cannot-overfit"]
+    assert cannot.evidence["blocked_by"] == ["softmax-single-channel"]
+    assert "fix that first" in cannot.fix and "sorted names" not in cannot.fix
+
+
+def test_cannot_overfit_keeps_the_pairing_text_without_a_blocking_error():
+    from segdoctor.doctor.api import _unblamed_pairing
+    from segdoctor.doctor.catalog import make_finding
+
+    evidence = {
+        "samples": 8, "steps": 40, "fitted_foreground_dice": 0.1, "threshold": 0.5,
+        "one_class_everywhere_dice": 0.1, "loss_first_last": [1.0, 0.9], "learning_rate": 0.01,
+        "control_dice_with_other_images_masks": 0.1, "fits_no_better_than_other_masks": True,
+    }  # fmt: skip
+    f = make_finding("cannot-overfit", evidence, variant="pairing", optimizer_lr=0.01)
+    assert _unblamed_pairing([f], [f]) == [f]
+    warning = make_finding("overfitting", {}, severity="warning")
+    assert _unblamed_pairing([f], [f, warning]) == [f]

@@ -186,3 +186,33 @@ def test_losses_that_read_class_indices_and_one_hot_targets_stay_silent():
     assert (
         loss_vs_labels(_head(1, "sigmoid", "binary_crossentropy"), (y > 1).astype("float32")) == []
     )
+
+
+def _augmented(value_range=None):
+    """Images in, a sigmoid out, with brightness and contrast augmentation in the model (the
+    Keras layers' default value_range is (0, 255))."""
+    kw = {} if value_range is None else {"value_range": value_range}
+    return keras.Sequential(
+        [
+            keras.Input((16, 16, 1)),
+            keras.layers.RandomBrightness(0.2, **kw),
+            keras.layers.RandomContrast(0.2, **kw),
+            keras.layers.Conv2D(1, 1, activation="sigmoid"),
+        ]
+    )
+
+
+def test_augment_value_range_fires_on_unit_images_with_the_default_range(rng):
+    x = rng.random((4, 16, 16, 1)).astype("float32")  # in [0, 1]
+    y = (x > 0.5).astype("float32")
+    found = [f for f in check_batch(x, y, _augmented()) if f.id == "augment-value-range"]
+    assert [f.severity for f in found] == ["error"]
+    assert len(found[0].evidence["layers"]) == 2 and "value_range=(0, 1)" in found[0].fix
+
+
+def test_augment_value_range_silent_when_the_range_matches(rng):
+    x = rng.random((4, 16, 16, 1)).astype("float32")
+    y = (x > 0.5).astype("float32")
+    assert "augment-value-range" not in {f.id for f in check_batch(x, y, _augmented((0, 1)))}
+    raw = (x * 255).round()  # 0..255 with the default range: right too
+    assert "augment-value-range" not in {f.id for f in check_batch(raw, y, _augmented())}

@@ -96,6 +96,23 @@ def test_output_activation_missing_fires_for_declared_and_black_box_losses():
     )
 
 
+def _wrapped(activation):
+    """A U-Net-like model with a sigmoid (or no activation) as the last layer of a nested model,
+    and augmentation layers in front (fourth blind test)."""
+    inner = keras.Sequential(
+        [keras.Input((16, 16, 1)), keras.layers.Conv2D(1, 1, activation=activation)], name="unet"
+    )
+    inputs = keras.Input((16, 16, 1))
+    outer = keras.Model(inputs, inner(keras.layers.RandomFlip()(inputs)))
+    outer.compile(optimizer="adam", loss=keras.losses.BinaryCrossentropy())
+    return outer
+
+
+def test_output_activation_inside_a_nested_model():
+    assert "output-activation-missing" not in ids(_wrapped("sigmoid"))
+    assert "output-activation-missing" in ids(_wrapped(None))
+
+
 def test_from_logits_mismatch_fires():
     assert "from-logits-mismatch" in ids(
         compiled(keras.losses.BinaryCrossentropy(from_logits=True))

@@ -97,3 +97,29 @@ def test_diagnose_runs_it_with_data_model_and_history(split_data, tmp_path):
     good = diagnose(data=split_data, model=_threshold_model(*GOOD), history=csv, plots=False)
     assert "saved-model-not-best" in bad.ids
     assert "saved-model-not-best" not in good.ids
+
+
+def test_multiclass_head_is_scored_with_the_background_and_without_the_ignored_label(tmp_path):
+    """A two-channel softmax head that predicts background everywhere: Dice 0 on the foreground,
+    about 0.48 averaged with the background. A history whose metric averages the background in
+    (best 0.5) is matched; before, the foreground-only score (0) was called 'not the best'
+    (fourth blind test, F5). The void label 2 that the loss ignores is left out of the score."""
+    from PIL import Image
+
+    from segdoctor.losses import DiceCELoss
+
+    root = write_disc_dataset(tmp_path / "data", n=6, size=32, seed=3)
+    for path in (root / "masks").iterdir():  # a void border, label 2
+        mask = np.asarray(Image.open(path)).copy()
+        mask[:2] = 2
+        Image.fromarray(mask).save(path)
+    inputs = keras.Input((None, None, 1))
+    conv = keras.layers.Conv2D(2, 1, activation="softmax")
+    model = keras.Model(inputs, conv(inputs))
+    conv.set_weights([np.zeros((1, 1, 1, 2), "float32"), np.array([5.0, -5.0], "float32")])
+    model.compile("adam", DiceCELoss(mode="multiclass", ignore_index=2))
+    history = {"val_dice": [0.3, 0.45, 0.5, 0.49]}
+    assert saved_model_findings(model, root, history) == []
+    assert saved_model_findings(model, root, {"val_dice": [0.3, 0.85, 0.9, 0.88]})[0].id == (
+        "saved-model-not-best"
+    )

@@ -96,3 +96,15 @@ def test_silent_on_consecutive_video_frames(shared_data):
     not copies: the split segdoctor train would make must not be called a leak."""
     found, _, _ = check_data(shared_data / "camvid-val", plots=False)
     assert "duplicate-across-splits" not in [f.id for f in found]
+
+
+def test_blank_images_are_not_called_copies(tmp_path):
+    """Blank images in both splits are pixel-identical; input-constant reports them, and they
+    hold nothing that could leak (fourth blind test: uint8-truncated inputs drew both errors)."""
+    root = _jittered_split(tmp_path, copies=False)
+    for split in ("train", "val"):
+        path = sorted((root / split / "images").iterdir())[0]
+        Image.fromarray(np.zeros((48, 48), np.uint8)).save(path)
+    found, _, _ = check_data(root, plots=False)
+    ids = [f.id for f in found]
+    assert "input-constant" in ids and "duplicate-across-splits" not in ids

@@ -167,10 +167,50 @@ def _probe_findings(
     # call a usual rate too low: the first updates of the weights decide both.
     others = [f for f in probed if f.id != "lr-too-low"]
     probed = others + probe_update_ratio(model, x[:4], y[:4], found=[*found, *probed])
+    probed = _unblamed_pairing(probed, [*found, *probed])
     summary["checked"].append("probes")
     if skipped:  # cut short by the time budget: no verdict, and the report says so
         summary["probes_skipped"] = skipped
     return probed
+
+
+BLOCKING = (
+    "input-constant",
+    "softmax-single-channel",
+    "softmax-wrong-axis",
+    "output-activation-missing",
+    "from-logits-mismatch",
+    "activation-loss-mismatch",
+    "augment-value-range",
+    "loss-wrong-direction",
+    "loss-not-differentiable",
+)
+"""Errors that make any target unlearnable: with one of them, a model that fits its own masks
+no better than other images' masks says nothing about the pairing."""
+
+
+def _unblamed_pairing(probed: list[Finding], every: list[Finding]) -> list[Finding]:
+    """``cannot-overfit`` blames the pairing when the masks fit no better than masks of other
+    images; when another error already stops any fitting (:data:`BLOCKING`), it says to fix that
+    first (fourth blind test: a softmax over one channel, constant inputs and augmentation that
+    erased the images each drew "check the pairing", and none of those runs had a pairing fault).
+    """
+    blockers = sorted({f.id for f in every if f.id in BLOCKING and f.severity == "error"})
+    if not blockers:
+        return probed
+    out = []
+    for f in probed:
+        if f.id == "cannot-overfit" and f.evidence.get("fits_no_better_than_other_masks"):
+            f = make_finding(
+                "cannot-overfit",
+                f.evidence | {"blocked_by": blockers},
+                variant="blocked",
+                blockers=", ".join(f"`{b}`" for b in blockers),
+                optimizer_lr=f.evidence["learning_rate"],
+                confidence=f.confidence,
+            )
+        out.append(f)
+    return out
 
 
 def _history_plots(report: Report, h: Mapping[str, Sequence[float]], found: list[Finding]) -> None:

@@ -43,6 +43,53 @@ def _has_scaling(model) -> bool:
     return any(type(layer).__name__ in _SCALING_LAYERS for layer in all_layers(model))
 
 
+def augment_value_range(model, x_min: float, x_max: float) -> list[Finding]:
+    """``augment-value-range``: layers with a ``value_range`` (Keras' ``RandomBrightness``,
+    ``RandomContrast``, colour jitter...) whose range does not hold the inputs: inputs at most
+    1 for a range reaching 100 or more (the layers' default is (0, 255)), or inputs above 2 for
+    a range of at most 1. Models that rescale their inputs first are left alone (the range
+    applies to the rescaled values). Fourth blind test: ``RandomBrightness(0.2)`` and
+    ``RandomContrast(0.2)`` at their default range on images in [0, 1]: validation Dice 0.000
+    in every epoch, against 0.785 with ``value_range=(0, 1)``.
+
+    Example:
+        >>> import keras
+        >>> m = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.RandomBrightness(0.2)])
+        >>> [f.id for f in augment_value_range(m, 0.0, 1.0)], augment_value_range(m, 0.0, 255.0)
+        (['augment-value-range'], [])
+    """
+    if _has_scaling(model):
+        return []
+    wrong = []
+    for layer in all_layers(model):
+        vr = getattr(layer, "value_range", None)
+        if not isinstance(vr, (tuple, list)) or len(vr) != 2:
+            continue
+        try:
+            lo, hi = float(vr[0]), float(vr[1])
+        except (TypeError, ValueError):
+            continue
+        if (x_max <= 1.0 + 1e-3 and hi >= 100.0) or (x_max > 2.0 and hi <= 1.0):
+            wrong.append((f"{type(layer).__name__} {layer.name!r}", (lo, hi)))
+    if not wrong:
+        return []
+    evidence = {
+        "layers": [name for name, _ in wrong],
+        "value_range": list(wrong[0][1]),
+        "input_min": x_min,
+        "input_max": x_max,
+        "where": "training batch",
+    }
+    return [
+        make_finding(
+            "augment-value-range",
+            evidence,
+            layers=", ".join(name for name, _ in wrong),
+            value_range=tuple(wrong[0][1]),
+        )
+    ]
+
+
 @dataclass
 class AlignmentSamples:
     """Per-sample edge alignment pooled over batches: scores
@@ -334,6 +381,8 @@ def _input_findings(x: np.ndarray, model) -> list[Finding]:
     if raw_looking and (model is None or not _has_scaling(model)):
         evidence = {"input_min": x_min, "input_max": x_max, "where": "training batch"}
         found.append(make_finding("input-not-normalized", evidence))
+    if model is not None:
+        found += augment_value_range(model, x_min, x_max)
     constant = int(np.sum(np.ptp(x.reshape(len(x), -1), axis=1) == 0))
     if constant:
         found.append(

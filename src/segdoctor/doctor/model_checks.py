@@ -44,6 +44,24 @@ _CE_CATEGORICAL = (
 _KERAS_PROB_ONLY = ("dice", "tversky")  # Keras losses without a from_logits option
 
 
+def last_layer(model):
+    """The layer that produces the output, inside nested models: a U-Net wrapped in a model
+    with augmentation layers in front has that U-Net as its last layer (fourth blind test: the
+    sigmoid inside it was reported missing on a healthy run).
+
+    Example:
+        >>> import keras
+        >>> inner = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(1, 1, activation="sigmoid")])
+        >>> outer = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.RandomFlip(), inner])
+        >>> last_layer(outer).activation.__name__
+        'sigmoid'
+    """
+    layer = model.layers[-1]
+    while isinstance(layer, keras.Model) and layer.layers:
+        layer = layer.layers[-1]
+    return layer
+
+
 def output_activation(model) -> str:
     """Name of the activation applied last (``"linear"`` when the output is raw logits).
 
@@ -53,7 +71,7 @@ def output_activation(model) -> str:
         >>> output_activation(m)
         'sigmoid'
     """
-    layer = model.layers[-1]
+    layer = last_layer(model)
     cls = type(layer).__name__.lower()
     if cls in ("softmax", "relu", "sigmoid"):
         return cls
@@ -180,7 +198,7 @@ def _softmax_axis(model, base: dict) -> list[Finding]:
     0.38 against 0.77). ``Activation("softmax")`` and ``Conv2D(..., activation="softmax")`` always
     use the last axis.
     """
-    layer = model.layers[-1]
+    layer = last_layer(model)
     if not isinstance(layer, keras.layers.Softmax):
         return []
     rank = len(model.outputs[0].shape) if getattr(model, "outputs", None) else 4

@@ -176,6 +176,7 @@ def probe_overfit(
         "loss_first_last": [losses[0], losses[-1]],
         "learning_rate": lr,
         "control_dice_with_other_images_masks": control_dice,
+        "fits_no_better_than_other_masks": bool(pairing),
     }
     return [
         make_finding(

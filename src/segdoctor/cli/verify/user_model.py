@@ -40,8 +40,9 @@ def _loss_config(model: Any) -> dict | None:
 
 def _outputs_logits(model: keras.Model) -> bool:
     """Whether the model's last layer outputs logits (no sigmoid/softmax)."""
-    activation = getattr(model.layers[-1], "activation", None)
-    return getattr(activation, "__name__", "linear") == "linear"
+    from segdoctor.doctor.model_checks import output_activation  # nested models too
+
+    return output_activation(model) == "linear"
 
 
 def fresh_copy(model: keras.Model) -> keras.Model:

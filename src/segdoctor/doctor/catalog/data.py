@@ -222,10 +222,13 @@ MASK_ENTRIES: tuple[CatalogEntry, ...] = (
         "error",
         "Constant images (no information)",
         fix="These images have a single value everywhere (blank export, wrong bit depth or "
-        "channel). Remove or re-export them.",
+        "channel, or values in [0, 1] stored into a uint8 array: all truncated to 0). Remove or "
+        "re-export them.",
         variants={
             "batch": "Some inputs are constant: check the pipeline (a normalization dividing by "
-            "zero, a wrong channel, blank crops)."
+            "zero, a wrong channel, blank crops, or an array allocated as uint8, e.g. "
+            "np.zeros(..., dtype=np.uint8), and filled with images divided by 255: the "
+            "assignment truncates every value below 1 to 0; allocate float32)."
         },
     ),
 )

@@ -52,6 +52,17 @@ MODEL_ENTRIES: tuple[CatalogEntry, ...] = (
         },
     ),
     CatalogEntry(
+        "augment-value-range",
+        "model",
+        "error",
+        "An augmentation layer assumes another value range than the images have",
+        fix="{layers} assume(s) pixel values in {value_range} (Keras' default is (0, 255)), but "
+        "the model receives images in [{input_min:.3g}, {input_max:.3g}]. The layer scales its "
+        "change to the range it assumes and clips to it: a brightness factor of 0.2 adds up to "
+        "+-51 to pixels of at most 1, and the clip erases the image. Pass the range your inputs "
+        "have, e.g. keras.layers.RandomBrightness(0.2, value_range=(0, 1)).",
+    ),
+    CatalogEntry(
         "saved-model-not-best",
         "model",
         "error",

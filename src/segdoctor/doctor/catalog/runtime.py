@@ -68,7 +68,11 @@ PROBE_ENTRIES: tuple[CatalogEntry, ...] = (
             "pairing": _OVERFIT_RUN
             + "The masks fit no better than masks of other images: they do not belong to their "
             "images. Check the pairing (sorted names: 'img_10' vs 'img_2'), and augment image and "
-            "mask in one call:\nout = aug({{'images': x, 'segmentation_masks': y}})"
+            "mask in one call:\nout = aug({{'images': x, 'segmentation_masks': y}})",
+            "blocked": _OVERFIT_RUN
+            + "The masks fit no better than masks of other images, but this report also has "
+            "{blockers}, which can stop any target from being learned: fix that first. Only if "
+            "this finding stays afterwards, check the pairing of images and masks.",
         },
     ),
     CatalogEntry(
