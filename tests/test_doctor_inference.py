@@ -112,3 +112,20 @@ def test_a_loss_whose_class_weights_favour_the_background_is_named():
         DiceCELoss(mode="binary"),
     ):
         assert "loss-favours-background" not in {g.id for g in probe_loss(fine)}
+
+
+def test_augmentation_layers_in_the_model_are_info_not_a_warning():
+    """Keras' augmentation layers default to training=True, which the graph records: the
+    recommended pattern is reported as info with its own text, not as MC-dropout code (fourth
+    blind test, a healthy twin)."""
+    from segdoctor.doctor.inference_checks import check_inference
+
+    inputs = keras.Input((16, 16, 1))
+    h = keras.layers.RandomBrightness(0.2, value_range=(0, 1))(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(h))
+    [f] = check_inference(model)
+    assert (f.id, f.severity) == ("inference-stochastic", "info")
+    assert "model(x, training=False)" in f.fix
+    dropout = keras.layers.Dropout(0.5)(h, training=True)  # MC dropout next to it: a warning
+    mixed = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(dropout))
+    assert [g.severity for g in check_inference(mixed)] == ["warning"]

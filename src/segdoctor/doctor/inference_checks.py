@@ -95,4 +95,27 @@ def check_inference(model, x: np.ndarray | None = None) -> list[Finding]:
         "layers": layers[:10],
         "relative_difference_of_two_model_x_calls": None if direct is None else round(direct, 4),
     }
+    augmentation = _augmentation_layers(model)
+    if all(name in augmentation for name in layers):
+        # Keras' augmentation layers default to training=True, and the graph records it: the
+        # recommended pattern (augmentation inside the model) is not the MC-dropout mistake
+        # (fourth blind test: a healthy twin with RandomBrightness/RandomContrast drew the
+        # warning, whose text said they were "called with training=True").
+        return [
+            make_finding(
+                "inference-stochastic", evidence, variant="augmentation", severity="info"
+            )
+        ]
     return [make_finding("inference-stochastic", evidence)]
+
+
+def _augmentation_layers(model) -> set[str]:
+    """Names of Keras' random augmentation layers in ``model`` (nested models included)."""
+    names = set()
+    for layer in getattr(model, "layers", []):
+        module = type(layer).__module__
+        if type(layer).__name__.startswith("Random") and "preprocessing" in module:
+            names.add(layer.name)
+        if isinstance(layer, keras.Model) and layer is not model:
+            names |= _augmentation_layers(layer)
+    return names

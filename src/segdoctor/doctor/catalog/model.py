@@ -306,8 +306,14 @@ MODEL_ENTRIES: tuple[CatalogEntry, ...] = (
         "passes the right mode), and keep MC dropout to a separate model built for uncertainty.",
         titles={
             "random": "The model gives different outputs for the same input in inference mode",
+            "augmentation": "Augmentation layers in the model: direct model(x) calls augment",
         },
         variants={
+            "augmentation": "Keras' random augmentation layers (RandomFlip, RandomBrightness, "
+            "...) are part of this model. fit trains with them; evaluate and predict pass "
+            "training=False and skip them; but a direct model(x) call without training= augments "
+            "its input, so an inference script or a custom validation loop that calls model(x) "
+            "scores augmented images. Call model(x, training=False), or predict().",
             "random": "Two calls of the model on the same input with training=False gave "
             "different outputs: its call() draws random numbers or ignores the training flag, so "
             "evaluate() and predict() (and the validation Dice) measure a random network. Use "
