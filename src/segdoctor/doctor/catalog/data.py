@@ -198,7 +198,10 @@ MASK_ENTRIES: tuple[CatalogEntry, ...] = (
         "A class never appears in the masks",
         fix="These class indices never appear: either the class map has gaps (remap to "
         "0..K-1) or the class is missing from this data (collect examples, or drop the "
-        "class). Its Dice is undefined and drags the mean.",
+        "class). Its Dice is undefined and drags the mean. If the masks were converted from "
+        "colour-coded labels, check that conversion first: a palette lookup that reads the "
+        "colours in the wrong channel order (cv2.imread gives BGR) matches only the colours "
+        "that are the same both ways and leaves the other classes out.",
     ),
     CatalogEntry(
         "mask-invalid-values",
