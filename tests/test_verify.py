@@ -329,6 +329,23 @@ def test_leak_prescription_drops_flipped_training_copies_too(tmp_path):
     assert found[0].drop_train == (leaked.name,)
 
 
+def test_leak_prescription_drops_brightness_changed_training_copies_too(tmp_path):
+    data = _crops(tmp_path / "d", n=6)
+    plan = vf.plan_data(data, seed=0)
+    leaked = plan.train[0]
+    image, mask = sd.read_pair(leaked)
+    (tmp_path / "b").mkdir()
+    brighter = np.clip(image[..., 0].astype(float) * 1.2 + 20, 0, 255).astype(np.uint8)
+    Image.fromarray(brighter).save(tmp_path / "b" / "i.png")
+    Image.fromarray(mask).save(tmp_path / "b" / "m.png")
+    copy = sd.Pair("brighter", tmp_path / "b" / "i.png", tmp_path / "b" / "m.png", "val")
+    found, _ = vf.prescribe(
+        _report(("duplicate-across-splits", {})),
+        vf.DataPlan(data, plan.train, [*plan.val, copy]),
+    )
+    assert found[0].drop_train == (leaked.name,)
+
+
 def test_overlap_prescription_drops_the_training_tiles_that_share_a_region(tmp_path):
     from segdoctor.data.overlap import block_print
 

@@ -87,10 +87,16 @@ def orientations(a: np.ndarray) -> list[np.ndarray]:
 
 
 def best_partners(
-    queries: Sequence[np.ndarray | None], refs: Sequence[np.ndarray | None]
+    queries: Sequence[np.ndarray | None],
+    refs: Sequence[np.ndarray | None],
+    *,
+    same_set: bool = False,
 ) -> list[tuple[int, int, int, float]]:
     """For each query thumbnail, the reference thumbnail most correlated with it under one of the
     8 orientations of the reference, when at least :data:`CANDIDATE_MIN`.
+
+    Args:
+        same_set: ``queries`` and ``refs`` are one list: an image is not its own partner.
 
     Returns:
         ``(query index, reference index, orientation, correlation)`` rows.
@@ -106,6 +112,9 @@ def best_partners(
     out = []
     for start in range(0, len(qi), 256):  # (256, R, 8) at a time: bounded memory
         c = np.einsum("qd,rkd->qrk", q[start : start + 256], r)
+        if same_set:  # qi == ri here: mask each image's own column
+            rows = np.arange(c.shape[0])
+            c[rows, start + rows, :] = -np.inf
         flat = c.reshape(c.shape[0], -1)
         best = flat.argmax(1)
         for row, idx in enumerate(best):
@@ -182,18 +191,21 @@ def photometric_copies(
     refs: Sequence[np.ndarray | None],
     read_query: Callable[[int], np.ndarray | None],
     read_ref: Callable[[int], np.ndarray | None],
+    *,
+    same_set: bool = False,
 ) -> list[tuple[int, int, float]]:
     """Query images that are copies of a reference image with changed brightness or colour.
 
     Args:
         queries, refs: thumbnails (:func:`thumbnail`) of the two sides.
         read_query, read_ref: read image ``i`` of each side again (None: unreadable).
+        same_set: one list on both sides (all against all; an image is not its own copy).
 
     Returns:
         ``(query index, reference index, copy score)`` for each verified copy.
     """
     found = []
-    for qi, ri, k, _ in best_partners(queries, refs):
+    for qi, ri, k, _ in best_partners(queries, refs, same_set=same_set):
         a, b = read_query(qi), read_ref(ri)
         if a is None or b is None:
             continue

@@ -20,6 +20,7 @@ import numpy as np
 
 from segdoctor.data.discover import Pair
 from segdoctor.data.io import read_image
+from segdoctor.data.near_copies import photometric_copies, thumbnail
 from segdoctor.data.overlap import block_print, find_overlaps
 from segdoctor.errors import ConfigError
 
@@ -98,9 +99,11 @@ def split_pairs(
         group_by: Keep groups together (see :func:`group_key`).
         respect_existing: When every pair already has ``split`` "train" or "val" (train-val
             layout, CSV split column), keep it and ignore ``val_fraction``.
-        keep_duplicates_together: Read every image and merge the groups of pixel-identical
-            images (:func:`content_hash`) and of images that share a region (tiles cut with
-            overlap, :func:`~segdoctor.data.overlap.find_overlaps`), so that neither copies nor
+        keep_duplicates_together: Read every image and merge the groups of copies
+            (pixel-identical, flipped or rotated: :func:`orientation_free_hash`; with changed
+            brightness, contrast or colour: :mod:`~segdoctor.data.near_copies`) and of images
+            that share a region (tiles cut with overlap,
+            :func:`~segdoctor.data.overlap.find_overlaps`), so that neither copies nor
             overlapping tiles end up on both sides.
 
     Returns:
@@ -161,7 +164,7 @@ def _group_pairs(
     Args:
         pairs: The pairs, sorted by name.
         group_by: See :func:`group_key`.
-        keep_duplicates_together: Merge the groups of pixel-identical images.
+        keep_duplicates_together: Merge the groups of copies and of overlapping images.
 
     Raises:
         ConfigError: fewer than two groups.
@@ -220,7 +223,8 @@ def _choose_val_groups(
 
 
 def _merge_duplicate_groups(pairs: Sequence[Pair], keys_of: dict[str, str]) -> dict[str, str]:
-    """Union-find over group keys: groups that share a pixel-identical image, or two images
+    """Union-find over group keys: groups that share an image (pixel-identical, flipped or
+    rotated, or with changed brightness, contrast or colour: :mod:`near_copies`), or two images
     that share a region, become one."""
     parent: dict[str, str] = {k: k for k in keys_of.values()}
 
@@ -236,17 +240,24 @@ def _merge_duplicate_groups(pairs: Sequence[Pair], keys_of: dict[str, str]) -> d
             parent[max(a, b)] = min(a, b)
 
     first_key: dict[str, str] = {}
-    prints = []
+    prints, thumbs = [], []
     for pair in pairs:
         image = read_image(pair.image, slice_index=pair.slice_index)
-        digest, key = content_hash(image), keys_of[pair.name]
+        digest, key = orientation_free_hash(image), keys_of[pair.name]
         prints.append(block_print(image))
+        thumbs.append(thumbnail(image))
         if digest in first_key:
             union(first_key[digest], key)
         else:
             first_key[digest] = key
     for o in find_overlaps(prints):
         union(keys_of[pairs[o.a].name], keys_of[pairs[o.b].name])
+
+    def read(i: int) -> np.ndarray:
+        return read_image(pairs[i].image, slice_index=pairs[i].slice_index)
+
+    for a, b, _ in photometric_copies(thumbs, thumbs, read, read, same_set=True):
+        union(keys_of[pairs[a].name], keys_of[pairs[b].name])
     return {name: root(key) for name, key in keys_of.items()}
 
 

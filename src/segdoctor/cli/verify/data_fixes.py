@@ -22,6 +22,7 @@ from scipy.optimize import linear_sum_assignment
 from segdoctor import data as sd
 from segdoctor.cli.verify.plan import DataPlan
 from segdoctor.cli.verify.results import MIN_IMAGES, Prescription, RunData, Unverified
+from segdoctor.data.near_copies import photometric_copies, thumbnail
 from segdoctor.data.overlap import block_print, find_overlaps
 from segdoctor.data.split import orientation_free_hash
 from segdoctor.doctor import Finding
@@ -86,8 +87,22 @@ def _mask_instances(f: Finding, plan: DataPlan, model: Any = None) -> Prescripti
     )
 
 
+def _photometric_leaks(plan: DataPlan, found: set[str]) -> list[tuple[str, str]]:
+    """``(train, val)`` names of validation images that are training images with changed
+    brightness, contrast or colour (:mod:`segdoctor.data.near_copies`), beyond ``found``."""
+    train, val = list(plan.train), [p for p in plan.val if p.name not in found]
+
+    def reader(pairs):
+        return lambda i: sd.read_pair(pairs[i])[0]
+
+    thumbs = [[thumbnail(reader(side)(i)) for i in range(len(side))] for side in (val, train)]
+    copies = photometric_copies(thumbs[0], thumbs[1], reader(val), reader(train))
+    return [(train[ti].name, val[vi].name) for vi, ti, _ in copies]
+
+
 def _leak(f: Finding, plan: DataPlan, model: Any = None) -> Prescription | Unverified:
     pairs = sd.cross_split_duplicates(plan.train, plan.val, key=orientation_free_hash)
+    pairs += _photometric_leaks(plan, {val for _, val in pairs})
     if not pairs:
         return Unverified(
             f.id,
