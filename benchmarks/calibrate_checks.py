@@ -12,6 +12,10 @@ docs/troubleshooting.md and the constants' docstrings quote them.
     python benchmarks/calibrate_checks.py --data ../shared/data alignment
     python benchmarks/calibrate_checks.py --data ../shared/data resplits --splits 300
     python benchmarks/calibrate_checks.py --data ../shared/data near-copies
+    python benchmarks/calibrate_checks.py --data ../shared/data offsets
+
+``offsets``: how often ``mask-offset``'s common shift (:func:`common_offset`) appears in random
+samples of 10-50 aligned pairs, and on all 100 CamVid road masks at 96 x 72 px.
 """
 
 from __future__ import annotations
@@ -138,7 +142,9 @@ def _changed(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarr
         import io
 
         buf = io.BytesIO()
-        Image.fromarray(image[..., :3] if image.shape[-1] >= 3 else image[..., 0]).save(buf, "JPEG", quality=90)
+        Image.fromarray(image[..., :3] if image.shape[-1] >= 3 else image[..., 0]).save(
+            buf, "JPEG", quality=90
+        )
         out = np.asarray(Image.open(buf))
         return out if out.ndim == 3 else out[..., None]
     return np.clip(x + rng.normal(0, 3, x.shape), 0, 255).astype(np.uint8)  # noise, sigma 3
@@ -166,7 +172,9 @@ def near_copies(root: Path) -> None:
                     for o in nc.orientations(thumbs[j])) >= nc.CANDIDATE_MIN
         ]  # fmt: skip
         distinct = [
-            nc.copy_score(images[i], images[j]) for i, j in cand if images[i].shape == images[j].shape
+            nc.copy_score(images[i], images[j])
+            for i, j in cand
+            if images[i].shape == images[j].shape
         ]
         n_cand = len(distinct)
         del pairs
@@ -179,6 +187,30 @@ def near_copies(root: Path) -> None:
                   f"{float(np.median(got)):.3f} (bar {nc.COPY_MIN})")  # fmt: skip
 
 
+def offsets(root: Path, draws: int = 2000) -> None:
+    isbi, dsb = _pairs(root, "isbi2012-membrane"), _pairs(root, "dsb2018-nuclei")
+    sets = {
+        "dsb 64 px crops": _tiles(dsb, 64, every=2),
+        "isbi 64 px tiles": _tiles(isbi, 64, every=2),
+        "camvid road 72x96": _roads(root, 100),
+    }
+    rng = np.random.default_rng(0)
+    for name, pairs in sets.items():
+        offs = [best_offset(i, m) for i, m in pairs]
+        scored = [o for o in offs if o is not None]
+        rates = []
+        for n in (10, 14, 20, 30, 50):
+            fired = 0
+            for _ in range(draws):
+                sample = [
+                    scored[i] for i in rng.choice(len(scored), min(n, len(scored)), replace=False)
+                ]
+                fired += common_offset(sample) is not None
+            rates.append(f"n={n}: {fired / draws:.3f}")
+        print(f"{name}: {len(scored)} pairs scored; all of them: {common_offset(scored)}; "
+              f"share of {draws} random samples that fire: {', '.join(rates)}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -186,9 +218,12 @@ def main() -> None:
     sub.add_parser("alignment")
     sub.add_parser("resplits").add_argument("--splits", type=int, default=300)
     sub.add_parser("near-copies")
+    sub.add_parser("offsets")
     args = parser.parse_args()
     if args.what == "alignment":
         alignment(args.data)
+    elif args.what == "offsets":
+        offsets(args.data)
     elif args.what == "near-copies":
         near_copies(args.data)
     else:

@@ -102,11 +102,17 @@ def test_split_keeps_brightness_changed_and_flipped_copies_together(tmp_path):
     for i in range(10):
         small = Image.fromarray((rng.random((6, 6)) * 255).astype(np.uint8))
         pixels = np.asarray(small.resize((48, 48), Image.BICUBIC))
-        for tag, view in (("", pixels), ("_b", np.clip(pixels * 1.1 + 15, 0, 255)), ("_f", pixels[:, ::-1])):
+        for tag, view in (
+            ("", pixels),
+            ("_b", np.clip(pixels * 1.1 + 15, 0, 255)),
+            ("_f", pixels[:, ::-1]),
+        ):
             path = tmp_path / f"{i}{tag}.png"
             Image.fromarray(np.ascontiguousarray(view).astype(np.uint8)).save(path)
             pairs.append(Pair(f"n{i:02d}{tag}", path, path))
     for seed in range(4):
         train, val = split_pairs(pairs, 0.3, seed, keep_duplicates_together=True)
         side = {p.name: p.split for p in train + val}
-        assert all(side[f"n{i:02d}"] == side[f"n{i:02d}_b"] == side[f"n{i:02d}_f"] for i in range(10))
+        assert all(
+            side[f"n{i:02d}"] == side[f"n{i:02d}_b"] == side[f"n{i:02d}_f"] for i in range(10)
+        )

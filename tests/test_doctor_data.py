@@ -301,3 +301,26 @@ def test_a_crash_while_reading_is_not_reported_as_a_clean_folder(tmp_path, rng, 
     monkeypatch.setattr(data_checks, "_read_pair", flaky)
     with pytest.raises(RuntimeError, match="reader crashed"):
         check_data(tmp_path, plots=False)
+
+
+def test_common_offset_needs_four_pairs_well_inside_the_window():
+    """Three agreeing pairs were enough before (three of 14 brightness-jittered DSB crops agreed
+    on (3, 1) by chance); a common shift near the window's edge is a trend, not an offset
+    (CamVid road masks pile up at dy -10 to -12)."""
+    from segdoctor.doctor.alignment import OFFSET_RADIUS, common_offset
+
+    aligned = [((0, 0), 1.0)] * 8
+    three = [((3, 1), 1.5), ((3, 1), 1.4), ((2, 1), 1.3)]
+    assert common_offset(aligned + three) is None
+    assert common_offset(aligned + three + [((3, 2), 1.3)]) is not None
+    near_edge = [((-(OFFSET_RADIUS - 1), 3), 1.6)] * 6
+    assert common_offset(aligned + near_edge) is None
+
+
+def test_camvid_road_masks_draw_no_common_offset(shared_data):
+    from benchmarks.calibrate_checks import _roads
+
+    from segdoctor.doctor.alignment import best_offset, common_offset
+
+    pairs = _roads(shared_data, 100)
+    assert common_offset([best_offset(i, m) for i, m in pairs]) is None

@@ -85,14 +85,21 @@ def test_iou_history_is_compared_as_iou(split_data):
     a broken one still fires."""
     iou = {"val_io_u": [0.1, 0.5, 0.95, 0.9]}
     assert saved_model_findings(_threshold_model(*GOOD), split_data, iou) == []
-    assert saved_model_findings(_threshold_model(*BAD), split_data, iou)[0].evidence["metric"] == "val_io_u"
+    assert (
+        saved_model_findings(_threshold_model(*BAD), split_data, iou)[0].evidence["metric"]
+        == "val_io_u"
+    )
 
 
 def test_diagnose_runs_it_with_data_model_and_history(split_data, tmp_path):
     csv = tmp_path / "history.csv"
-    csv.write_text("epoch,loss,val_dice\n" + "".join(
-        f"{i},{loss},{d}\n" for i, (loss, d) in enumerate(zip(RISING["loss"], RISING["val_dice"]))
-    ))
+    csv.write_text(
+        "epoch,loss,val_dice\n"
+        + "".join(
+            f"{i},{loss},{d}\n"
+            for i, (loss, d) in enumerate(zip(RISING["loss"], RISING["val_dice"], strict=True))
+        )
+    )
     bad = diagnose(data=split_data, model=_threshold_model(*BAD), history=csv, plots=False)
     good = diagnose(data=split_data, model=_threshold_model(*GOOD), history=csv, plots=False)
     assert "saved-model-not-best" in bad.ids

@@ -39,7 +39,9 @@ def test_inverted_and_colour_balanced_copies_score_as_copies():
     a = _texture(7)
     assert nc.copy_score(a, 255 - a) >= nc.COPY_MIN
     rgb = np.concatenate([a, _texture(8), _texture(9)], axis=-1)
-    balanced = np.clip(rgb * np.array([1.2, 0.9, 1.1]) + np.array([10, -5, 0]), 0, 255).astype(np.uint8)
+    balanced = np.clip(rgb * np.array([1.2, 0.9, 1.1]) + np.array([10, -5, 0]), 0, 255).astype(
+        np.uint8
+    )
     assert nc.copy_score(rgb, balanced) >= nc.COPY_MIN
 
 

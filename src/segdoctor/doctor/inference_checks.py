@@ -102,9 +102,7 @@ def check_inference(model, x: np.ndarray | None = None) -> list[Finding]:
         # (fourth blind test: a healthy twin with RandomBrightness/RandomContrast drew the
         # warning, whose text said they were "called with training=True").
         return [
-            make_finding(
-                "inference-stochastic", evidence, variant="augmentation", severity="info"
-            )
+            make_finding("inference-stochastic", evidence, variant="augmentation", severity="info")
         ]
     return [make_finding("inference-stochastic", evidence)]
 

@@ -24,11 +24,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from segdoctor.data.discover import discover_pairs
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
 from segdoctor.doctor.history_io import is_dice_like
 from segdoctor.doctor.model_checks import output_channels
+from segdoctor.doctor.model_data import ignored_label
+from segdoctor.doctor.probes import read_for_model
 
 MIN_EPOCHS = 3
 """Fewer epochs give no best epoch worth comparing with."""
@@ -51,16 +55,15 @@ _SCALINGS: tuple[tuple[str, object], ...] = (
     ("[-1, 1]", lambda x: 2.0 * x - 1.0),
     (
         "per-image z-score",
-        lambda x: (x - x.mean(axis=(0, 1), keepdims=True))
-        / (x.std(axis=(0, 1), keepdims=True) + 1e-6),
+        lambda x: (
+            (x - x.mean(axis=(0, 1), keepdims=True)) / (x.std(axis=(0, 1), keepdims=True) + 1e-6)
+        ),
     ),
 )
 
 
 def _ignored(model) -> int | None:
     """The label the compiled loss or a metric ignores (``ignore_index``, ``ignore_class``)."""
-    from segdoctor.doctor.model_data import ignored_label
-
     for fn in [getattr(model, "loss", None), *_metrics(model)]:
         label = ignored_label(fn)
         if label is not None:
@@ -92,10 +95,6 @@ def _multiple(side: int, m: int = 32) -> int:
 def _scored_pairs(data: str | Path, model) -> tuple[list[np.ndarray], list[np.ndarray], str]:
     """Up to :data:`MAX_IMAGES` validation images in ``[0, 1]`` with the model's channels, and
     their class-index masks; the third value says which split they came from."""
-    from segdoctor.doctor.probes import read_for_model  # the probes' reading, one home
-
-    from segdoctor.data.discover import discover_pairs
-
     index = discover_pairs(data, on_unpaired="skip", strict=False)
     pairs = [p for p in index.pairs if p.mask is not None]
     val = [p for p in pairs if p.split in ("val", "validation")]
@@ -110,11 +109,12 @@ def _fit_to_model(img: np.ndarray, lab: np.ndarray, model) -> tuple[np.ndarray, 
     most :data:`MAX_SIDE`; resize to a fixed input size otherwise."""
     shape = model.inputs[0].shape if getattr(model, "inputs", None) else (None, None, None, 1)
     if shape[1] is not None and shape[2] is not None:
-        from PIL import Image
-
         h, w = int(shape[1]), int(shape[2])
         img = np.stack(
-            [np.asarray(Image.fromarray(img[..., k]).resize((w, h), Image.BILINEAR)) for k in range(img.shape[-1])],
+            [
+                np.asarray(Image.fromarray(img[..., k]).resize((w, h), Image.BILINEAR))
+                for k in range(img.shape[-1])
+            ],
             -1,
         )
         lab = np.asarray(Image.fromarray(lab.astype("int32")).resize((w, h), Image.NEAREST))
@@ -173,7 +173,9 @@ def _dice_over(preds: list[np.ndarray], labels: list[np.ndarray], classes: list[
     return max(pooled, float(np.mean(per_image)))
 
 
-def saved_model_findings(model, data: str | Path, history: Mapping[str, Sequence[float]]) -> list[Finding]:
+def saved_model_findings(
+    model, data: str | Path, history: Mapping[str, Sequence[float]]
+) -> list[Finding]:
     """Compare the model's score on the data's validation images with its history's best epoch.
 
     Returns:

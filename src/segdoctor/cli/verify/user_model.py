@@ -19,6 +19,7 @@ import keras
 
 from segdoctor.cli.verify.results import Log, Prescription, RunScore, Unverified, mean_dice
 from segdoctor.doctor import Finding
+from segdoctor.doctor.model_checks import output_activation  # nested models too
 from segdoctor.train.config import RunConfig
 from segdoctor.train.data import PreparedData, prepare_data
 from segdoctor.train.evaluate import predict_image, score_images
@@ -40,8 +41,6 @@ def _loss_config(model: Any) -> dict | None:
 
 def _outputs_logits(model: keras.Model) -> bool:
     """Whether the model's last layer outputs logits (no sigmoid/softmax)."""
-    from segdoctor.doctor.model_checks import output_activation  # nested models too
-
     return output_activation(model) == "linear"
 
 
