@@ -63,13 +63,15 @@ def test_overfit_probe_gives_no_verdict_when_the_wrong_masks_fit_and_the_right_o
 ):
     x, y = disks(4)
     monkeypatch.setattr(overfit, "train_steps", lambda m, x, y, steps, d=None: [0.5] * steps)
+    # fit_dice is called on the fitted copy, on the model as given, then on the control
     scores = iter(
-        [(0.0, 0.19), (0.64, 0.19)]
+        [(0.0, 0.19), (0.0, 0.19), (0.64, 0.19)]
     )  # the blind test's twin: own masks 0.00, control 0.64
     monkeypatch.setattr(overfit, "fit_dice", lambda model, x, y: next(scores))
     found, _ = overfit.probe_overfit(small_unet(), x, y)
     assert found == []
-    scores = iter([(0.0, 0.19), (0.1, 0.19)])  # neither fits: the finding, with the pairing hint
+    # neither fits: the finding, with the pairing hint
+    scores = iter([(0.0, 0.19), (0.0, 0.19), (0.1, 0.19)])
     found, _ = overfit.probe_overfit(small_unet(), x, y)
     assert ids(found) == {"cannot-overfit"} and "pairing" in found[0].fix
 
