@@ -180,7 +180,10 @@ MASK_ENTRIES: tuple[CatalogEntry, ...] = (
         "Many masks are empty",
         fix="Many images have no foreground: a pooled Dice rewards predicting nothing. Use a "
         "per-image Dice with smoothing (segdoctor.losses.DiceLoss(per_image=True, "
-        "smooth=1e-5)) and oversample images with foreground.",
+        "smooth=1e-5)) and oversample images with foreground. If the images show objects "
+        "that the masks lack, check the mask conversion first: e.g. mask / 255 > 0.5 on "
+        "instance labels (1..N per object, often 16-bit) keeps only the objects numbered "
+        "128 and above; use mask > 0.",
     ),
     CatalogEntry(
         "class-imbalance",
@@ -331,8 +334,11 @@ FILE_ENTRIES: tuple[CatalogEntry, ...] = (
         "warning",
         "Image intensities of the splits come from different distributions",
         fix="The images of the splits come from different intensity distributions (another "
-        "scanner, stain, exposure or bit depth): validation measures transfer, not fit. Mix "
-        "the sources into both splits, or normalize per image (segdoctor's loader does: "
+        "scanner, stain, exposure or bit depth): validation measures transfer, not fit. If "
+        "you split with Keras' fit(..., validation_split=...), it takes the last fraction of "
+        "the arrays as they are, before any shuffle: arrays ordered by source or modality "
+        "put one kind of image in validation; shuffle them first. Otherwise mix the sources "
+        "into both splits, or normalize per image (segdoctor's loader does: "
         "ImageNormalizer(mode='image')) and check the worst split's images.",
         variants={
             "scale": "The {larger} images are about {ratio:.0f}x brighter than the others: "
