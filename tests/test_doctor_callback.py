@@ -216,3 +216,21 @@ def test_augment_value_range_silent_when_the_range_matches(rng):
     assert "augment-value-range" not in {f.id for f in check_batch(x, y, _augmented((0, 1)))}
     raw = (x * 255).round()  # 0..255 with the default range: right too
     assert "augment-value-range" not in {f.id for f in check_batch(raw, y, _augmented())}
+
+
+def test_augment_value_range_from_the_command_line_needs_a_history_that_never_learned():
+    """The command line does not see the inputs: layers at the (0, 255) default are named only
+    when the history says nothing was learned (fourth blind test, F3 from the command line)."""
+    from segdoctor.doctor import diagnose
+
+    flat = {"loss": [0.9] * 6, "dice": [0.0] * 6, "val_dice": [0.0] * 6}
+    learned = {"loss": [0.9, 0.6, 0.4, 0.3, 0.25, 0.2], "val_dice": [0.1, 0.4, 0.6, 0.7, 0.75, 0.8]}
+    model = _augmented()
+    model.compile("adam", "binary_crossentropy")
+    found = diagnose(model=model, history=flat, plots=False).findings
+    [f] = [f for f in found if f.id == "augment-value-range"]
+    assert f.severity == "warning" and "value_range=(0, 1)" in f.fix
+    assert "augment-value-range" not in diagnose(model=model, history=learned, plots=False).ids
+    matched = _augmented((0, 1))
+    matched.compile("adam", "binary_crossentropy")
+    assert "augment-value-range" not in diagnose(model=matched, history=flat, plots=False).ids

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from segdoctor.doctor.batch_checks import augment_range_if_failed
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.data_checks import check_data
 from segdoctor.doctor.findings import Finding
@@ -112,6 +113,9 @@ def diagnose(
         findings += _history_findings(history, summary, report if plots else None)
         if model is not None and data is not None:  # the file against its own best epoch
             findings += saved_model_findings(model, data, load_history(history))
+        if model is not None:  # augmentation ranges, when the history says nothing was learned
+            failed = [f.id for f in findings if f.id in NEVER_LEARNED and f.severity == "error"]
+            findings += augment_range_if_failed(model, failed)
     if probe and model is not None and getattr(model, "loss", None) is None:
         summary["probes_skipped"] = "the model's loss is not available (compile it, or register it)"
     elif probe:
@@ -173,6 +177,9 @@ def _probe_findings(
         summary["probes_skipped"] = skipped
     return probed
 
+
+NEVER_LEARNED = ("metric-constant", "prediction-collapse")
+"""History errors that say the model learned nothing (``augment_range_if_failed``)."""
 
 BLOCKING = (
     "input-constant",

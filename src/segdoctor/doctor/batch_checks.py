@@ -58,19 +58,11 @@ def augment_value_range(model, x_min: float, x_max: float) -> list[Finding]:
         >>> [f.id for f in augment_value_range(m, 0.0, 1.0)], augment_value_range(m, 0.0, 255.0)
         (['augment-value-range'], [])
     """
-    if _has_scaling(model):
-        return []
-    wrong = []
-    for layer in all_layers(model):
-        vr = getattr(layer, "value_range", None)
-        if not isinstance(vr, (tuple, list)) or len(vr) != 2:
-            continue
-        try:
-            lo, hi = float(vr[0]), float(vr[1])
-        except (TypeError, ValueError):
-            continue
-        if (x_max <= 1.0 + 1e-3 and hi >= 100.0) or (x_max > 2.0 and hi <= 1.0):
-            wrong.append((f"{type(layer).__name__} {layer.name!r}", (lo, hi)))
+    wrong = [
+        (name, (lo, hi))
+        for name, (lo, hi) in _value_ranges(model)
+        if (x_max <= 1.0 + 1e-3 and hi >= 100.0) or (x_max > 2.0 and hi <= 1.0)
+    ]
     if not wrong:
         return []
     evidence = {
@@ -86,6 +78,57 @@ def augment_value_range(model, x_min: float, x_max: float) -> list[Finding]:
             evidence,
             layers=", ".join(name for name, _ in wrong),
             value_range=tuple(wrong[0][1]),
+        )
+    ]
+
+
+def _value_ranges(model) -> list[tuple[str, tuple[float, float]]]:
+    """``(description, value_range)`` of the layers with a ``value_range``; none when the model
+    rescales its inputs first (the range then applies to the rescaled values)."""
+    if _has_scaling(model):
+        return []
+    out = []
+    for layer in all_layers(model):
+        vr = getattr(layer, "value_range", None)
+        if not isinstance(vr, (tuple, list)) or len(vr) != 2:
+            continue
+        try:
+            out.append((f"{type(layer).__name__} {layer.name!r}", (float(vr[0]), float(vr[1]))))
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def augment_range_if_failed(model, failed: Sequence[str]) -> list[Finding]:
+    """``augment-value-range`` (warning, variant ``unknown-inputs``) for the command line, which
+    does not see the inputs as the model receives them: layers at Keras' default range
+    (0, 255) in a model whose history says it never learned (``failed``: the ids of the errors
+    that say so, e.g. ``metric-constant``). The fourth blind test's F3 (images in [0, 1]) drew
+    only the symptoms from the command line.
+
+    Example:
+        >>> import keras
+        >>> m = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.RandomContrast(0.2)])
+        >>> [f.severity for f in augment_range_if_failed(m, ["metric-constant"])], augment_range_if_failed(m, [])
+        (['warning'], [])
+    """
+    wide = [(name, vr) for name, vr in _value_ranges(model) if vr[1] >= 100.0]
+    if not failed or not wide:
+        return []
+    evidence = {
+        "layers": [name for name, _ in wide],
+        "value_range": list(wide[0][1]),
+        "history": sorted(set(failed)),
+        "where": "model file (the inputs are not seen from the command line)",
+    }
+    return [
+        make_finding(
+            "augment-value-range",
+            evidence,
+            variant="unknown-inputs",
+            severity="warning",
+            layers=", ".join(name for name, _ in wide),
+            value_range=tuple(wide[0][1]),
         )
     ]
 

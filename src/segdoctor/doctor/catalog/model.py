@@ -61,6 +61,18 @@ MODEL_ENTRIES: tuple[CatalogEntry, ...] = (
         "change to the range it assumes and clips to it: a brightness factor of 0.2 adds up to "
         "+-51 to pixels of at most 1, and the clip erases the image. Pass the range your inputs "
         "have, e.g. keras.layers.RandomBrightness(0.2, value_range=(0, 1)).",
+        variants={
+            "unknown-inputs": "{layers} assume(s) pixel values in {value_range} (Keras' "
+            "default), and the history says the model never learned. If your pipeline feeds "
+            "images in [0, 1] (divided by 255), these layers add changes scaled to 0..255 and "
+            "clip to it, which erases the images: pass value_range=(0, 1), e.g. "
+            "keras.layers.RandomBrightness(0.2, value_range=(0, 1)). DoctorCallback sees the "
+            "inputs and can tell for sure.",
+        },
+        titles={
+            "unknown-inputs": "Augmentation layers at the (0, 255) default in a model that never "
+            "learned",
+        },
     ),
     CatalogEntry(
         "saved-model-not-best",
