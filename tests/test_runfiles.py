@@ -132,3 +132,26 @@ def test_the_sanitizer_turns_every_non_finite_float_into_null():
 def test_the_sanitizer_rounds_only_when_asked():
     assert to_jsonable(0.123456789) == 0.123456789
     assert to_jsonable([0.123456789, 1.234e-9], digits=6) == [0.123457, 1.234e-9]
+
+
+def test_segdoctors_own_model_file_loads_in_a_process_that_never_imported_the_models(tmp_path):
+    """`segdoctor diagnose DATA --model RUN` loads the run's U-Net in a fresh process: its
+    registered layers (segdoctor.models.layers: the fused BatchNormalization) must be imported
+    by the loader itself. Before, the command exited 2 on segdoctor's own demo run."""
+    import os
+    import subprocess
+    import sys
+
+    from segdoctor.models import create_model
+
+    path = tmp_path / "best.keras"
+    create_model("unet", input_shape=(32, 32, 1), depth=2, base_filters=4).save(path)
+    code = (
+        "import segdoctor\n"
+        "from segdoctor.runfiles import load_model\n"
+        f"print(type(load_model({str(path)!r}, compile=False)).__name__)\n"
+    )
+    env = dict(os.environ, KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "torch"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-800:]
+    assert "Functional" in out.stdout

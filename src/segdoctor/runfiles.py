@@ -82,7 +82,9 @@ def load_model(model: str | Path, unsafe: bool = False, compile: bool = False) -
     Example:
         >>> model = load_model("runs/demo")  # doctest: +SKIP
     """
-    for module in ("segdoctor.losses", "segdoctor.metrics"):  # register segdoctor's objects
+    # register segdoctor's objects; the models' layers too (segdoctor.models.layers): without
+    # them `segdoctor diagnose DATA --model RUN` could not load segdoctor's own U-Net
+    for module in ("segdoctor.losses", "segdoctor.metrics", "segdoctor.models"):
         importlib.import_module(module)
     path = resolve_model_path(model)
     try:
