@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from benchmarks.faults import Case, Context
 from benchmarks.faults.kit import dice_coef, dice_loss, fit_with_doctor, small_unet
-from benchmarks.faults.real import RealPair, nuclei, stack, streets, write_pairs
+from benchmarks.faults.real import RealPair, nuclei, stack, streets, write_pairs, write_splits
 from keras import ops
 
 from segdoctor.doctor import diagnose
@@ -161,6 +161,28 @@ def lr_too_high(ctx: Context):
     _users_folder(ctx, model)
     folder = ctx.notes["data"]
     return diagnose(data=folder, model=model, probe=True, probe_size=64, batch_size=8, plots=False)
+
+
+def checkpoint_worst_epoch(ctx: Context):
+    """``ModelCheckpoint(monitor="val_dice_coef", mode="min", save_best_only=True)``, copied from
+    a ``val_loss`` setup: the checkpoint keeps the worst epoch. The user has the files only and
+    runs ``diagnose(data, model file, history)`` (third blind test, F1, without the callback).
+    The twin watches the Dice with ``mode="max"``."""
+    pairs = nuclei(ctx.data_root, n=VERIFY_CROPS, size=64)
+    train, val = [p for k, p in enumerate(pairs) if k % 5], pairs[::5]  # a fifth held out
+    folder = write_splits(ctx.workdir / "data", {"train": train, "val": val})
+    (x, y), (xv, yv) = stack(train), stack(val)
+    keras.utils.set_random_seed(0)
+    model = small_unet((64, 64, 1), batchnorm=False)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=dice_loss, metrics=[dice_coef])
+    path = ctx.workdir / "best.keras"
+    keep = keras.callbacks.ModelCheckpoint(
+        str(path), monitor="val_dice_coef", mode="min" if ctx.faulty else "max", save_best_only=True
+    )
+    fit = model.fit(
+        x, y, validation_data=(xv, yv), epochs=10, batch_size=8, callbacks=[keep], verbose=0
+    )
+    return diagnose(data=folder, model=str(path), history=fit.history, plots=False)
 
 
 def nan_mixed_precision(ctx: Context):
@@ -366,6 +388,14 @@ def validation_bgr(ctx: Context):
 
 
 CASES = [
+    Case(
+        "checkpoint-worst-epoch",
+        "dsb2018-nuclei",
+        "diagnose(data, model file, history)",
+        ("saved-model-not-best",),
+        "third blind test, 2026-12-07: a Dice checkpoint in mode='min' kept the worst epoch",
+        checkpoint_worst_epoch,
+    ),
     Case(
         "activation-missing",
         "dsb2018-nuclei",
