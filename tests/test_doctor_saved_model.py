@@ -130,3 +130,24 @@ def test_multiclass_head_is_scored_with_the_background_and_without_the_ignored_l
     assert saved_model_findings(model, root, {"val_dice": [0.3, 0.85, 0.9, 0.88]})[0].id == (
         "saved-model-not-best"
     )
+
+
+@keras.saving.register_keras_serializable(package="test_saved_model")
+class _OnlySixteen(keras.layers.Layer):
+    """Refuses every input but 16 x 16 (as a model whose pooling needs a larger multiple)."""
+
+    def call(self, x):
+        if x.shape[1] is not None and x.shape[1] != 16:
+            raise ValueError("this model takes 16 x 16 inputs only")
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def test_a_model_this_reading_cannot_run_draws_nothing(split_data):
+    inputs = keras.Input((None, None, 1))
+    model = keras.Model(
+        inputs, _OnlySixteen()(keras.layers.Conv2D(1, 1, activation="sigmoid")(inputs))
+    )
+    assert saved_model_findings(model, split_data, RISING) == []

@@ -177,6 +177,31 @@ def _dice_over(preds: list[np.ndarray], labels: list[np.ndarray], classes: list[
     return max(pooled, float(np.mean(per_image)))
 
 
+def _measure(model, data, key: str, bar: float) -> tuple[float | None, list[str], int, str]:
+    """The highest score over the scalings (stopping at the first that reaches ``bar``), each
+    scaling's score as text, the images scored and where from; None when there is nothing to
+    score."""
+    images, labels, where = _scored_pairs(data, model)
+    if not images:
+        return None, [], 0, where
+    fitted = [_fit_to_model(img, lab, model) for img, lab in zip(images, labels, strict=True)]
+    ignore, heads = _ignored(model), output_channels(model)
+    measured, tried = -1.0, []
+    for name, scale in _SCALINGS:
+        preds = [
+            _hard(np.asarray(model.predict_on_batch(scale(img)[None].astype("float32")))[0])
+            for img, _ in fitted
+        ]
+        truth = [lab[: p.shape[0], : p.shape[1]] for p, (_, lab) in zip(preds, fitted, strict=True)]
+        dice = _dice_scores(preds, truth, ignore, heads)
+        score = dice / (2.0 - dice) if _iou_like(key) else dice
+        tried.append(f"{name}: {score:.3f}")
+        measured = max(measured, score)
+        if measured >= bar:
+            break
+    return measured, tried, len(fitted), where
+
+
 def saved_model_findings(
     model, data: str | Path, history: Mapping[str, Sequence[float]]
 ) -> list[Finding]:
@@ -196,24 +221,12 @@ def saved_model_findings(
         return []
     best, best_epoch = float(values.max()), int(values.argmax())
     bar = best - max(GAP_ABS, GAP_REL * best)
-    images, labels, where = _scored_pairs(data, model)
-    if not images:
+    try:
+        measured, tried, n_images, where = _measure(model, data, key, bar)
+    except Exception:  # a model this reading cannot run (several inputs, sizes it refuses,
+        return []  # masks it cannot read): say nothing rather than guess
+    if measured is None or measured >= bar:
         return []
-    fitted = [_fit_to_model(img, lab, model) for img, lab in zip(images, labels, strict=True)]
-    ignore, heads = _ignored(model), output_channels(model)
-    measured, tried = -1.0, []
-    for name, scale in _SCALINGS:
-        preds = [
-            _hard(np.asarray(model.predict_on_batch(scale(img)[None].astype("float32")))[0])
-            for img, _ in fitted
-        ]
-        truth = [lab[: p.shape[0], : p.shape[1]] for p, (_, lab) in zip(preds, fitted, strict=True)]
-        dice = _dice_scores(preds, truth, ignore, heads)
-        score = dice / (2.0 - dice) if _iou_like(key) else dice
-        tried.append(f"{name}: {score:.3f}")
-        measured = max(measured, score)
-        if measured >= bar:
-            return []
     nearest = int(np.abs(values - measured).argmin())
     last = len(values) - 1
     # No better than the last epoch: "saved after fit" explains it. Well below the last epoch
@@ -224,7 +237,7 @@ def saved_model_findings(
         "best": round(best, 4),
         "best_epoch": best_epoch + 1,
         "measured": round(measured, 4),
-        "images": len(fitted),
+        "images": n_images,
         "scored_on": where,
         "scalings": "; ".join(tried),
         "nearest_epoch": nearest + 1,
