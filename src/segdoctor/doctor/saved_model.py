@@ -33,6 +33,7 @@ from segdoctor.doctor.history_io import is_dice_like
 from segdoctor.doctor.model_checks import output_channels
 from segdoctor.doctor.model_data import ignored_label
 from segdoctor.doctor.probes import read_for_model
+from segdoctor.metrics.evaluation import confusion_stats, dice_from_stats
 
 MIN_EPOCHS = 3
 """Fewer epochs give no best epoch worth comparing with."""
@@ -145,36 +146,30 @@ def _dice_scores(
     """The highest of the pooled and the mean per-image Dice over the foreground classes and,
     for a multi-channel head, over all classes with the background (many multi-class Dice
     metrics average it in); pixels labelled ``ignore`` do not count. An image where prediction
-    and truth are both empty scores 1."""
-    if ignore is not None:
-        keep = [lab != ignore for lab in labels]
-        preds = [np.where(k, p, -1) for p, k in zip(preds, keep, strict=True)]
-        labels = [np.where(k, lab, -1) for lab, k in zip(labels, keep, strict=True)]
-    present = {int(c) for lab in labels for c in np.unique(lab)} - {-1}
-    foreground = sorted(present - {0}) or [1]
-    best = _dice_over(preds, labels, foreground)
+    and truth are both empty scores 1. Counts from :func:`segdoctor.metrics.confusion_stats`."""
+    kept = [lab[lab != ignore] if ignore is not None else lab for lab in labels]
+    top = max([int(p.max(initial=0)) for p in preds] + [int(k.max(initial=0)) for k in kept])
+    tp, fp, fn = confusion_stats(labels, preds, max(top + 1, 2), ignore_index=ignore)
+    present = [int(c) for c in np.nonzero((tp + fn).sum(axis=0))[0]]  # classes in the truth
+    best = _dice_over(tp, fp, fn, [c for c in present if c != 0] or [1])
     if heads > 1:
-        best = max(best, _dice_over(preds, labels, sorted(present | {0})))
+        best = max(best, _dice_over(tp, fp, fn, sorted({0, *present})))
     return best
 
 
-def _dice_over(preds: list[np.ndarray], labels: list[np.ndarray], classes: list[int]) -> float:
-    """The larger of the pooled Dice and the mean per-image Dice over ``classes``."""
-    inter = np.zeros(len(classes))
-    total = np.zeros(len(classes))
-    per_image = []
-    for p, t in zip(preds, labels, strict=True):
-        scores = []
-        for j, c in enumerate(classes):
-            a, b = p == c, t == c
-            i, s = float(np.logical_and(a, b).sum()), float(a.sum() + b.sum())
-            inter[j] += i
-            total[j] += s
-            if b.any() or a.any():
-                scores.append(2.0 * i / s)
-        per_image.append(float(np.mean(scores)) if scores else 1.0)
-    pooled = float(np.mean([2.0 * i / s if s else 1.0 for i, s in zip(inter, total, strict=True)]))
-    return max(pooled, float(np.mean(per_image)))
+def _dice_over(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, classes: list[int]) -> float:
+    """The larger of the pooled Dice and the mean per-image Dice over ``classes``; counts
+    ``(N, C)`` per image and class."""
+    tp, fp, fn = tp[:, classes], fp[:, classes], fn[:, classes]
+    pooled = dice_from_stats(tp.sum(axis=0), fp.sum(axis=0), fn.sum(axis=0), empty="one")
+    per_class = dice_from_stats(tp, fp, fn, empty="skip")  # (N, K), NaN: empty on both sides
+    scored = ~np.isnan(per_class)
+    per_image = np.where(
+        scored.any(axis=1),
+        np.where(scored, per_class, 0.0).sum(axis=1) / np.maximum(scored.sum(axis=1), 1),
+        1.0,
+    )
+    return max(float(pooled.mean()), float(per_image.mean()))
 
 
 def _measure(model, data, key: str, bar: float) -> tuple[float | None, list[str], int, str]:
