@@ -39,6 +39,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from segdoctor.data.normalize import to_channels
+
 THUMB = 16
 """Side of the gray thumbnail kept per image."""
 CANDIDATE_MIN = 0.9
@@ -47,16 +49,16 @@ COPY_MIN = 0.95
 """Correlation ratio at full resolution above which two images are one image (see above)."""
 QUANT = 8
 """Levels per channel of the colour used as the 'value of a' for colour images."""
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
-    """``(H, W)`` float32 luminance of an ``(H, W, C)`` image (alpha dropped)."""
+    """``(H, W)`` float32 luminance of an ``(H, W)`` or ``(H, W, C)`` image (alpha dropped), as
+    the loader converts it (:func:`~segdoctor.data.normalize.to_channels`); the first channel of
+    other channel counts."""
     img = image if image.ndim == 3 else image[..., None]
-    c = img.shape[-1]
-    if c in (2, 4):
-        img, c = img[..., : c - 1], c - 1
-    return img[..., 0].astype(np.float32) if c != 3 else img.astype(np.float32) @ _LUMA
+    if img.shape[-1] not in (1, 2, 3, 4):
+        return img[..., 0].astype(np.float32)
+    return to_channels(img, 1)[..., 0].astype(np.float32)
 
 
 def thumbnail(image: np.ndarray) -> np.ndarray | None:

@@ -373,6 +373,17 @@ def read_for_model(pairs, model) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return images, labels
 
 
+def resize_pair(img: np.ndarray, lab: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """An image ``(H, W, C)`` resized bilinearly and its label map ``(H, W)`` by nearest
+    neighbour to ``h x w`` (a model with a fixed input size)."""
+    channels = [
+        np.asarray(Image.fromarray(img[..., k]).resize((w, h), Image.BILINEAR))
+        for k in range(img.shape[-1])
+    ]
+    label = np.asarray(Image.fromarray(lab).resize((w, h), Image.NEAREST))
+    return np.stack(channels, -1), label
+
+
 def load_probe_batch(
     data: str | Path, model, *, size: int = 64, n: int = 8
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -393,7 +404,6 @@ def load_probe_batch(
     pairs = index.pairs[:: max(1, len(index.pairs) // n)][:n]
     images, labels = read_for_model(pairs, model)
     shape = model.inputs[0].shape if getattr(model, "inputs", None) else (None, None, None, 1)
-    c = shape[3] or 1
     if shape[1] is None and shape[2] is None:  # fully convolutional: the images' own scale
         side = min(size, *(min(img.shape[:2]) for img in images))
         crops = [
@@ -404,21 +414,9 @@ def load_probe_batch(
         y = np.concatenate([cy for _, cy in crops]).astype("float32")  # (n, s, s, 1)
     else:
         h, w = shape[1] or size, shape[2] or size
-        x = np.stack(
-            [
-                np.stack(
-                    [
-                        np.asarray(Image.fromarray(img[..., k]).resize((w, h), Image.BILINEAR))
-                        for k in range(c)
-                    ],
-                    -1,
-                )
-                for img in images
-            ]
-        ).astype("float32")
-        y = np.stack(
-            [np.asarray(Image.fromarray(lab).resize((w, h), Image.NEAREST)) for lab in labels]
-        )[..., None].astype("float32")  # (n, h, w, 1)
+        resized = [resize_pair(img, lab, h, w) for img, lab in zip(images, labels, strict=True)]
+        x = np.stack([img for img, _ in resized]).astype("float32")
+        y = np.stack([lab for _, lab in resized])[..., None].astype("float32")  # (n, h, w, 1)
     k = output_channels(model)
     sparse = "sparse" in type(_loss_fn(model)).__name__.lower()
     if k > 1 and not sparse and loss_ignore_index(model) is None:  # an ignored label needs sparse

@@ -24,7 +24,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from segdoctor.data.discover import discover_pairs
 from segdoctor.doctor.catalog import make_finding
@@ -32,7 +31,7 @@ from segdoctor.doctor.findings import Finding
 from segdoctor.doctor.history_io import is_dice_like
 from segdoctor.doctor.model_checks import output_channels
 from segdoctor.doctor.model_data import ignored_label
-from segdoctor.doctor.probes import read_for_model
+from segdoctor.doctor.probes import read_for_model, resize_pair
 from segdoctor.metrics.evaluation import confusion_stats, dice_from_stats
 
 MIN_EPOCHS = 3
@@ -114,15 +113,7 @@ def _fit_to_model(img: np.ndarray, lab: np.ndarray, model) -> tuple[np.ndarray, 
     most :data:`MAX_SIDE`; resize to a fixed input size otherwise."""
     shape = model.inputs[0].shape if getattr(model, "inputs", None) else (None, None, None, 1)
     if shape[1] is not None and shape[2] is not None:
-        h, w = int(shape[1]), int(shape[2])
-        img = np.stack(
-            [
-                np.asarray(Image.fromarray(img[..., k]).resize((w, h), Image.BILINEAR))
-                for k in range(img.shape[-1])
-            ],
-            -1,
-        )
-        lab = np.asarray(Image.fromarray(lab.astype("int32")).resize((w, h), Image.NEAREST))
+        img, lab = resize_pair(img, lab, int(shape[1]), int(shape[2]))
         return img.astype("float32"), lab
     h, w = img.shape[:2]
     ch, cw = _multiple(min(h, MAX_SIDE)), _multiple(min(w, MAX_SIDE))
