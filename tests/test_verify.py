@@ -313,37 +313,34 @@ def test_leak_prescription_drops_the_training_copies_of_validation_images(tmp_pa
     assert clean[0] == [] and clean[1][0].status == "not-verifiable"
 
 
-def test_leak_prescription_drops_flipped_training_copies_too(tmp_path):
+def _leaked_copy_dropped(tmp_path, change) -> None:
+    """The leak prescription drops the training image whose ``change`` (of the image, and of
+    its mask for geometric changes) is added to the validation images."""
     data = _crops(tmp_path / "d", n=6)
     plan = vf.plan_data(data, seed=0)
     leaked = plan.train[0]
     image, mask = sd.read_pair(leaked)
-    (tmp_path / "f").mkdir()
-    Image.fromarray(np.fliplr(image[..., 0]).copy()).save(tmp_path / "f" / "i.png")
-    Image.fromarray(np.fliplr(mask).copy()).save(tmp_path / "f" / "m.png")
-    flipped = sd.Pair("flipped", tmp_path / "f" / "i.png", tmp_path / "f" / "m.png", "val")
-    found, _ = vf.prescribe(
-        _report(("duplicate-across-splits", {})),
-        vf.DataPlan(data, plan.train, [*plan.val, flipped]),
-    )
-    assert found[0].drop_train == (leaked.name,)
-
-
-def test_leak_prescription_drops_brightness_changed_training_copies_too(tmp_path):
-    data = _crops(tmp_path / "d", n=6)
-    plan = vf.plan_data(data, seed=0)
-    leaked = plan.train[0]
-    image, mask = sd.read_pair(leaked)
-    (tmp_path / "b").mkdir()
-    brighter = np.clip(image[..., 0].astype(float) * 1.2 + 20, 0, 255).astype(np.uint8)
-    Image.fromarray(brighter).save(tmp_path / "b" / "i.png")
-    Image.fromarray(mask).save(tmp_path / "b" / "m.png")
-    copy = sd.Pair("brighter", tmp_path / "b" / "i.png", tmp_path / "b" / "m.png", "val")
+    new_image, new_mask = change(image[..., 0], mask)
+    (tmp_path / "c").mkdir()
+    Image.fromarray(np.ascontiguousarray(new_image)).save(tmp_path / "c" / "i.png")
+    Image.fromarray(np.ascontiguousarray(new_mask)).save(tmp_path / "c" / "m.png")
+    copy = sd.Pair("copy", tmp_path / "c" / "i.png", tmp_path / "c" / "m.png", "val")
     found, _ = vf.prescribe(
         _report(("duplicate-across-splits", {})),
         vf.DataPlan(data, plan.train, [*plan.val, copy]),
     )
     assert found[0].drop_train == (leaked.name,)
+
+
+def test_leak_prescription_drops_flipped_training_copies_too(tmp_path):
+    _leaked_copy_dropped(tmp_path, lambda image, mask: (np.fliplr(image), np.fliplr(mask)))
+
+
+def test_leak_prescription_drops_brightness_changed_training_copies_too(tmp_path):
+    def brighter(image, mask):
+        return np.clip(image.astype(float) * 1.2 + 20, 0, 255).astype(np.uint8), mask
+
+    _leaked_copy_dropped(tmp_path, brighter)
 
 
 def test_overlap_prescription_drops_the_training_tiles_that_share_a_region(tmp_path):
