@@ -181,10 +181,45 @@ def near_copies(root: Path) -> None:
         print(f"{name}: {len(images)} images; {n_cand} pairs of different images with "
               f"thumbnails at {nc.CANDIDATE_MIN}+ (same size): copy score max "
               f"{max(distinct, default=float('nan')):.3f}, best partners' max {worst:.3f}")  # fmt: skip
+        for label, imgs in (("images", images), ("64 px crops", _centre_crops(images))):
+            kept = [(a, nc.orientations(b)[k]) for a, b, k in _distinct_partners(label, imgs)]
+            high = [(a, b) for a, b in kept if nc.copy_score(a, b) >= nc.COPY_MIN]
+            detail = [nc.detail_score(a, b) for a, b in high]
+            print(f"  {label}: {len(high)} best partners of different images at the copy bar; "
+                  f"their detail score max {max(detail, default=float('nan')):.3f} "
+                  f"(bar {nc.DETAIL_MIN})")  # fmt: skip
         for kind in ("gain-offset-gamma", "hue", "jpeg-90", "noise-3"):
-            got = [nc.copy_score(i, _changed(i, kind, rng)) for i in images[:25]]
+            changed = [(i, _changed(i, kind, rng)) for i in images[:25]]
+            got = [nc.copy_score(i, c) for i, c in changed]
+            both = [s >= nc.COPY_MIN and nc.detail_score(i, c) >= nc.DETAIL_MIN
+                    for s, (i, c) in zip(got, changed, strict=True)]  # fmt: skip
             print(f"  copies, {kind}: copy score min {min(got):.3f}, median "
-                  f"{float(np.median(got)):.3f} (bar {nc.COPY_MIN})")  # fmt: skip
+                  f"{float(np.median(got)):.3f} (bar {nc.COPY_MIN}); found with the detail "
+                  f"bar {sum(both)} of {len(both)}")  # fmt: skip
+
+
+def _centre_crops(images: list, size: int = 64) -> list:
+    """The 2 x 2 crops of ``size`` px around each image's centre (the fifth blind test's tiles),
+    each tagged with its source image."""
+    out = []
+    for n, img in enumerate(images):
+        cy, cx = img.shape[0] // 2, img.shape[1] // 2
+        for dy in (-size, 0):
+            for dx in (-size, 0):
+                crop = img[cy + dy : cy + dy + size, cx + dx : cx + dx + size]
+                if crop.shape[:2] == (size, size):
+                    out.append((n, crop))
+    return out
+
+
+def _distinct_partners(label: str, imgs: list):
+    """(a, b, orientation) of best thumbnail partners from different source images."""
+    tagged = imgs if label != "images" else list(enumerate(imgs))
+    thumbs = [nc.thumbnail(i) for _, i in tagged]
+    for qi, ri, k, _ in nc.best_partners(thumbs, thumbs, same_set=True):
+        (sa, a), (sb, b) = tagged[qi], tagged[ri]
+        if sa != sb and a.shape == b.shape:
+            yield a, b, k
 
 
 def offsets(root: Path, draws: int = 2000) -> None:

@@ -110,3 +110,68 @@ def test_blank_images_are_not_called_copies(tmp_path):
     found, _, _ = check_data(root, plots=False)
     ids = [f.id for f in found]
     assert "input-constant" in ids and "duplicate-across-splits" not in ids
+
+
+def _blob_tile(seed: int, radius: float) -> np.ndarray:
+    """A dark, noisy 64 px tile with one bright nucleus in its top-left corner, (64, 64, 1)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:64, :64]
+    blob = 200 * np.exp(-((yy - 6) ** 2 + (xx - 8) ** 2) / (2 * radius**2))
+    return np.clip(blob + rng.normal(6, 2, (64, 64)), 0, 255).astype(np.uint8)[..., None]
+
+
+def test_tiles_alike_only_in_one_blob_are_not_copies():
+    """Crops of two different fluorescence images, each one bright blob in the same corner of an
+    independent noisy background: the blob decides the copy score (above the bar) but the fine
+    detail does not repeat (fifth blind test: three such 64 px DSB tiles drew an error)."""
+    a, b = _blob_tile(1, 9.0), _blob_tile(2, 10.0)
+    assert nc.copy_score(a, b) >= nc.COPY_MIN  # the first two steps alone call them copies
+    assert nc.detail_score(a, b) < nc.DETAIL_MIN
+    assert (
+        nc.photometric_copies(
+            [nc.thumbnail(a)], [nc.thumbnail(b)], [a].__getitem__, [b].__getitem__
+        )
+        == []
+    )
+    brighter = _jitter(a, 0)  # a real copy of the same tile still is one
+    assert nc.detail_score(a, brighter) >= nc.DETAIL_MIN
+    found = nc.photometric_copies(
+        [nc.thumbnail(brighter)], [nc.thumbnail(a)], [brighter].__getitem__, [a].__getitem__
+    )
+    assert [(q, r) for q, r, _ in found] == [(0, 0)]
+
+
+def _letterbox(image: np.ndarray, bar: int) -> np.ndarray:
+    out = np.zeros_like(image)
+    out[bar:-bar] = image[bar:-bar]
+    return out
+
+
+def test_letterbox_bars_do_not_make_images_alike():
+    """Letterboxed images share their black bars: without them the images are unrelated and are
+    not copies; a jittered copy of a letterboxed image still is one."""
+    a, b = _letterbox(_texture(1), 20), _letterbox(_texture(2), 20)
+    assert nc.content_box(a) == (slice(20, 76), slice(0, 96))
+    reader = {0: a, 1: b, 2: _letterbox(_jitter(_texture(1), 3), 20)}
+    thumbs = {k: nc.thumbnail(v) for k, v in reader.items()}
+    assert nc.photometric_copies([thumbs[1]], [thumbs[0]], lambda i: b, lambda i: a) == []
+    found = nc.photometric_copies([thumbs[2]], [thumbs[0]], lambda i: reader[2], lambda i: a)
+    assert len(found) == 1
+
+
+def test_silent_on_crops_of_different_dsb_images(shared_data):
+    """Two real 64 px crops (DSB2018 303 and 300, a bright nucleus in one corner each) that the
+    copy score alone called copies, rotated 180 degrees (fifth blind test)."""
+    from segdoctor.data import read_image
+
+    root = shared_data / "dsb2018-nuclei" / "images"
+    a = read_image(root / "303_70827e40a715.png")
+    b = read_image(root / "300_6fc83b33896f.png")
+    ta = a[a.shape[0] // 2 - 64 : a.shape[0] // 2, a.shape[1] // 2 - 64 : a.shape[1] // 2]
+    tb = b[b.shape[0] // 2 - 64 : b.shape[0] // 2, b.shape[1] // 2 - 64 : b.shape[1] // 2]
+    rotated = nc.orientations(tb)[2]
+    assert nc.copy_score(ta, rotated) >= nc.COPY_MIN
+    assert (
+        nc.photometric_copies([nc.thumbnail(ta)], [nc.thumbnail(tb)], lambda i: ta, lambda i: tb)
+        == []
+    )
