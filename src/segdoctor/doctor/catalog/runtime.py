@@ -244,6 +244,17 @@ HISTORY_ENTRIES: tuple[CatalogEntry, ...] = (
         "ExponentialDecay(lr, decay_steps=5, decay_rate=0.5) halves the rate every 5 batches. "
         "Give decay_steps in steps (epochs_per_decay * steps_per_epoch), or decay over the run:\n"
         "keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * steps_per_epoch)",
+        variants={
+            "compounding": "The learning rate fell at least tenfold every epoch (at most "
+            "{cut_per_epoch:.2g}x the previous epoch's), from {lr_peak:.1e} to {lr_final:.1e} in "
+            "{epochs} epochs, and training stopped ({train_key} {train_final:.2f} at the end). "
+            "Either a rule that multiplies the rate it is given, which compounds: "
+            "LearningRateScheduler(lambda epoch, lr: lr * 0.1) is a tenfold cut every epoch, not "
+            "a rate of 0.1x; or a decay counted in optimizer steps where epochs were meant "
+            "(ExponentialDecay(lr, decay_steps=5, ...) decays every 5 batches). Compute the rate "
+            "from the epoch, or give decay_steps in steps:\n"
+            "keras.callbacks.LearningRateScheduler(lambda epoch, lr: 1e-3 * 0.9 ** epoch)",
+        },
     ),
     CatalogEntry(
         "plateau",
