@@ -62,3 +62,108 @@ def test_a_decay_of_a_tenth_every_epoch_is_a_schedule_not_a_plateau_cut():
     # a plateau scheduler's halving every epoch while Dice rises still fires
     h["learning_rate"] = [1e-3 * 0.5**i for i in range(8)]
     assert "lr-reduced-while-improving" in ids(analyze_history(h))
+
+
+def _void_band_dataset(root, band: bool = True):
+    """Disc masks {0, 1}, and with ``band`` a 2 px void band of 255 on every disc's border (PASCAL
+    VOC's convention)."""
+    from PIL import Image
+    from scipy import ndimage
+
+    from tests.helpers import write_disc_dataset
+
+    write_disc_dataset(root, n=8, size=32, seed=4)
+    if band:
+        for path in sorted((root / "masks").iterdir()):
+            mask = np.asarray(Image.open(path)).copy()
+            ring = ndimage.binary_dilation(mask > 0, iterations=2) & ~(mask > 0)
+            mask[ring] = 255
+            Image.fromarray(mask).save(path)
+    return root
+
+
+def test_255_next_to_a_few_classes_is_named_as_a_void_label(tmp_path):
+    """The fifth blind test's F3: VOC-style {0, 1, 255} masks drew class-absent ("classes
+    2..254 never appear") and, with the model, a 256-class head as the fix."""
+    from segdoctor.doctor.data_checks import check_data
+
+    found, summary, _ = check_data(_void_band_dataset(tmp_path / "void"), plots=False)
+    [void] = [f for f in found if f.id == "mask-void-label"]
+    assert void.severity == "warning" and "ignore_index=255" in void.fix
+    assert void.evidence["values"] == [0, 1, 255] and 0 < void.evidence["void_fraction_of_pixels"]
+    assert "class-absent" not in ids(found) and summary.num_classes == 2
+    plain, _, _ = check_data(_void_band_dataset(tmp_path / "plain", band=False), plots=False)
+    assert "mask-void-label" not in ids(plain)
+
+
+def test_a_class_index_far_below_255_without_void_is_still_absent_classes(tmp_path):
+    from segdoctor.doctor.data_checks import check_data
+    from tests.helpers import write_multiclass_dataset
+
+    root = write_multiclass_dataset(tmp_path / "mc", n=6, void=9)  # classes 0, 1, 2 and 9
+    found, _, _ = check_data(root, plots=False)
+    assert "mask-void-label" not in ids(found) and "class-absent" in ids(found)
+
+
+def test_the_probe_does_not_ask_a_binary_head_for_256_classes():
+    import keras
+
+    from segdoctor.doctor.probes import _model_vs_probe_batch
+
+    inputs = keras.Input((None, None, 1))
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(inputs))
+    model.compile(loss="binary_crossentropy")
+    x = np.zeros((2, 16, 16, 1), "float32")
+    y = np.zeros((2, 16, 16), "int32")
+    y[:, 4:8, 4:8], y[:, 3, 3:9] = 1, 255
+    assert "output-classes-mismatch" not in ids(_model_vs_probe_batch(model, x, y))
+    y[:, 10:12, 10:12] = 200  # 255 is not void when the other labels reach 128 and above
+    assert "output-classes-mismatch" in ids(_model_vs_probe_batch(model, x, y))
+
+
+def _twelve_bit_dataset(root):
+    from PIL import Image
+
+    from tests.helpers import write_disc_dataset
+
+    write_disc_dataset(root, n=6, size=32, seed=5)
+    for path in sorted((root / "images").iterdir()):
+        img = np.asarray(Image.open(path)).astype(np.uint16) * 16  # 0..4080: 12 bits of 16
+        Image.fromarray(img).save(path)
+    return root
+
+
+def test_16_bit_files_are_read_at_the_bit_depth_they_use(tmp_path):
+    """12-bit data in 16-bit PNGs: the probes read it divided by 4095, as the pipelines that
+    train on it do. Divided by 65535 (before), a healthy model trained on x / 4095 saw a
+    sixteenth of its inputs and drew cannot-overfit (fifth blind test, F6's twin)."""
+    import keras
+
+    from segdoctor.data.discover import discover_pairs
+    from segdoctor.doctor.probes import read_for_model
+
+    root = _twelve_bit_dataset(tmp_path / "d12")
+    inputs = keras.Input((None, None, 1))
+    model = keras.Model(inputs, keras.layers.Identity()(inputs))
+    images, _ = read_for_model(discover_pairs(root).pairs[:4], model)
+    assert 0.6 < max(float(i.max()) for i in images) <= 1.0
+
+
+def test_the_saved_model_is_not_scored_when_the_reading_may_differ(tmp_path):
+    """With 12-bit data (image-range-narrow) the doctor cannot know what the user divided by:
+    F6's fault (uint8 wrap) scored 0.18 against its history's 0.63 and drew the error."""
+    import keras
+
+    from segdoctor.doctor import diagnose
+
+    root = _twelve_bit_dataset(tmp_path / "d12")
+    inputs = keras.Input((None, None, 1))
+    conv = keras.layers.Conv2D(1, 1, activation="sigmoid")
+    model = keras.Model(inputs, conv(inputs))
+    conv.set_weights([np.full((1, 1, 1, 1), -50.0, "float32"), np.full((1,), 23.5, "float32")])
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,val_dice\n0,0.02\n1,0.55\n2,0.91\n3,0.88\n")
+    report = diagnose(data=root, model=model, history=history, plots=False)
+    assert "image-range-narrow" in ids(report.findings)
+    assert "saved-model-not-best" not in ids(report.findings)
+    assert "image-range-narrow" in report.summary["saved_model_skipped"]

@@ -34,6 +34,7 @@ from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
 from segdoctor.doctor.format_checks import format_findings, image_format
 from segdoctor.doctor.mask_format import RingingStats, edge_counts, lossy_findings, lossy_format
+from segdoctor.doctor.model_data import VOID_CLASSES_BELOW, VOID_LABEL
 from segdoctor.doctor.plots import histogram_png
 from segdoctor.doctor.split_checks import check_splits, discovery_findings, pair_stats
 from segdoctor.errors import DataError, SegdoctorError
@@ -261,9 +262,34 @@ def _mask_findings(report, summary: DataSummary) -> list[Finding]:
         found += _foreground_findings(np.asarray(summary.foreground_fractions))
         found += _inverted_findings(summary.topology)
     elif report.kind == "multiclass" and report.values:
-        summary.num_classes = int(report.max_value) + 1
-        found += _absent_classes(report)
+        void = _void_label(report)
+        if void is not None:
+            found.append(void)
+            summary.num_classes = max(int(v) for v in report.values if v != VOID_LABEL) + 1
+        else:
+            summary.num_classes = int(report.max_value) + 1
+            found += _absent_classes(report)
     return found
+
+
+def _void_label(report) -> Finding | None:
+    """``mask-void-label``: masks of class indices plus the value 255 far above them."""
+    values = [int(v) for v in report.values]
+    others = [v for v in values if v != VOID_LABEL]
+    if VOID_LABEL not in values or not others or max(others) >= VOID_CLASSES_BELOW:
+        return None
+    counts = report.value_counts
+    total = sum(counts.values()) or 1
+    evidence = {
+        "values": values[:12],
+        "classes": len(set(others) | {0}),
+        "void_fraction_of_pixels": round(counts.get(VOID_LABEL, 0) / total, 4),
+        "class_fraction_of_pixels": {
+            str(v): round(counts.get(v, 0) / total, 4) for v in others[:12]
+        },
+        "first_mask_with_void": report.first_seen.get(VOID_LABEL),
+    }
+    return make_finding("mask-void-label", evidence)
 
 
 def _kind_findings(report) -> list[Finding]:

@@ -89,6 +89,12 @@ class Targets:
         )
 
 
+VOID_LABEL = 255
+VOID_CLASSES_BELOW = 128
+"""``mask-void-label``: class indices all below this next to 255 (PASCAL VOC's object borders,
+Cityscapes' and ADE20K's unlabeled pixels) make 255 the void label, not class 255."""
+
+
 def targets_from_batch(y: np.ndarray, source: str = "training batch") -> Targets | None:
     """Read the classes of one target batch ``(B, H, W, 1)`` sparse or ``(B, H, W, K)`` one-hot.
 

@@ -61,6 +61,8 @@ from segdoctor.doctor.model_checks import (
     output_channels,
 )
 from segdoctor.doctor.model_data import (
+    VOID_CLASSES_BELOW,
+    VOID_LABEL,
     compare_input_channels,
     compare_output_classes,
     targets_from_batch,
@@ -291,13 +293,30 @@ def _model_vs_probe_batch(model, x, y) -> list[Finding]:
     found = compare_input_channels(
         input_channels(model), {int(x.shape[-1]): len(x)}, where=where, fed_as_is=True
     )
+    ignore = loss_ignore_index(model)
+    if ignore is None and void_label_in(y):  # 255 next to a few classes: void, not class 255
+        ignore = VOID_LABEL
     return found + compare_output_classes(
         output_channels(model),
         targets_from_batch(y, source=where),
         activation=output_activation(model),
         final=False,
-        ignore_index=loss_ignore_index(model),
+        ignore_index=ignore,
     )
+
+
+def void_label_in(labels: np.ndarray) -> bool:
+    """Whether class-index masks use 255 as a void label (:func:`data_checks._void_label`'s rule:
+    255 present, every other value below ``VOID_CLASSES_BELOW``); the data check reports it as
+    ``mask-void-label``, and the head is not asked for 256 classes (fifth blind test).
+
+    Example:
+        >>> void_label_in(np.array([0, 1, 255])), void_label_in(np.array([0, 1, 2]))
+        (True, False)
+    """
+    values = np.unique(np.asarray(labels))
+    others = values[values != VOID_LABEL]
+    return len(others) < len(values) and len(others) > 0 and int(others.max()) < VOID_CLASSES_BELOW
 
 
 def run_probes(
@@ -352,8 +371,28 @@ def run_probes(
     return found
 
 
+def bit_depth_scale(maxima: list[float]) -> float:
+    """The full scale of the images' bit depth, from their largest values: 255 up to 8 bits, else
+    ``2**b - 1`` for the smallest camera depth b of 10, 12, 14 or 16 bits that holds them.
+
+    12-bit microscopy in 16-bit files is divided by 4095 by the pipelines that train on it; read
+    as 16 bits (divided by 65535) the model sees a sixteenth of its inputs and a trained model
+    could not fit its own data (fifth blind test: ``cannot-overfit`` fired on a healthy twin).
+
+    Example:
+        >>> bit_depth_scale([200.0]), bit_depth_scale([3000.0, 4095.0]), bit_depth_scale([60000.0])
+        (255.0, 4095.0, 65535.0)
+    """
+    top = max(maxima, default=0.0)
+    if top <= 255:
+        return 255.0
+    bits = next((b for b in (10, 12, 14) if top <= 2**b - 1), 16)
+    return float(2**bits - 1)
+
+
 def read_for_model(pairs, model) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Images of ``pairs`` as float32 ``(H, W, C)`` in ``[0, 1]`` with the model's input channels
+    """Images of ``pairs`` as float32 ``(H, W, C)`` in ``[0, 1]`` (16-bit files divided by the
+    full scale of the bit depth they use, :func:`bit_depth_scale`) with the model's input channels
     (extra channels dropped, gray repeated), and their masks as int32 class indices ``(H, W)``,
     normalized as the loader does (0/255 read as 0/1, fractions rounded)."""
     masks = [read_mask(p.mask) for p in pairs]
@@ -361,9 +400,10 @@ def read_for_model(pairs, model) -> tuple[list[np.ndarray], list[np.ndarray]]:
     shape = model.inputs[0].shape if getattr(model, "inputs", None) else (None, None, None, 1)
     c = shape[3] or 1
     images, labels = [], []
-    for pair, mask in zip(pairs, masks, strict=True):
-        img = read_image(pair.image).astype("float32")  # (H, W, C)
-        img = img / (65535.0 if img.max() > 255 else 255.0 if img.max() > 1 else 1.0)
+    raw = [read_image(pair.image).astype("float32") for pair in pairs]  # (H, W, C)
+    full = bit_depth_scale([float(img.max()) for img in raw])
+    for img, mask in zip(raw, masks, strict=True):
+        img = img / (full if img.max() > 255 else 255.0 if img.max() > 1 else 1.0)
         if c in (1, 3) and img.shape[-1] in (1, 2, 3, 4):  # the loader's conversion (luminance)
             img = to_channels(img, c)
         else:

@@ -207,6 +207,20 @@ MASK_ENTRIES: tuple[CatalogEntry, ...] = (
         "that are the same both ways and leaves the other classes out.",
     ),
     CatalogEntry(
+        "mask-void-label",
+        "data",
+        "warning",
+        "The masks use 255 as a void label",
+        fix="The masks hold class indices {values} and 255 on {void_fraction_of_pixels:.1%} of "
+        "the pixels (first in {first_mask_with_void}): 255 is a void label, as PASCAL VOC "
+        "marks object borders and Cityscapes or ADE20K unlabeled pixels, not class 255. Leave "
+        "it out of the loss and the metric (segdoctor: --set data.ignore_index=255; Keras: "
+        "ignore_class=255 in the metric, a masked loss). A pipeline that reads mask > 0 as "
+        "foreground turns the void band into object and fattens every object; one that sets "
+        "num_classes = mask.max() + 1 builds a 256-class head. If your pipeline already "
+        "ignores 255, nothing is wrong.",
+    ),
+    CatalogEntry(
         "mask-invalid-values",
         "data",
         "error",
