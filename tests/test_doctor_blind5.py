@@ -167,3 +167,41 @@ def test_the_saved_model_is_not_scored_when_the_reading_may_differ(tmp_path):
     assert "image-range-narrow" in ids(report.findings)
     assert "saved-model-not-best" not in ids(report.findings)
     assert "image-range-narrow" in report.summary["saved_model_skipped"]
+
+
+def _letterboxed(root, stretch_masks: bool):
+    """Wide 48 x 96 disc images letterboxed into 96 x 96 (24 px black bars top and bottom); the
+    masks stretched to 96 x 96 (the fault) or letterboxed the same way (the twin)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(6)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir(parents=True)
+    yy, xx = np.mgrid[:48, :96]
+    for i in range(6):
+        cy, cx = rng.integers(14, 34), rng.integers(20, 76)
+        mask = ((yy - cy) ** 2 + (xx - cx) ** 2 <= 12**2).astype(np.uint8)
+        image = (60 + 120 * mask + rng.normal(0, 12, mask.shape)).clip(1, 255).astype(np.uint8)
+        boxed = np.zeros((96, 96), np.uint8)
+        boxed[24:72] = image
+        if stretch_masks:
+            out = np.asarray(Image.fromarray(mask).resize((96, 96), Image.NEAREST))
+        else:
+            out = np.zeros((96, 96), np.uint8)
+            out[24:72] = mask
+        Image.fromarray(boxed).save(root / "images" / f"w_{i}.png")
+        Image.fromarray(out).save(root / "masks" / f"w_{i}.png")
+    return root
+
+
+def test_masks_stretched_over_letterboxed_images_are_named(tmp_path):
+    """The fifth blind test's F5: images letterboxed to 96 x 96, masks stretched; validation
+    Dice 0.61 against 0.81, and no finding at all."""
+    from segdoctor.doctor.data_checks import check_data
+
+    found, _, _ = check_data(_letterboxed(tmp_path / "fault", stretch_masks=True), plots=False)
+    [pad] = [f for f in found if f.id == "mask-on-padding"]
+    assert pad.severity == "error" and pad.evidence["pairs"] >= 3
+    assert "letterbox" in pad.fix
+    twin, _, _ = check_data(_letterboxed(tmp_path / "twin", stretch_masks=False), plots=False)
+    assert "mask-on-padding" not in ids(twin)

@@ -22,6 +22,7 @@ from scipy import ndimage
 from segdoctor.data.discover import discover_pairs
 from segdoctor.data.io import display_name, read_image, read_mask
 from segdoctor.data.masks import decide_mask_policy, inspect_masks
+from segdoctor.data.near_copies import content_box
 from segdoctor.data.split import content_hash
 from segdoctor.doctor.alignment import (
     MISALIGNED_BELOW,
@@ -62,6 +63,7 @@ class DataSummary:
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     shape_mismatch: list[tuple[str, Any, Any]] = field(default_factory=list)
     constant: list[str] = field(default_factory=list)
+    padding: list[tuple[str, float]] = field(default_factory=list)  # images with edge bars
     alignment: list[tuple[str, float]] = field(default_factory=list)
     offsets: list[tuple[str, tuple[tuple[int, int], float]]] = field(default_factory=list)
     hashes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
@@ -114,6 +116,37 @@ class _PairRecord:
     mask_lossy: str | None = None  # "JPEG" for a lossy mask file
     mask_edges: dict[int, tuple[int, int]] | None = None  # mask_format.edge_counts
     regions: tuple[int, int] = (0, 0)  # connected regions of the foreground, of the background
+    on_padding: float | None = None  # share of the foreground on constant edge bars (if any)
+
+
+PADDING_MIN_AREA = 0.02
+"""Constant rows and columns along the image's edges (letterbox or padding bars) count from this
+share of the image's area (a 1 px black frame does not)."""
+PADDING_FG_MIN = 0.02
+"""A pair has 'foreground on padding' when at least this share of its mask's foreground lies on
+its image's bars..."""
+PADDING_MIN_PAIRS = 3
+"""...and ``mask-on-padding`` fires from this many such pairs."""
+
+
+def foreground_on_padding(image: np.ndarray, fg: np.ndarray) -> float | None:
+    """The share of the foreground ``fg`` that lies on the image's constant edge bars (letterbox
+    or padding, :func:`~segdoctor.data.near_copies.content_box`); None when the bars cover under
+    :data:`PADDING_MIN_AREA` of the image.
+
+    Example:
+        >>> img = np.zeros((10, 10), np.uint8); img[2:8] = 1 + np.arange(10)  # bars: rows 0-1, 8-9
+        >>> fg = np.zeros((10, 10), bool); fg[0:4, 0:5] = True
+        >>> foreground_on_padding(img, fg)
+        0.5
+    """
+    rows, cols = content_box(image)
+    content = np.zeros(fg.shape, bool)
+    content[rows, cols] = True
+    if 1.0 - content.mean() < PADDING_MIN_AREA:
+        return None
+    total = int(fg.sum())
+    return float((fg & ~content).sum()) / total if total else None
 
 
 def _read_pair(pair, measure_alignment: bool) -> _PairRecord:
@@ -144,6 +177,8 @@ def _read_pair(pair, measure_alignment: bool) -> _PairRecord:
             record.offset = best_offset(image, mask)
         record.constant = float(np.ptp(image)) == 0.0
         record.digest = content_hash(image)
+        if not record.constant and record.fg_fraction > 0:
+            record.on_padding = foreground_on_padding(image, fg)
     record.stats = pair_stats(pair, image, mask, record.digest)
     return record
 
@@ -185,6 +220,8 @@ def _stream(index, summary: DataSummary, sample: set[int]) -> Iterator[tuple[str
             summary.offsets.append((record.name, record.offset))
         if record.constant:
             summary.constant.append(record.name)
+        if record.on_padding is not None:
+            summary.padding.append((record.name, record.on_padding))
         if record.digest is not None:
             summary.hashes.setdefault(record.digest, []).append((record.split, record.name))
         summary.split_stats.append(record.stats)
@@ -442,6 +479,23 @@ def _relative(path: str, root: str) -> str:
         return path
 
 
+def _padding_findings(summary: DataSummary) -> list[Finding]:
+    """``mask-on-padding``: masks with foreground where their image is a constant edge bar."""
+    hit = [(name, share) for name, share in summary.padding if share >= PADDING_FG_MIN]
+    if len(hit) < PADDING_MIN_PAIRS:
+        return []
+    shares = [share for _, share in hit]
+    evidence = {
+        "pairs": len(hit),
+        "of_pairs_with_bars": len(summary.padding),
+        "of": summary.n_pairs,
+        "names": [name for name, _ in hit[:10]],
+        "median_foreground_on_bars": round(float(np.median(shares)), 3),
+        "threshold": PADDING_FG_MIN,
+    }
+    return [make_finding("mask-on-padding", evidence)]
+
+
 def _content_findings(summary: DataSummary) -> list[Finding]:
     found = []
     n = summary.n_pairs
@@ -458,6 +512,7 @@ def _content_findings(summary: DataSummary) -> list[Finding]:
                 },
             )
         )
+    found += _padding_findings(summary)
     if summary.constant:
         found.append(
             make_finding(

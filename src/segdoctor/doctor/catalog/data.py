@@ -207,6 +207,19 @@ MASK_ENTRIES: tuple[CatalogEntry, ...] = (
         "that are the same both ways and leaves the other classes out.",
     ),
     CatalogEntry(
+        "mask-on-padding",
+        "data",
+        "error",
+        "Masks mark objects where their images are blank padding",
+        fix="In {pairs} of {of_pairs_with_bars} pairs whose images have constant bars along their "
+        "edges (letterbox or padding), the mask has foreground on the bars (median "
+        "{median_foreground_on_bars:.0%} of its foreground; e.g. {names}): the image shows "
+        "nothing there, so image and mask were resized differently. Usually the image was "
+        "letterboxed (resized keeping its aspect, then padded) and the mask stretched, or the "
+        "other way round. Resize both with one function: letterbox both (pad the mask with 0 or "
+        "the ignore label) or stretch both, with nearest-neighbour for the mask.",
+    ),
+    CatalogEntry(
         "mask-void-label",
         "data",
         "warning",
