@@ -205,3 +205,27 @@ def test_masks_stretched_over_letterboxed_images_are_named(tmp_path):
     assert "letterbox" in pad.fix
     twin, _, _ = check_data(_letterboxed(tmp_path / "twin", stretch_masks=False), plots=False)
     assert "mask-on-padding" not in ids(twin)
+
+
+def test_targets_at_a_few_gray_levels_are_named_as_labels_read_as_gray():
+    """The fifth blind test's F4: VOC palette masks read with .convert('L') / 255 gave targets
+    {0, 0.149}; the callback blamed bilinear resizing. A ramp of interpolated values still
+    draws the interpolation text."""
+    from segdoctor.doctor.batch_checks import _fractional_finding
+
+    y = np.zeros((2, 8, 8, 1), "float32")
+    y[:, 2:5, 2:5] = 38 / 255
+    f = _fractional_finding(y, np.unique(y))
+    assert "convert('L')" in f.fix and "0.149" in f.fix
+    ramp = np.linspace(0, 1, 64, dtype="float32").reshape(1, 8, 8, 1)
+    g = _fractional_finding(ramp, np.unique(ramp))
+    assert "nearest" in g.fix and "convert('L')" not in g.fix
+
+
+def test_the_batch_misalignment_text_names_swapped_crop_coordinates():
+    """The fifth blind test's F7: a PyDataset cropping the image with PIL crop((x0, y0, ...)) and
+    the mask with m[x0:..., y0:...]; the finding named augmentation and shuffling only."""
+    from segdoctor.doctor.catalog import make_finding
+
+    fix = make_finding("pair-misaligned", {}, variant="batch").fix
+    assert "crop((x0, y0, x1, y1))" in fix and "m[y0:y1, x0:x1]" in fix

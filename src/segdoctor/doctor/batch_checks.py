@@ -278,7 +278,18 @@ def _fractional_finding(y: np.ndarray, values: np.ndarray) -> Finding:
         return make_finding(
             "mask-fractional", evidence, variant="divided-twice", foreground=values.max(), k=k
         )
+    if len(values) <= FEW_LEVELS:
+        # A few levels, not a ramp: labels read as gray levels (interpolation makes a ramp of
+        # many values along every edge; fifth blind test: {0, 0.149} from a palette PNG).
+        levels = ", ".join(f"{v:.3g}" for v in values)
+        return make_finding("mask-fractional", evidence, variant="levels", levels=levels)
     return make_finding("mask-fractional", evidence, variant="batch")
+
+
+FEW_LEVELS = 4
+"""``mask-fractional`` in a batch whose targets hold at most this many distinct values (0
+included) and are not labels divided by 255: variant ``levels`` (labels read as gray levels,
+e.g. a palette PNG read with ``.convert('L')``) rather than interpolation, which leaves a ramp."""
 
 
 def check_batch(

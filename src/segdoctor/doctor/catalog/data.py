@@ -66,6 +66,12 @@ MASK_ENTRIES: tuple[CatalogEntry, ...] = (
             "batch": "Masks in the training batches have in-between values: the pipeline resizes "
             "or augments masks with bilinear interpolation. Use nearest-neighbour for masks "
             "(keras augmentation layers do it when given " + _JOINT_AUGMENT + ").",
+            "levels": "The targets hold only the values {levels}: not a ramp along the edges, "
+            "as interpolation leaves, but labels read as gray levels. A palette ('P') PNG read "
+            "with Image.open(p).convert('L') gives each class the luminance of its colour (PASCAL "
+            "VOC's class 1, (128, 0, 0), becomes 38/255 = 0.149), and an RGB label image read as "
+            "gray does the same. Read palette PNGs as indices (np.array(Image.open(p))), map RGB "
+            "colours to classes with the palette, and divide only 0/255 masks, once.",
             "divided-twice": "The targets are class indices divided by 255 (foreground "
             "{foreground:.5f} = {k}/255): the pipeline divides masks by 255 although they already "
             "hold 0/1 (or 0..K-1), so a sigmoid is asked to output 1/255 where the object is. "
@@ -163,7 +169,10 @@ MASK_ENTRIES: tuple[CatalogEntry, ...] = (
             "the files may be fine: the loader breaks the pairing. Either augmentation is applied "
             "to the images but not to the masks (or with different random parameters), or the "
             "dataset shuffles images and masks separately (two np.random.shuffle calls in "
-            "on_epoch_end: use one permutation for both). Augment both in one call:\n"
+            "on_epoch_end: use one permutation for both), or a crop cuts the two at different "
+            "places (PIL's crop((x0, y0, x1, y1)) is (left, upper, right, lower), a numpy slice "
+            "is m[y0:y1, x0:x1]: rows first; mixing them swaps x and y). Augment both in one "
+            "call:\n"
             "aug = keras.layers.RandomFlip()\n"
             "out = aug(" + _JOINT_AUGMENT + "); x, y = out['images'], out['segmentation_masks']",
             "later-epoch": "The first epoch's training batches were aligned, the second epoch's "
