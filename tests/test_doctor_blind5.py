@@ -229,3 +229,28 @@ def test_the_batch_misalignment_text_names_swapped_crop_coordinates():
 
     fix = make_finding("pair-misaligned", {}, variant="batch").fix
     assert "crop((x0, y0, x1, y1))" in fix and "m[y0:y1, x0:x1]" in fix
+
+
+def test_a_loss_that_went_to_zero_with_the_dice_is_named_from_the_history():
+    """The fifth blind test's F1 from the command line: loss=dice_coef (a custom function the
+    CLI cannot load), the loss from 0.031 to 0.0003 while the Dice stayed 0. Before, only
+    metric-constant and prediction-collapse fired; the callback's loss probe named it."""
+    fault = {
+        "dice": [0.007, 0.0, 0.0, 0.0, 0.0, 0.0],
+        "loss": [0.0313, 0.000285, 0.000285, 0.000298, 0.000361, 0.000274],
+        "val_dice": [0.0] * 6,
+        "val_loss": [0.00029] * 6,
+    }
+    [f] = [f for f in analyze_history(fault) if f.id == "loss-wrong-direction"]
+    assert f.severity == "error" and "dice_coef" in f.fix
+    # a collapse whose loss stays up (BCE on rare foreground) is not this
+    bce = {**fault, "loss": [0.3, 0.08, 0.06, 0.058, 0.057, 0.057]}
+    assert "loss-wrong-direction" not in ids(analyze_history(bce))
+    # a healthy run whose loss falls as its Dice rises is not either
+    healthy = {
+        **fault,
+        "dice": [0.3, 0.6, 0.7, 0.8, 0.85, 0.9],
+        "val_dice": [0.2, 0.5, 0.7, 0.8, 0.8, 0.85],
+    }
+    healthy["loss"] = [0.9, 0.4, 0.2, 0.1, 0.005, 0.004]
+    assert "loss-wrong-direction" not in ids(analyze_history(healthy))

@@ -91,6 +91,7 @@ def analyze_history(
     findings: list[Finding] = []
     findings.extend(nan_loss_findings(h))
     for check in (
+        _loss_rewards_failure,
         _metric_constant,
         _prediction_collapse,
         _lr_reduced_while_improving,
@@ -155,6 +156,44 @@ def nan_loss_findings(
 def _finite(values: Sequence[float]) -> np.ndarray:
     arr = np.asarray(values, dtype=float)
     return arr[np.isfinite(arr)]
+
+
+REWARD_LOSS_FALL = 0.01
+"""``loss-wrong-direction`` from a history: the training loss ends under this fraction of its
+first epoch's value (and under 0.01)..."""
+REWARD_DICE_MAX = 0.02
+"""...while every later epoch's training and validation Dice stay at or under this."""
+
+
+def _loss_rewards_failure(h: History, patience: int | None) -> list[Finding]:
+    """The loss went to about 0 while the Dice stayed 0: minimizing it made the model fail.
+
+    A Dice score passed as the loss (``loss=dice_coef`` for ``1 - dice_coef``) is minimized by
+    predicting nothing; the command line cannot load a loss defined in the user's script, but the
+    history shows it (fifth blind test, F1: the loss from 0.031 to 0.0003 in one epoch, the Dice
+    0.000 in every epoch after the first). A loss minimized by a correct prediction cannot reach
+    0 with a Dice of 0 unless there is no foreground to find (``empty-masks`` says so).
+    """
+    if "loss" not in h:
+        return []
+    loss = _finite(h["loss"])
+    dice_keys = [k for k in h if is_dice_like(k) and k not in (PRED_FG, TRUE_FG)]
+    if len(loss) < 3 or not dice_keys or loss[0] <= 0:
+        return []
+    later = [_finite(h[k])[1:] for k in dice_keys]
+    if any(len(v) < 2 for v in later):
+        return []
+    low = float(loss[-1]) < min(REWARD_LOSS_FALL * float(loss[0]), 0.01)
+    if not low or max(float(np.max(v)) for v in later) > REWARD_DICE_MAX:
+        return []
+    evidence = {
+        "loss_first": float(loss[0]),
+        "loss_last": float(loss[-1]),
+        "dice_keys": dice_keys,
+        "dice_max_after_first_epoch": max(float(np.max(v)) for v in later),
+        "source": "history",
+    }
+    return [make_finding("loss-wrong-direction", evidence, variant="history")]
 
 
 def _metric_constant(h: History, patience: int | None) -> list[Finding]:

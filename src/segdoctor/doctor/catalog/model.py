@@ -187,6 +187,15 @@ MODEL_ENTRIES: tuple[CatalogEntry, ...] = (
         fix="The function passed as the loss is higher for a perfect prediction than for a wrong "
         "one: it is a score (e.g. dice_coef) used as a loss. Minimize 1 - dice instead:\n"
         "model.compile(loss=segdoctor.losses.DiceLoss(), metrics=[segdoctor.metrics.DiceScore()])",
+        variants={
+            "history": "The training loss fell from {loss_first:.3g} to {loss_last:.2g} while the "
+            "Dice stayed at or under {dice_max_after_first_epoch:.2f} after the first epoch: "
+            "minimizing the loss made the model fail, so the loss is smallest for a wrong "
+            "prediction. Usually a score passed as the loss (loss=dice_coef where "
+            "1 - dice_coef was meant), unless the masks hold no foreground at all. Minimize "
+            "1 - dice instead:\n"
+            "model.compile(loss=segdoctor.losses.DiceLoss(), metrics=[segdoctor.metrics.DiceScore()])",
+        },
     ),
     CatalogEntry(
         "loss-label-format",
