@@ -254,3 +254,38 @@ def test_a_loss_that_went_to_zero_with_the_dice_is_named_from_the_history():
     }
     healthy["loss"] = [0.9, 0.4, 0.2, 0.1, 0.005, 0.004]
     assert "loss-wrong-direction" not in ids(analyze_history(healthy))
+
+
+def _palette_masks(root, palette: bool):
+    from PIL import Image
+
+    from tests.helpers import write_disc_dataset
+
+    write_disc_dataset(root, n=6, size=32, seed=7)
+    if palette:
+        for path in sorted((root / "masks").iterdir()):
+            im = Image.fromarray(np.asarray(Image.open(path)), mode="L").convert("P")
+            im.putpalette([0, 0, 0, 128, 0, 0] + [0, 0, 0] * 254)  # PASCAL VOC's first colours
+            im.save(path)
+    return root
+
+
+def test_palette_masks_are_noted_and_raised_when_nothing_was_learned(tmp_path):
+    """The fifth blind test's F4: VOC-style palette masks, read by the user's pipeline with
+    convert('L') (targets {0, 0.149}); from the command line nothing named it."""
+    from segdoctor.doctor import diagnose
+
+    root = _palette_masks(tmp_path / "p", palette=True)
+    [note] = [f for f in diagnose(data=root, plots=False).findings if f.id == "mask-palette-file"]
+    assert note.severity == "info" and note.evidence["read_as_gray"] == {"0": 0.0, "1": 0.15}
+    history = tmp_path / "history.csv"
+    history.write_text(
+        "epoch,loss,dice,val_dice\n" + "".join(f"{e},0.9,0.0,0.0\n" for e in range(5))
+    )
+    found = diagnose(data=root, history=history, plots=False).findings
+    [raised] = [f for f in found if f.id == "mask-palette-file"]
+    assert raised.severity == "warning" and "convert('L')" in raised.fix
+    plain = diagnose(
+        data=_palette_masks(tmp_path / "l", palette=False), history=history, plots=False
+    )
+    assert "mask-palette-file" not in ids(plain.findings)

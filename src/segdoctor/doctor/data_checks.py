@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 
 from segdoctor.data.discover import discover_pairs
@@ -64,6 +65,7 @@ class DataSummary:
     shape_mismatch: list[tuple[str, Any, Any]] = field(default_factory=list)
     constant: list[str] = field(default_factory=list)
     padding: list[tuple[str, float]] = field(default_factory=list)  # images with edge bars
+    palette_masks: list[tuple[str, list[int], Any]] = field(default_factory=list)  # first few
     alignment: list[tuple[str, float]] = field(default_factory=list)
     offsets: list[tuple[str, tuple[tuple[int, int], float]]] = field(default_factory=list)
     hashes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
@@ -117,6 +119,7 @@ class _PairRecord:
     mask_edges: dict[int, tuple[int, int]] | None = None  # mask_format.edge_counts
     regions: tuple[int, int] = (0, 0)  # connected regions of the foreground, of the background
     on_padding: float | None = None  # share of the foreground on constant edge bars (if any)
+    palette: list[int] | None = None  # a palette ('P') mask file: its palette (flat RGB)
 
 
 PADDING_MIN_AREA = 0.02
@@ -165,6 +168,7 @@ def _read_pair(pair, measure_alignment: bool) -> _PairRecord:
         record.unreadable.append((str(pair.mask), str(err)[:160]))
         return record
     record.mask, record.mask_name = mask, display_name(pair.mask)
+    record.palette = _palette(pair.mask)
     record.mask_lossy, record.mask_edges = lossy_format(pair.mask), edge_counts(mask)
     fg = _foreground(mask)
     record.fg_fraction = float(fg.mean())
@@ -222,6 +226,17 @@ def _stream(index, summary: DataSummary, sample: set[int]) -> Iterator[tuple[str
             summary.constant.append(record.name)
         if record.on_padding is not None:
             summary.padding.append((record.name, record.on_padding))
+        if record.palette is not None:
+            # the pixels of one mask that holds a label (the others: names only), first
+            keep = record.fg_fraction > 0 and not any(
+                m is not None for *_, m in summary.palette_masks
+            )
+            entry = (
+                (record.mask_name, record.palette, record.mask)
+                if keep
+                else (record.mask_name, [], None)
+            )
+            summary.palette_masks.insert(0, entry) if keep else summary.palette_masks.append(entry)
         if record.digest is not None:
             summary.hashes.setdefault(record.digest, []).append((record.split, record.name))
         summary.split_stats.append(record.stats)
@@ -479,6 +494,43 @@ def _relative(path: str, root: str) -> str:
         return path
 
 
+def _palette(path) -> list[int] | None:
+    """The palette of a palette-mode ('P') image file (flat RGB list), None for any other file
+    (the header only is read)."""
+    try:
+        with Image.open(path) as im:
+            return list(im.getpalette() or []) if im.mode == "P" else None
+    except (OSError, ValueError):  # not an image PIL opens (NIfTI, NPY): no palette
+        return None
+
+
+def _luminance(rgb: Sequence[int]) -> float:
+    """PIL's convert('L') of one colour (ITU-R 601-2), in [0, 1]."""
+    r, g, b = rgb
+    return round((r * 299 + g * 587 + b * 114) / 1000 / 255, 3)
+
+
+def _palette_findings(summary: DataSummary) -> list[Finding]:
+    """``mask-palette-file`` (info): mask files stored as palette PNGs, whose pixels are class
+    indices only when read as such; the command line raises it to a warning when the history
+    says the model never learned (``api``)."""
+    if not summary.palette_masks:
+        return []
+    name, palette, mask = summary.palette_masks[0]  # one with a label, when any has
+    labels = [int(v) for v in np.unique(mask)[:8]] if mask is not None and mask.ndim == 2 else []
+    as_gray = {
+        str(v): _luminance(palette[3 * v : 3 * v + 3]) for v in labels if len(palette) >= 3 * v + 3
+    }
+    evidence = {
+        "masks": len(summary.palette_masks),
+        "of": summary.n_pairs,
+        "example": name,
+        "labels": labels,
+        "read_as_gray": as_gray,
+    }
+    return [make_finding("mask-palette-file", evidence)]
+
+
 def _padding_findings(summary: DataSummary) -> list[Finding]:
     """``mask-on-padding``: masks with foreground where their image is a constant edge bar."""
     hit = [(name, share) for name, share in summary.padding if share >= PADDING_FG_MIN]
@@ -513,6 +565,7 @@ def _content_findings(summary: DataSummary) -> list[Finding]:
             )
         )
     found += _padding_findings(summary)
+    found += _palette_findings(summary)
     if summary.constant:
         found.append(
             make_finding(

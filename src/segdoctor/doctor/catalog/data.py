@@ -216,6 +216,25 @@ MASK_ENTRIES: tuple[CatalogEntry, ...] = (
         "that are the same both ways and leaves the other classes out.",
     ),
     CatalogEntry(
+        "mask-palette-file",
+        "data",
+        "info",
+        "Masks are palette PNGs: their pixels are class indices only when read as such",
+        fix="{masks} of {of} mask files are palette ('P') images (e.g. {example}, labels "
+        "{labels}). segdoctor reads their class indices. A pipeline that converts them reads "
+        "colours instead: Image.open(p).convert('L') gives each class the luminance of its "
+        "colour ({read_as_gray}), cv2.imread gives BGR colours. Read them as indices: "
+        "np.array(Image.open(p)).",
+        variants={
+            "never-learned": "{masks} of {of} mask files are palette ('P') images (e.g. "
+            "{example}, labels {labels}) and the history says the model never learned. If your "
+            "pipeline converts them, it trains on colours, not classes: "
+            "Image.open(p).convert('L') gives each class the luminance of its colour "
+            "({read_as_gray}), so the targets are neither 0 nor 1; cv2.imread gives BGR colours. "
+            "Read them as indices: np.array(Image.open(p)).",
+        },
+    ),
+    CatalogEntry(
         "mask-on-padding",
         "data",
         "error",
