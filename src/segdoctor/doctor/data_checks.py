@@ -65,7 +65,9 @@ class DataSummary:
     shape_mismatch: list[tuple[str, Any, Any]] = field(default_factory=list)
     constant: list[str] = field(default_factory=list)
     padding: list[tuple[str, float]] = field(default_factory=list)  # images with edge bars
-    palette_masks: list[tuple[str, list[int], Any]] = field(default_factory=list)  # first few
+    palette_masks: list[str] = field(default_factory=list)  # palette ('P') mask files
+    # the first of them that holds a label: (name, flat RGB palette, its pixels)
+    palette_example: tuple[str, list[int], Any] | None = None
     alignment: list[tuple[str, float]] = field(default_factory=list)
     offsets: list[tuple[str, tuple[tuple[int, int], float]]] = field(default_factory=list)
     hashes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
@@ -227,16 +229,9 @@ def _stream(index, summary: DataSummary, sample: set[int]) -> Iterator[tuple[str
         if record.on_padding is not None:
             summary.padding.append((record.name, record.on_padding))
         if record.palette is not None:
-            # the pixels of one mask that holds a label (the others: names only), first
-            keep = record.fg_fraction > 0 and not any(
-                m is not None for *_, m in summary.palette_masks
-            )
-            entry = (
-                (record.mask_name, record.palette, record.mask)
-                if keep
-                else (record.mask_name, [], None)
-            )
-            summary.palette_masks.insert(0, entry) if keep else summary.palette_masks.append(entry)
+            summary.palette_masks.append(record.mask_name)
+            if summary.palette_example is None and record.fg_fraction > 0:
+                summary.palette_example = (record.mask_name, record.palette, record.mask)
         if record.digest is not None:
             summary.hashes.setdefault(record.digest, []).append((record.split, record.name))
         summary.split_stats.append(record.stats)
@@ -516,7 +511,7 @@ def _palette_findings(summary: DataSummary) -> list[Finding]:
     says the model never learned (``api``)."""
     if not summary.palette_masks:
         return []
-    name, palette, mask = summary.palette_masks[0]  # one with a label, when any has
+    name, palette, mask = summary.palette_example or (summary.palette_masks[0], [], None)
     labels = [int(v) for v in np.unique(mask)[:8]] if mask is not None and mask.ndim == 2 else []
     as_gray = {
         str(v): _luminance(palette[3 * v : 3 * v + 3]) for v in labels if len(palette) >= 3 * v + 3
