@@ -442,7 +442,8 @@ def _lr_vanished(h: History, patience: int | None) -> list[Finding]:
     if not len(gone):
         return []
     first = peak + int(gone[0])
-    ratios = lr[peak + 1 :] / lr[peak:-1]
+    with np.errstate(divide="ignore", invalid="ignore"):  # a rate of 0 gives no ratio
+        ratios = lr[peak + 1 :] / lr[peak:-1]
     # Cut tenfold and more at every epoch since the peak: a rule that multiplies the rate it is
     # given (LearningRateScheduler(lambda epoch, lr: lr * 0.1) compounds), not a schedule that
     # ends near 0. It has vanished by the time a short run shows it (fifth blind test: 1e-4 to
