@@ -289,3 +289,38 @@ def test_palette_masks_are_noted_and_raised_when_nothing_was_learned(tmp_path):
         data=_palette_masks(tmp_path / "l", palette=False), history=history, plots=False
     )
     assert "mask-palette-file" not in ids(plain.findings)
+
+
+def test_a_model_that_fits_its_files_but_learned_nothing_points_at_the_loader(tmp_path):
+    """The fifth blind test's F7 from the command line: the files are fine (the image cropped
+    with PIL's crop((x0, y0, ...)), the mask with m[x0:..., y0:...] in the user's loader), the
+    history collapsed, and only prediction-collapse was said. The overfit probe fits the files,
+    so the loader is the suspect."""
+    import keras
+
+    from segdoctor.doctor import diagnose
+    from tests.helpers import write_disc_dataset
+
+    root = write_disc_dataset(tmp_path / "d", n=8, size=32, seed=8)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((None, None, 1))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(h)
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(h))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    collapsed = tmp_path / "collapsed.csv"
+    collapsed.write_text(
+        "epoch,loss,dice,val_dice\n" + "".join(f"{e},0.3,0.0,0.0\n" for e in range(6))
+    )
+    report = diagnose(data=root, model=model, history=collapsed, probe=True, plots=False)
+    found = ids(report.findings)
+    assert "cannot-overfit" not in found
+    [f] = [f for f in report.findings if f.id == "training-inputs-differ"]
+    assert f.severity == "warning" and "DoctorCallback" in f.fix
+    learned = tmp_path / "learned.csv"
+    learned.write_text(
+        "epoch,loss,dice,val_dice\n"
+        + "".join(f"{e},{0.5 - 0.05 * e},{0.3 + 0.1 * e},{0.3 + 0.1 * e}\n" for e in range(6))
+    )
+    healthy = diagnose(data=root, model=model, history=learned, probe=True, plots=False)
+    assert "training-inputs-differ" not in ids(healthy.findings)

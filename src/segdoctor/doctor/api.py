@@ -129,7 +129,24 @@ def diagnose(
         summary["probes_skipped"] = "the model's loss is not available (compile it, or register it)"
     elif probe:
         findings += _probe_findings(model, data, findings, summary, probe_size, batch_size)
+        findings += _fits_files_not_training(findings, summary)
     return Report(findings, summary, report.plots)
+
+
+def _fits_files_not_training(findings: list[Finding], summary: dict) -> list[Finding]:
+    """``training-inputs-differ``: the history says nothing was learned, the overfit probe fit
+    the files (as the doctor reads them), and no other finding names a cause. What training fed
+    the model is then the suspect: the user's loader (fifth blind test, F7: image and mask
+    cropped at different places, the files fine; the command line said only
+    prediction-collapse)."""
+    failed = sorted({f.id for f in findings if f.id in NEVER_LEARNED and f.severity == "error"})
+    ran = "probes" in summary.get("checked", []) and "cannot-overfit" not in str(
+        summary.get("probes_skipped", "")
+    )
+    causes = [f for f in findings if f.id not in NEVER_LEARNED and f.severity != "info"]
+    if not failed or not ran or causes:
+        return []
+    return [make_finding("training-inputs-differ", {"history": failed, "probe": "cannot-overfit"})]
 
 
 def _palette_never_learned(f: Finding, failed: list[str]) -> Finding:

@@ -233,6 +233,19 @@ HISTORY_ENTRIES: tuple[CatalogEntry, ...] = (
         "(`--probe`), then raise capacity or the learning rate (LR range test).",
     ),
     CatalogEntry(
+        "training-inputs-differ",
+        "history",
+        "warning",
+        "The model can fit these files, but training learned nothing",
+        fix="The history says the model never learned ({history}), yet the doctor's probe fit "
+        "a copy of it to a batch of these files, read as segdoctor reads them, and no other "
+        "check found a cause. So the files, the model and its loss can work: what training "
+        "fed the model is the suspect. Check the loader: images and masks cropped, flipped or "
+        "shuffled at different places (PIL's crop((x0, y0, x1, y1)) against a numpy slice "
+        "m[y0:y1, x0:x1]), the scaling of images and targets, the order of the pairs. Run "
+        "segdoctor.doctor.DoctorCallback in model.fit: it checks the batches themselves.",
+    ),
+    CatalogEntry(
         "lr-vanished",
         "history",
         "error",
