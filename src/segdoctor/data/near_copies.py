@@ -209,11 +209,12 @@ def content_box(image: np.ndarray) -> tuple[slice, slice]:
         >>> content_box(img)
         (slice(2, 8, None), slice(3, 9, None))
     """
-    g = _gray(image)
-    rows = np.flatnonzero(g.max(1) > g.min(1))  # rows that are not one constant value
-    cols = np.flatnonzero(g.max(0) > g.min(0))
+    img = image if image.ndim == 3 else image[..., None]  # raw values: no conversion per call
+    varies_in_row = (img.max(axis=1) > img.min(axis=1)).any(axis=-1)  # (H,): not one colour
+    varies_in_col = (img.max(axis=0) > img.min(axis=0)).any(axis=-1)  # (W,)
+    rows, cols = np.flatnonzero(varies_in_row), np.flatnonzero(varies_in_col)
     if not len(rows) or not len(cols):
-        return slice(0, g.shape[0]), slice(0, g.shape[1])
+        return slice(0, img.shape[0]), slice(0, img.shape[1])
     return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 

@@ -183,14 +183,15 @@ def _loss_rewards_failure(h: History, patience: int | None) -> list[Finding]:
     later = [_finite(h[k])[1:] for k in dice_keys]
     if any(len(v) < 2 for v in later):
         return []
+    dice_max = max(float(np.max(v)) for v in later)
     low = float(loss[-1]) < min(REWARD_LOSS_FALL * float(loss[0]), 0.01)
-    if not low or max(float(np.max(v)) for v in later) > REWARD_DICE_MAX:
+    if not low or dice_max > REWARD_DICE_MAX:
         return []
     evidence = {
         "loss_first": float(loss[0]),
         "loss_last": float(loss[-1]),
         "dice_keys": dice_keys,
-        "dice_max_after_first_epoch": max(float(np.max(v)) for v in later),
+        "dice_max_after_first_epoch": dice_max,
         "source": "history",
     }
     return [make_finding("loss-wrong-direction", evidence, variant="history")]

@@ -95,6 +95,20 @@ VOID_CLASSES_BELOW = 128
 Cityscapes' and ADE20K's unlabeled pixels) make 255 the void label, not class 255."""
 
 
+def uses_void_label(values) -> bool:
+    """Whether mask values are class indices plus the void label: 255 present, and every other
+    value below :data:`VOID_CLASSES_BELOW` (the data check's ``mask-void-label``; the probe batch
+    then does not ask the head for 256 classes).
+
+    Example:
+        >>> uses_void_label([0, 1, 255]), uses_void_label([0, 1, 2]), uses_void_label([255])
+        (True, False, False)
+    """
+    labels = {int(v) for v in values}
+    others = labels - {VOID_LABEL}
+    return VOID_LABEL in labels and bool(others) and max(others) < VOID_CLASSES_BELOW
+
+
 def targets_from_batch(y: np.ndarray, source: str = "training batch") -> Targets | None:
     """Read the classes of one target batch ``(B, H, W, 1)`` sparse or ``(B, H, W, K)`` one-hot.
 

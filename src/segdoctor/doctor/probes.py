@@ -61,11 +61,11 @@ from segdoctor.doctor.model_checks import (
     output_channels,
 )
 from segdoctor.doctor.model_data import (
-    VOID_CLASSES_BELOW,
     VOID_LABEL,
     compare_input_channels,
     compare_output_classes,
     targets_from_batch,
+    uses_void_label,
 )
 from segdoctor.doctor.overfit import OVERFIT_STEPS, probe_overfit
 from segdoctor.lr_range import BETA_ONE_BATCH, UNSTABLE_RISE, initial_lr
@@ -294,7 +294,9 @@ def _model_vs_probe_batch(model, x, y) -> list[Finding]:
         input_channels(model), {int(x.shape[-1]): len(x)}, where=where, fed_as_is=True
     )
     ignore = loss_ignore_index(model)
-    if ignore is None and void_label_in(y):  # 255 next to a few classes: void, not class 255
+    if ignore is None and uses_void_label(
+        np.unique(y)
+    ):  # 255 next to a few classes: void, not class 255
         ignore = VOID_LABEL
     return found + compare_output_classes(
         output_channels(model),
@@ -303,20 +305,6 @@ def _model_vs_probe_batch(model, x, y) -> list[Finding]:
         final=False,
         ignore_index=ignore,
     )
-
-
-def void_label_in(labels: np.ndarray) -> bool:
-    """Whether class-index masks use 255 as a void label (:func:`data_checks._void_label`'s rule:
-    255 present, every other value below ``VOID_CLASSES_BELOW``); the data check reports it as
-    ``mask-void-label``, and the head is not asked for 256 classes (fifth blind test).
-
-    Example:
-        >>> void_label_in(np.array([0, 1, 255])), void_label_in(np.array([0, 1, 2]))
-        (True, False)
-    """
-    values = np.unique(np.asarray(labels))
-    others = values[values != VOID_LABEL]
-    return len(others) < len(values) and len(others) > 0 and int(others.max()) < VOID_CLASSES_BELOW
 
 
 def run_probes(
