@@ -324,3 +324,63 @@ def test_a_model_that_fits_its_files_but_learned_nothing_points_at_the_loader(tm
     )
     healthy = diagnose(data=root, model=model, history=learned, probe=True, plots=False)
     assert "training-inputs-differ" not in ids(healthy.findings)
+
+
+def _dsb_crops(root, wrap: bool, n: int = 24, size: int = 64):
+    """Centre crops of DSB images with nuclei, as a 12-bit camera stores them (x 16 + noise), read
+    as the fifth blind test's F6 read them (``astype(np.uint8) / 255``: wraps) or correctly."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    xs, ys = [], []
+    for path in sorted((root / "dsb2018-nuclei" / "images").glob("*.png")):
+        image = np.asarray(Image.open(path).convert("L"), dtype=np.uint16)
+        mask = np.asarray(Image.open(root / "dsb2018-nuclei" / "masks" / path.name)) > 0
+        y0, x0 = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
+        crop, m = image[y0 : y0 + size, x0 : x0 + size], mask[y0 : y0 + size, x0 : x0 + size]
+        if not 0.05 < m.mean() < 0.6:
+            continue
+        raw = (crop * 16 + rng.integers(0, 16, crop.shape)).astype(np.uint16)  # 12-bit values
+        x = raw.astype(np.uint8) / 255.0 if wrap else raw.astype(np.float32) / 4095.0
+        xs.append(x[..., None].astype("float32"))
+        ys.append(m[..., None].astype("float32"))
+        if len(xs) == n:
+            break
+    return np.stack(xs), np.stack(ys)
+
+
+def test_wrapped_12_bit_images_are_named_as_noise_not_as_a_pairing_fault(shared_data):
+    """The fifth blind test's F6 in the callback: 12-bit images read with astype(np.uint8) wrap
+    modulo 256 and look like noise; the share rule of the edge alignment called that a broken
+    pairing (pair-misaligned, error). Now: inputs-noise-like, and no pairing finding. The twin
+    (the same files divided by 4095) is silent."""
+    from segdoctor.doctor.batch_checks import AlignmentSamples, alignment_finding, check_batch
+
+    def pooled(x, y):
+        samples = AlignmentSamples()
+        for b in range(0, len(x), 8):
+            check_batch(x[b : b + 8], y[b : b + 8], alignment_out=samples)
+        return alignment_finding(samples), samples
+
+    found, samples = pooled(*_dsb_crops(shared_data, wrap=True))
+    assert ids(found) == {"inputs-noise-like"}, [(f.id, f.evidence) for f in found]
+    assert found[0].evidence["median_neighbour_correlation"] < 0.65
+    assert "astype(np.uint8)" in found[0].fix
+    twin, twin_samples = pooled(*_dsb_crops(shared_data, wrap=False))
+    assert twin == [], [(f.id, f.evidence) for f in twin]
+    assert np.median(twin_samples.structure) > 0.8
+
+
+def test_noise_like_images_alone_are_not_a_finding():
+    """inputs-noise-like only replaces a pairing finding: noisy images whose masks still follow
+    their edges (or whose pairing nothing questions) draw nothing."""
+    from segdoctor.doctor.batch_checks import AlignmentSamples, alignment_finding, check_batch
+
+    rng = np.random.default_rng(0)
+    y = np.zeros((8, 32, 32, 1), "float32")
+    y[:, 8:20, 8:20] = 1
+    x = (rng.random((8, 32, 32, 1)) * 0.5 + y * 0.5).astype("float32")  # noisy, aligned
+    samples = AlignmentSamples()
+    check_batch(x, y, alignment_out=samples)
+    assert np.median(samples.structure) < 0.65
+    assert alignment_finding(samples) == []

@@ -15,10 +15,12 @@ import numpy as np
 from segdoctor.doctor._probe_model import loss_ignore_index
 from segdoctor.doctor.alignment import (
     MISALIGNED_BELOW,
+    NOISE_LIKE_BELOW,
     alignment_score,
     best_offset,
     misaligned,
     offset_finding,
+    structure_score,
 )
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
@@ -133,13 +135,19 @@ def augment_range_if_failed(model, failed: Sequence[str]) -> list[Finding]:
     ]
 
 
+MIN_STRUCTURE = 4
+"""Fewest scored samples whose neighbour correlation ``inputs-noise-like`` judges."""
+
+
 @dataclass
 class AlignmentSamples:
     """Per-sample edge alignment pooled over batches: scores
     (:func:`~segdoctor.doctor.alignment.alignment_score`) and best shifts
-    (:func:`~segdoctor.doctor.alignment.best_offset`, named ``batch B sample I``)."""
+    (:func:`~segdoctor.doctor.alignment.best_offset`, named ``batch B sample I``), and the
+    neighbour correlation of the scored images (:func:`~segdoctor.doctor.alignment.structure_score`)."""
 
     scores: list[float] = field(default_factory=list)
+    structure: list[float] = field(default_factory=list)
     offsets: list[tuple[str, tuple[tuple[int, int], float] | None]] = field(default_factory=list)
     batches: int = 0
 
@@ -179,9 +187,26 @@ def alignment_finding(
     8 or more samples low: augmentation applied to the images only misaligns 50-75% of them).
     ``later``: the samples are a later epoch's, after the first epoch's were aligned (variant
     ``later-epoch``: the dataset breaks the pairing between epochs).
+
+    Images that look like noise (median neighbour correlation below
+    :data:`~segdoctor.doctor.alignment.NOISE_LIKE_BELOW`) have no edges for a mask to follow:
+    instead of either finding, ``inputs-noise-like`` (their values were mangled before the pairing
+    could be judged; fifth blind test, F6: 12-bit images cast with ``astype(np.uint8)``).
     """
     shifted = offset_finding(samples.offsets, where)
     found, median, low = misaligned(samples.scores)
+    if not found and not shifted:
+        return []
+    structure = samples.structure
+    if len(structure) >= MIN_STRUCTURE and float(np.median(structure)) < NOISE_LIKE_BELOW:
+        evidence = {
+            "median_neighbour_correlation": float(np.median(structure)),
+            "threshold": NOISE_LIKE_BELOW,
+            "samples": len(structure),
+            "where": where,
+            "median_alignment_score": median,
+        }
+        return [make_finding("inputs-noise-like", evidence, confidence=0.7)]
     if not found:
         return shifted
     return [
@@ -338,6 +363,8 @@ def check_batch(
         mask = fg[i].astype("int32")
         if (score := alignment_score(x[i], mask)) is not None:
             samples.scores.append(score)
+            if (structure := structure_score(x[i])) is not None:
+                samples.structure.append(structure)
         samples.offsets.append(
             (f"batch {samples.batches + 1} sample {i + 1}", best_offset(x[i], mask))
         )

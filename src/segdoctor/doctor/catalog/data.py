@@ -183,6 +183,20 @@ MASK_ENTRIES: tuple[CatalogEntry, ...] = (
         },
     ),
     CatalogEntry(
+        "inputs-noise-like",
+        "data",
+        "warning",
+        "The training images look like noise: neighbouring pixels do not correlate",
+        fix="In the {where}, neighbouring pixels correlate {median_neighbour_correlation:.2f} "
+        "(median of {samples} samples; photographs and micrographs 0.8-0.99, white noise 0). "
+        "The model sees no edges, so no mask can follow them, and the pairing cannot be judged. "
+        "Usual cause: an integer cast that wraps, e.g. 12- or 16-bit images read with "
+        "img.astype(np.uint8) (values modulo 256); scale first: "
+        "(img / img.max() * 255).astype(np.uint8), or img.astype(np.float32) / 4095 for 12-bit "
+        "data. Also: raw bytes read with the wrong dtype or byte order. Look at a batch: "
+        "plt.imshow(x[0]). If your modality really is this noisy, ignore this.",
+    ),
+    CatalogEntry(
         "empty-masks",
         "data",
         "warning",
