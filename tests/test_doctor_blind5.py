@@ -362,7 +362,7 @@ def test_wrapped_12_bit_images_are_named_as_noise_not_as_a_pairing_fault(shared_
             check_batch(x[b : b + 8], y[b : b + 8], alignment_out=samples)
         return alignment_finding(samples), samples
 
-    found, samples = pooled(*_dsb_crops(shared_data, wrap=True))
+    found, _ = pooled(*_dsb_crops(shared_data, wrap=True))
     assert ids(found) == {"inputs-noise-like"}, [(f.id, f.evidence) for f in found]
     assert found[0].evidence["median_neighbour_correlation"] < 0.65
     assert "astype(np.uint8)" in found[0].fix
