@@ -65,6 +65,19 @@ def test_yaml_then_overrides_then_validation(tmp_path):
     assert cfg.model.base_filters == 8
 
 
+@pytest.mark.parametrize(
+    ("choice", "elastic", "rotate"), [("default", 0.0, 0.2), ("light", 0.0, 0.0), ("strong", 0.2, 0.2)]
+)
+def test_each_augmentation_choice_reaches_the_training_loader(tmp_path, choice, elastic, rotate):
+    from segdoctor.train.data import prepare_data
+
+    data = write_disc_dataset(tmp_path / "data", n=10)
+    config = resolve_config(overrides={"data.path": str(data), "data.augment": choice})
+    prepared = prepare_data(config, log=lambda *a, **k: None)
+    assert (prepared.train.augment.elastic, prepared.train.augment.rotate) == (elastic, rotate)
+    assert prepared.val.augment.flip == 0.0  # validation is never augmented
+
+
 def test_config_round_trips_through_yaml():
     cfg = resolve_config(
         overrides={"data.path": "d", "train.max_minutes": "2.5", "data.ignore_index": "11"}

@@ -46,7 +46,7 @@ class DataConfig:
     patch_size: int = 256
     batch_size: int = 8
     foreground_oversample: float = 0.33
-    augment: str = "default"  # default | light | none
+    augment: str = "default"  # default | light | strong | none
     samples_per_epoch: int | None = None  # patches drawn per epoch; default: one per image
     cache: bool = True
     on_error: str = "raise"  # raise | skip: a bad file stops the run, or is skipped and listed
@@ -114,7 +114,7 @@ SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 CHOICES = {
     # Vocabularies owned by the layer that consumes them (one owner each, imported here):
     ("data", "mask_policy"): ("auto", *MASK_KINDS),
-    ("data", "augment"): ("default", "light", "none"),
+    ("data", "augment"): ("default", "light", "strong", "none"),
     ("data", "on_error"): ON_ERROR,
     ("model", "norm"): NORMS,
     ("train", "loss"): tuple(list_losses()),

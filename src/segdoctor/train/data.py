@@ -237,7 +237,12 @@ def _build_loaders(
         "seed": config.train.seed,
         "on_error": "skip" if d.skip_bad_files else "raise",
     }
-    augment = {"default": None, "light": sd.AugmentConfig.light(), "none": False}[d.augment]
+    augment = {
+        "default": None,
+        "light": sd.AugmentConfig.light(),
+        "strong": sd.AugmentConfig.strong(),
+        "none": False,
+    }[d.augment]
     train = sd.SegmentationDataset(
         train_pairs,
         training=True,
