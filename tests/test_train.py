@@ -66,7 +66,8 @@ def test_yaml_then_overrides_then_validation(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("choice", "elastic", "rotate"), [("default", 0.0, 0.2), ("light", 0.0, 0.0), ("strong", 0.2, 0.2)]
+    ("choice", "elastic", "rotate"),
+    [("default", 0.0, 0.2), ("light", 0.0, 0.0), ("strong", 0.2, 0.2)],
 )
 def test_each_augmentation_choice_reaches_the_training_loader(tmp_path, choice, elastic, rotate):
     from segdoctor.train.data import prepare_data
