@@ -43,13 +43,27 @@ MODEL_ENTRIES: tuple[CatalogEntry, ...] = (
         "mode={mode_needed!r}, ...)",
         variants={
             "stopped-early": "Training was stopped while the Dice was still rising: EarlyStopping "
-            "watches a Dice-like metric in 'min' mode. Use\nkeras.callbacks.EarlyStopping("
-            "monitor='{monitor}', mode='max', patience=10, restore_best_weights=True)"
+            "watches a Dice-like metric in 'min' mode (or, if its mode is 'max', its min_delta is "
+            "larger than the Dice gains an epoch: min_delta is an absolute change). Use\n"
+            "keras.callbacks.EarlyStopping(monitor='{monitor}', mode='max', patience=10, "
+            "restore_best_weights=True)"
         },
         titles={
             "named-callback": "{callback} watches {monitor} in the wrong direction (mode={mode!r})",
             "stopped-early": "Training stopped while validation Dice was still improving",
         },
+    ),
+    CatalogEntry(
+        "early-stopping-min-delta",
+        "model",
+        "warning",
+        "EarlyStopping's min_delta stopped a run whose Dice was still rising",
+        fix="EarlyStopping(monitor={monitor!r}, min_delta={min_delta:g}, patience={patience}) "
+        "stopped training at epoch {stopped_at_epoch} of {of_epochs} while the Dice still made "
+        "new bests, by at most {largest_gain:.3f} an epoch: min_delta is an absolute change of "
+        "the watched value, and Dice gains late in a run are 0.001-0.01. Use min_delta=0 (or "
+        "1e-4) and a patience of 10 or more:\nkeras.callbacks.EarlyStopping(monitor={monitor!r}, "
+        "mode='max', patience=10, restore_best_weights=True)",
     ),
     CatalogEntry(
         "augment-value-range",

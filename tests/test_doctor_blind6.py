@@ -1,0 +1,112 @@
+"""Findings the sixth blind test (2026-12-08) showed wrong or missing: plain-Keras scripts with one
+planted fault each and a healthy twin; each test makes the fault fire and keeps the twin silent."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+
+def ids(found) -> set[str]:
+    return {f.id for f in found}
+
+
+def _stopped(val_dice, stopper, epochs=16):
+    """The doctor's verdict on a fit that ``stopper`` ended after ``val_dice``."""
+    from segdoctor.doctor.callback import DoctorCallback
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    doctor = DoctorCallback(verbose=False)
+    doctor.set_model(model)
+    doctor.set_params({"epochs": epochs})
+    doctor.history = {"val_dice": list(val_dice)}
+    doctor._siblings = None if stopper is None else [stopper]
+    if stopper is not None:
+        stopper.set_model(model)
+        stopper.stopped_epoch = len(val_dice) - 1
+        stopper._set_monitor_op()
+    model.stop_training = True
+    return doctor._stopped_while_improving()
+
+
+F5_FAULT = [0.0, 0.689, 0.785, 0.802, 0.810]  # min_delta=0.05: gains of 0.017, 0.008 uncounted
+F5_TWIN = [0.0, 0.69, 0.78, 0.80, 0.81, 0.815, 0.82, 0.823, 0.830, 0.814, 0.825]  # a dip, then stop
+
+
+def test_a_min_delta_meant_as_a_percentage_is_named():
+    """F5: EarlyStopping(monitor='val_dice', mode='max', patience=2, min_delta=0.05) stopped a
+    rising run at epoch 5 of 16. Before: monitor-mode, an error saying the mode was 'min'."""
+    stop = keras.callbacks.EarlyStopping(monitor="val_dice", mode="max", patience=2, min_delta=0.05)
+    [found] = _stopped(F5_FAULT, stop)
+    assert found.id == "early-stopping-min-delta" and found.severity == "warning"
+    assert found.evidence["min_delta"] == pytest.approx(0.05)
+    assert found.evidence["largest_gain"] < 0.05
+    assert "'min'" not in found.fix and "min_delta=0" in found.fix
+
+
+def test_a_normal_early_stop_after_a_dip_is_silent():
+    """F5's twin: min_delta=1e-3, patience=2; the Dice peaked, dipped, and the callback stopped two
+    epochs after its best, as designed. Before: a monitor-mode error."""
+    stop = keras.callbacks.EarlyStopping(monitor="val_dice", mode="max", patience=2, min_delta=1e-3)
+    assert _stopped(F5_TWIN, stop) == []
+    # the same curve with the callbacks unknown: not a stop right after a new best
+    assert _stopped(F5_TWIN, None) == []
+
+
+def test_a_minimising_early_stop_on_dice_is_still_the_mode():
+    stop = keras.callbacks.EarlyStopping(monitor="val_dice", mode="min", patience=2)
+    assert ids(_stopped(F5_FAULT, stop)) == {"monitor-mode"}
+    # unknown callbacks, stopped right after a new best: reported, naming both causes
+    [found] = _stopped(F5_FAULT, None)
+    assert found.id == "monitor-mode" and "min_delta" in found.fix
+
+
+def test_a_small_min_delta_and_a_loss_monitor_are_not_blamed():
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_dice", mode="max", patience=2, min_delta=0.005
+    )
+    assert _stopped(F5_FAULT, stop) == []
+    loss_stop = keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=2)
+    assert _stopped(F5_FAULT, loss_stop) == []
+
+
+# CamVid's 12 labels merged into 5 classes, 11 (void) -> 0, as the sixth blind test's F7 did
+CAMVID_MERGE = {0: 1, 1: 2, 2: 2, 3: 3, 4: 3, 5: 4, 6: 5, 7: 2, 8: 5, 9: 5, 10: 5, 11: 0}
+
+
+def _camvid_folder(root, out, chained: bool):
+    """CamVid frames at 128 x 96 px with merged classes, frames 0-79 in train/, the rest in val/.
+
+    ``chained``: merged with the in-place loop ``for old, new in ...: m[m == old] = new``, which
+    chains (sky -> 1, then 1 -> 2: sky becomes "construction", class 1 never appears); otherwise
+    with a lookup table."""
+    from PIL import Image
+
+    lut = np.array([CAMVID_MERGE[k] for k in range(12)], np.uint8)
+    for i, path in enumerate(sorted((root / "camvid-val" / "images").glob("*.png"))):
+        split = "train" if i < 80 else "val"
+        image = Image.open(path).convert("RGB").resize((128, 96), Image.BILINEAR)
+        mask = np.asarray(
+            Image.open(root / "camvid-val" / "masks" / path.name).resize((128, 96), Image.NEAREST)
+        ).copy()
+        if chained:
+            for old, new in CAMVID_MERGE.items():
+                mask[mask == old] = new
+        else:
+            mask = lut[mask]
+        for kind, array in (("images", np.asarray(image)), ("masks", mask)):
+            (out / split / kind).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(out / split / kind / path.name)
+    return out
+
+
+def test_scene_masks_cut_by_void_specks_have_one_object_size(shared_data, tmp_path):
+    """F7's twin: scene masks labelled almost everywhere, a few void pixels cutting specks off the
+    labelled region. The median component area was 5 px in some validation frames and 12,000
+    in others: split-object-size fired on healthy data. Now the area a labelled pixel lies in."""
+    from segdoctor.doctor import diagnose
+
+    folder = _camvid_folder(shared_data, tmp_path / "data", chained=False)
+    found = {f.id for f in diagnose(data=folder, plots=False).findings}
+    assert "split-object-size" not in found
