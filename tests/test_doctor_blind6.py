@@ -110,3 +110,16 @@ def test_scene_masks_cut_by_void_specks_have_one_object_size(shared_data, tmp_pa
     folder = _camvid_folder(shared_data, tmp_path / "data", chained=False)
     found = {f.id for f in diagnose(data=folder, plots=False).findings}
     assert "split-object-size" not in found
+
+
+def test_classes_merged_by_a_chaining_loop_are_named(shared_data, tmp_path):
+    """F7: CamVid merged into 5 classes by an in-place loop that chains: sky -> 1, then 1 -> 2,
+    so class 1 never appears. class-absent fired, but advised remapping to 0..K-1, which hides
+    the bug; it now names the chaining loop and the lookup table first."""
+    from segdoctor.doctor import diagnose
+
+    folder = _camvid_folder(shared_data, tmp_path / "data", chained=True)
+    [found] = [f for f in diagnose(data=folder, plots=False).findings if f.id == "class-absent"]
+    assert found.evidence["absent_classes"] == [1]
+    assert "m[m == old] = new" in found.fix and "lut[m]" in found.fix
+    assert found.fix.index("lut[m]") < found.fix.index("0..K-1")

@@ -222,12 +222,17 @@ MASK_ENTRIES: tuple[CatalogEntry, ...] = (
         "data",
         "warning",
         "A class never appears in the masks",
-        fix="These class indices never appear: either the class map has gaps (remap to "
-        "0..K-1) or the class is missing from this data (collect examples, or drop the "
-        "class). Its Dice is undefined and drags the mean. If the masks were converted from "
-        "colour-coded labels, check that conversion first: a palette lookup that reads the "
-        "colours in the wrong channel order (cv2.imread gives BGR) matches only the colours "
-        "that are the same both ways and leaves the other classes out.",
+        fix="Class indices {absent_classes} never appear, while larger ones do (present: "
+        "{present}). Check how the masks were made before remapping: classes merged or renumbered with "
+        "an in-place loop (for old, new in mapping.items(): m[m == old] = new) chain, a pixel "
+        "moved to 1 by one pair is moved on by a later pair that maps 1, so a class ends up "
+        "inside another and its own index stays empty; remap with a lookup table instead "
+        "(lut = np.array([mapping[k] for k in range(K)]); m = lut[m]) and compare the class "
+        "counts before and after. A palette lookup that reads the colours in the wrong channel "
+        "order (cv2.imread gives BGR) matches only the colours that are the same both ways and "
+        "leaves the other classes out. Only if the class really is missing from this data: "
+        "collect examples, or drop it and renumber to 0..K-1 (its Dice is undefined and drags "
+        "the mean).",
     ),
     CatalogEntry(
         "mask-palette-file",
