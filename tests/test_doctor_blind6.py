@@ -123,3 +123,70 @@ def test_classes_merged_by_a_chaining_loop_are_named(shared_data, tmp_path):
     assert found.evidence["absent_classes"] == [1]
     assert "m[m == old] = new" in found.fix and "lut[m]" in found.fix
     assert found.fix.index("lut[m]") < found.fix.index("0..K-1")
+
+
+def _outline(labels: np.ndarray) -> np.ndarray:
+    """Each object's 1-pixel inner boundary, as cv2.drawContours(..., thickness=1) draws it."""
+    padded = np.pad(labels, 1, mode="edge")
+    h, w = labels.shape
+    edge = np.zeros(labels.shape, bool)
+    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        edge |= padded[dy : dy + h, dx : dx + w] != labels
+    return (labels > 0) & edge
+
+
+def _dsb_pairs(root, n: int = 40, outlines: bool = False):
+    from PIL import Image
+
+    pairs = []
+    for path in sorted((root / "dsb2018-nuclei" / "images").glob("*.png"))[:n]:
+        image = np.asarray(Image.open(path).convert("L"))
+        labels = np.asarray(Image.open(root / "dsb2018-nuclei" / "masks" / path.name)).astype(int)
+        pairs.append((path.name, image, _outline(labels) if outlines else labels > 0))
+    return pairs
+
+
+@pytest.mark.parametrize("outlines", [True, False])
+def test_masks_that_outline_their_objects_are_named(shared_data, tmp_path, outlines):
+    """F1: nucleus masks drawn as 1-pixel outlines (drawContours thickness=1). Before: the
+    command line's cannot-overfit blamed the pairing, the callback named nothing. The twin,
+    filled masks of the same images, is silent; both on the data folder and in batches."""
+    from PIL import Image
+
+    from segdoctor.doctor import diagnose
+    from segdoctor.doctor.batch_checks import AlignmentSamples, alignment_finding, check_batch
+
+    pairs = _dsb_pairs(shared_data, outlines=outlines)
+    for name, image, mask in pairs:
+        for kind, array in (("images", image), ("masks", mask.astype(np.uint8))):
+            (tmp_path / kind).mkdir(exist_ok=True)
+            Image.fromarray(array).save(tmp_path / kind / name)
+    found = {f.id: f for f in diagnose(data=tmp_path, plots=False).findings}
+    assert ("mask-outlines" in found) == outlines
+    if outlines:
+        assert found["mask-outlines"].severity == "error"
+        assert "thickness=-1" in found["mask-outlines"].fix
+
+    crops = [(image[:96, :96] / 255.0, mask[:96, :96]) for _, image, mask in pairs]
+    x = np.stack([c[0] for c in crops])[..., None].astype("float32")
+    y = np.stack([c[1] for c in crops])[..., None].astype("float32")
+    samples = AlignmentSamples()
+    for b in range(0, 24, 8):
+        check_batch(x[b : b + 8], y[b : b + 8], alignment_out=samples)
+    assert ("mask-outlines" in ids(alignment_finding(samples))) == outlines
+
+
+def test_thin_rings_that_the_image_draws_are_not_outlines():
+    """Membranes of isolated cells, vessel walls: the image shows the ring itself (bright line,
+    inside and outside alike), and a ring mask is the right target."""
+    from segdoctor.doctor.outlines import outline_counts, outlines_found
+
+    yy, xx = np.mgrid[:64, :64]
+    counts = []
+    for r in range(6, 14):
+        ring = np.abs(np.hypot(yy - 32, xx - 32) - r) < 0.7
+        image = 0.2 + 0.6 * ring + np.random.default_rng(r).normal(0, 0.02, ring.shape)
+        counts.append(outline_counts(image, ring))
+        filled = np.hypot(yy - 32, xx - 32) < r  # the same ring around a filled object
+        assert outline_counts(0.2 + 0.6 * filled, ring) == (1, 1)
+    assert sum(c for _, c in counts) == 8 and not outlines_found(counts)

@@ -237,6 +237,7 @@ BLOCKING = (
     "augment-value-range",
     "loss-wrong-direction",
     "loss-not-differentiable",
+    "mask-outlines",
 )
 """Errors that make any target unlearnable: with one of them, a model that fits its own masks
 no better than other images' masks says nothing about the pairing."""

@@ -37,6 +37,7 @@ from segdoctor.doctor.model_data import (
     compare_output_classes,
     targets_from_batch,
 )
+from segdoctor.doctor.outlines import outline_counts, outline_evidence, outlines_found
 
 _SCALING_LAYERS = ("Rescaling", "Normalization")
 
@@ -144,10 +145,13 @@ class AlignmentSamples:
     """Per-sample edge alignment pooled over batches: scores
     (:func:`~segdoctor.doctor.alignment.alignment_score`) and best shifts
     (:func:`~segdoctor.doctor.alignment.best_offset`, named ``batch B sample I``), and the
-    neighbour correlation of the scored images (:func:`~segdoctor.doctor.alignment.structure_score`)."""
+    neighbour correlation of the scored images (:func:`~segdoctor.doctor.alignment.structure_score`),
+    and per sample the outlines among its mask's components
+    (:func:`~segdoctor.doctor.outlines.outline_counts`)."""
 
     scores: list[float] = field(default_factory=list)
     structure: list[float] = field(default_factory=list)
+    outlines: list[tuple[str, tuple[int, int]]] = field(default_factory=list)
     offsets: list[tuple[str, tuple[tuple[int, int], float] | None]] = field(default_factory=list)
     batches: int = 0
 
@@ -180,8 +184,9 @@ def repeated_batches_finding(digests: Sequence[tuple[int, str]]) -> list[Finding
 def alignment_finding(
     samples: AlignmentSamples, where: str = "training batches", *, later: bool = False
 ) -> list[Finding]:
-    """``pair-misaligned`` from the edge-alignment scores of at least 4 samples, and
-    ``mask-offset`` when a group of them is shifted by one amount.
+    """``pair-misaligned`` from the edge-alignment scores of at least 4 samples,
+    ``mask-offset`` when a group of them is shifted by one amount, and ``mask-outlines`` when
+    the masks draw their objects' boundaries (:func:`~segdoctor.doctor.outlines.outlines_found`).
 
     The rule is :func:`~segdoctor.doctor.alignment.misaligned` (a low median, or a quarter of
     8 or more samples low: augmentation applied to the images only misaligns 50-75% of them).
@@ -193,6 +198,14 @@ def alignment_finding(
     instead of either finding, ``inputs-noise-like`` (their values were mangled before the pairing
     could be judged; fifth blind test, F6: 12-bit images cast with ``astype(np.uint8)``).
     """
+    outlined = []
+    if outlines_found([counts for _, counts in samples.outlines]):
+        evidence = outline_evidence(samples.outlines, where)
+        outlined = [make_finding("mask-outlines", evidence, variant="batch")]
+    return outlined + _pairing_findings(samples, where, later=later)
+
+
+def _pairing_findings(samples: AlignmentSamples, where: str, *, later: bool) -> list[Finding]:
     shifted = offset_finding(samples.offsets, where)
     found, median, low = misaligned(samples.scores)
     if not found and not shifted:
@@ -365,9 +378,9 @@ def check_batch(
             samples.scores.append(score)
             if (structure := structure_score(x[i])) is not None:
                 samples.structure.append(structure)
-        samples.offsets.append(
-            (f"batch {samples.batches + 1} sample {i + 1}", best_offset(x[i], mask))
-        )
+        name = f"batch {samples.batches + 1} sample {i + 1}"
+        samples.offsets.append((name, best_offset(x[i], mask)))
+        samples.outlines.append((name, outline_counts(x[i], fg[i])))
     samples.batches += 1
     if alignment_out is None:  # else the caller pools several batches and decides
         found += alignment_finding(samples)

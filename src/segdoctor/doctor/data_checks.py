@@ -37,6 +37,7 @@ from segdoctor.doctor.findings import Finding
 from segdoctor.doctor.format_checks import format_findings, image_format
 from segdoctor.doctor.mask_format import RingingStats, edge_counts, lossy_findings, lossy_format
 from segdoctor.doctor.model_data import VOID_LABEL, uses_void_label
+from segdoctor.doctor.outlines import outline_counts, outline_evidence, outlines_found
 from segdoctor.doctor.plots import histogram_png
 from segdoctor.doctor.split_checks import check_splits, discovery_findings, pair_stats
 from segdoctor.errors import DataError, SegdoctorError
@@ -65,6 +66,8 @@ class DataSummary:
     shape_mismatch: list[tuple[str, Any, Any]] = field(default_factory=list)
     constant: list[str] = field(default_factory=list)
     padding: list[tuple[str, float]] = field(default_factory=list)  # images with edge bars
+    # (name, (outlines, components judged)) of the alignment sample: outlines.outline_counts
+    outlines: list[tuple[str, tuple[int, int]]] = field(default_factory=list)
     palette_masks: list[str] = field(default_factory=list)  # palette ('P') mask files
     # the first of them that holds a label: (name, flat RGB palette, its pixels)
     palette_example: tuple[str, list[int], Any] | None = None
@@ -122,6 +125,7 @@ class _PairRecord:
     regions: tuple[int, int] = (0, 0)  # connected regions of the foreground, of the background
     on_padding: float | None = None  # share of the foreground on constant edge bars (if any)
     palette: list[int] | None = None  # a palette ('P') mask file: its palette (flat RGB)
+    outlines: tuple[int, int] | None = None  # outlines.outline_counts (alignment sample)
 
 
 PADDING_MIN_AREA = 0.02
@@ -184,6 +188,7 @@ def _read_pair(pair, measure_alignment: bool) -> _PairRecord:
         elif measure_alignment and record.fg_fraction > 0:
             record.alignment = alignment_score(image, mask)
             record.offset = best_offset(image, mask)
+            record.outlines = outline_counts(image, fg)
         record.constant = float(np.ptp(image)) == 0.0
         record.digest = content_hash(image)
         if not record.constant and record.fg_fraction > 0:
@@ -231,6 +236,8 @@ def _stream(index, summary: DataSummary, sample: set[int]) -> Iterator[tuple[str
             summary.constant.append(record.name)
         if record.on_padding is not None:
             summary.padding.append((record.name, record.on_padding))
+        if record.outlines is not None:
+            summary.outlines.append((record.name, record.outlines))
         if record.palette is not None:
             summary.palette_masks.append(record.mask_name)
             if summary.palette_example is None and record.fg_fraction > 0:
@@ -552,6 +559,14 @@ def _padding_findings(summary: DataSummary) -> list[Finding]:
     return [make_finding("mask-on-padding", evidence)]
 
 
+def _outline_findings(summary: DataSummary) -> list[Finding]:
+    """``mask-outlines``: masks that draw their objects' boundaries instead of filling them."""
+    counts = [c for _, c in summary.outlines]
+    if not outlines_found(counts):
+        return []
+    return [make_finding("mask-outlines", outline_evidence(summary.outlines, "data folder"))]
+
+
 def _content_findings(summary: DataSummary) -> list[Finding]:
     found = []
     n = summary.n_pairs
@@ -569,6 +584,7 @@ def _content_findings(summary: DataSummary) -> list[Finding]:
             )
         )
     found += _padding_findings(summary)
+    found += _outline_findings(summary)
     found += _palette_findings(summary)
     if summary.constant:
         found.append(
