@@ -58,7 +58,7 @@ def outline_counts(image: np.ndarray, fg: np.ndarray) -> tuple[int, int]:
     gray, fg = _gray(image), np.asarray(fg, bool)
     if gray.shape != fg.shape:
         return 0, 0
-    labels, n = ndimage.label(fg, structure=_EIGHT)
+    labels, _ = ndimage.label(fg, structure=_EIGHT)
     outlines = judged = 0
     for index, box in enumerate(ndimage.find_objects(labels), start=1):
         # the component's box grown by the band: everything below is local to it
