@@ -18,9 +18,9 @@ from keras import ops
 from segdoctor.doctor import DoctorCallback
 
 try:
-    from examples._synthetic import disks
+    from examples._synthetic import disks, encoder_decoder
 except ImportError:  # run as a script from examples/
-    from _synthetic import disks
+    from _synthetic import disks, encoder_decoder
 
 
 def dice_coef(y_true, y_pred, smooth=1.0):
@@ -39,8 +39,7 @@ def dice_loss(y_true, y_pred):
 
 def build_model() -> keras.Model:
     inputs = keras.Input((32, 32, 1))
-    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
-    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(h)
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(encoder_decoder(inputs))
     outputs = keras.layers.Conv2D(1, 1, activation="sigmoid")(h)
     return keras.Model(inputs, outputs)
 

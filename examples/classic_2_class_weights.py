@@ -19,9 +19,9 @@ from keras import ops
 from segdoctor.doctor import DoctorCallback
 
 try:
-    from examples._synthetic import disks
+    from examples._synthetic import disks, encoder_decoder
 except ImportError:
-    from _synthetic import disks
+    from _synthetic import disks, encoder_decoder
 
 CLASS_WEIGHTS = [0.1, 0.9]  # background, foreground
 
@@ -45,7 +45,7 @@ def weighted_dice_loss(y_true, y_pred, smooth=1e-5):
 
 def build(corrected: bool):
     inputs = keras.Input((32, 32, 1))
-    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    h = encoder_decoder(inputs)
     outputs = keras.layers.Conv2D(2, 1, activation="softmax")(h)
     model = keras.Model(inputs, outputs)
     loss = weighted_dice_loss if corrected else weighted_dice_loss_classic

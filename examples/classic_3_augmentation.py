@@ -18,9 +18,9 @@ import keras
 from segdoctor.doctor import DoctorCallback
 
 try:
-    from examples._synthetic import disks
+    from examples._synthetic import disks, encoder_decoder
 except ImportError:
-    from _synthetic import disks
+    from _synthetic import disks, encoder_decoder
 
 
 class Augmented(keras.utils.PyDataset):
@@ -49,7 +49,7 @@ class Augmented(keras.utils.PyDataset):
 
 def build(corrected: bool):
     inputs = keras.Input((32, 32, 1))
-    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    h = encoder_decoder(inputs)
     h = keras.layers.Dropout(0.2 if corrected else 0.5)(h)
     outputs = keras.layers.Conv2D(1, 1, activation="sigmoid")(h)
     model = keras.Model(inputs, outputs)

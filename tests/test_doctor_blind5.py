@@ -306,6 +306,8 @@ def test_a_model_that_fits_its_files_but_learned_nothing_points_at_the_loader(tm
     inputs = keras.Input((None, None, 1))
     h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
     h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(h)
+    # a dilated layer widens the field beyond the discs (receptive-field-small stays silent)
+    h = keras.layers.Conv2D(8, 3, padding="same", dilation_rate=16, activation="relu")(h)
     model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(h))
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
     collapsed = tmp_path / "collapsed.csv"

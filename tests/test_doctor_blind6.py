@@ -190,3 +190,60 @@ def test_thin_rings_that_the_image_draws_are_not_outlines():
         filled = np.hypot(yy - 32, xx - 32) < r  # the same ring around a filled object
         assert outline_counts(0.2 + 0.6 * filled, ring) == (1, 1)
     assert sum(c for _, c in counts) == 8 and not outlines_found(counts)
+
+
+def _unet_or_first_block(head_on_first_block: bool):
+    """A small U-Net (depth 3) or, by the typo Conv2D(1, 1)(c1) for (c9), its first block alone."""
+    from keras import layers
+
+    inputs = keras.Input((None, None, 1))
+
+    def block(x, filters):
+        x = layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+        return layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+
+    c1 = block(inputs, 8)
+    c2 = block(layers.MaxPooling2D()(c1), 16)
+    c3 = block(layers.MaxPooling2D()(c2), 32)
+    u2 = block(layers.Concatenate()([layers.UpSampling2D()(c3), c2]), 16)
+    c9 = block(layers.Concatenate()([layers.UpSampling2D()(u2), c1]), 8)
+    head = c1 if head_on_first_block else c9
+    model = keras.Model(inputs, layers.Conv2D(1, 1, activation="sigmoid")(head))
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    return model
+
+
+@pytest.mark.parametrize("typo", [True, False])
+def test_a_head_on_the_first_block_is_named(shared_data, tmp_path, typo):
+    """F4: the output head wired to the first encoder block sees 5 x 5 pixels; DSB nuclei are
+    about 18 px across. Before: only val-better-than-train (info). The whole U-Net is silent."""
+    from PIL import Image
+
+    from segdoctor.doctor import diagnose
+    from segdoctor.doctor.receptive_field import receptive_field
+
+    model = _unet_or_first_block(typo)
+    assert (receptive_field(model) == 5) == typo
+    for name, image, mask in _dsb_pairs(shared_data, n=24):
+        crop = (slice(0, 64), slice(0, 64))
+        for kind, array in (("images", image[crop]), ("masks", mask[crop].astype(np.uint8))):
+            (tmp_path / kind).mkdir(exist_ok=True)
+            Image.fromarray(array).save(tmp_path / kind / name)
+    found = {f.id: f for f in diagnose(data=tmp_path, model=model, plots=False).findings}
+    assert ("receptive-field-small" in found) == typo
+    if typo:
+        assert found["receptive-field-small"].evidence["receptive_field_px"] == 5
+        assert "(c9)" in found["receptive-field-small"].fix
+
+
+def test_the_callback_measures_the_field_against_the_batches(shared_data):
+    from segdoctor.doctor.callback import DoctorCallback
+
+    pairs = _dsb_pairs(shared_data, n=32)
+    x = np.stack([image[:64, :64] / 255.0 for _, image, _ in pairs])[..., None].astype("float32")
+    y = np.stack([mask[:64, :64] for _, _, mask in pairs])[..., None].astype("float32")
+    for typo in (True, False):
+        model = _unet_or_first_block(typo)
+        doctor = DoctorCallback(verbose=False, watch_gradients=0)
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[doctor])
+        assert ("receptive-field-small" in ids(doctor.findings)) == typo

@@ -18,6 +18,7 @@ from segdoctor.doctor.loss_probe import background_severity
 from segdoctor.doctor.model_checks import check_model, check_model_vs_files
 from segdoctor.doctor.plots import curves_png
 from segdoctor.doctor.probes import load_probe_batch, run_probes
+from segdoctor.doctor.receptive_field import receptive_field, receptive_field_findings
 from segdoctor.doctor.report import Report
 from segdoctor.doctor.saved_model import saved_model_findings
 from segdoctor.doctor.update_ratio import probe_update_ratio
@@ -173,6 +174,8 @@ def _data_findings(data, summary: dict, report: Report | None) -> tuple[list[Fin
 def _model_vs_data(model, data, data_summary, findings: list[Finding]) -> list[Finding]:
     """The model's input against the image files (model_data), and the background's weight."""
     findings = findings + check_model_vs_files(model, data)
+    areas = [s.object_area for s in data_summary.split_stats if s.object_area]
+    findings += receptive_field_findings(receptive_field(model), areas, "data folder")
     fg = sorted(data_summary.foreground_fractions)  # per image
     if fg:  # dice-includes-background: a warning when the median image is mostly empty
         findings = [background_severity(f, fg[len(fg) // 2]) for f in findings]

@@ -38,6 +38,7 @@ from segdoctor.doctor.model_data import (
     targets_from_batch,
 )
 from segdoctor.doctor.outlines import outline_counts, outline_evidence, outlines_found
+from segdoctor.doctor.split_checks import object_area
 
 _SCALING_LAYERS = ("Rescaling", "Normalization")
 
@@ -152,6 +153,7 @@ class AlignmentSamples:
     scores: list[float] = field(default_factory=list)
     structure: list[float] = field(default_factory=list)
     outlines: list[tuple[str, tuple[int, int]]] = field(default_factory=list)
+    areas: list[float] = field(default_factory=list)  # split_checks.object_area per sample
     offsets: list[tuple[str, tuple[tuple[int, int], float] | None]] = field(default_factory=list)
     batches: int = 0
 
@@ -381,6 +383,8 @@ def check_batch(
         name = f"batch {samples.batches + 1} sample {i + 1}"
         samples.offsets.append((name, best_offset(x[i], mask)))
         samples.outlines.append((name, outline_counts(x[i], fg[i])))
+        if (area := object_area(fg[i])) is not None:
+            samples.areas.append(area)
     samples.batches += 1
     if alignment_out is None:  # else the caller pools several batches and decides
         found += alignment_finding(samples)

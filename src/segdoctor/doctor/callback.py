@@ -61,6 +61,7 @@ from segdoctor.doctor.loss_probe import background_severity
 from segdoctor.doctor.model_checks import check_model
 from segdoctor.doctor.model_data import Targets
 from segdoctor.doctor.probes import explode_threshold, gradient_findings, gradient_stats
+from segdoctor.doctor.receptive_field import receptive_field, receptive_field_findings
 from segdoctor.doctor.report import Report
 from segdoctor.doctor.split_checks import channel_balance, channel_order, intensity_shift
 from segdoctor.doctor.update_ratio import (
@@ -190,6 +191,7 @@ class DoctorCallback(keras.callbacks.Callback):
         self._original_train_function = None
         self._original_test_function = None
         self._siblings: list[Any] | None = None
+        self._field: int | None = None  # receptive_field(model), measured at the start
         self._alignment = AlignmentSamples()
         self._later_alignment = AlignmentSamples()  # the second epoch's first batches
         self._batch_digests: list[tuple[int, str]] = []  # (epoch, batch content hash) per peek
@@ -263,6 +265,7 @@ class DoctorCallback(keras.callbacks.Callback):
         self._train_start = start
         self._siblings = self._sibling_callbacks()
         self._emit(check_model(self.model, self._siblings or (), probe_loss_fn=self.probe_loss))
+        self._field = receptive_field(self.model)  # two forward passes, before any step
         if getattr(self.model, "optimizer", None) is not None:
             self._kernels = kernel_indices(self.model)
             self._before = snapshot(self.model, self._kernels)
@@ -393,6 +396,7 @@ class DoctorCallback(keras.callbacks.Callback):
         self._emit(repeated_batches_finding(self._batch_digests))
         where = f"first {self._peeks['train_function']} training batch(es)"
         self._emit(classes_finding(self._model, self._targets, where))
+        self._emit(receptive_field_findings(self._field, self._alignment.areas, where))
         if self._fg_fractions:
             share = float(np.median(self._fg_fractions))
             self.findings = [background_severity(f, share) for f in self.findings]

@@ -66,6 +66,19 @@ MODEL_ENTRIES: tuple[CatalogEntry, ...] = (
         "mode='max', patience=10, restore_best_weights=True)",
     ),
     CatalogEntry(
+        "receptive-field-small",
+        "model",
+        "warning",
+        "The model sees less than an object: its receptive field is smaller than the objects",
+        fix="Each output pixel of the model depends on a window of {receptive_field_px} x "
+        "{receptive_field_px} input pixels (measured), while the objects in the masks are about "
+        "{object_diameter_px} px across (median over {images} images, {where}). The model can "
+        "only classify pixels by their local intensity, not see an object, its edges or its "
+        "context. Check that the output head is attached to the last decoder block (a typo such "
+        "as Conv2D(1, 1)(c1) for (c9) drops the whole U-Net: print model.summary() and count "
+        "the layers), or use a deeper network (a U-Net of depth 4 sees about 140 px).",
+    ),
+    CatalogEntry(
         "augment-value-range",
         "model",
         "error",
