@@ -224,8 +224,8 @@ def test_a_head_on_the_first_block_is_named(shared_data, tmp_path, typo):
 
     model = _unet_or_first_block(typo)
     assert (receptive_field(model) == 5) == typo
-    for name, image, mask in _dsb_pairs(shared_data, n=24):
-        crop = (slice(0, 64), slice(0, 64))
+    for name, image, mask in _dsb_pairs(shared_data, n=32):
+        crop = (slice(0, 96), slice(0, 96))
         for kind, array in (("images", image[crop]), ("masks", mask[crop].astype(np.uint8))):
             (tmp_path / kind).mkdir(exist_ok=True)
             Image.fromarray(array).save(tmp_path / kind / name)
@@ -240,8 +240,8 @@ def test_the_callback_measures_the_field_against_the_batches(shared_data):
     from segdoctor.doctor.callback import DoctorCallback
 
     pairs = _dsb_pairs(shared_data, n=32)
-    x = np.stack([image[:64, :64] / 255.0 for _, image, _ in pairs])[..., None].astype("float32")
-    y = np.stack([mask[:64, :64] for _, _, mask in pairs])[..., None].astype("float32")
+    x = np.stack([image[:96, :96] / 255.0 for _, image, _ in pairs])[..., None].astype("float32")
+    y = np.stack([mask[:96, :96] for _, _, mask in pairs])[..., None].astype("float32")
     for typo in (True, False):
         model = _unet_or_first_block(typo)
         doctor = DoctorCallback(verbose=False, watch_gradients=0)

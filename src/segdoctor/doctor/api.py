@@ -174,8 +174,9 @@ def _data_findings(data, summary: dict, report: Report | None) -> tuple[list[Fin
 def _model_vs_data(model, data, data_summary, findings: list[Finding]) -> list[Finding]:
     """The model's input against the image files (model_data), and the background's weight."""
     findings = findings + check_model_vs_files(model, data)
-    areas = [s.object_area for s in data_summary.split_stats if s.object_area]
-    findings += receptive_field_findings(receptive_field(model), areas, "data folder")
+    if data_summary.num_classes == 2:  # objects of binary masks (a scene's classes: one region)
+        areas = [s.interior_area for s in data_summary.split_stats if s.interior_area]
+        findings += receptive_field_findings(receptive_field(model), areas, "data folder")
     fg = sorted(data_summary.foreground_fractions)  # per image
     if fg:  # dice-includes-background: a warning when the median image is mostly empty
         findings = [background_severity(f, fg[len(fg) // 2]) for f in findings]

@@ -38,7 +38,7 @@ from segdoctor.doctor.model_data import (
     targets_from_batch,
 )
 from segdoctor.doctor.outlines import outline_counts, outline_evidence, outlines_found
-from segdoctor.doctor.split_checks import object_area
+from segdoctor.doctor.receptive_field import interior_object_area
 
 _SCALING_LAYERS = ("Rescaling", "Normalization")
 
@@ -153,7 +153,7 @@ class AlignmentSamples:
     scores: list[float] = field(default_factory=list)
     structure: list[float] = field(default_factory=list)
     outlines: list[tuple[str, tuple[int, int]]] = field(default_factory=list)
-    areas: list[float] = field(default_factory=list)  # split_checks.object_area per sample
+    areas: list[float] = field(default_factory=list)  # interior_object_area, binary targets
     offsets: list[tuple[str, tuple[tuple[int, int], float] | None]] = field(default_factory=list)
     batches: int = 0
 
@@ -373,6 +373,8 @@ def check_batch(
         found += _model_vs_batch(model, x, y, targets_out)
         found += loss_vs_labels(model, y)
     fg = (y[..., 0] > 0) if y.shape[-1] == 1 else y.argmax(-1) > 0  # (B, H, W)
+    # object sizes of binary targets only: the "foreground" of a scene's classes is one region
+    binary = y.shape[-1] == 2 or (y.shape[-1] == 1 and bool(np.isin(y, (0.0, 1.0)).all()))
     samples = alignment_out if alignment_out is not None else AlignmentSamples()
     for i in range(len(x)):
         mask = fg[i].astype("int32")
@@ -383,7 +385,7 @@ def check_batch(
         name = f"batch {samples.batches + 1} sample {i + 1}"
         samples.offsets.append((name, best_offset(x[i], mask)))
         samples.outlines.append((name, outline_counts(x[i], fg[i])))
-        if (area := object_area(fg[i])) is not None:
+        if binary and (area := interior_object_area(fg[i])) is not None:
             samples.areas.append(area)
     samples.batches += 1
     if alignment_out is None:  # else the caller pools several batches and decides

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 import keras
 import numpy as np
+from scipy import ndimage
 
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
@@ -81,6 +82,25 @@ def receptive_field(model) -> int | None:
     return int(max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1)
 
 
+def interior_object_area(fg: np.ndarray) -> float | None:
+    """Area-weighted mean area (pixels) of the foreground components that do not touch the image's
+    edge: objects the image shows whole. None without such components: a region that runs off the
+    image (a road, the sky, a tissue background) is not an object a field must span.
+
+    Example:
+        >>> m = np.zeros((16, 16), bool); m[4:8, 4:8] = True; m[10:, :] = True  # a blob, a band
+        >>> interior_object_area(m)
+        16.0
+    """
+    labels, _ = ndimage.label(np.asarray(fg, bool))
+    sizes = np.bincount(labels.ravel())
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    sizes[edge] = 0  # components on the edge, and the background (label 0, if on it)
+    sizes = sizes[1:].astype(np.float64)
+    sizes = sizes[sizes > 0]
+    return float((sizes * sizes).sum() / sizes.sum()) if sizes.size else None
+
+
 def typical_diameter(areas: Sequence[float | None]) -> tuple[float | None, int]:
     """Median equivalent diameter (pixels) of the per-image object areas, and how many images
     had objects."""
@@ -95,7 +115,7 @@ def receptive_field_findings(
 ) -> list[Finding]:
     """``receptive-field-small``: a field under :data:`SMALL` pixels and under
     :data:`SHARE_OF_OBJECT` of the objects' typical diameter (``areas``: per image,
-    :func:`~segdoctor.doctor.split_checks.object_area`).
+    :func:`interior_object_area`).
 
     Example:
         >>> [f.id for f in receptive_field_findings(5, [150.0] * 10, "data folder")]

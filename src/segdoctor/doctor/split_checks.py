@@ -76,6 +76,7 @@ from segdoctor.data.split import (
 )
 from segdoctor.doctor.catalog import make_finding
 from segdoctor.doctor.findings import Finding
+from segdoctor.doctor.receptive_field import interior_object_area
 from segdoctor.errors import SegdoctorError
 
 CLASS_CHANCE_ERROR = 1e-3
@@ -133,6 +134,7 @@ class PairStats:
         foreground: Whether the mask has any non-zero pixel.
         object_area: Area (pixels) of the connected foreground component an average foreground
             pixel lies in (components weighted by their area).
+        interior_area: The same over the components that do not touch the image's edge.
         labelled: False for an unlabelled test image (nnU-Net ``imagesTs``): no mask numbers.
         shape: ``(H, W)`` of the mask (``None``: not recorded).
         oriented: :func:`~segdoctor.data.split.orientation_free_hash` of the image, or ``None``.
@@ -155,6 +157,7 @@ class PairStats:
     blocks: BlockPrint | None = None
     balance: tuple[float, float] | None = None
     thumb: np.ndarray | None = None
+    interior_area: float | None = None  # receptive_field.interior_object_area
 
 
 def object_area(fg: np.ndarray) -> float | None:
@@ -208,6 +211,7 @@ def pair_stats(pair, image: np.ndarray | None, mask: np.ndarray, digest: str | N
         values=values,
         foreground=bool(fg.any()),
         object_area=area,
+        interior_area=interior_object_area(fg) if area else None,
         shape=(int(fg.shape[0]), int(fg.shape[1])),
         oriented=None if image is None else orientation_free_hash(image),
         blocks=None if image is None else block_print(image),
