@@ -247,3 +247,33 @@ def test_the_callback_measures_the_field_against_the_batches(shared_data):
         doctor = DoctorCallback(verbose=False, watch_gradients=0)
         model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[doctor])
         assert ("receptive-field-small" in ids(doctor.findings)) == typo
+
+
+def test_sgd_at_an_adam_rate_is_named_when_nothing_was_learned(shared_data):
+    """F3: SGD(1e-3) without momentum (the rate of the Adam recipe it replaced): the run learned
+    nothing, and the callback said only metric-constant and prediction-collapse. Its first steps
+    move the weights by about 2e-4 of their size (Adam at 1e-3: about 1e-2): lr-too-low now,
+    when the history says nothing was learned; the Adam twin, or small steps in a run that
+    learns, stay silent."""
+    from segdoctor.doctor import make_finding
+    from segdoctor.doctor.callback import DoctorCallback
+
+    pairs = _dsb_pairs(shared_data, n=24)
+    x = np.stack([image[:64, :64] / 255.0 for _, image, _ in pairs])[..., None].astype("float32")
+    y = np.stack([mask[:64, :64] for _, _, mask in pairs])[..., None].astype("float32")
+    collapsed = make_finding("metric-constant", {"metric": "val_dice", "epochs": 6, "value": 0.0})
+
+    def verdict(optimizer, history_findings):
+        keras.utils.set_random_seed(0)
+        model = _unet_or_first_block(False)
+        model.compile(optimizer=optimizer, loss="binary_crossentropy")
+        doctor = DoctorCallback(verbose=False, watch_gradients=0)
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[doctor])
+        doctor.findings += history_findings
+        return doctor._low_updates()
+
+    [found] = verdict(keras.optimizers.SGD(1e-3), [collapsed])
+    assert found.id == "lr-too-low" and found.evidence["relative_update_per_step"] < 3e-4
+    assert found.evidence["history"] == ["metric-constant"] and "SGD" in found.fix
+    assert verdict(keras.optimizers.SGD(1e-3), []) == []  # small steps alone: no verdict
+    assert verdict(keras.optimizers.Adam(1e-3), [collapsed]) == []

@@ -67,6 +67,7 @@ from segdoctor.doctor.split_checks import channel_balance, channel_order, intens
 from segdoctor.doctor.update_ratio import (
     UPDATE_STEPS,
     kernel_indices,
+    low_update_findings,
     optimizer_state,
     relative_update,
     snapshot,
@@ -204,6 +205,7 @@ class DoctorCallback(keras.callbacks.Callback):
         self._kernels: list[int] = []  # weights whose first updates are measured (update_ratio)
         self._before: list[np.ndarray] | None = None
         self._update_ratios: list[float] = []
+        self._optimizer_state: tuple[float | None, str] | None = None  # (rate, optimizer)
         # epoch-start-wait: wall times of first steps (epoch 2 on) and of the other steps
         self._train_start: float | None = None
         self._epoch_start: float | None = None
@@ -440,6 +442,7 @@ class DoctorCallback(keras.callbacks.Callback):
             lr, name = optimizer_state(self.model)
             where = f"first {UPDATE_STEPS} training steps"
             self._emit(update_findings(self._update_ratios, lr, name, where))
+            self._optimizer_state = (lr, name)  # lr-too-low at the end, if nothing was learned
         self.overhead_s += time.perf_counter() - start
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
@@ -536,11 +539,26 @@ class DoctorCallback(keras.callbacks.Callback):
             ]
             self._seen = {f.id for f in self.findings}
             self._emit(final)
+            self._emit(self._low_updates())
         if self.report_path is not None:
             rep = self.report()
             rep.summary["overhead_s"] = round(self.overhead_s, 3)
             rep.to_json(self.report_path)
         self.overhead_s += time.perf_counter() - start
+
+    def _low_updates(self) -> list[Finding]:
+        """``lr-too-low`` when the first steps barely moved the weights and nothing was learned."""
+        if self._optimizer_state is None:
+            return []
+        failed = [
+            f.id
+            for f in self.findings
+            if (f.id in ("metric-constant", "prediction-collapse") and f.severity == "error")
+            or f.id == "underfitting"
+        ]
+        lr, name = self._optimizer_state
+        where = f"first {UPDATE_STEPS} training steps"
+        return low_update_findings(self._update_ratios, lr, name, where, failed)
 
     def _stopped_while_improving(self) -> list[Finding]:
         """EarlyStopping ended training while the validation Dice was rising.

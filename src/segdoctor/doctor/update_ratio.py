@@ -114,6 +114,59 @@ def update_findings(
     ]
 
 
+LOW_TARGET = 3e-3
+"""The relative update per step the suggested rate of ``lr-too-low`` (variant ``update-ratio``)
+aims at: the middle of a healthy 1e-3..1e-2."""
+
+
+def low_update_findings(
+    ratios: Sequence[float],
+    learning_rate: float | None,
+    optimizer: str,
+    where: str,
+    never_learned: Sequence[str],
+) -> list[Finding]:
+    """``lr-too-low`` from the first updates, when they stayed under :data:`UPDATE_LOW` and the
+    run's history says nothing was learned (``never_learned``: those findings' ids).
+
+    Small first steps alone are no fault (momentum builds up, warm-up starts low); with a run
+    that learned nothing they are the cause (sixth blind test, F3: SGD at 1e-3 without momentum,
+    the rate of the Adam recipe it replaced, moved the weights 1.9e-4 of their size per step,
+    against 9.7e-3 for Adam at 1e-3; the callback said only that nothing was learned).
+
+    Example:
+        >>> [f.id for f in low_update_findings([2e-4] * 3, 1e-3, "SGD", "first steps", ["metric-constant"])]
+        ['lr-too-low']
+        >>> low_update_findings([2e-4] * 3, 1e-3, "SGD", "first steps", [])
+        []
+    """
+    finite = [r for r in ratios if math.isfinite(r) and r > 0]
+    if not finite or not never_learned:
+        return []
+    ratio = float(np.mean(finite))
+    if ratio >= UPDATE_LOW:
+        return []
+    target = learning_rate * LOW_TARGET / ratio if learning_rate else None
+    evidence = {
+        "learning_rate": learning_rate,
+        "optimizer": optimizer,
+        "relative_update_per_step": float(f"{ratio:.3g}"),
+        "steps": len(finite),
+        "low_below": UPDATE_LOW,
+        "where": where,
+        "history": sorted(set(never_learned)),
+    }
+    return [
+        make_finding(
+            "lr-too-low",
+            evidence,
+            variant="update-ratio" if target else "update-ratio-no-rate",
+            ratio=ratio,
+            target_lr=target,
+        )
+    ]
+
+
 def optimizer_state(model) -> tuple[float | None, str]:
     """The learning rate the optimizer starts with (a schedule's value at step 0: the first
     updates, of the run or of a fresh copy, are made near it; None when unreadable) and the

@@ -99,6 +99,21 @@ PROBE_ENTRIES: tuple[CatalogEntry, ...] = (
         "The learning rate is far below the useful range",
         fix="Raise the learning rate towards {suggested_lr:.1e}; at {configured_lr:.1e} training "
         "barely moves.",
+        variants={
+            "update-ratio": "The {where} moved the weights by {ratio:.1e} of their size per step "
+            "({optimizer} at {learning_rate:.1e}; healthy runs move 1e-3 to 1e-2), and the run "
+            "learned nothing ({history}). Raise the learning rate towards {target_lr:.1e}. Plain "
+            "SGD needs a far larger rate than Adam for the same step: a rate copied from an Adam "
+            "recipe (1e-3) barely moves it; use SGD(1e-2 to 1e-1, momentum=0.9) or Adam(1e-3).",
+            "update-ratio-no-rate": "The {where} moved the weights by {ratio:.1e} of their size "
+            "per step ({optimizer}; healthy runs move 1e-3 to 1e-2), and the run learned nothing "
+            "({history}). Raise the learning rate.",
+        },
+        titles={
+            "update-ratio": "The learning rate barely moves the weights, and nothing was learned",
+            "update-ratio-no-rate": "The learning rate barely moves the weights, and nothing was "
+            "learned",
+        },
     ),
     CatalogEntry(
         "dead-relu",
