@@ -82,7 +82,7 @@ def receptive_field(model) -> int | None:
     return int(max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1)
 
 
-def interior_object_area(fg: np.ndarray) -> float | None:
+def interior_object_area(fg: np.ndarray, labels: np.ndarray | None = None) -> float | None:
     """Area-weighted mean area (pixels) of the foreground components that do not touch the image's
     edge: objects the image shows whole. None without such components: a region that runs off the
     image (a road, the sky, a tissue background) is not an object a field must span.
@@ -92,7 +92,8 @@ def interior_object_area(fg: np.ndarray) -> float | None:
         >>> interior_object_area(m)
         16.0
     """
-    labels, _ = ndimage.label(np.asarray(fg, bool))
+    if labels is None:  # the components of ``fg``, unless the caller has labelled them
+        labels, _ = ndimage.label(np.asarray(fg, bool))
     sizes = np.bincount(labels.ravel())
     edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     sizes[edge] = 0  # components on the edge, and the background (label 0, if on it)

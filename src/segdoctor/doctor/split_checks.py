@@ -160,7 +160,7 @@ class PairStats:
     interior_area: float | None = None  # receptive_field.interior_object_area
 
 
-def object_area(fg: np.ndarray) -> float | None:
+def object_area(fg: np.ndarray, labels: np.ndarray | None = None) -> float | None:
     """The area (pixels) of the connected foreground component an average foreground pixel lies
     in: the components' area-weighted mean; None without foreground.
 
@@ -175,8 +175,10 @@ def object_area(fg: np.ndarray) -> float | None:
     """
     if not fg.any():
         return None
-    labels, n = ndimage.label(fg)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.float64)
+    if labels is None:  # the components of ``fg``, unless the caller has labelled them
+        labels, _ = ndimage.label(fg)
+    sizes = np.bincount(labels.ravel())[1:].astype(np.float64)
+    sizes = sizes[sizes > 0]
     return float((sizes * sizes).sum() / sizes.sum())
 
 
@@ -197,7 +199,8 @@ def pair_stats(pair, image: np.ndarray | None, mask: np.ndarray, digest: str | N
         uniq = np.unique(mask)
         if len(uniq) <= MAX_MASK_VALUES:
             values = tuple(int(v) for v in uniq)
-    area = object_area(fg)
+    labels = ndimage.label(fg)[0] if fg.any() else None  # once, for both areas
+    area = object_area(fg, labels)
     mean = std = None
     if image is not None:
         pixels = image.astype(np.float64, copy=False)
@@ -211,7 +214,7 @@ def pair_stats(pair, image: np.ndarray | None, mask: np.ndarray, digest: str | N
         values=values,
         foreground=bool(fg.any()),
         object_area=area,
-        interior_area=interior_object_area(fg) if area else None,
+        interior_area=interior_object_area(fg, labels) if area else None,
         shape=(int(fg.shape[0]), int(fg.shape[1])),
         oriented=None if image is None else orientation_free_hash(image),
         blocks=None if image is None else block_print(image),
