@@ -55,24 +55,29 @@ def outline_counts(image: np.ndarray, fg: np.ndarray) -> tuple[int, int]:
         image: (H, W) or (H, W, C), any numeric dtype.
         fg: (H, W) boolean foreground.
     """
-    gray, fg = _gray(image), np.asarray(fg, bool)
-    if gray.shape != fg.shape:
+    fg = np.asarray(fg, bool)
+    if tuple(np.shape(image)[:2]) != fg.shape:
         return 0, 0
-    labels, _ = ndimage.label(fg, structure=_EIGHT)
-    outlines = judged = 0
-    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+    labels, n = ndimage.label(fg, structure=_EIGHT)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    # one erosion of the whole mask: 8-connected components do not touch, so each component's
+    # eroded part is its own erosion (per component, 10x slower on a DSB image of 40 nuclei)
+    kept = np.bincount(labels[ndimage.binary_erosion(fg, _EIGHT)], minlength=n + 1)
+    judge = sizes >= MIN_COMPONENT
+    judge[np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))] = False
+    judge[0] = False  # the background; components on the image's edge are cut open there
+    thin = judge & (kept <= (1.0 - THIN_SHARE) * sizes)
+    if not thin.any():  # filled objects (healthy masks): done, without reading the image
+        return 0, int(judge.sum())
+    gray, boxes = _gray(image), ndimage.find_objects(labels)
+    outlines = 0
+    for index in np.flatnonzero(thin):
+        box = boxes[index - 1]
         # the component's box grown by the band: everything below is local to it
         rows = slice(max(box[0].start - BAND - 1, 0), box[0].stop + BAND + 1)
         cols = slice(max(box[1].start - BAND - 1, 0), box[1].stop + BAND + 1)
         part = labels[rows, cols] == index
-        area = int(part.sum())
-        touches_edge = box[0].start == 0 or box[1].start == 0
-        touches_edge |= box[0].stop == fg.shape[0] or box[1].stop == fg.shape[1]
-        if area < MIN_COMPONENT or touches_edge:  # an outline cut by the edge encloses nothing
-            continue
-        judged += 1
-        if ndimage.binary_erosion(part, _EIGHT).sum() > (1.0 - THIN_SHARE) * area:
-            continue
+        area = int(sizes[index])
         inside = ndimage.binary_fill_holes(part) & ~part
         if inside.sum() < area:
             continue
@@ -85,7 +90,7 @@ def outline_counts(image: np.ndarray, fg: np.ndarray) -> tuple[int, int]:
         outside = local[band].mean()
         if abs(local[inside].mean() - outside) >= abs(local[part].mean() - outside):
             outlines += 1
-    return outlines, judged
+    return outlines, int(judge.sum())
 
 
 def outlines_found(counts) -> bool:
