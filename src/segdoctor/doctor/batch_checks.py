@@ -145,10 +145,11 @@ MIN_STRUCTURE = 4
 class AlignmentSamples:
     """Per-sample edge alignment pooled over batches: scores
     (:func:`~segdoctor.doctor.alignment.alignment_score`) and best shifts
-    (:func:`~segdoctor.doctor.alignment.best_offset`, named ``batch B sample I``), and the
+    (:func:`~segdoctor.doctor.alignment.best_offset`, named ``batch B sample I``), the
     neighbour correlation of the scored images (:func:`~segdoctor.doctor.alignment.structure_score`),
-    and per sample the outlines among its mask's components
-    (:func:`~segdoctor.doctor.outlines.outline_counts`)."""
+    per sample the outlines among its mask's components
+    (:func:`~segdoctor.doctor.outlines.outline_counts`) and the size of its whole objects
+    (:func:`~segdoctor.doctor.receptive_field.interior_object_area`, binary targets)."""
 
     scores: list[float] = field(default_factory=list)
     structure: list[float] = field(default_factory=list)
