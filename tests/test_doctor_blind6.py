@@ -277,3 +277,46 @@ def test_sgd_at_an_adam_rate_is_named_when_nothing_was_learned(shared_data):
     assert found.evidence["history"] == ["metric-constant"] and "SGD" in found.fix
     assert verdict(keras.optimizers.SGD(1e-3), []) == []  # small steps alone: no verdict
     assert verdict(keras.optimizers.Adam(1e-3), [collapsed]) == []
+
+
+def _camvid_arrays(root, chained: bool, n: int = 32):
+    from PIL import Image
+
+    lut = np.array([CAMVID_MERGE[k] for k in range(12)], np.uint8)
+    xs, ys = [], []
+    for path in sorted((root / "camvid-val" / "images").glob("*.png"))[:n]:
+        image = Image.open(path).convert("RGB").resize((128, 96), Image.BILINEAR)
+        mask = np.asarray(
+            Image.open(root / "camvid-val" / "masks" / path.name).resize((128, 96), Image.NEAREST)
+        ).copy()
+        if chained:
+            for old, new in CAMVID_MERGE.items():
+                mask[mask == old] = new
+        else:
+            mask = lut[mask]
+        xs.append(np.asarray(image, "float32") / 255.0)
+        ys.append(mask[..., None].astype("float32"))
+    return np.stack(xs), np.stack(ys)
+
+
+@pytest.mark.parametrize("chained", [True, False])
+def test_a_class_lost_by_a_chaining_remap_is_named_by_the_callback(shared_data, chained):
+    """F7 in the callback: class 1 in none of the training batches while the other classes are
+    in every scene. Before: the callback was silent (it tracked only the largest index)."""
+    from keras import layers
+
+    from segdoctor.doctor.callback import DoctorCallback
+    from segdoctor.losses import DiceCELoss
+
+    x, y = _camvid_arrays(shared_data, chained)
+    inputs = keras.Input((96, 128, 3))
+    h = layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    model = keras.Model(inputs, layers.Conv2D(6, 1, activation="softmax")(h))
+    model.compile(optimizer="adam", loss=DiceCELoss(mode="multiclass"))
+    doctor = DoctorCallback(verbose=False, watch_gradients=0)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[doctor])
+    found = {f.id: f for f in doctor.findings}
+    assert ("class-absent" in found) == chained
+    if chained:
+        assert found["class-absent"].evidence["absent_classes"] == [1]
+        assert "lut[m]" in found["class-absent"].fix

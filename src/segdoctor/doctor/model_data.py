@@ -26,7 +26,7 @@ input-channels-mismatch    image channels differ from the model's input channels
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -69,6 +69,8 @@ class Targets:
     images: int = 0
     source: str = ""
     complete: bool = False
+    # masks that hold each label (sparse targets of a batch; empty when not counted)
+    presence: Mapping[int, int] = field(default_factory=dict, compare=False)
 
     @property
     def num_classes(self) -> int | None:
@@ -80,12 +82,16 @@ class Targets:
         if other is None:
             return self
         labels = [v for v in (self.max_label, other.max_label) if v is not None]
+        presence = dict(self.presence)
+        for label, count in other.presence.items():
+            presence[label] = presence.get(label, 0) + count
         return Targets(
             max_label=max(labels) if labels else None,
             one_hot_depth=self.one_hot_depth or other.one_hot_depth,
             images=self.images + other.images,
             source=self.source or other.source,
             complete=self.complete and other.complete,
+            presence=presence,
         )
 
 
@@ -140,7 +146,9 @@ def targets_from_batch(y: np.ndarray, source: str = "training batch") -> Targets
         return None
     if set(values.tolist()) == {0.0, 255.0} or len(values) > INSTANCE_DISTINCT:
         return None
-    return Targets(max_label=int(values.max()), images=len(y), source=source)
+    flat = y.reshape(len(y), -1)  # (B, H*W)
+    presence = {int(v): int(np.any(flat == v, axis=1).sum()) for v in values}
+    return Targets(max_label=int(values.max()), images=len(y), source=source, presence=presence)
 
 
 def ignored_label(loss) -> int | None:

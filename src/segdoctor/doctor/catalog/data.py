@@ -254,6 +254,19 @@ MASK_ENTRIES: tuple[CatalogEntry, ...] = (
         "leaves the other classes out. Only if the class really is missing from this data: "
         "collect examples, or drop it and renumber to 0..K-1 (its Dice is undefined and drags "
         "the mean).",
+        variants={
+            "batch": "Class indices {absent_classes} appear in none of the {masks_seen} training "
+            "masks of the {where}, while every other class (present: {present}) appears in at "
+            "least {least_present_share:.0%} of them: not a rare class missed by a sample, but a "
+            "label that the masks lost. Usual cause: classes merged or renumbered with an "
+            "in-place loop (for old, new in mapping.items(): m[m == old] = new) chain, a pixel "
+            "moved to 1 by one pair is moved on by a later pair that maps 1, so a class ends up "
+            "inside another; remap with a lookup table (lut = np.array([mapping[k] for k in "
+            "range(K)]); m = lut[m]). Or a palette lookup in the wrong channel order (cv2.imread "
+            "gives BGR). The model's own validation Dice cannot show this: its masks have the "
+            "same fault.",
+        },
+        titles={"batch": "A class index never appears in the training batches"},
     ),
     CatalogEntry(
         "mask-palette-file",
