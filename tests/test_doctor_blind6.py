@@ -320,3 +320,18 @@ def test_a_class_lost_by_a_chaining_remap_is_named_by_the_callback(shared_data, 
     if chained:
         assert found["class-absent"].evidence["absent_classes"] == [1]
         assert "lut[m]" in found["class-absent"].fix
+
+
+def test_the_void_label_is_not_a_class_gap():
+    """VOC-style masks {0, 1, 255} in every sampled mask: 255 is the void label, not class 255
+    with 2..254 missing."""
+    from segdoctor.doctor.batch_checks import class_gap_findings
+    from segdoctor.doctor.model_data import targets_from_batch
+
+    y = np.zeros((16, 8, 8, 1), "float32")
+    y[:, 2:5, 2:5] = 1
+    y[:, 0, :] = 255
+    assert class_gap_findings(targets_from_batch(y), None, "batches") == []
+    y[:, 5:7, 5:7] = 3  # classes 0, 1, 3 (and void) everywhere: class 2 is lost
+    [found] = class_gap_findings(targets_from_batch(y), None, "batches")
+    assert found.evidence["absent_classes"] == [2]

@@ -32,10 +32,12 @@ from segdoctor.doctor.model_checks import (
     output_channels,
 )
 from segdoctor.doctor.model_data import (
+    VOID_LABEL,
     Targets,
     compare_input_channels,
     compare_output_classes,
     targets_from_batch,
+    uses_void_label,
 )
 from segdoctor.doctor.outlines import outline_counts, outline_evidence, outlines_found
 from segdoctor.doctor.receptive_field import interior_object_area
@@ -305,12 +307,21 @@ def class_gap_findings(targets: Targets, ignore_index: int | None, where: str) -
         >>> t = Targets(max_label=5, images=24, presence={0: 24, 2: 24, 3: 2, 4: 24, 5: 18})
         >>> class_gap_findings(t, None, "first 3 training batches")  # class 3 is rare: 1 may be too
         []
+        >>> t = Targets(max_label=255, images=24, presence={0: 24, 1: 24, 255: 24})
+        >>> class_gap_findings(t, None, "first 3 training batches")  # VOC's void label
+        []
     """
     presence, images = targets.presence, targets.images
-    if not presence or targets.max_label is None or images < GAP_MIN_MASKS:
+    if not presence or images < GAP_MIN_MASKS:
         return []
-    classes = [c for c in range(targets.max_label + 1) if c != ignore_index]
-    absent = [c for c in classes if 0 < c < targets.max_label and not presence.get(c)]
+    labels = {c for c in presence if c != ignore_index}
+    if uses_void_label(labels):  # 255 is the void label (VOC): not the largest class
+        labels.discard(VOID_LABEL)
+    if not labels:
+        return []
+    largest = max(labels)
+    classes = [c for c in range(largest + 1) if c != ignore_index]
+    absent = [c for c in classes if 0 < c < largest and not presence.get(c)]
     present = [c for c in classes if presence.get(c)]
     if not absent or not present:
         return []
