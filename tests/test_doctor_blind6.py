@@ -75,6 +75,22 @@ def test_a_small_min_delta_and_a_loss_monitor_are_not_blamed():
 CAMVID_MERGE = {0: 1, 1: 2, 2: 2, 3: 3, 4: 3, 5: 4, 6: 5, 7: 2, 8: 5, 9: 5, 10: 5, 11: 0}
 
 
+def _merged_camvid(root, path, chained: bool):
+    """One CamVid frame at 128 x 96 px and its labels merged into 5 classes (see
+    :func:`_camvid_folder`)."""
+    from PIL import Image
+
+    image = Image.open(path).convert("RGB").resize((128, 96), Image.BILINEAR)
+    mask = np.asarray(
+        Image.open(root / "camvid-val" / "masks" / path.name).resize((128, 96), Image.NEAREST)
+    ).copy()
+    if chained:
+        for old, new in CAMVID_MERGE.items():
+            mask[mask == old] = new
+        return image, mask
+    return image, np.array([CAMVID_MERGE[k] for k in range(12)], np.uint8)[mask]
+
+
 def _camvid_folder(root, out, chained: bool):
     """CamVid frames at 128 x 96 px with merged classes, frames 0-79 in train/, the rest in val/.
 
@@ -83,18 +99,9 @@ def _camvid_folder(root, out, chained: bool):
     with a lookup table."""
     from PIL import Image
 
-    lut = np.array([CAMVID_MERGE[k] for k in range(12)], np.uint8)
     for i, path in enumerate(sorted((root / "camvid-val" / "images").glob("*.png"))):
         split = "train" if i < 80 else "val"
-        image = Image.open(path).convert("RGB").resize((128, 96), Image.BILINEAR)
-        mask = np.asarray(
-            Image.open(root / "camvid-val" / "masks" / path.name).resize((128, 96), Image.NEAREST)
-        ).copy()
-        if chained:
-            for old, new in CAMVID_MERGE.items():
-                mask[mask == old] = new
-        else:
-            mask = lut[mask]
+        image, mask = _merged_camvid(root, path, chained)
         for kind, array in (("images", np.asarray(image)), ("masks", mask)):
             (out / split / kind).mkdir(parents=True, exist_ok=True)
             Image.fromarray(array).save(out / split / kind / path.name)
@@ -280,20 +287,9 @@ def test_sgd_at_an_adam_rate_is_named_when_nothing_was_learned(shared_data):
 
 
 def _camvid_arrays(root, chained: bool, n: int = 32):
-    from PIL import Image
-
-    lut = np.array([CAMVID_MERGE[k] for k in range(12)], np.uint8)
     xs, ys = [], []
     for path in sorted((root / "camvid-val" / "images").glob("*.png"))[:n]:
-        image = Image.open(path).convert("RGB").resize((128, 96), Image.BILINEAR)
-        mask = np.asarray(
-            Image.open(root / "camvid-val" / "masks" / path.name).resize((128, 96), Image.NEAREST)
-        ).copy()
-        if chained:
-            for old, new in CAMVID_MERGE.items():
-                mask[mask == old] = new
-        else:
-            mask = lut[mask]
+        image, mask = _merged_camvid(root, path, chained)
         xs.append(np.asarray(image, "float32") / 255.0)
         ys.append(mask[..., None].astype("float32"))
     return np.stack(xs), np.stack(ys)

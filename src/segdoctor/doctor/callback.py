@@ -579,19 +579,23 @@ class DoctorCallback(keras.callbacks.Callback):
         if len(values) >= epochs or len(values) < 4:
             return []
         evidence = {"stopped_at_epoch": len(values), "of_epochs": epochs}
-        if self._siblings is None:
-            if values[-1] <= max(values[:-1]) + 1e-3:
-                return []
-            evidence |= {f"{keys[0]}_last": values[-3:], "best_before": max(values[:-1])}
+
+        def wrong_mode(confidence: float) -> list[Finding]:
             return [
                 make_finding(
                     "monitor-mode",
                     evidence,
                     variant="stopped-early",
                     monitor=keys[0],
-                    confidence=0.6,
+                    confidence=confidence,
                 )
             ]
+
+        if self._siblings is None:
+            if values[-1] <= max(values[:-1]) + 1e-3:
+                return []
+            evidence |= {f"{keys[0]}_last": values[-3:], "best_before": max(values[:-1])}
+            return wrong_mode(0.6)
         stoppers = [
             c
             for c in self._siblings
@@ -606,15 +610,7 @@ class DoctorCallback(keras.callbacks.Callback):
             return []  # a stop after `patience` epochs without a new best: as designed
         evidence |= {f"{keys[0]}_last": recent, "best_before": max(before), "patience": patience}
         if not _maximises(stopper):
-            return [
-                make_finding(
-                    "monitor-mode",
-                    evidence,
-                    variant="stopped-early",
-                    monitor=keys[0],
-                    confidence=0.9,
-                )
-            ]
+            return wrong_mode(0.9)
         min_delta = abs(float(getattr(stopper, "min_delta", 0.0) or 0.0))
         if min_delta < MIN_DELTA_LARGE:
             return []

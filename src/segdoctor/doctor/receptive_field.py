@@ -28,6 +28,7 @@ import numpy as np
 from scipy import ndimage
 
 from segdoctor.doctor.catalog import make_finding
+from segdoctor.doctor.components import edge_labels, weighted_area
 from segdoctor.doctor.findings import Finding
 
 PROBE_SIZE = 96
@@ -97,11 +98,8 @@ def interior_object_area(fg: np.ndarray, labels: np.ndarray | None = None) -> fl
     if labels is None:  # the components of ``fg``, unless the caller has labelled them
         labels, _ = ndimage.label(np.asarray(fg, bool))
     sizes = np.bincount(labels.ravel())
-    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    sizes[edge] = 0  # components on the edge, and the background (label 0, if on it)
-    sizes = sizes[1:].astype(np.float64)
-    sizes = sizes[sizes > 0]
-    return float((sizes * sizes).sum() / sizes.sum()) if sizes.size else None
+    sizes[edge_labels(labels)] = 0  # components on the edge
+    return weighted_area(sizes[1:])
 
 
 def typical_diameter(areas: Sequence[float | None]) -> tuple[float | None, int]:

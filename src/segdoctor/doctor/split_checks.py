@@ -75,6 +75,7 @@ from segdoctor.data.split import (
     split_pairs,
 )
 from segdoctor.doctor.catalog import make_finding
+from segdoctor.doctor.components import weighted_area
 from segdoctor.doctor.findings import Finding
 from segdoctor.doctor.receptive_field import interior_object_area
 from segdoctor.errors import SegdoctorError
@@ -177,9 +178,7 @@ def object_area(fg: np.ndarray, labels: np.ndarray | None = None) -> float | Non
         return None
     if labels is None:  # the components of ``fg``, unless the caller has labelled them
         labels, _ = ndimage.label(fg)
-    sizes = np.bincount(labels.ravel())[1:].astype(np.float64)
-    sizes = sizes[sizes > 0]
-    return float((sizes * sizes).sum() / sizes.sum())
+    return weighted_area(np.bincount(labels.ravel())[1:])
 
 
 def pair_stats(pair, image: np.ndarray | None, mask: np.ndarray, digest: str | None) -> PairStats:
